@@ -229,6 +229,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri does not support mmap of files")]
     fn create_map_and_refuse_wrong_size_and_second_lock() {
         let p = tmp("a.bin");
         let _ = std::fs::remove_file(&p);

@@ -1,0 +1,102 @@
+//! Loom model check of the shm queue's index protocol: the very file the
+//! library uses (`src/shm_queue/ring.rs`), compiled here with loom's
+//! atomics. Run with
+//! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_shm`.
+#![cfg(loom)]
+
+mod sync {
+    pub use loom::sync::atomic::{AtomicU32, Ordering};
+}
+
+#[allow(dead_code, missing_docs)]
+#[path = "../src/shm_queue/ring.rs"]
+mod ring;
+
+use loom::sync::atomic::AtomicU32;
+use loom::sync::Arc;
+use ring::{QueueMemory, Reader, Writer, BLOCK};
+
+struct Mem {
+    write: AtomicU32,
+    cache: AtomicU32,
+    read: AtomicU32,
+    blocks: Box<[std::cell::UnsafeCell<u64>]>,
+}
+
+// SAFETY (test): the blocks live as long as the Arc; capacity is 4 blocks.
+unsafe impl QueueMemory for Arc<Mem> {
+    fn capacity(&self) -> usize {
+        4 * BLOCK
+    }
+    fn write_idx(&self) -> &AtomicU32 {
+        &self.write
+    }
+    fn read_idx_cache(&self) -> &AtomicU32 {
+        &self.cache
+    }
+    fn read_idx(&self) -> &AtomicU32 {
+        &self.read
+    }
+    fn blocks(&self) -> *mut u8 {
+        self.blocks[0].get().cast()
+    }
+}
+
+fn mem(start: u32) -> Arc<Mem> {
+    Arc::new(Mem {
+        write: AtomicU32::new(start),
+        cache: AtomicU32::new(start),
+        read: AtomicU32::new(start),
+        blocks: (0..4 * BLOCK / 8)
+            .map(|_| std::cell::UnsafeCell::new(0))
+            .collect(),
+    })
+}
+
+/// Sizes that force a full ring and a wrap marker in a 4-block ring.
+const LENS: [usize; 4] = [100, 20, 150, 60];
+
+fn run(start: u32) {
+    loom::model(move || {
+        let m = mem(start);
+        let mut w = Writer::new(m.clone());
+        let mut r = Reader::new(m);
+        let t = loom::thread::spawn(move || {
+            for (i, &len) in LENS.iter().enumerate() {
+                loop {
+                    if let Some(p) = w.alloc(i as u16 + 1, len) {
+                        p.fill(i as u8 + 1);
+                        w.push();
+                        break;
+                    }
+                    loom::thread::yield_now();
+                }
+            }
+        });
+        for (i, &len) in LENS.iter().enumerate() {
+            loop {
+                match r.front().expect("an honest writer never looks corrupt") {
+                    Some((t, p)) => {
+                        assert_eq!(t, i as u16 + 1);
+                        assert_eq!(p.len(), len);
+                        assert!(p.iter().all(|&b| b == i as u8 + 1));
+                        r.pop();
+                        break;
+                    }
+                    None => loom::thread::yield_now(),
+                }
+            }
+        }
+        t.join().unwrap();
+    });
+}
+
+#[test]
+fn spsc_index_protocol() {
+    run(0);
+}
+
+#[test]
+fn spsc_index_protocol_across_u32_wrap() {
+    run(u32::MAX - 2);
+}

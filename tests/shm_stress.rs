@@ -1,0 +1,67 @@
+//! Two threads, millions of variable-size messages through a small shm
+//! queue (so it wraps and fills constantly), every byte checked, with a
+//! deadline so a bug fails instead of hanging.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tcpshm::shm_queue::{HeapRegion, ShmReader, ShmWriter};
+
+fn len_of(i: u64) -> usize {
+    // Mostly small, sometimes up to a few blocks, sometimes empty.
+    let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
+    match h {
+        0..=199 => (h % 56) as usize,
+        200..=249 => (h * 3) as usize,
+        _ => 0,
+    }
+}
+
+fn byte(i: u64, j: usize) -> u8 {
+    (i as u8).wrapping_mul(31).wrapping_add(j as u8)
+}
+
+#[test]
+fn millions_of_messages_every_byte_checked() {
+    let n: u64 = if cfg!(miri) { 500 } else { 2_000_000 };
+    let region = Arc::new(HeapRegion::new(1 << 14).unwrap());
+    let mut w = ShmWriter::new(region.clone()).unwrap();
+    let mut r = ShmReader::new(region).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let producer = std::thread::spawn(move || {
+        for i in 0..n {
+            let len = len_of(i);
+            loop {
+                if let Some(p) = w.alloc(i as u16, len) {
+                    for (j, b) in p.iter_mut().enumerate() {
+                        *b = byte(i, j);
+                    }
+                    w.push();
+                    break;
+                }
+                assert!(Instant::now() < deadline, "producer stalled at {i}");
+                std::thread::yield_now();
+            }
+        }
+    });
+    let mut bytes = 0usize;
+    for i in 0..n {
+        loop {
+            if let Some((t, p)) = r.front().unwrap() {
+                assert_eq!(t, i as u16, "message {i}");
+                assert_eq!(p.len(), len_of(i), "message {i}");
+                for (j, &b) in p.iter().enumerate() {
+                    assert_eq!(b, byte(i, j), "message {i} byte {j}");
+                }
+                bytes += p.len();
+                r.pop();
+                break;
+            }
+            assert!(Instant::now() < deadline, "consumer stalled at {i}");
+            std::thread::yield_now();
+        }
+    }
+    producer.join().unwrap();
+    assert!(r.front().unwrap().is_none());
+    assert!(bytes > 0);
+}
