@@ -49,7 +49,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 use std::path::Path;
 
 use crate::error::FileError;
-use crate::sys::{MapOptions, Mapping};
+use crate::sys::{MapOptions, Mapping, SharedMapping};
 use crate::wire::{padded, MsgHeader, HEADER_SIZE, MAX_PAYLOAD};
 
 const MAGIC: &[u8; 8] = b"TCPSHMPQ";
@@ -310,6 +310,20 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
         Some(&mut msg[HEADER_SIZE..size])
     }
 
+    /// The payload of the message allocated and not yet pushed.
+    pub fn pending_payload(&mut self) -> Option<&mut [u8]> {
+        if self.pending == 0 {
+            return None;
+        }
+        let off = self.st.write as usize * BLK;
+        let data = self.data_mut();
+        let size = u16::from_le_bytes([data[off], data[off + 1]]) as usize;
+        Some(&mut data[off + HEADER_SIZE..off + size])
+    }
+
+    /// Byte offset in the region of the local ack word.
+    pub const LOCAL_ACK_OFFSET: usize = OFF_LOCAL_ACK;
+
     /// Commits the message from the last [`alloc`](Self::alloc), stamping
     /// the current local ack into its header. Once this returns, the
     /// message survives a crash of the process. Without a pending
@@ -495,7 +509,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
     }
 }
 
-impl PtcpQueue<Mapping> {
+impl PtcpQueue<SharedMapping> {
     /// Opens (or creates) the queue file at `path` with `capacity` bytes of
     /// messages (a multiple of 8). An existing file is checked, never
     /// overwritten.
@@ -504,7 +518,7 @@ impl PtcpQueue<Mapping> {
     /// A [`FileError`] naming the file: it cannot be created, mapped or
     /// locked, has another size, or its content is corrupt.
     pub fn open_file(path: &Path, capacity: usize, opts: MapOptions) -> Result<Self, FileError> {
-        let m = Mapping::open(path, Self::region_size(capacity), opts)?;
+        let m = SharedMapping::new(Mapping::open(path, Self::region_size(capacity), opts)?);
         PtcpQueue::open(m).map_err(|why| FileError::corrupt(path, why))
     }
 }

@@ -331,7 +331,7 @@ pub fn opt_name_to_wire(n: Option<&Name>) -> [u8; NAME_SIZE] {
 /// Implemented for `u8` (the default, one byte) and `[u8; N]`. Implement it
 /// for your own `#[repr(C)]` plain-data type: `SIZE` and `ALIGN` must be its
 /// C `sizeof` and `alignof`, so the frame layout matches a C++ peer's.
-pub trait UserData: Copy + Default {
+pub trait UserData: Copy + Default + Send + 'static {
     /// `sizeof` of the C type.
     const SIZE: usize;
     /// `alignof` of the C type (1, 2, 4 or 8).
@@ -427,6 +427,8 @@ impl<U: UserData> Login<U> {
     const OFF_CLIENT: usize = Self::OFF_USE_SHM + 1;
     const OFF_LAST: usize = Self::OFF_CLIENT + NAME_SIZE;
     const BODY: usize = align_up(Self::OFF_LAST + NAME_SIZE, max(4, U::ALIGN));
+    /// Offset in the frame of the client name field.
+    pub const CLIENT_NAME_OFFSET: usize = HEADER_SIZE + Self::OFF_CLIENT;
     /// Header `size` of the frame (52 with the default `u8` user data).
     pub const SIZE: usize = HEADER_SIZE + Self::BODY;
     /// Bytes the frame occupies on the wire (56 by default).
@@ -509,6 +511,8 @@ impl<U: UserData> LoginResponse<U> {
     const OFF_NAME: usize = Self::OFF_STATUS + 1;
     const OFF_ERR: usize = Self::OFF_NAME + NAME_SIZE;
     const BODY: usize = align_up(Self::OFF_ERR + ERROR_MSG_SIZE, max(4, U::ALIGN));
+    /// Offset in the frame of the server name field.
+    pub const SERVER_NAME_OFFSET: usize = HEADER_SIZE + Self::OFF_NAME;
     /// Header `size` of the frame (68 with the default `u8` user data).
     pub const SIZE: usize = HEADER_SIZE + Self::BODY;
     /// Bytes the frame occupies on the wire (72 by default).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tcpshm::ptcp_queue::PtcpQueue;
 use tcpshm::shm_queue::{map_shm, ShmReader, ShmWriter};
-use tcpshm::sys::{MapOptions, Mapping};
+use tcpshm::sys::{MapOptions, SharedMapping};
 use tcpshm::{FileError, FileErrorKind};
 
 const CAP: usize = 4096;
@@ -28,7 +28,7 @@ fn payload(seq: u32) -> Vec<u8> {
 
 /// Checks that the queue holds the messages `start..end`, each with the
 /// payload of its sequence number.
-fn verify(q: &mut PtcpQueue<Mapping>) -> (u32, u32) {
+fn verify(q: &mut PtcpQueue<SharedMapping>) -> (u32, u32) {
     let (start, end) = q.seq_range();
     q.login_ack(start).unwrap();
     let s = q.sendable();

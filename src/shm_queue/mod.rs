@@ -265,6 +265,12 @@ impl<R: Region> ShmWriter<R> {
         self.0.alloc(msg_type, payload_len)
     }
 
+    /// The payload of the message allocated and not yet pushed.
+    #[inline]
+    pub fn pending_payload(&mut self) -> Option<&mut [u8]> {
+        self.0.pending_payload()
+    }
+
     /// Publishes the last allocated message.
     #[inline]
     pub fn push(&mut self) {
@@ -309,6 +315,12 @@ impl<R: Region> ShmReader<R> {
     #[inline]
     pub fn front(&mut self) -> Result<Option<(u16, &[u8])>, Corrupt> {
         self.0.front()
+    }
+
+    /// The message the last `front` returned, until it is popped.
+    #[inline]
+    pub fn current(&self) -> Option<(u16, &[u8])> {
+        self.0.current()
     }
 
     /// Consumes the message the last `front` returned.

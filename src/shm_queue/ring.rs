@@ -160,6 +160,9 @@ impl<M: QueueMemory> Writer<M> {
                 .read_idx_cache()
                 .store(self.read_cache, Ordering::Relaxed);
             if end.wrapping_sub(self.read_cache) > self.blk_cnt {
+                if rewind {
+                    self.publish_marker(slot, to_end);
+                }
                 return None;
             }
         }
@@ -187,6 +190,40 @@ impl<M: QueueMemory> Writer<M> {
                 payload_len,
             ))
         }
+    }
+
+    /// The payload of the message allocated and not yet pushed.
+    pub fn pending_payload(&mut self) -> Option<&mut [u8]> {
+        let (start, _) = self.pending?;
+        let off = (start & self.mask) as usize * BLOCK;
+        let size = read_u16(&self.mem, off) as usize;
+        // SAFETY: the header at `off` was written by our alloc with the
+        // size it checked to fit before the end of the ring; the blocks are
+        // still unpublished and ours.
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.mem.blocks().add(off + HDR), size - HDR)
+        })
+    }
+
+    /// A message that must start at slot 0 does not fit yet: publish the
+    /// wrap marker alone (if the blocks up to the end are free), so the
+    /// reader skips the tail and the next attempt starts at slot 0.
+    /// Without this, a message of more than half the ring could be refused
+    /// forever, even on an empty queue. The C++ reader accepts a marker
+    /// with nothing after it.
+    fn publish_marker(&mut self, slot: u32, to_end: u32) {
+        let end = self.write_idx.wrapping_add(to_end);
+        if end.wrapping_sub(self.read_cache) > self.blk_cnt {
+            return;
+        }
+        // SAFETY: slot < blk_cnt so the 2 bytes are inside the ring; the
+        // block is free (checked against read_idx just above) and
+        // unpublished.
+        unsafe { std::ptr::write_bytes(self.mem.blocks().add(slot as usize * BLOCK), 0, 2) };
+        self.pending = None;
+        self.write_idx = end;
+        // SYNC POINT msg-published (the marker is a message to skip).
+        self.mem.write_idx().store(end, Ordering::Release);
     }
 
     /// Publishes the message of the last [`alloc`](Self::alloc); without
@@ -222,6 +259,8 @@ pub struct Reader<M> {
     write_cache: u32,
     /// Blocks of the message returned by the last front.
     cur: u32,
+    /// Type and payload length of that message.
+    cur_msg: (u16, usize),
 }
 
 impl<M: QueueMemory> Reader<M> {
@@ -235,6 +274,7 @@ impl<M: QueueMemory> Reader<M> {
             read_idx: 0,
             write_cache: 0,
             cur: 0,
+            cur_msg: (0, 0),
         };
         r.reload();
         r
@@ -274,14 +314,31 @@ impl<M: QueueMemory> Reader<M> {
         let mut size = read_u16(&self.mem, slot as usize * BLOCK);
         if size == 0 {
             let skip = self.blk_cnt - slot;
-            if slot == 0 || skip >= avail {
+            if slot == 0 || skip > avail {
                 return Err(Corrupt::Size {
                     at: self.read_idx,
                     size,
                 });
             }
             self.read_idx = self.read_idx.wrapping_add(skip);
+            // SYNC POINT block-released: the skipped tail is free at once
+            // (the writer may be waiting for it to place a large message).
+            self.mem.read_idx().store(self.read_idx, Ordering::Release);
             avail -= skip;
+            if avail == 0 {
+                // SYNC POINT msg-published, as above.
+                self.write_cache = self.mem.write_idx().load(Ordering::Acquire);
+                avail = self.write_cache.wrapping_sub(self.read_idx);
+                if avail == 0 {
+                    return Ok(None);
+                }
+                if avail > self.blk_cnt {
+                    return Err(Corrupt::Index {
+                        read: self.read_idx,
+                        write: self.write_cache,
+                    });
+                }
+            }
             slot = 0;
             size = read_u16(&self.mem, 0);
         }
@@ -295,6 +352,7 @@ impl<M: QueueMemory> Reader<M> {
         self.cur = blks;
         let off = slot as usize * BLOCK;
         let msg_type = read_u16(&self.mem, off + 2);
+        self.cur_msg = (msg_type, size as usize - HDR);
         // SAFETY: slot + blks <= blk_cnt, so off + size <= capacity; the
         // blocks are published (before write_idx, SYNC POINT msg-published)
         // and not reused by the writer until we release them in pop.
@@ -302,6 +360,22 @@ impl<M: QueueMemory> Reader<M> {
             std::slice::from_raw_parts(self.mem.blocks().add(off + HDR), size as usize - HDR)
         };
         Ok(Some((msg_type, payload)))
+    }
+
+    /// The message the last [`front`](Self::front) returned, if it has not
+    /// been popped since.
+    pub fn current(&self) -> Option<(u16, &[u8])> {
+        if self.cur == 0 {
+            return None;
+        }
+        let off = (self.read_idx & self.mask) as usize * BLOCK;
+        let (t, len) = self.cur_msg;
+        // SAFETY: `front` checked this message against the ring bounds and
+        // write_idx and recorded its type and length; it is not released
+        // until pop.
+        Some((t, unsafe {
+            std::slice::from_raw_parts(self.mem.blocks().add(off + HDR), len)
+        }))
     }
 
     /// Consumes the message the last [`front`](Self::front) returned;

@@ -198,6 +198,85 @@ impl Drop for Mapping {
     }
 }
 
+/// A [`Mapping`] shared by the persistent queue and the receive half of
+/// the same connection, which persists the local ack into the queue file's
+/// header (see [`AckWord`]). Both live on one thread; neither keeps a
+/// reference into the mapping across calls.
+#[derive(Clone, Debug)]
+pub struct SharedMapping(std::sync::Arc<Mapping>);
+
+impl SharedMapping {
+    /// Shares `m`.
+    pub fn new(m: Mapping) -> Self {
+        SharedMapping(std::sync::Arc::new(m))
+    }
+
+    /// The path of the mapped file.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// A handle to the aligned u32 at `offset`.
+    ///
+    /// # Panics
+    /// If `offset` is not 4-aligned or not inside the mapping (a caller bug).
+    pub fn word(&self, offset: usize) -> AckWord {
+        assert!(offset % 4 == 0 && offset + 4 <= self.0.len);
+        AckWord {
+            map: self.clone(),
+            offset,
+        }
+    }
+}
+
+impl AsRef<[u8]> for SharedMapping {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_ref().as_ref()
+    }
+}
+
+impl AsMut<[u8]> for SharedMapping {
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: ptr..ptr+len is a live mapping kept alive by the Arc. The
+        // slice is exclusive for its (call-long) lifetime: the only other
+        // accesses are AckWord's, on the same thread, which never overlap a
+        // call that holds this slice (see SharedMapping).
+        unsafe { std::slice::from_raw_parts_mut(self.0.ptr.as_ptr(), self.0.len) }
+    }
+}
+
+/// One u32 of a shared mapping, read and written atomically (so a crash
+/// never tears it) without holding a reference across calls.
+#[derive(Clone, Debug)]
+pub struct AckWord {
+    map: SharedMapping,
+    offset: usize,
+}
+
+impl AckWord {
+    fn atomic(&self) -> &std::sync::atomic::AtomicU32 {
+        // SAFETY: offset is 4-aligned and inside the page-aligned mapping
+        // (checked in `word`), which the Arc keeps alive as long as self.
+        unsafe {
+            std::sync::atomic::AtomicU32::from_ptr(self.map.0.ptr.as_ptr().add(self.offset).cast())
+        }
+    }
+
+    /// The stored value (little-endian on disk; this crate targets
+    /// little-endian hosts, checked at compile time in lib.rs).
+    pub fn get(&self) -> u32 {
+        // Relaxed: single-threaded use; atomicity only guards against a
+        // torn value after a crash.
+        self.atomic().load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stores `v`; it survives a kill -9 as soon as this returns.
+    pub fn set(&self, v: u32) {
+        // Relaxed: as in `get`.
+        self.atomic().store(v, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// Reserves `len` bytes of backing store for `file`.
 fn reserve(file: &File, len: usize) -> io::Result<()> {
     // SAFETY: plain syscall on a descriptor we own.

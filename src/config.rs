@@ -1,0 +1,226 @@
+//! Configuration of clients and servers, validated at construction.
+//!
+//! Defaults equal the C++ library's echo example (name size 16, TCP queue
+//! 2000 bytes, receive buffer 2000 growing to 8000, 5 pending logins, one
+//! TCP and one SHM group of 4 connections each), except the shared-memory
+//! queue, which is 1 MiB as in `PROTOCOL.md` §5. Both peers must agree on
+//! the shm queue size.
+//!
+//! # Time
+//!
+//! The library never reads a clock: every poll takes `now` in the caller's
+//! own monotonic unit. The default timeouts assume nanoseconds (heartbeat
+//! every 3 s, a connection silent for 10 s times out, a login must arrive
+//! within 3 s); set them in your unit if you use another (e.g. TSC cycles).
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::shm_queue::check_capacity;
+use crate::wire::{HEADER_SIZE, MAX_PAYLOAD};
+
+/// Nanoseconds in a second, for building timeouts in the default unit.
+pub const SECOND_NS: i64 = 1_000_000_000;
+
+/// Settings shared by [`Client`](crate::Client) and [`Server`](crate::Server).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Bytes of each shared-memory queue: a power of two, the same on both
+    /// sides (default 1 MiB).
+    pub shm_queue_size: usize,
+    /// Bytes of the persistent TCP send queue, a multiple of 8 (default 2000).
+    pub tcp_queue_size: usize,
+    /// Initial TCP receive buffer, a multiple of 8 (default 2000).
+    pub tcp_recv_buf_init_size: usize,
+    /// Largest TCP receive buffer, a multiple of 8 (default 8000). A peer
+    /// message larger than this closes the connection.
+    pub tcp_recv_buf_max_size: usize,
+    /// Set TCP_NODELAY on connections (default true).
+    pub tcp_no_delay: bool,
+    /// Send a heartbeat after this much send silence, in `now` units.
+    pub heartbeat_interval: i64,
+    /// Close a connection after this much receive silence, in `now` units.
+    pub connection_timeout: i64,
+    /// Server: close a new connection that has not logged in within this.
+    pub new_connection_timeout: i64,
+    /// Client: the longest `connect` may block (TCP connect plus login).
+    pub connect_timeout: Duration,
+    /// Server: logins being read at once; more connections wait in the
+    /// kernel's backlog.
+    pub max_new_connections: usize,
+    /// Server: TCP connection groups.
+    pub tcp_groups: usize,
+    /// Server: connections per TCP group.
+    pub tcp_conns_per_group: usize,
+    /// Server: SHM connection groups.
+    pub shm_groups: usize,
+    /// Server: connections per SHM group.
+    pub shm_conns_per_group: usize,
+    /// Permission bits of created queue files and shm objects (default
+    /// 0600: only this user). Use 0o660 or 0o666 to share with other users
+    /// (the C++ original uses 0666).
+    pub file_mode: u32,
+    /// Where shared-memory objects live (default /dev/shm, where
+    /// `shm_open("/<name>")` puts them on Linux).
+    pub shm_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shm_queue_size: 1 << 20,
+            tcp_queue_size: 2000,
+            tcp_recv_buf_init_size: 2000,
+            tcp_recv_buf_max_size: 8000,
+            tcp_no_delay: true,
+            heartbeat_interval: 3 * SECOND_NS,
+            connection_timeout: 10 * SECOND_NS,
+            new_connection_timeout: 3 * SECOND_NS,
+            connect_timeout: Duration::from_secs(10),
+            max_new_connections: 5,
+            tcp_groups: 1,
+            tcp_conns_per_group: 4,
+            shm_groups: 1,
+            shm_conns_per_group: 4,
+            file_mode: 0o600,
+            shm_dir: PathBuf::from("/dev/shm"),
+        }
+    }
+}
+
+/// A configuration that cannot work, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks every setting.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first bad setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError(s));
+        if check_capacity(self.shm_queue_size).is_err() {
+            return bad(format!(
+                "shm_queue_size {} is not a power of two of at least 64",
+                self.shm_queue_size
+            ));
+        }
+        for (name, v) in [
+            ("tcp_queue_size", self.tcp_queue_size),
+            ("tcp_recv_buf_init_size", self.tcp_recv_buf_init_size),
+            ("tcp_recv_buf_max_size", self.tcp_recv_buf_max_size),
+        ] {
+            if v < 64 || v % 8 != 0 || v > u32::MAX as usize / 2 {
+                return bad(format!("{name} {v} is not a multiple of 8 of at least 64"));
+            }
+        }
+        if self.tcp_recv_buf_init_size > self.tcp_recv_buf_max_size {
+            return bad(format!(
+                "tcp_recv_buf_init_size {} exceeds tcp_recv_buf_max_size {}",
+                self.tcp_recv_buf_init_size, self.tcp_recv_buf_max_size
+            ));
+        }
+        if self.tcp_recv_buf_max_size < self.tcp_queue_size + 64 {
+            return bad(format!(
+                "tcp_recv_buf_max_size {} must be at least tcp_queue_size {} + 64: unconsumed messages \
+                 stay in the peer's queue, and the receive buffer must still have room for the acks \
+                 that follow them (or two echoing peers can wait on each other forever)",
+                self.tcp_recv_buf_max_size, self.tcp_queue_size
+            ));
+        }
+        for (name, v) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("connection_timeout", self.connection_timeout),
+            ("new_connection_timeout", self.new_connection_timeout),
+        ] {
+            if v <= 0 {
+                return bad(format!("{name} must be positive"));
+            }
+        }
+        if self.heartbeat_interval >= self.connection_timeout {
+            return bad(format!(
+                "heartbeat_interval {} must be below connection_timeout {}, or live peers time out",
+                self.heartbeat_interval, self.connection_timeout
+            ));
+        }
+        if self.max_new_connections == 0 {
+            return bad("max_new_connections must be at least 1".into());
+        }
+        if self.file_mode & !0o777 != 0 {
+            return bad(format!(
+                "file_mode {:o} has bits beyond 0777",
+                self.file_mode
+            ));
+        }
+        Ok(())
+    }
+
+    /// Largest payload a message may carry over TCP: it must fit the send
+    /// queue (and so the peer's receive buffer, which is larger when both
+    /// sides use the same configuration, as they usually do).
+    pub fn max_tcp_payload(&self) -> usize {
+        (self.tcp_queue_size - HEADER_SIZE).min(MAX_PAYLOAD)
+    }
+
+    /// Largest payload a message may carry over shared memory.
+    pub fn max_shm_payload(&self) -> usize {
+        (self.shm_queue_size - HEADER_SIZE).min(MAX_PAYLOAD)
+    }
+
+    pub(crate) fn map_options(&self, lock: bool) -> crate::sys::MapOptions {
+        crate::sys::MapOptions {
+            mode: self.file_mode,
+            lock,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        Config::default().validate().unwrap();
+        let e = Config {
+            shm_queue_size: 1000,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("shm_queue_size 1000"), "{e}");
+        let e = Config {
+            tcp_queue_size: 2001,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("tcp_queue_size"), "{e}");
+        let e = Config {
+            tcp_queue_size: 8000,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("tcp_recv_buf_max_size 8000"), "{e}");
+        let e = Config {
+            heartbeat_interval: 20 * SECOND_NS,
+            ..Config::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(e.to_string().contains("heartbeat_interval"), "{e}");
+        assert_eq!(Config::default().max_tcp_payload(), 1992);
+        assert_eq!(Config::default().max_shm_payload(), 65527);
+    }
+}

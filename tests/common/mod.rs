@@ -1,0 +1,197 @@
+//! Test harness shared by the connection tests: an echo server handler, a
+//! checking client handler, scratch dirs, a monotonic `now`, and bounded
+//! waits.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tcpshm::server::ConnId;
+use tcpshm::wire::{Login, LoginResponse, Name};
+use tcpshm::{
+    Accept, ClientHandler, CloseReason, Config, ConnTx, Connection, Received, SeqMismatch,
+    ServerHandler,
+};
+
+pub fn now() -> i64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as i64
+}
+
+/// A fresh directory under the system temp dir, unique per test.
+pub fn scratch(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "tcpshm-it-{}-{}-{tag}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A test config: a private shm dir (removed by `Cleanup`) and a bigger
+/// TCP queue so large messages fit.
+pub fn config(dir: &std::path::Path) -> Config {
+    let shm_dir = dir.join("shm");
+    std::fs::create_dir_all(&shm_dir).unwrap();
+    Config {
+        tcp_queue_size: 1 << 16,
+        tcp_recv_buf_init_size: 2048,
+        tcp_recv_buf_max_size: (1 << 16) + 64,
+        shm_queue_size: 1 << 16,
+        shm_dir,
+        ..Config::default()
+    }
+}
+
+/// Polls `f` until it returns true, yielding; panics after `secs`.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+#[derive(Default)]
+pub struct EchoServer {
+    pub logons: Vec<String>,
+    pub disconnects: Vec<(String, CloseReason)>,
+    pub mismatches: Vec<SeqMismatch>,
+    pub file_errors: Vec<String>,
+    pub echoed: u64,
+    /// Reject logins with this text.
+    pub reject: Option<String>,
+    /// Stop echoing (a stalled application).
+    pub paused: bool,
+}
+
+impl ServerHandler for EchoServer {
+    fn on_new_connection(
+        &mut self,
+        _peer: std::net::SocketAddr,
+        _login: &Login,
+        response: &mut LoginResponse,
+    ) -> Accept {
+        response.user_data = 42;
+        match &self.reject {
+            Some(t) => Accept::Reject(t.clone()),
+            None => Accept::Group(0),
+        }
+    }
+    fn on_client_logon(&mut self, _peer: std::net::SocketAddr, _id: ConnId, conn: &mut Connection) {
+        self.logons.push(conn.remote_name().unwrap().to_string());
+    }
+    fn on_client_disconnected(
+        &mut self,
+        client: &Name,
+        _id: ConnId,
+        reason: CloseReason,
+        _errno: i32,
+    ) {
+        self.disconnects.push((client.to_string(), reason));
+    }
+    fn on_client_msg(&mut self, _id: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
+        if self.paused {
+            return;
+        }
+        let mut rsp = match tx.alloc(msg.msg_type(), msg.payload().len()) {
+            Ok(r) => r,
+            Err(_) => return, // full: redelivered on the next poll
+        };
+        rsp.payload_mut().copy_from_slice(msg.payload());
+        msg.pop();
+        rsp.push();
+        self.echoed += 1;
+    }
+    fn on_seq_mismatch(&mut self, _client: &Name, m: &SeqMismatch) {
+        self.mismatches.push(*m);
+    }
+    fn on_file_error(&mut self, _client: &Name, e: &tcpshm::FileError) {
+        self.file_errors.push(e.to_string());
+    }
+}
+
+/// The payload of message `seq`: `len` bytes derived from `seq`.
+pub fn payload(seq: u64, len: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(len.max(8));
+    v.extend_from_slice(&seq.to_le_bytes());
+    v.extend((8..len).map(|j| (seq as usize * 131 + j) as u8));
+    v.truncate(len.max(8));
+    v
+}
+
+/// A client handler that checks every echo: message `seq` comes back with
+/// the payload it was sent with, in order, exactly once.
+#[derive(Default)]
+pub struct CheckingClient {
+    pub received: u64,
+    pub disconnects: Vec<CloseReason>,
+    pub rejects: Vec<String>,
+    pub mismatches: Vec<SeqMismatch>,
+    pub login_user_data: Vec<u8>,
+    /// Length of message `seq` (the sender's choice).
+    pub len_of: Option<fn(u64) -> usize>,
+}
+
+impl ClientHandler for CheckingClient {
+    fn on_login_reject(&mut self, r: &LoginResponse) {
+        self.rejects.push(r.error_text());
+    }
+    fn on_login_success(&mut self, r: &LoginResponse) -> i64 {
+        self.login_user_data.push(r.user_data);
+        now()
+    }
+    fn on_seq_mismatch(&mut self, m: &SeqMismatch) {
+        self.mismatches.push(*m);
+    }
+    fn on_server_msg(&mut self, msg: Received<'_>, _tx: &mut ConnTx) {
+        let p = msg.payload();
+        assert!(p.len() >= 8, "echo shorter than its sequence number");
+        let seq = u64::from_le_bytes(p[..8].try_into().unwrap());
+        assert_eq!(seq, self.received, "echo out of order, duplicated or lost");
+        let len = self.len_of.map_or(p.len(), |f| f(seq));
+        assert_eq!(p, &payload(seq, len)[..], "payload of echo {seq}");
+        assert_eq!(msg.msg_type(), (seq % 1000) as u16 + 1);
+        msg.pop();
+        self.received += 1;
+    }
+    fn on_disconnected(&mut self, reason: CloseReason, _errno: i32) {
+        self.disconnects.push(reason);
+    }
+}
+
+/// Pushes message `seq` of `len` bytes; false if the queue is full.
+pub fn send(conn: &mut Connection, seq: u64, len: usize) -> bool {
+    match conn.alloc((seq % 1000) as u16 + 1, len) {
+        Ok(mut a) => {
+            a.payload_mut().copy_from_slice(&payload(seq, len));
+            a.push();
+            true
+        }
+        Err(tcpshm::AllocError::Full) => false,
+        Err(e) => panic!("alloc {seq} of {len}: {e}"),
+    }
+}
+
+/// Removes the test's shm objects and dir.
+pub struct Cleanup(pub PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Sets a flag when dropped, so a panicking test thread stops its
+/// background pollers instead of leaving the scope hanging.
+pub struct StopOnDrop<'a>(pub &'a std::sync::atomic::AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,75 @@
+//! Echo over TCP and over SHM in one process: server and client polled
+//! from test threads, thousands of messages of every size from 8 bytes to
+//! the maximum, every byte checked.
+
+mod common;
+
+use common::*;
+use tcpshm::{Client, Server};
+
+fn echo_every_size(use_shm: bool) {
+    let dir = scratch(if use_shm { "echo-shm" } else { "echo-tcp" });
+    let _c = Cleanup(dir.clone());
+    let cfg = config(&dir);
+    let max = if use_shm {
+        cfg.max_shm_payload()
+    } else {
+        cfg.max_tcp_payload()
+    };
+    let mut server = Server::new(
+        "srv",
+        dir.join("server"),
+        cfg.clone(),
+        EchoServer::default(),
+    )
+    .unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    // Sizes 8..=max, every one of them for small sizes, then strided, then
+    // the maximum itself.
+    let mut sizes: Vec<usize> = (8..600).collect();
+    sizes.extend((600..max).step_by(97));
+    sizes.push(max);
+    let n = sizes.len() as u64;
+    let sizes_ref = &sizes;
+    std::thread::scope(|s| {
+        let stop = &stop;
+        s.spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                server.poll_ctl(now());
+                if use_shm {
+                    server.poll_shm(0);
+                } else {
+                    server.poll_tcp(now(), 0);
+                }
+                std::thread::yield_now();
+            }
+        });
+        let _stop = StopOnDrop(stop);
+        let mut client =
+            Client::new("cli", dir.join("client"), cfg, CheckingClient::default()).unwrap();
+        client.connect(use_shm, addr, 7).unwrap();
+        let mut sent = 0u64;
+        wait_until(120, "all echoes", || {
+            while sent < n && send(client.connection(), sent, sizes_ref[sent as usize]) {
+                sent += 1;
+            }
+            client.poll_tcp(now());
+            client.poll_shm();
+            client.handler().received == n
+        });
+        assert!(client.handler().disconnects.is_empty());
+        assert_eq!(client.handler().login_user_data, vec![42]);
+    });
+}
+
+#[test]
+fn echo_tcp_every_size() {
+    echo_every_size(false);
+}
+
+#[test]
+fn echo_shm_every_size() {
+    echo_every_size(true);
+}
