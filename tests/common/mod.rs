@@ -67,6 +67,9 @@ pub struct EchoServer {
     pub reject: Option<String>,
     /// Stop echoing (a stalled application).
     pub paused: bool,
+    /// Next sequence number expected per client: every message arrives
+    /// exactly once, in order.
+    pub next_seq: std::collections::HashMap<String, u64>,
 }
 
 impl ServerHandler for EchoServer {
@@ -98,11 +101,22 @@ impl ServerHandler for EchoServer {
         if self.paused {
             return;
         }
+        let who = tx.remote_name().unwrap().to_string();
         let mut rsp = match tx.alloc(msg.msg_type(), msg.payload().len()) {
             Ok(r) => r,
             Err(_) => return, // full: redelivered on the next poll
         };
         rsp.payload_mut().copy_from_slice(msg.payload());
+        let p = msg.payload();
+        if p.len() >= 8 {
+            let seq = u64::from_le_bytes(p[..8].try_into().unwrap());
+            let next = self.next_seq.entry(who).or_default();
+            assert_eq!(
+                seq, *next,
+                "server got a message out of order, twice or not at all"
+            );
+            *next += 1;
+        }
         msg.pop();
         rsp.push();
         self.echoed += 1;
@@ -135,6 +149,8 @@ pub struct CheckingClient {
     pub login_user_data: Vec<u8>,
     /// Length of message `seq` (the sender's choice).
     pub len_of: Option<fn(u64) -> usize>,
+    /// `now` to start sessions at (a fake clock), else the real one.
+    pub login_now: Option<i64>,
 }
 
 impl ClientHandler for CheckingClient {
@@ -143,7 +159,7 @@ impl ClientHandler for CheckingClient {
     }
     fn on_login_success(&mut self, r: &LoginResponse) -> i64 {
         self.login_user_data.push(r.user_data);
-        now()
+        self.login_now.unwrap_or_else(now)
     }
     fn on_seq_mismatch(&mut self, m: &SeqMismatch) {
         self.mismatches.push(*m);
@@ -194,4 +210,119 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// A TCP proxy on 127.0.0.1 that forwards to `target` and cuts every
+/// connection through it on demand. Polled by its own thread, which stops
+/// when the proxy is dropped.
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub fn new(target: std::net::SocketAddr) -> Proxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.set_nonblocking(true).unwrap();
+        let addr = l.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c2, s2) = (cut.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut pairs: Vec<(TcpStream, TcpStream)> = Vec::new();
+            let mut seen_cut = 0;
+            let mut buf = vec![0u8; 1 << 16];
+            while !s2.load(Ordering::Relaxed) {
+                if let Ok((a, _)) = l.accept() {
+                    if let Ok(b) = TcpStream::connect(target) {
+                        a.set_nonblocking(true).unwrap();
+                        b.set_nonblocking(true).unwrap();
+                        a.set_nodelay(true).unwrap();
+                        b.set_nodelay(true).unwrap();
+                        pairs.push((a, b));
+                    }
+                }
+                let c = c2.load(Ordering::Relaxed);
+                if c != seen_cut {
+                    seen_cut = c;
+                    for (a, b) in pairs.drain(..) {
+                        let _ = a.shutdown(std::net::Shutdown::Both);
+                        let _ = b.shutdown(std::net::Shutdown::Both);
+                    }
+                }
+                pairs.retain_mut(|(a, b)| {
+                    for (from, to) in [(&*a, &*b), (&*b, &*a)] {
+                        let mut from = from;
+                        let mut to = to;
+                        match from.read(&mut buf) {
+                            Ok(0) => return false,
+                            Ok(n) => {
+                                // Forward all of it (blocking briefly if needed).
+                                to.set_nonblocking(false).unwrap();
+                                let ok = to.write_all(&buf[..n]).is_ok();
+                                to.set_nonblocking(true).unwrap();
+                                if !ok {
+                                    return false;
+                                }
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(_) => return false,
+                        }
+                    }
+                    true
+                });
+                std::thread::yield_now();
+            }
+        });
+        Proxy {
+            addr,
+            cut,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Closes every connection through the proxy (mid-stream).
+    pub fn cut(&self) {
+        self.cut.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Polls a server (control part and group 0 of the given kind) on a
+/// thread of `scope` until `stop` is set.
+pub fn serve<'s, H: ServerHandler + Send>(
+    scope: &'s std::thread::Scope<'s, '_>,
+    server: &'s mut tcpshm::Server<H>,
+    use_shm: bool,
+    stop: &'s std::sync::atomic::AtomicBool,
+) {
+    scope.spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            server.poll_ctl(now());
+            if use_shm {
+                server.poll_shm(0);
+            } else {
+                server.poll_tcp(now(), 0);
+            }
+            std::thread::yield_now();
+        }
+    });
+}
+
+/// Length of message `seq` in the recovery tests: small and varied.
+pub fn small_len(seq: u64) -> usize {
+    8 + (seq as usize * 37) % 200
 }

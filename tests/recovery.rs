@@ -1,0 +1,309 @@
+//! Recovery: connections cut mid-stream, server and client objects dropped
+//! with messages in flight, a server name change, and a sequence-number
+//! mismatch. Every message arrives exactly once, in order, both ways (the
+//! server handler asserts the order of what it receives; the client
+//! handler the order of the echoes).
+
+mod common;
+
+use std::sync::atomic::AtomicBool;
+
+use common::*;
+use tcpshm::{Client, ConnectError, Server};
+
+/// Sends what fits (up to `n`), polls, and reconnects when closed.
+fn pump(
+    client: &mut Client<CheckingClient>,
+    use_shm: bool,
+    addr: std::net::SocketAddr,
+    sent: &mut u64,
+    n: u64,
+) {
+    if client.connection().is_closed() {
+        let _ = client.connect(use_shm, addr, 0);
+    }
+    while *sent < n && send(client.connection(), *sent, small_len(*sent)) {
+        *sent += 1;
+    }
+    client.poll_tcp(now());
+    client.poll_shm();
+}
+
+fn cut_mid_stream(use_shm: bool) {
+    let dir = scratch("cut");
+    let _c = Cleanup(dir.clone());
+    let cfg = config(&dir);
+    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let proxy = Proxy::new(server.local_addr().unwrap());
+    let stop = AtomicBool::new(false);
+    let n = 20_000u64;
+    let cuts = 6u64;
+    std::thread::scope(|s| {
+        serve(s, &mut server, use_shm, &stop);
+        let _stop = StopOnDrop(&stop);
+        let handler = CheckingClient {
+            len_of: Some(small_len),
+            ..Default::default()
+        };
+        let mut client = Client::new("cli", dir.join("c"), cfg, handler).unwrap();
+        let mut sent = 0;
+        let mut done_cuts = 0;
+        wait_until(150, "all echoes across cuts", || {
+            pump(&mut client, use_shm, proxy.addr, &mut sent, n);
+            let got = client.handler().received;
+            if done_cuts < cuts && got >= (done_cuts + 1) * n / (cuts + 1) {
+                proxy.cut();
+                done_cuts += 1;
+            }
+            got == n
+        });
+        assert_eq!(done_cuts, cuts);
+        let d = &client.handler().disconnects;
+        assert!(d.len() as u64 >= cuts, "disconnects seen: {d:?}");
+    });
+    assert_eq!(server.handler().next_seq["cli"], n);
+    assert!(server.handler().disconnects.len() as u64 >= cuts);
+}
+
+#[test]
+fn tcp_cut_mid_stream_loses_and_duplicates_nothing() {
+    cut_mid_stream(false);
+}
+
+#[test]
+fn shm_cut_mid_stream_loses_and_duplicates_nothing() {
+    cut_mid_stream(true);
+}
+
+/// Drops the server (or the client) object with messages in flight, three
+/// times, then makes a new one over the same dir; application state (the
+/// counters) is carried over as a real application persists its own.
+fn restart(use_shm: bool, restart_server: bool) {
+    let dir = scratch("restart");
+    let _c = Cleanup(dir.clone());
+    let cfg = config(&dir);
+    let n = 12_000u64;
+    let mut server_state = EchoServer::default();
+    let mut client_state = CheckingClient {
+        len_of: Some(small_len),
+        ..Default::default()
+    };
+    let mut sent = 0u64;
+    let mut client: Option<Client<CheckingClient>> = None;
+    for phase in 0..4u64 {
+        let mut server = Server::new(
+            "srv",
+            dir.join("s"),
+            cfg.clone(),
+            std::mem::take(&mut server_state),
+        )
+        .unwrap();
+        server.start("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        let target = if phase == 3 { n } else { (phase + 1) * n / 4 };
+        std::thread::scope(|s| {
+            serve(s, &mut server, use_shm, &stop);
+            let _stop = StopOnDrop(&stop);
+            if client.is_none() {
+                client = Some(
+                    Client::new(
+                        "cli",
+                        dir.join("c"),
+                        cfg.clone(),
+                        std::mem::take(&mut client_state),
+                    )
+                    .unwrap(),
+                );
+            }
+            let c = client.as_mut().unwrap();
+            wait_until(120, "echoes", || {
+                pump(c, use_shm, addr, &mut sent, n);
+                c.handler().received >= target
+            });
+            // Messages in flight at the drop: pushed, not yet echoed.
+            if phase < 3 {
+                for _ in 0..50 {
+                    if sent < n && send(c.connection(), sent, small_len(sent)) {
+                        sent += 1;
+                    }
+                }
+                assert!(sent > c.handler().received, "nothing in flight");
+            }
+        });
+        if !restart_server && phase < 3 {
+            // Drop the client object with its messages in flight.
+            let mut c = client.take().unwrap();
+            client_state = std::mem::take(c.handler());
+            drop(c);
+        }
+        server_state = std::mem::take(server.handler());
+        drop(server);
+    }
+    assert_eq!(client.unwrap().handler().received, n);
+    assert_eq!(server_state.next_seq["cli"], n);
+}
+
+#[test]
+fn tcp_server_restart() {
+    restart(false, true);
+}
+
+#[test]
+fn tcp_client_restart() {
+    restart(false, false);
+}
+
+#[test]
+fn shm_server_restart() {
+    restart(true, true);
+}
+
+#[test]
+fn shm_client_restart() {
+    restart(true, false);
+}
+
+/// A server that changes its name starts fresh: the client resets its
+/// pair, its old unacknowledged messages are discarded and sequence
+/// numbers start at 0 again.
+fn name_change(use_shm: bool) {
+    let dir = scratch("rename");
+    let _c = Cleanup(dir.clone());
+    let cfg = config(&dir);
+    let mut client =
+        Client::new("cli", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
+    {
+        let mut server =
+            Server::new("day1", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
+        server.start("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            serve(s, &mut server, use_shm, &stop);
+            let _stop = StopOnDrop(&stop);
+            client.connect(use_shm, addr, 0).unwrap();
+            let mut sent = 0;
+            wait_until(60, "day1 echoes", || {
+                pump(&mut client, use_shm, addr, &mut sent, 100);
+                client.handler().received == 100
+            });
+        });
+        // Stop polling the server, then push messages it never gets.
+        drop(server);
+        for seq in 100..110 {
+            assert!(send(client.connection(), seq, 16));
+        }
+    }
+    let mut server =
+        Server::new("day2", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        serve(s, &mut server, use_shm, &stop);
+        let _stop = StopOnDrop(&stop);
+        wait_until(30, "day2 login", || {
+            client.poll_tcp(now());
+            client.connect(use_shm, addr, 0).is_ok()
+        });
+        if !use_shm {
+            assert_eq!(
+                client.connection().split().1.seq_range(),
+                Some((0, 0)),
+                "fresh pair"
+            );
+        }
+        assert_eq!(client.connection().split().0.local_ack(), 0);
+        // The client application starts its own numbering again too.
+        *client.handler() = CheckingClient::default();
+        let mut sent = 0;
+        wait_until(60, "day2 echoes", || {
+            pump(&mut client, use_shm, addr, &mut sent, 50);
+            client.handler().received == 50
+        });
+    });
+    // The server saw 0..50 in order: nothing of day1's 100..110.
+    assert_eq!(server.handler().next_seq["cli"], 50);
+    let last = std::fs::read(dir.join("c").join("cli.lastserver")).unwrap();
+    assert_eq!(&last[..5], b"day2\0");
+}
+
+#[test]
+fn tcp_server_name_change_starts_fresh() {
+    name_change(false);
+}
+
+#[test]
+fn shm_server_name_change_starts_fresh() {
+    name_change(true);
+}
+
+#[test]
+fn sequence_mismatch_reports_six_numbers_and_fails_login() {
+    let dir = scratch("mismatch");
+    let _c = Cleanup(dir.clone());
+    let cfg = config(&dir);
+    let mut client =
+        Client::new("cli", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
+    {
+        let mut server =
+            Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
+        server.start("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            serve(s, &mut server, false, &stop);
+            let _stop = StopOnDrop(&stop);
+            client.connect(false, addr, 0).unwrap();
+            let mut sent = 0;
+            wait_until(60, "echoes", || {
+                pump(&mut client, false, addr, &mut sent, 5);
+                client.handler().received == 5
+                    && client.connection().split().1.seq_range() == Some((5, 5))
+            });
+        });
+    }
+    client.stop();
+    // Tamper: the server's file claims it consumed 1000 of the client's
+    // messages (the local ack word, offset 20 of the file format).
+    let f = dir.join("s").join("srv_cli.ptcp");
+    let mut b = std::fs::read(&f).unwrap();
+    assert_eq!(u32::from_le_bytes(b[20..24].try_into().unwrap()), 5);
+    b[20..24].copy_from_slice(&1000u32.to_le_bytes());
+    std::fs::write(&f, &b).unwrap();
+
+    let mut server = Server::new("srv", dir.join("s"), cfg, EchoServer::default()).unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        serve(s, &mut server, false, &stop);
+        let _stop = StopOnDrop(&stop);
+        let m = match client.connect(false, addr, 0) {
+            Err(ConnectError::SeqMismatch(m)) => m,
+            other => panic!("expected a sequence mismatch, got {other:?}"),
+        };
+        // The client acked all 5 echoes (its ack 5) and the server acked
+        // all 5 requests; whether the client's ack for the last echoes
+        // reached the server before the stop is timing, so the server's
+        // range starts somewhere in 0..=5.
+        assert_eq!((m.local_ack, m.local_seq_start, m.local_seq_end), (5, 5, 5));
+        assert_eq!((m.remote_ack, m.remote_seq_end), (1000, 5));
+        assert!(m.remote_seq_start <= 5);
+        assert_eq!(client.handler().mismatches, vec![m]);
+        assert!(client.connection().is_closed());
+        m
+    });
+    // The server reports the same six numbers from its side.
+    let m = server.handler().mismatches[0];
+    assert_eq!(
+        (m.local_ack, m.local_seq_start, m.local_seq_end),
+        (seen.remote_ack, seen.remote_seq_start, seen.remote_seq_end)
+    );
+    assert_eq!(
+        (m.remote_ack, m.remote_seq_start, m.remote_seq_end),
+        (seen.local_ack, seen.local_seq_start, seen.local_seq_end)
+    );
+}
