@@ -519,6 +519,11 @@ impl ShmPoller<'_> {
         }
     }
 
+    /// The connection, to push from this poller's thread (shm mode).
+    pub fn connection(&mut self) -> Option<&mut Connection> {
+        self.conn.as_deref_mut()
+    }
+
     /// Whether the session is closed (the TCP side reports why).
     pub fn is_closed(&self) -> bool {
         self.conn.as_ref().is_none_or(|c| c.is_closed())
