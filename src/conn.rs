@@ -181,6 +181,13 @@ impl Received<'_> {
         }
     }
 
+    /// Messages popped from this pair before this one (see
+    /// [`ConnRx::messages_popped`]).
+    #[inline]
+    pub fn popped_before(&self) -> u32 {
+        self.rx.messages_popped()
+    }
+
     /// Consumes the message. Over TCP the new local ack is persisted in the
     /// queue file at once, so after a crash the peer does not deliver it
     /// again; over shared memory the read index is the persistence.
@@ -232,6 +239,18 @@ impl ConnRx {
             RxTransport::None => return,
         }
         self.pops += 1;
+    }
+
+    /// Application messages popped from this pair since it was (re)set,
+    /// mod 2^31. Persisted with each pop, so exact after a crash at any
+    /// instruction: an application can keep its own state consistent with
+    /// it (see the echo server of the `tcpshm` command).
+    pub fn messages_popped(&self) -> u32 {
+        match &self.t {
+            RxTransport::Tcp { ack, .. } => ack.get() & 0x7fff_ffff,
+            RxTransport::Shm(r) => r.popped(),
+            RxTransport::None => 0,
+        }
     }
 
     /// The local ack: application messages consumed from the peer (TCP).
@@ -410,6 +429,17 @@ impl ConnTx {
         match &self.t {
             TxTransport::Tcp { queue, .. } => Some(queue.seq_range()),
             _ => None,
+        }
+    }
+
+    /// Application messages pushed to this pair since it was (re)set,
+    /// mod 2^31. Persisted with each push, so exact after a crash at any
+    /// instruction.
+    pub fn messages_pushed(&self) -> u32 {
+        match &self.t {
+            TxTransport::Tcp { queue, .. } => queue.seq_range().1 & 0x7fff_ffff,
+            TxTransport::Shm(w) => w.pushed(),
+            TxTransport::None => 0,
         }
     }
 

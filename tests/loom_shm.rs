@@ -5,14 +5,14 @@
 #![cfg(loom)]
 
 mod sync {
-    pub use loom::sync::atomic::{AtomicU32, Ordering};
+    pub use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 }
 
 #[allow(dead_code, missing_docs)]
 #[path = "../src/shm_queue/ring.rs"]
 mod ring;
 
-use loom::sync::atomic::AtomicU32;
+use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::Arc;
 use ring::{QueueMemory, Reader, Writer, BLOCK};
 
@@ -20,6 +20,8 @@ struct Mem {
     write: AtomicU32,
     cache: AtomicU32,
     read: AtomicU32,
+    wrec: AtomicU64,
+    rrec: AtomicU64,
     blocks: Box<[std::cell::UnsafeCell<u64>]>,
 }
 
@@ -40,6 +42,12 @@ unsafe impl QueueMemory for Arc<Mem> {
     fn blocks(&self) -> *mut u8 {
         self.blocks[0].get().cast()
     }
+    fn write_record(&self) -> &AtomicU64 {
+        &self.wrec
+    }
+    fn read_record(&self) -> &AtomicU64 {
+        &self.rrec
+    }
 }
 
 fn mem(start: u32) -> Arc<Mem> {
@@ -47,6 +55,8 @@ fn mem(start: u32) -> Arc<Mem> {
         write: AtomicU32::new(start),
         cache: AtomicU32::new(start),
         read: AtomicU32::new(start),
+        wrec: AtomicU64::new((start as u64) << 32),
+        rrec: AtomicU64::new((start as u64) << 32),
         blocks: (0..4 * BLOCK / 8)
             .map(|_| std::cell::UnsafeCell::new(0))
             .collect(),

@@ -37,13 +37,13 @@ mod ring;
 
 /// The atomics `ring` uses (loom's in the loom test).
 pub(crate) mod sync {
-    pub use std::sync::atomic::{AtomicU32, Ordering};
+    pub use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 }
 
 use std::alloc::Layout;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
 pub use self::ring::{Corrupt, QueueMemory, BLOCK};
@@ -56,6 +56,10 @@ const OFF_WRITE: usize = 0;
 const OFF_CACHE: usize = 4;
 /// Offset of `read_idx` after the blocks (its own cache line pair).
 const OFF_READ: usize = 128;
+/// Offset of the writer's commit record (bytes the C++ queue leaves unused).
+const OFF_WRITE_RECORD: usize = 64;
+/// Offset of the reader's commit record (bytes the C++ queue leaves unused).
+const OFF_READ_RECORD: usize = 192;
 /// Bytes after the blocks.
 pub const TRAILER: usize = 256;
 
@@ -214,6 +218,13 @@ impl<R: Region> RegionMemory<R> {
         unsafe { AtomicU32::from_ptr(self.region.base().add(self.capacity + off).cast()) }
     }
 
+    fn word64(&self, off: usize) -> &AtomicU64 {
+        // SAFETY: off is OFF_WRITE_RECORD or OFF_READ_RECORD, so the word
+        // lies in the trailer (capacity + off + 8 <= size), 8-aligned
+        // because the base is 64-aligned; otherwise as in `word`.
+        unsafe { AtomicU64::from_ptr(self.region.base().add(self.capacity + off).cast()) }
+    }
+
     /// The region.
     pub fn region(&self) -> &R {
         &self.region
@@ -238,6 +249,12 @@ unsafe impl<R: Region> QueueMemory for RegionMemory<R> {
     }
     fn blocks(&self) -> *mut u8 {
         self.region.base()
+    }
+    fn write_record(&self) -> &AtomicU64 {
+        self.word64(OFF_WRITE_RECORD)
+    }
+    fn read_record(&self) -> &AtomicU64 {
+        self.word64(OFF_READ_RECORD)
     }
 }
 
@@ -280,6 +297,12 @@ impl<R: Region> ShmWriter<R> {
     /// Takes up the indices stored in the region again.
     pub fn reload(&mut self) {
         self.0.reload()
+    }
+
+    /// Messages published since the queue was (re)set, mod 2^31; exact
+    /// after a crash at any instruction.
+    pub fn pushed(&self) -> u32 {
+        self.0.pushed()
     }
 
     /// Empties the queue (only while the reader is not reading).
@@ -337,6 +360,12 @@ impl<R: Region> ShmReader<R> {
     /// Takes up the indices stored in the region again.
     pub fn reload(&mut self) {
         self.0.reload()
+    }
+
+    /// Messages consumed since the queue was (re)set, mod 2^31; exact
+    /// after a crash at any instruction.
+    pub fn popped(&self) -> u32 {
+        self.0.popped()
     }
 
     /// Empties the queue (only while the writer is not writing).
@@ -529,6 +558,39 @@ mod tests {
             }
         }
         t.join().unwrap();
+    }
+
+    #[test]
+    fn message_counts_are_exact_across_a_crash_between_record_and_index() {
+        let (mut w, mut r) = pair(256);
+        for _ in 0..3 {
+            w.alloc(1, 8).unwrap();
+            w.push();
+        }
+        r.front().unwrap();
+        r.pop();
+        assert_eq!((w.pushed(), r.popped()), (3, 1));
+        let reg = w.region().clone();
+        // A crash after the record of a 4th push was stored but before its
+        // write_idx: the record runs ahead, the count must not.
+        let cap = reg.size() - TRAILER;
+        let rec = ring_record(3 + 1, 4, 1);
+        poke(&reg, cap + OFF_WRITE_RECORD, &rec.to_le_bytes());
+        let w2 = ShmWriter::new(reg.clone()).unwrap();
+        assert_eq!(w2.pushed(), 3);
+        // Committed: index and record agree.
+        poke(&reg, cap + OFF_WRITE, &4u32.to_le_bytes());
+        let w3 = ShmWriter::new(reg.clone()).unwrap();
+        assert_eq!(w3.pushed(), 4);
+        let r2 = ShmReader::new(reg.clone()).unwrap();
+        assert_eq!(r2.popped(), 1);
+        let mut r3 = ShmReader::new(reg.clone()).unwrap();
+        r3.reset();
+        assert_eq!((ShmWriter::new(reg).unwrap().pushed(), r3.popped()), (0, 0));
+    }
+
+    fn ring_record(idx: u32, count: u32, delta: u32) -> u64 {
+        (idx as u64) << 32 | ((count << 1) | delta) as u64
     }
 
     #[test]

@@ -12,7 +12,7 @@
 //! `msg_type` u16 LE, `ack_seq` u32 unused) and takes `ceil(size / 64)`
 //! blocks; a header of size 0 means "skip to slot 0".
 
-use super::sync::{AtomicU32, Ordering};
+use super::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Bytes in a block.
 pub const BLOCK: usize = 64;
@@ -36,6 +36,62 @@ pub unsafe trait QueueMemory {
     fn read_idx(&self) -> &AtomicU32;
     /// Start of the blocks.
     fn blocks(&self) -> *mut u8;
+    /// The writer's commit record (see [`Record`]); unused by the C++ queue.
+    fn write_record(&self) -> &AtomicU64;
+    /// The reader's commit record; unused by the C++ queue.
+    fn read_record(&self) -> &AtomicU64;
+}
+
+/// A side's commit record: the index it is about to publish, its message
+/// count after that, and whether that publication adds a message (a wrap
+/// marker alone does not). Stored before the index itself, so after a
+/// crash the count is exact: if the stored index equals the record's, the
+/// publication happened; otherwise the count is one `delta` less.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Record {
+    idx: u32,
+    count: u32,
+    delta: u32,
+}
+
+impl Record {
+    fn pack(self) -> u64 {
+        (self.idx as u64) << 32 | ((self.count & 0x7fff_ffff) << 1 | self.delta) as u64
+    }
+
+    fn unpack(v: u64) -> Record {
+        Record {
+            idx: (v >> 32) as u32,
+            count: (v as u32) >> 1,
+            delta: v as u32 & 1,
+        }
+    }
+
+    /// The committed count given the index actually stored.
+    fn count_at(v: u64, stored_idx: u32) -> u32 {
+        let r = Record::unpack(v);
+        if r.idx == stored_idx {
+            r.count
+        } else {
+            r.count.wrapping_sub(r.delta) & 0x7fff_ffff
+        }
+    }
+
+    /// Stores the record for publishing `idx` with count `count`.
+    fn store(at: &AtomicU64, idx: u32, count: u32, delta: u32) {
+        // Relaxed: ordered before the index store by that store's Release
+        // (same thread); a reader of the count (after a crash, or this
+        // side) reads it together with the index.
+        at.store(
+            Record {
+                idx,
+                count: count & 0x7fff_ffff,
+                delta,
+            }
+            .pack(),
+            Ordering::Relaxed,
+        );
+    }
 }
 
 /// What a reader found that an honest writer never writes.
@@ -99,6 +155,8 @@ pub struct Writer<M> {
     read_cache: u32,
     /// `(start, blocks)` of the message allocated and not yet pushed.
     pending: Option<(u32, u32)>,
+    /// Messages published since the queue was (re)set, mod 2^31.
+    pushed: u32,
 }
 
 impl<M: QueueMemory> Writer<M> {
@@ -112,6 +170,7 @@ impl<M: QueueMemory> Writer<M> {
             write_idx: 0,
             read_cache: 0,
             pending: None,
+            pushed: 0,
         };
         w.reload();
         w
@@ -125,6 +184,17 @@ impl<M: QueueMemory> Writer<M> {
         self.write_idx = self.mem.write_idx().load(Ordering::Acquire);
         self.read_cache = self.mem.read_idx().load(Ordering::Acquire);
         self.pending = None;
+        // Relaxed: only this side writes the record.
+        self.pushed = Record::count_at(
+            self.mem.write_record().load(Ordering::Relaxed),
+            self.write_idx,
+        );
+    }
+
+    /// Messages published since the queue was (re)set, mod 2^31; exact
+    /// after a crash at any point.
+    pub fn pushed(&self) -> u32 {
+        self.pushed
     }
 
     /// Reserves a message of type `msg_type` with `payload_len` bytes of
@@ -222,6 +292,7 @@ impl<M: QueueMemory> Writer<M> {
         unsafe { std::ptr::write_bytes(self.mem.blocks().add(slot as usize * BLOCK), 0, 2) };
         self.pending = None;
         self.write_idx = end;
+        Record::store(self.mem.write_record(), end, self.pushed, 0);
         // SYNC POINT msg-published (the marker is a message to skip).
         self.mem.write_idx().store(end, Ordering::Release);
     }
@@ -231,6 +302,8 @@ impl<M: QueueMemory> Writer<M> {
     pub fn push(&mut self) {
         if let Some((start, blks)) = self.pending.take() {
             self.write_idx = start.wrapping_add(blks);
+            self.pushed = self.pushed.wrapping_add(1) & 0x7fff_ffff;
+            Record::store(self.mem.write_record(), self.write_idx, self.pushed, 1);
             // SYNC POINT msg-published: Release so the header and payload
             // written since alloc are visible before the index that
             // publishes them; pairs with the Acquire load of write_idx in
@@ -261,6 +334,8 @@ pub struct Reader<M> {
     cur: u32,
     /// Type and payload length of that message.
     cur_msg: (u16, usize),
+    /// Messages consumed since the queue was (re)set, mod 2^31.
+    popped: u32,
 }
 
 impl<M: QueueMemory> Reader<M> {
@@ -275,6 +350,7 @@ impl<M: QueueMemory> Reader<M> {
             write_cache: 0,
             cur: 0,
             cur_msg: (0, 0),
+            popped: 0,
         };
         r.reload();
         r
@@ -286,6 +362,17 @@ impl<M: QueueMemory> Reader<M> {
         self.read_idx = self.mem.read_idx().load(Ordering::Acquire);
         self.write_cache = self.read_idx;
         self.cur = 0;
+        // Relaxed: only this side writes the record.
+        self.popped = Record::count_at(
+            self.mem.read_record().load(Ordering::Relaxed),
+            self.read_idx,
+        );
+    }
+
+    /// Messages consumed since the queue was (re)set, mod 2^31; exact
+    /// after a crash at any point.
+    pub fn popped(&self) -> u32 {
+        self.popped
     }
 
     /// The next message as `(msg_type, payload)`, without consuming it.
@@ -321,6 +408,7 @@ impl<M: QueueMemory> Reader<M> {
                 });
             }
             self.read_idx = self.read_idx.wrapping_add(skip);
+            Record::store(self.mem.read_record(), self.read_idx, self.popped, 0);
             // SYNC POINT block-released: the skipped tail is free at once
             // (the writer may be waiting for it to place a large message).
             self.mem.read_idx().store(self.read_idx, Ordering::Release);
@@ -386,6 +474,8 @@ impl<M: QueueMemory> Reader<M> {
         }
         self.read_idx = self.read_idx.wrapping_add(self.cur);
         self.cur = 0;
+        self.popped = self.popped.wrapping_add(1) & 0x7fff_ffff;
+        Record::store(self.mem.read_record(), self.read_idx, self.popped, 1);
         // SYNC POINT block-released: Release so our reads of the message
         // happen before the writer may reuse its blocks; pairs with the
         // Acquire load of read_idx in Writer::alloc.
@@ -413,4 +503,6 @@ pub fn reset<M: QueueMemory>(mem: &M) {
     mem.write_idx().store(0, Ordering::Release);
     mem.read_idx_cache().store(0, Ordering::Release);
     mem.read_idx().store(0, Ordering::Release);
+    mem.write_record().store(0, Ordering::Release);
+    mem.read_record().store(0, Ordering::Release);
 }

@@ -1,0 +1,306 @@
+//! `tcpshm echo-client`: sends a rising sequence of 32-bit little-endian
+//! integers in messages of type t carrying the C++ example's counts (4, 9,
+//! 17 or 50 integers), checks the echoes come back as the same rising
+//! sequence, and resumes exactly where it was after a crash.
+//!
+//! Resuming: the type of message k is a function of k, so the next integer
+//! to send (receive) follows from the number of messages pushed (popped),
+//! which the connection keeps exact across kill -9. The counter files
+//! (`<dir>/<name>_<server>.send_num` and `.recv_num`, as in the C++
+//! example) are written after every message; at login they are checked
+//! against the connection's counts and corrected (they can be one message
+//! behind after a kill between a push or pop and the file write).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tcpshm::wire::LoginResponse;
+use tcpshm::{Client, ClientHandler, CloseReason, Config, ConnTx, ConnectError, Received};
+
+use crate::util::{
+    catch_stop_signals, fmt_ns, ints_before, msg_type, now, stopping, CounterFile, INTS,
+};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Client name (also the default directory).
+    pub name: String,
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:12345")]
+    pub server: String,
+    /// Use shared memory for messages (TCP still carries the login and heartbeats).
+    #[arg(long)]
+    pub shm: bool,
+    /// Messages to send and receive back.
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u32,
+    /// Stream as fast as the queues allow, instead of one message in flight.
+    #[arg(long)]
+    pub fast: bool,
+    /// Directory for the queue and counter files (default: the name).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep trying to connect (and reconnect) for this many seconds;
+    /// 0: a failed first connect is an error.
+    #[arg(long, default_value_t = 0)]
+    pub retry: u64,
+    /// Print "progress N" every N/20 echoes.
+    #[arg(long)]
+    pub progress: bool,
+    /// Shared-memory queue size in bytes (a power of two; the same as the server's).
+    #[arg(long, default_value_t = 1 << 20)]
+    pub shm_queue_size: usize,
+    /// Directory of shared-memory objects.
+    #[arg(long, default_value = "/dev/shm")]
+    pub shm_dir: PathBuf,
+}
+
+const RING: usize = 1 << 16;
+
+/// How often the TCP side of an shm session is polled.
+pub const TCP_POLL_EVERY_NS: i64 = 20_000;
+
+struct Checker {
+    /// Next integer expected.
+    recv_num: u32,
+    /// Echoes popped in this pair.
+    popped: u32,
+    error: Option<String>,
+    disconnected: Option<(CloseReason, i32)>,
+    /// Send time of message k at k % RING (0: unknown, e.g. sent before a restart).
+    sent_at: Vec<i64>,
+    hist: Histogram<u64>,
+    recv_file: Option<CounterFile>,
+}
+
+impl ClientHandler for Checker {
+    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
+        now()
+    }
+    fn on_server_msg(&mut self, msg: Received<'_>, _tx: &mut ConnTx) {
+        if self.error.is_some() {
+            return;
+        }
+        let p = msg.payload();
+        let want_type = msg_type(self.popped);
+        if msg.msg_type() != want_type || p.len() != 4 * INTS[want_type as usize - 1] as usize {
+            self.error = Some(format!(
+                "echo {}: type {} with {} bytes, expected type {want_type}",
+                self.popped,
+                msg.msg_type(),
+                p.len()
+            ));
+            return;
+        }
+        for c in p.chunks_exact(4) {
+            let v = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            if v != self.recv_num {
+                let what = if v < self.recv_num {
+                    "duplicate"
+                } else {
+                    "gap"
+                };
+                self.error = Some(format!("{what}: got {v}, expected {}", self.recv_num));
+                return;
+            }
+            self.recv_num = self.recv_num.wrapping_add(1);
+        }
+        msg.pop();
+        let slot = &mut self.sent_at[self.popped as usize % RING];
+        if *slot != 0 {
+            let _ = self.hist.record((now() - *slot).max(1) as u64);
+            *slot = 0;
+        }
+        self.popped += 1;
+        if let Some(f) = &mut self.recv_file {
+            f.set(self.recv_num);
+        }
+    }
+    fn on_disconnected(&mut self, reason: CloseReason, errno: i32) {
+        self.disconnected = Some((reason, errno));
+    }
+}
+
+fn connect_error(e: &ConnectError, server: &str) -> String {
+    match e {
+        ConnectError::Io {
+            op: "connect",
+            source,
+        } => {
+            format!("cannot connect to {server}: {source} (is the echo-server running?)")
+        }
+        other => format!("cannot log in to {server}: {other}"),
+    }
+}
+
+pub fn run(a: Args) -> Result<(), String> {
+    if a.shm && !a.shm_dir.is_dir() {
+        return Err(format!(
+            "shared-memory directory {} does not exist (is /dev/shm mounted? use --shm-dir, or TCP)",
+            a.shm_dir.display()
+        ));
+    }
+    let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from(&a.name));
+    let cfg = Config {
+        shm_queue_size: a.shm_queue_size,
+        shm_dir: a.shm_dir.clone(),
+        ..Config::default()
+    };
+    let checker = Checker {
+        recv_num: 0,
+        popped: 0,
+        error: None,
+        disconnected: None,
+        sent_at: vec![0; RING],
+        hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
+        recv_file: None,
+    };
+    let mut client = Client::new(&a.name, &dir, cfg, checker).map_err(|e| e.to_string())?;
+    catch_stop_signals();
+    let mode = if a.shm { "shm" } else { "tcp" };
+    let started = Instant::now();
+    let mut pushed = 0u32;
+    let mut send_num = 0u32;
+    let mut send_file: Option<CounterFile> = None;
+    let mut retry_until = Instant::now() + Duration::from_secs(a.retry);
+    let mut next_progress = 0u32;
+    let mut last_tcp_poll = 0i64;
+    let step = (a.count / 20).max(1);
+    loop {
+        if stopping() {
+            return Err("interrupted".into());
+        }
+        if client.connection().is_closed() {
+            match client.connect(a.shm, &a.server, 0) {
+                Ok(()) => {
+                    let server = client
+                        .connection()
+                        .remote_name()
+                        .expect("logged in")
+                        .to_string();
+                    let (rx, tx) = client.connection().split();
+                    pushed = tx.messages_pushed();
+                    let popped = rx.messages_popped();
+                    send_num = ints_before(pushed);
+                    let recv_num = ints_before(popped);
+                    let base = dir.join(format!("{}_{}", a.name, server));
+                    let open = |ext: &str| {
+                        CounterFile::open(&base.with_extension(ext)).map_err(|e| e.to_string())
+                    };
+                    let (mut sf, mut rf) = (open("send_num")?, open("recv_num")?);
+                    if sf.get() != send_num || rf.get() != recv_num {
+                        println!(
+                            "counter files were behind the connection (send {} vs {send_num}, recv {} vs {recv_num}): corrected",
+                            sf.get(),
+                            rf.get()
+                        );
+                    }
+                    sf.set(send_num);
+                    rf.set(recv_num);
+                    send_file = Some(sf);
+                    let h = client.handler();
+                    h.recv_num = recv_num;
+                    h.popped = popped;
+                    h.recv_file = Some(rf);
+                    h.disconnected = None;
+                    println!(
+                        "logged in to {server} over {mode}: {pushed} sent, {popped} echoed so far"
+                    );
+                }
+                Err(e) => {
+                    if Instant::now() >= retry_until {
+                        return Err(connect_error(&e, &a.server));
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            }
+        }
+        // Send.
+        let h = client.handler();
+        let in_flight = pushed.wrapping_sub(h.popped);
+        let mut budget = if a.fast {
+            u32::MAX
+        } else {
+            u32::from(in_flight == 0)
+        };
+        while budget > 0 && pushed < a.count {
+            let t = msg_type(pushed);
+            let n = INTS[t as usize - 1];
+            let Ok(mut m) = client.connection().alloc(t, 4 * n as usize) else {
+                break;
+            };
+            for (i, c) in m.payload_mut().chunks_exact_mut(4).enumerate() {
+                c.copy_from_slice(&send_num.wrapping_add(i as u32).to_le_bytes());
+            }
+            let at = now();
+            m.push();
+            send_num = send_num.wrapping_add(n);
+            client.handler().sent_at[pushed as usize % RING] = at;
+            pushed += 1;
+            if let Some(f) = &mut send_file {
+                f.set(send_num);
+            }
+            budget -= 1;
+        }
+        // In shm mode the TCP side carries only heartbeats: polling it
+        // (a syscall) every 20 us is plenty and keeps the shm loop tight.
+        let t = now();
+        if !a.shm || t - last_tcp_poll >= TCP_POLL_EVERY_NS {
+            client.poll_tcp(t);
+            last_tcp_poll = t;
+        }
+        client.poll_shm();
+        let h = client.handler();
+        if let Some(e) = h.error.take() {
+            return Err(format!("bad echo: {e}"));
+        }
+        if let Some((reason, errno)) = h.disconnected.take() {
+            if errno != 0 {
+                println!(
+                    "disconnected: {reason} ({})",
+                    std::io::Error::from_raw_os_error(errno)
+                );
+            } else {
+                println!("disconnected: {reason}");
+            }
+            retry_until = Instant::now() + Duration::from_secs(a.retry.max(1));
+            if a.retry == 0 {
+                return Err(format!("disconnected: {reason}"));
+            }
+        }
+        if a.progress && h.popped >= next_progress {
+            println!("progress {}", h.popped);
+            next_progress = h.popped + step;
+        }
+        if h.popped >= a.count {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let h = client.handler();
+    let hist = &h.hist;
+    println!(
+        "done: messages={} rtt_samples={} rtt_mean_ns={:.0} rtt_p50_ns={} rtt_p99_ns={} rtt_p999_ns={} rtt_max_ns={} seconds={secs:.2}",
+        a.count,
+        hist.len(),
+        hist.mean(),
+        hist.value_at_quantile(0.5),
+        hist.value_at_quantile(0.99),
+        hist.value_at_quantile(0.999),
+        hist.max()
+    );
+    println!(
+        "  {} messages over {mode} ({}): RTT mean {}, p50 {}, p99 {}, p99.9 {}, max {}",
+        a.count,
+        if a.fast { "streaming" } else { "ping-pong" },
+        fmt_ns(hist.mean()),
+        fmt_ns(hist.value_at_quantile(0.5) as f64),
+        fmt_ns(hist.value_at_quantile(0.99) as f64),
+        fmt_ns(hist.value_at_quantile(0.999) as f64),
+        fmt_ns(hist.max() as f64)
+    );
+    client.stop();
+    Ok(())
+}

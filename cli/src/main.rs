@@ -1,0 +1,53 @@
+//! The `tcpshm` command: echo server and client (compatible with the C++
+//! library's echo example), a demo, and benchmarks.
+
+mod demo;
+mod echo_client;
+mod echo_server;
+mod util;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tcpshm",
+    version,
+    about = "Recoverable low-latency messaging over TCP or shared memory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Echo every message back (same type and payload).
+    EchoServer(echo_server::Args),
+    /// Send a checked rising sequence of integers and verify the echoes.
+    EchoClient(echo_client::Args),
+    /// Run a server and a client on this host over TCP and SHM, with a
+    /// kill -9 of the client mid-run, and show the latency.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::EchoServer(a) => echo_server::run(a),
+        Cmd::EchoClient(a) => echo_client::run(a),
+        Cmd::Demo(a) => demo::run(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.starts_with("bad echo") {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

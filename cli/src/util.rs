@@ -1,0 +1,87 @@
+//! Shared pieces of the command: the clock, signals, the echo payload
+//! convention, counter files.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tcpshm::sys::{MapOptions, Mapping};
+
+/// Nanoseconds since the first call: the `now` passed to the library.
+pub fn now() -> i64 {
+    static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    T0.get_or_init(Instant::now).elapsed().as_nanos() as i64
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Makes SIGINT and SIGTERM set the stop flag instead of killing.
+pub fn catch_stop_signals() {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs an async-signal-safe handler (one atomic store).
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
+/// Whether SIGINT or SIGTERM arrived.
+pub fn stopping() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
+
+/// Integers carried by message types 1..=4, as in the C++ echo example
+/// (16, 36, 68 and 200 bytes of payload).
+pub const INTS: [u32; 4] = [4, 9, 17, 50];
+
+/// The type of message `k` of a pair: "random" in 1..=4 but a function of
+/// `k`, so both counters can be recomputed from message counts alone.
+pub fn msg_type(k: u32) -> u16 {
+    let mut z = (k as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) % 4) as u16 + 1
+}
+
+/// Integers in the first `k` messages: the next integer to send after
+/// `k` messages, or to receive after `k` echoes.
+pub fn ints_before(k: u32) -> u32 {
+    (0..k).fold(0u32, |acc, i| {
+        acc.wrapping_add(INTS[msg_type(i) as usize - 1])
+    })
+}
+
+/// A 4-byte little-endian counter in a file (the C++ echo client's
+/// `send_num`/`recv_num` files).
+pub struct CounterFile(Mapping);
+
+impl CounterFile {
+    pub fn open(path: &Path) -> Result<CounterFile, tcpshm::FileError> {
+        Mapping::open(path, 4, MapOptions::default()).map(CounterFile)
+    }
+    pub fn get(&self) -> u32 {
+        let b = self.0.as_ref();
+        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    pub fn set(&mut self, v: u32) {
+        self.0.as_mut().copy_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// "1.2 us" style.
+pub fn fmt_ns(ns: f64) -> String {
+    if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} us", ns / 1e3)
+    } else {
+        format!("{ns:.0} ns")
+    }
+}
