@@ -184,6 +184,9 @@ pub fn run(a: Args) -> Result<(), String> {
                     let popped = rx.messages_popped();
                     send_num = ints_before(pushed);
                     let recv_num = ints_before(popped);
+                    // Release the files of the previous session (their locks) first.
+                    drop(send_file.take());
+                    client.handler().recv_file = None;
                     let base = dir.join(format!("{}_{}", a.name, server));
                     let open = |ext: &str| {
                         CounterFile::open(&base.with_extension(ext)).map_err(|e| e.to_string())

@@ -1,0 +1,254 @@
+//! The central promise with real processes: echo-server and echo-client
+//! processes, over TCP and over SHM, are killed with kill -9 at random
+//! moments while traffic flows (ping-pong and streaming, alternating at
+//! each client restart) and restarted; at the end the client has received
+//! every echo exactly once and in order (it checks every integer and exits
+//! non-zero on any gap or duplicate).
+//!
+//! `torture_*` runs in CI (10 client kills and 10 server kills per
+//! transport, well under a minute); `torture_long_*` (ignored) does
+//! hundreds: `cargo test -p tcpshm-cli --test torture -- --ignored`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_tcpshm");
+
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[String]) -> Proc {
+        let mut child = Command::new(EXE)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tcpshm");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let tx2 = tx.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx2.send(l);
+            }
+        });
+        Proc { child, lines: rx }
+    }
+
+    fn kill9(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    /// Lines so far; fails the test on a data error.
+    fn drain(&self, log: &mut Vec<String>) {
+        while let Ok(l) = self.lines.try_recv() {
+            assert!(
+                !l.contains("bad echo"),
+                "client reported: {l}\n{}",
+                log.join("\n")
+            );
+            log.push(l);
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A small xorshift for kill timing (no dependency, seed printed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// One torture at a time: each runs a busy-polling server and client,
+/// which is all a 2-core machine has.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn torture(shm: bool, client_kills: usize, server_kills: usize, count: u32) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pid = std::process::id();
+    let tag = if shm { "s" } else { "t" };
+    let dir = std::env::temp_dir().join(format!("tcpshm-torture-{pid}-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let shm_dir = if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        let d = dir.join("shm");
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let server_name = format!("ts{tag}{pid}");
+    let client_name = format!("tc{tag}{pid}");
+    let seed = 0x9E37_79B9_7F4A_7C15 ^ (pid as u64) << 1 ^ shm as u64;
+    println!("seed {seed:#x}");
+    let mut rng = Rng(seed);
+
+    let server_args = |port: u16| {
+        vec![
+            "echo-server".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--name".into(),
+            server_name.clone(),
+            "--dir".into(),
+            dir.join("server").display().to_string(),
+            "--shm-dir".into(),
+            shm_dir.display().to_string(),
+        ]
+    };
+    let mut log = Vec::new();
+    // First start on a free port, then restarts on the same port.
+    let mut server = Proc::spawn(&server_args(0));
+    let first = server
+        .lines
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server starts");
+    let port: u16 = first
+        .split_whitespace()
+        .skip_while(|w| *w != "on")
+        .nth(1)
+        .and_then(|a| a.rsplit(':').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let client_args = |fast: bool| {
+        let mut v = vec![
+            "echo-client".to_string(),
+            client_name.clone(),
+            "--server".into(),
+            format!("127.0.0.1:{port}"),
+            "--count".into(),
+            count.to_string(),
+            "--dir".into(),
+            dir.join("client").display().to_string(),
+            "--shm-dir".into(),
+            shm_dir.display().to_string(),
+            "--retry".into(),
+            "60".into(),
+        ];
+        if fast {
+            v.push("--fast".into());
+        }
+        if shm {
+            v.push("--shm".into());
+        }
+        v
+    };
+    let mut fast = false;
+    let mut client = Proc::spawn(&client_args(fast));
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let (mut ck, mut sk) = (0, 0);
+    while ck < client_kills || sk < server_kills {
+        assert!(
+            Instant::now() < deadline,
+            "torture too slow: {ck} client and {sk} server kills"
+        );
+        std::thread::sleep(Duration::from_millis(20 + rng.next(120)));
+        client.drain(&mut log);
+        server.drain(&mut log);
+        if client.child.try_wait().unwrap().is_some() {
+            std::thread::sleep(Duration::from_millis(100));
+            client.drain(&mut log);
+        }
+        assert!(
+            client.child.try_wait().unwrap().is_none(),
+            "client finished or died before the kills were done: raise the count\n{}",
+            log.join("\n")
+        );
+        let kill_client = sk >= server_kills || (ck < client_kills && rng.next(2) == 0);
+        if kill_client {
+            client.kill9();
+            ck += 1;
+            fast = !fast;
+            log.push(format!(
+                "-- kill -9 client ({ck}), restart {}",
+                if fast { "streaming" } else { "ping-pong" }
+            ));
+            client = Proc::spawn(&client_args(fast));
+        } else {
+            server.kill9();
+            sk += 1;
+            log.push(format!("-- kill -9 server ({sk}), restart"));
+            server = Proc::spawn(&server_args(port));
+        }
+    }
+    // Let the last client finish: every echo exactly once, in order.
+    let status = loop {
+        client.drain(&mut log);
+        server.drain(&mut log);
+        if let Some(s) = client.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "client did not finish\n{}",
+            log.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    client.drain(&mut log);
+    let done = log
+        .iter()
+        .any(|l| l.starts_with(&format!("done: messages={count}")));
+    assert!(
+        status.success() && done,
+        "client failed ({status})\n{}",
+        log.join("\n")
+    );
+    let logins = log.iter().filter(|l| l.starts_with("logged in")).count();
+    assert!(
+        logins > client_kills,
+        "the client logged in after each kill ({logins})"
+    );
+    drop(server);
+    for (a, b) in [(&server_name, &client_name), (&client_name, &server_name)] {
+        let _ = std::fs::remove_file(shm_dir.join(format!("{a}_{b}.shm")));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn torture_tcp() {
+    torture(false, 10, 10, 2_000_000);
+}
+
+#[test]
+fn torture_shm() {
+    torture(true, 10, 10, 2_000_000);
+}
+
+#[test]
+#[ignore = "long: hundreds of kills"]
+fn torture_long_tcp() {
+    torture(false, 200, 200, 50_000_000);
+}
+
+#[test]
+#[ignore = "long: hundreds of kills"]
+fn torture_long_shm() {
+    torture(true, 200, 200, 50_000_000);
+}
