@@ -108,3 +108,8 @@ pub use session::CloseReason;
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("tcpshm supports little-endian hosts (the wire and shm layouts are little-endian)");
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
