@@ -210,7 +210,7 @@ pub fn run(a: Args) -> Result<(), String> {
         let mut last_ctl = 0;
         while !stopping() {
             let t = now();
-            // Accepting and shm heartbeats are syscalls: every 20 us is
+            // Accepting and shm heartbeats are syscalls: every 200 us is
             // plenty, and keeps the message loop tight.
             if t - last_ctl >= crate::echo_client::TCP_POLL_EVERY_NS {
                 server.poll_ctl(t);

@@ -1,6 +1,7 @@
 //! The `tcpshm` command: echo server and client (compatible with the C++
 //! library's echo example), a demo, and benchmarks.
 
+mod bench;
 mod demo;
 mod echo_client;
 mod echo_server;
@@ -30,6 +31,11 @@ enum Cmd {
     /// Run a server and a client on this host over TCP and SHM, with a
     /// kill -9 of the client mid-run, and show the latency.
     Demo(demo::Args),
+    /// Measure RTT and throughput against same-run baselines.
+    Bench(bench::Args),
+    /// The other process of `bench` (not for direct use).
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +44,8 @@ fn main() -> ExitCode {
         Cmd::EchoServer(a) => echo_server::run(a),
         Cmd::EchoClient(a) => echo_client::run(a),
         Cmd::Demo(a) => demo::run(a),
+        Cmd::Bench(a) => bench::run(a),
+        Cmd::BenchPeer(a) => bench::peer(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
