@@ -1,0 +1,283 @@
+//! Hostile and broken peers against a running server, from raw sockets:
+//! the server stays up, the offending connection is closed, and a good
+//! client keeps exchanging messages with nothing lost. Also: a stalled
+//! client does not hold up the others in its group.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tcpshm::config::SECOND_NS;
+use tcpshm::server::ConnId;
+use tcpshm::wire::{Login, LoginResponse, LoginStatus, Name};
+use tcpshm::{
+    Accept, AllocError, Client, ClientHandler, CloseReason, Config, Connection, ConnTx, Received, Server,
+    ServerHandler,
+};
+
+fn login_frame(name: &[u8]) -> Vec<u8> {
+    let mut login = Login::<u8>::default();
+    login.client_name[..name.len()].copy_from_slice(name);
+    login.encode(0)
+}
+
+fn read_response(s: &mut TcpStream) -> Option<LoginResponse> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut b = vec![0u8; LoginResponse::<u8>::FRAME];
+    s.read_exact(&mut b).ok()?;
+    Some(LoginResponse::<u8>::decode(&b).unwrap().1)
+}
+
+/// Keeps a good client exchanging messages while `f` runs its abuse.
+fn with_good_client(cfg: Config, f: impl FnOnce(SocketAddr, &mut dyn FnMut())) -> EchoServer {
+    let dir = cfg.shm_dir.parent().unwrap().to_path_buf();
+    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        serve(s, &mut server, false, &stop);
+        let _stop = StopOnDrop(&stop);
+        let handler = CheckingClient {
+            len_of: Some(small_len),
+            ..Default::default()
+        };
+        let mut good = Client::new("good", dir.join("g"), cfg.clone(), handler).unwrap();
+        good.connect(false, addr, 0).unwrap();
+        let mut sent = 0u64;
+        let mut keep_going = || {
+            if sent < 1_000_000 && send(good.connection(), sent, small_len(sent)) {
+                sent += 1;
+            }
+            good.poll_tcp(now());
+        };
+        f(addr, &mut keep_going);
+        // The good client still gets everything back.
+        wait_until(30, "good client's echoes", || {
+            good.poll_tcp(now());
+            good.handler().received == sent
+        });
+        assert!(sent > 0);
+        assert!(good.handler().disconnects.is_empty(), "good client disturbed");
+    });
+    std::mem::take(server.handler())
+}
+
+fn cfg(tag: &str) -> (Config, Cleanup) {
+    let dir = scratch(tag);
+    let c = Config {
+        new_connection_timeout: SECOND_NS / 5,
+        tcp_conns_per_group: 8,
+        ..config(&dir)
+    };
+    (c, Cleanup(dir))
+}
+
+#[test]
+fn slow_loris_login_in_one_byte_writes_succeeds() {
+    let (cfg, _c) = cfg("loris");
+    let h = with_good_client(cfg, |addr, tick| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        for b in login_frame(b"loris") {
+            s.write_all(&[b]).unwrap();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_micros(500) {
+                tick();
+            }
+        }
+        let r = read_response(&mut s).expect("answer");
+        assert_eq!(r.status, LoginStatus::Ok);
+    });
+    assert!(h.logons.contains(&"loris".to_string()));
+}
+
+#[test]
+fn incomplete_login_is_closed_after_the_timeout() {
+    let (cfg, _c) = cfg("never");
+    with_good_client(cfg, |addr, tick| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&login_frame(b"never")[..30]).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let t0 = Instant::now();
+        let mut b = [0u8; 8];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                other => panic!("expected a close without an answer, got {other:?}"),
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "never closed");
+            tick();
+        }
+        assert!(t0.elapsed() >= Duration::from_millis(150), "closed too early");
+    });
+}
+
+#[test]
+fn garbage_before_login_and_bad_names_are_refused() {
+    let (cfg, _c) = cfg("names");
+    with_good_client(cfg, |addr, tick| {
+        // Garbage: not a login header; closed without an answer.
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0")
+            .unwrap();
+        assert!(read_response(&mut s).is_none());
+        tick();
+        for bad in [&b"a/b"[..], b"..", b"x..y", b"\x01ctl", &[b'n'; 16]] {
+            let mut f = login_frame(&bad[..bad.len().min(16)]);
+            if bad.len() == 16 {
+                // 16 bytes, no NUL terminator in the field.
+                let off = Login::<u8>::CLIENT_NAME_OFFSET;
+                f[off..off + 16].copy_from_slice(bad);
+            }
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&f).unwrap();
+            let r = read_response(&mut s).expect("an answer");
+            assert_eq!((r.status, r.error_text().as_str()), (LoginStatus::Rejected, "Invalid client name"), "{bad:?}");
+            tick();
+        }
+        // A NUL in the middle ends the name: "ab\0cd" is the name "ab".
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(&login_frame(b"ab\0cd")).unwrap();
+        let r = read_response(&mut s).expect("an answer");
+        assert_eq!(r.status, LoginStatus::Ok);
+    });
+}
+
+#[test]
+fn connection_flood_beyond_the_pending_limit() {
+    let (cfg, _c) = cfg("flood");
+    let dir2 = cfg.shm_dir.parent().unwrap().join("late");
+    let cfg2 = cfg.clone();
+    with_good_client(cfg, |addr, tick| {
+        // 40 connections that never log in: 5 pending slots fill, the rest
+        // wait in the backlog; each is closed after the login timeout.
+        let flood: Vec<TcpStream> = (0..40).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(300) {
+            tick();
+        }
+        // A new client still gets in while the flood drains.
+        let mut late = Client::new("late", &dir2, cfg2.clone(), CheckingClient::default()).unwrap();
+        std::thread::scope(|s| {
+            let h = s.spawn(|| late.connect(false, addr, 0));
+            while !h.is_finished() {
+                tick();
+            }
+            h.join().unwrap().expect("a new client logs in despite the flood");
+        });
+        drop(flood);
+    });
+}
+
+/// Pushes from the server: the stalled client's queue fills and its
+/// alloc fails alone; the other client of the same group keeps going.
+#[derive(Default)]
+struct Pusher {
+    conns: Vec<ConnId>,
+}
+
+impl ServerHandler for Pusher {
+    fn on_new_connection(&mut self, _: SocketAddr, _: &Login, _: &mut LoginResponse) -> Accept {
+        Accept::Group(0)
+    }
+    fn on_client_logon(&mut self, _: SocketAddr, id: ConnId, _: &mut Connection) {
+        self.conns.push(id);
+    }
+    fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, _: &mut ConnTx) {
+        msg.pop();
+    }
+}
+
+#[derive(Default)]
+struct Counter(u64);
+
+impl ClientHandler for Counter {
+    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
+        now()
+    }
+    fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
+        assert_eq!(u64::from_le_bytes(msg.payload()[..8].try_into().unwrap()), self.0);
+        msg.pop();
+        self.0 += 1;
+    }
+    fn on_disconnected(&mut self, r: CloseReason, _: i32) {
+        panic!("disconnected: {r}");
+    }
+}
+
+#[test]
+fn stalled_client_fills_only_its_own_queue() {
+    let dir = scratch("stall");
+    let _c = Cleanup(dir.clone());
+    let cfg = Config {
+        tcp_queue_size: 4096,
+        tcp_recv_buf_max_size: 8192,
+        ..config(&dir)
+    };
+    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), Pusher::default()).unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut live = Client::new("live", dir.join("l"), cfg.clone(), Counter::default()).unwrap();
+    let mut stalled = Client::new("stalled", dir.join("t"), cfg.clone(), Counter::default()).unwrap();
+    std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            live.connect(false, addr, 0).unwrap();
+            stalled.connect(false, addr, 0).unwrap();
+        });
+        while !h.is_finished() {
+            server.poll_ctl(now());
+            server.poll_tcp(now(), 0);
+        }
+        h.join().unwrap();
+    });
+    {
+        wait_until(10, "both logged on", || {
+            server.poll_ctl(now());
+            server.poll_tcp(now(), 0);
+            server.handler().conns.len() == 2
+        });
+        let ids = server.handler().conns.clone();
+        let id_of = |server: &mut Server<Pusher>, name: &str| {
+            *ids.iter()
+                .find(|id| server.connection(**id).unwrap().remote_name().map(Name::as_str) == Some(name))
+                .unwrap()
+        };
+        let (live_id, stalled_id) = (id_of(&mut server, "live"), id_of(&mut server, "stalled"));
+        // The stalled client never polls again. Push to both.
+        let mut next = [0u64; 2];
+        let mut stalled_full = false;
+        wait_until(30, "the live client gets 20000 while the stalled one is full", || {
+            for (k, id) in [live_id, stalled_id].into_iter().enumerate() {
+                let conn = server.connection(id).unwrap();
+                match conn.alloc(1, 16) {
+                    Ok(mut m) => {
+                        m.payload_mut()[..8].copy_from_slice(&next[k].to_le_bytes());
+                        m.push();
+                        next[k] += 1;
+                    }
+                    Err(AllocError::Full) => {
+                        if k == 1 {
+                            stalled_full = true;
+                        }
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            server.poll_ctl(now());
+            server.poll_tcp(now(), 0);
+            live.poll_tcp(now());
+            stalled_full && live.handler().0 >= 20_000
+        });
+        // The stalled connection's queue holds what it could: a few hundred
+        // messages, against 20000 and more for the live one.
+        assert!(next[1] < 1000, "stalled client took {}", next[1]);
+        assert!(next[0] >= 20_000);
+        assert_eq!(server.connection(stalled_id).unwrap().alloc(1, 16).err(), Some(AllocError::Full));
+    }
+}
