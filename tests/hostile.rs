@@ -15,8 +15,8 @@ use tcpshm::config::SECOND_NS;
 use tcpshm::server::ConnId;
 use tcpshm::wire::{Login, LoginResponse, LoginStatus, Name};
 use tcpshm::{
-    Accept, AllocError, Client, ClientHandler, CloseReason, Config, Connection, ConnTx, Received, Server,
-    ServerHandler,
+    Accept, AllocError, Client, ClientHandler, CloseReason, Config, ConnTx, Connection, Received,
+    Server, ServerHandler,
 };
 
 fn login_frame(name: &[u8]) -> Vec<u8> {
@@ -62,7 +62,10 @@ fn with_good_client(cfg: Config, f: impl FnOnce(SocketAddr, &mut dyn FnMut())) -
             good.handler().received == sent
         });
         assert!(sent > 0);
-        assert!(good.handler().disconnects.is_empty(), "good client disturbed");
+        assert!(
+            good.handler().disconnects.is_empty(),
+            "good client disturbed"
+        );
     });
     std::mem::take(server.handler())
 }
@@ -114,7 +117,10 @@ fn incomplete_login_is_closed_after_the_timeout() {
             assert!(t0.elapsed() < Duration::from_secs(10), "never closed");
             tick();
         }
-        assert!(t0.elapsed() >= Duration::from_millis(150), "closed too early");
+        assert!(
+            t0.elapsed() >= Duration::from_millis(150),
+            "closed too early"
+        );
     });
 }
 
@@ -138,7 +144,11 @@ fn garbage_before_login_and_bad_names_are_refused() {
             let mut s = TcpStream::connect(addr).unwrap();
             s.write_all(&f).unwrap();
             let r = read_response(&mut s).expect("an answer");
-            assert_eq!((r.status, r.error_text().as_str()), (LoginStatus::Rejected, "Invalid client name"), "{bad:?}");
+            assert_eq!(
+                (r.status, r.error_text().as_str()),
+                (LoginStatus::Rejected, "Invalid client name"),
+                "{bad:?}"
+            );
             tick();
         }
         // A NUL in the middle ends the name: "ab\0cd" is the name "ab".
@@ -169,7 +179,9 @@ fn connection_flood_beyond_the_pending_limit() {
             while !h.is_finished() {
                 tick();
             }
-            h.join().unwrap().expect("a new client logs in despite the flood");
+            h.join()
+                .unwrap()
+                .expect("a new client logs in despite the flood");
         });
         drop(flood);
     });
@@ -202,7 +214,10 @@ impl ClientHandler for Counter {
         now()
     }
     fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
-        assert_eq!(u64::from_le_bytes(msg.payload()[..8].try_into().unwrap()), self.0);
+        assert_eq!(
+            u64::from_le_bytes(msg.payload()[..8].try_into().unwrap()),
+            self.0
+        );
         msg.pop();
         self.0 += 1;
     }
@@ -224,7 +239,8 @@ fn stalled_client_fills_only_its_own_queue() {
     server.start("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let mut live = Client::new("live", dir.join("l"), cfg.clone(), Counter::default()).unwrap();
-    let mut stalled = Client::new("stalled", dir.join("t"), cfg.clone(), Counter::default()).unwrap();
+    let mut stalled =
+        Client::new("stalled", dir.join("t"), cfg.clone(), Counter::default()).unwrap();
     std::thread::scope(|s| {
         let h = s.spawn(|| {
             live.connect(false, addr, 0).unwrap();
@@ -245,39 +261,53 @@ fn stalled_client_fills_only_its_own_queue() {
         let ids = server.handler().conns.clone();
         let id_of = |server: &mut Server<Pusher>, name: &str| {
             *ids.iter()
-                .find(|id| server.connection(**id).unwrap().remote_name().map(Name::as_str) == Some(name))
+                .find(|id| {
+                    server
+                        .connection(**id)
+                        .unwrap()
+                        .remote_name()
+                        .map(Name::as_str)
+                        == Some(name)
+                })
                 .unwrap()
         };
         let (live_id, stalled_id) = (id_of(&mut server, "live"), id_of(&mut server, "stalled"));
         // The stalled client never polls again. Push to both.
         let mut next = [0u64; 2];
         let mut stalled_full = false;
-        wait_until(30, "the live client gets 20000 while the stalled one is full", || {
-            for (k, id) in [live_id, stalled_id].into_iter().enumerate() {
-                let conn = server.connection(id).unwrap();
-                match conn.alloc(1, 16) {
-                    Ok(mut m) => {
-                        m.payload_mut()[..8].copy_from_slice(&next[k].to_le_bytes());
-                        m.push();
-                        next[k] += 1;
-                    }
-                    Err(AllocError::Full) => {
-                        if k == 1 {
-                            stalled_full = true;
+        wait_until(
+            30,
+            "the live client gets 20000 while the stalled one is full",
+            || {
+                for (k, id) in [live_id, stalled_id].into_iter().enumerate() {
+                    let conn = server.connection(id).unwrap();
+                    match conn.alloc(1, 16) {
+                        Ok(mut m) => {
+                            m.payload_mut()[..8].copy_from_slice(&next[k].to_le_bytes());
+                            m.push();
+                            next[k] += 1;
                         }
+                        Err(AllocError::Full) => {
+                            if k == 1 {
+                                stalled_full = true;
+                            }
+                        }
+                        Err(e) => panic!("{e}"),
                     }
-                    Err(e) => panic!("{e}"),
                 }
-            }
-            server.poll_ctl(now());
-            server.poll_tcp(now(), 0);
-            live.poll_tcp(now());
-            stalled_full && live.handler().0 >= 20_000
-        });
+                server.poll_ctl(now());
+                server.poll_tcp(now(), 0);
+                live.poll_tcp(now());
+                stalled_full && live.handler().0 >= 20_000
+            },
+        );
         // The stalled connection's queue holds what it could: a few hundred
         // messages, against 20000 and more for the live one.
         assert!(next[1] < 1000, "stalled client took {}", next[1]);
         assert!(next[0] >= 20_000);
-        assert_eq!(server.connection(stalled_id).unwrap().alloc(1, 16).err(), Some(AllocError::Full));
+        assert_eq!(
+            server.connection(stalled_id).unwrap().alloc(1, 16).err(),
+            Some(AllocError::Full)
+        );
     }
 }
