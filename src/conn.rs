@@ -51,7 +51,7 @@ use std::sync::Arc;
 
 use crate::session::{CloseReason, Closed, RecvBuf, ReloginGuard, TcpLink, TcpQueue};
 use crate::shm_queue::{ShmReader, ShmWriter};
-use crate::sys::{AckWord, Mapping};
+use crate::sys::{AckWord, Mapping, SharedMapping};
 use crate::wire::{Name, MSG_TYPE_HEARTBEAT};
 
 /// Why [`ConnTx::alloc`] gave no buffer.
@@ -522,7 +522,9 @@ impl Connection {
 
     /// Installs a TCP queue (files opened) without a session.
     pub(crate) fn set_tcp_queue(&mut self, queue: TcpQueue, cfg: &crate::Config) {
-        let ack = queue.region().word(TcpQueue::LOCAL_ACK_OFFSET);
+        let ack = queue
+            .region()
+            .word(TcpQueue::<SharedMapping>::LOCAL_ACK_OFFSET);
         self.rx.t = RxTransport::Tcp {
             buf: RecvBuf::new(cfg.tcp_recv_buf_init_size, cfg.tcp_recv_buf_max_size),
             ack,

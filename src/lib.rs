@@ -92,6 +92,8 @@ pub mod client;
 pub mod config;
 pub mod conn;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ptcp_queue;
 pub mod server;
 mod session;

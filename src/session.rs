@@ -93,12 +93,12 @@ fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
 }
 
-pub(crate) type TcpQueue = PtcpQueue<SharedMapping>;
+pub(crate) type TcpQueue<M = SharedMapping> = PtcpQueue<M>;
 
 /// A frame the peer must not send again after login: its type, its size
 /// and its 16-byte name field (the peer's own name) at `name_off`.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct ReloginGuard {
+pub struct ReloginGuard {
     pub msg_type: u16,
     pub size: u16,
     pub name_off: usize,
@@ -108,7 +108,7 @@ pub(crate) struct ReloginGuard {
 /// The receive buffer: bytes `[rpos, parsed)` are whole messages not yet
 /// consumed, `[parsed, wpos)` a message still arriving.
 #[derive(Debug)]
-pub(crate) struct RecvBuf {
+pub struct RecvBuf {
     buf: Vec<u8>,
     max: usize,
     rpos: usize,
@@ -174,10 +174,10 @@ impl RecvBuf {
     /// parses every complete header. Returns the bytes read (0 = nothing
     /// available), or `None` if the buffer is full of unconsumed messages
     /// and nothing was read.
-    pub fn read_from(
+    pub fn read_from<S: Read, M: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
-        sock: &mut TcpStream,
-        queue: Option<&mut TcpQueue>,
+        sock: &mut S,
+        queue: Option<&mut PtcpQueue<M>>,
         guard: Option<&ReloginGuard>,
     ) -> Result<Option<usize>, Closed> {
         if self.rpos == self.wpos {
@@ -225,9 +225,9 @@ impl RecvBuf {
             .map(|h| h.padded_size())
     }
 
-    fn parse(
+    fn parse<M: AsRef<[u8]> + AsMut<[u8]>>(
         &mut self,
-        mut queue: Option<&mut TcpQueue>,
+        mut queue: Option<&mut PtcpQueue<M>>,
         guard: Option<&ReloginGuard>,
     ) -> Result<(), Closed> {
         while self.wpos - self.parsed >= HEADER_SIZE {

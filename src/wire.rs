@@ -610,6 +610,106 @@ mod tests {
         assert_eq!(LoginResponse::<u8>::FRAME, 72);
     }
 
+    fn name16(s: &str) -> [u8; 16] {
+        Name::new(s).unwrap().to_wire()
+    }
+
+    /// PROTOCOL.md §4, written out byte by byte.
+    #[test]
+    fn golden_login_frame() {
+        #[rustfmt::skip]
+        let want: [u8; 56] = [
+            // header: size 52, msg_type 1, ack_seq 0x01020304
+            0x34, 0x00, 0x01, 0x00, 0x04, 0x03, 0x02, 0x01,
+            // client_seq_start 0x0A0B0C0D, client_seq_end 0x11121314
+            0x0D, 0x0C, 0x0B, 0x0A, 0x14, 0x13, 0x12, 0x11,
+            // login user data 0x7E, use_shm 1
+            0x7E, 0x01,
+            // client_name "client1", NUL-padded to 16
+            b'c', b'l', b'i', b'e', b'n', b't', b'1', 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            // last_server_name "server", NUL-padded to 16
+            b's', b'e', b'r', b'v', b'e', b'r', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            // body padding to 44, frame padding to 56
+            0, 0, 0, 0, 0, 0,
+        ];
+        let login = Login::<u8> {
+            client_seq_start: 0x0A0B_0C0D,
+            client_seq_end: 0x1112_1314,
+            user_data: 0x7E,
+            use_shm: true,
+            client_name: name16("client1"),
+            last_server_name: name16("server"),
+        };
+        assert_eq!(login.encode(0x0102_0304), want);
+        let (h, back) = Login::<u8>::decode(&want).unwrap();
+        assert_eq!((h.size, h.msg_type, h.ack_seq), (52, 1, 0x0102_0304));
+        assert_eq!(back, login);
+    }
+
+    #[test]
+    fn golden_login_response_frame() {
+        #[rustfmt::skip]
+        let want: [u8; 72] = [
+            // header: size 68, msg_type 2, ack_seq 5
+            0x44, 0x00, 0x02, 0x00, 0x05, 0x00, 0x00, 0x00,
+            // server_seq_start 7, server_seq_end 9
+            0x07, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00,
+            // login-response user data 0x2A, status 2 (rejected)
+            0x2A, 0x02,
+            // server_name "server", NUL-padded to 16
+            b's', b'e', b'r', b'v', b'e', b'r', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            // error_msg "Login Reject", NUL-padded to 32
+            b'L', b'o', b'g', b'i', b'n', b' ', b'R', b'e', b'j', b'e', b'c', b't',
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            // body padding to 60, frame padding to 72
+            0, 0, 0, 0, 0, 0,
+        ];
+        let rsp = LoginResponse::<u8> {
+            server_seq_start: 7,
+            server_seq_end: 9,
+            user_data: 0x2A,
+            status: LoginStatus::Rejected,
+            server_name: name16("server"),
+            error_msg: error_msg_field("Login Reject"),
+        };
+        assert_eq!(rsp.encode(5), want);
+        let (h, back) = LoginResponse::<u8>::decode(&want).unwrap();
+        assert_eq!((h.size, h.msg_type, h.ack_seq), (68, 2, 5));
+        assert_eq!(back, rsp);
+        assert_eq!(back.error_text(), "Login Reject");
+    }
+
+    #[test]
+    fn frames_reject_wrong_type_size_and_truncation() {
+        let f = Login::<u8>::default().encode(0);
+        assert_eq!(
+            Login::<u8>::decode(&f[..40]),
+            Err(DecodeError::Truncated { need: 52, have: 40 })
+        );
+        assert!(matches!(
+            LoginResponse::<u8>::decode(&f),
+            Err(DecodeError::WrongType {
+                expected: 2,
+                found: 1
+            })
+        ));
+        let mut g = f.clone();
+        g[0] = 60;
+        assert!(matches!(
+            Login::<u8>::decode(&g),
+            Err(DecodeError::WrongSize {
+                expected: 52,
+                found: 60
+            })
+        ));
+        let mut r = LoginResponse::<u8>::default().encode(0);
+        r[8 + 9] = 3;
+        assert_eq!(
+            LoginResponse::<u8>::decode(&r),
+            Err(DecodeError::BadStatus(3))
+        );
+    }
+
     #[test]
     fn header_round_trip_and_rejects() {
         let h = MsgHeader {

@@ -170,6 +170,19 @@ impl HeapRegion {
         let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         Ok(HeapRegion { ptr, layout })
     }
+
+    /// A region whose first bytes are `init` (cut to the region's size):
+    /// arbitrary memory for tests and fuzzing.
+    ///
+    /// # Errors
+    /// [`RegionError::Capacity`] for a capacity the queue cannot use.
+    pub fn with_contents(capacity: usize, init: &[u8]) -> Result<HeapRegion, RegionError> {
+        let r = HeapRegion::new(capacity)?;
+        let n = init.len().min(r.layout.size());
+        // SAFETY: n <= the allocation's size; the region is not shared yet.
+        unsafe { std::ptr::copy_nonoverlapping(init.as_ptr(), r.ptr.as_ptr(), n) };
+        Ok(r)
+    }
 }
 
 // SAFETY: ptr is a live allocation of layout.size() bytes owned by self.

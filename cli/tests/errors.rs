@@ -1,0 +1,167 @@
+//! The errors a new user meets: one clear line on stderr, a non-zero exit,
+//! no panic backtrace.
+
+use std::process::Command;
+
+const EXE: &str = env!("CARGO_BIN_EXE_tcpshm");
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(EXE)
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code().unwrap_or(-1), err)
+}
+
+fn one_clear_line(code: i32, err: &str, want: &str) {
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    let lines: Vec<_> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(want),
+        "{err}"
+    );
+}
+
+fn scratch(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("tcpshm-cli-err-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn server_not_running() {
+    let d = scratch("norun");
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = format!("127.0.0.1:{port}");
+    let (code, err) = run(&[
+        "echo-client",
+        "c",
+        "--server",
+        &server,
+        "--dir",
+        d.join("c").to_str().unwrap(),
+    ]);
+    one_clear_line(code, &err, "is the echo-server running?");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn port_in_use() {
+    let d = scratch("inuse");
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let (code, err) = run(&[
+        "echo-server",
+        "--listen",
+        &addr,
+        "--dir",
+        d.join("s").to_str().unwrap(),
+    ]);
+    one_clear_line(code, &err, "is another echo-server running?");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn dir_not_writable() {
+    let d = scratch("nodir");
+    let file = d.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let bad = file.join("dir");
+    let (code, err) = run(&[
+        "echo-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--dir",
+        bad.to_str().unwrap(),
+    ]);
+    one_clear_line(code, &err, "create directory");
+    let (code, err) = run(&["echo-client", "c", "--dir", bad.to_str().unwrap()]);
+    one_clear_line(code, &err, "create directory");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn shm_dir_missing() {
+    let d = scratch("noshm");
+    let missing = d.join("no-such-shm");
+    let (code, err) = run(&[
+        "echo-server",
+        "--listen",
+        "127.0.0.1:0",
+        "--dir",
+        d.join("s").to_str().unwrap(),
+        "--shm-dir",
+        missing.to_str().unwrap(),
+    ]);
+    one_clear_line(code, &err, "does not exist");
+    let (code, err) = run(&[
+        "echo-client",
+        "c",
+        "--shm",
+        "--shm-dir",
+        missing.to_str().unwrap(),
+    ]);
+    one_clear_line(code, &err, "does not exist");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn shm_full_is_reported_by_the_client() {
+    // A real echo-server whose shm objects cannot be reserved (a queue far
+    // larger than any /dev/shm stands in for a full one): the client gets
+    // the server's "System error" reject in one line.
+    let d = scratch("shmfull");
+    let shm = d.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    let mut srv = Command::new(EXE)
+        .args(["echo-server", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(d.join("s"))
+        .arg("--shm-dir")
+        .arg(&shm)
+        .args(["--shm-queue-size", &(1u64 << 36).to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(srv.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let addr = first
+        .split_whitespace()
+        .skip_while(|w| *w != "on")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (code, err) = run(&[
+        "echo-client",
+        "c",
+        "--shm",
+        "--server",
+        &addr,
+        "--dir",
+        d.join("c").to_str().unwrap(),
+        "--shm-dir",
+        shm.to_str().unwrap(),
+        "--shm-queue-size",
+        &(1u64 << 36).to_string(),
+    ]);
+    srv.kill().unwrap();
+    srv.wait().unwrap();
+    one_clear_line(code, &err, "System error");
+    let _ = std::fs::remove_dir_all(&d);
+}

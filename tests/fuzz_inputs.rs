@@ -1,0 +1,166 @@
+//! The fuzz targets' entry points on the stable toolchain, in every test
+//! run: inputs that once found bugs (tests/fuzz_regressions/<target>/),
+//! hand-made edge cases, mutations of valid inputs, and deterministic
+//! random bytes. `fuzz/` runs the same entry points under libFuzzer.
+
+use tcpshm::fuzzing;
+use tcpshm::ptcp_queue::PtcpQueue;
+use tcpshm::wire::{Login, LoginResponse, MsgHeader};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn bytes(&mut self, max: usize) -> Vec<u8> {
+        let n = (self.next() % max as u64) as usize;
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+    fn mutate(&mut self, mut v: Vec<u8>) -> Vec<u8> {
+        for _ in 0..1 + self.next() % 4 {
+            if v.is_empty() {
+                break;
+            }
+            let i = (self.next() % v.len() as u64) as usize;
+            v[i] = self.next() as u8;
+        }
+        v
+    }
+}
+
+fn saved(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz_regressions")
+        .join(target);
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn header(size: u16, t: u16, ack: u32) -> Vec<u8> {
+    MsgHeader {
+        size,
+        msg_type: t,
+        ack_seq: ack,
+    }
+    .encode()
+    .to_vec()
+}
+
+const N: usize = if cfg!(miri) { 20 } else { 3000 };
+
+#[test]
+fn frames() {
+    let mut rng = Rng(1);
+    let login = Login::<u8>::default().encode(7);
+    let rsp = LoginResponse::<u8>::default().encode(9);
+    let mut inputs = saved("frames");
+    inputs.extend([
+        vec![],
+        vec![0; 7],
+        header(0, 1, 0),
+        header(52, 1, 0),
+        login.clone(),
+        rsp.clone(),
+    ]);
+    for _ in 0..N {
+        inputs.push(rng.bytes(100));
+        inputs.push(rng.mutate(login.clone()));
+        inputs.push(rng.mutate(rsp.clone()));
+    }
+    inputs.iter().for_each(|i| fuzzing::frames(i));
+}
+
+#[test]
+fn session_recv() {
+    let mut rng = Rng(2);
+    let mut inputs = saved("session_recv");
+    let mut valid = Vec::new();
+    for k in 0..20u32 {
+        valid.extend(header(8 + (k as u16 * 7) % 40, (k % 3) as u16, k % 6));
+        valid.resize(
+            valid.len().next_multiple_of(8) + ((8 + (k as usize * 7) % 40 + 7) & !7) - 8,
+            k as u8,
+        );
+    }
+    inputs.extend([
+        vec![],
+        header(3, 1, 0),
+        header(0, 0, 0),
+        header(8, 0, 6),
+        header(u16::MAX, 9, 0),
+        [header(600, 5, 0), vec![1; 600]].concat(),
+        [header(52, 1, 0), Login::<u8>::default().encode(0)].concat(),
+        valid.clone(),
+    ]);
+    let mut relogin = Login::<u8>::default();
+    relogin.client_name[..4].copy_from_slice(b"peer");
+    inputs.push(relogin.encode(0));
+    for _ in 0..N {
+        inputs.push(rng.bytes(700));
+        inputs.push(rng.mutate(valid.clone()));
+    }
+    inputs.iter().for_each(|i| fuzzing::session_recv(i));
+}
+
+#[test]
+fn ptcp_open() {
+    let mut rng = Rng(3);
+    let mut q = PtcpQueue::open(vec![0u8; PtcpQueue::<Vec<u8>>::region_size(256)]).unwrap();
+    for i in 0..6 {
+        q.alloc(1, i * 5).unwrap();
+        q.push();
+    }
+    q.mark_sent(40);
+    q.ack(2).unwrap();
+    let valid = q.region().clone();
+    let mut inputs = saved("ptcp_open");
+    inputs.extend([
+        vec![],
+        vec![0; 64],
+        vec![0; 72],
+        vec![0xff; 320],
+        valid.clone(),
+    ]);
+    for _ in 0..N {
+        inputs.push(rng.bytes(400));
+        inputs.push(rng.mutate(valid.clone()));
+        // Mutations of the header and state slots only.
+        let mut v = valid.clone();
+        let i = (rng.next() % 64) as usize;
+        v[i] = rng.next() as u8;
+        inputs.push(v);
+    }
+    inputs.iter().for_each(|i| fuzzing::ptcp_open(i));
+}
+
+#[test]
+fn shm_reader() {
+    let mut rng = Rng(4);
+    let mut inputs = saved("shm_reader");
+    // write_idx 5, read_idx 0, blocks: a message of 70 bytes, a wrap marker.
+    let mut valid = vec![5, 0, 0, 0, 0, 0, 0, 0];
+    valid.extend(header(70, 3, 0));
+    valid.resize(8 + 64 * 2, 9);
+    inputs.extend([vec![], vec![0xff; 8], valid.clone()]);
+    for _ in 0..N {
+        let mut v = rng.bytes(300);
+        if v.len() >= 8 {
+            // Mostly plausible indices, so the reader gets past the first checks.
+            v[..4].copy_from_slice(&((rng.next() % 40) as u32).to_le_bytes());
+            v[4..8].copy_from_slice(&((rng.next() % 8) as u32).to_le_bytes());
+        }
+        inputs.push(v);
+        inputs.push(rng.mutate(valid.clone()));
+    }
+    inputs.iter().for_each(|i| fuzzing::shm_reader(i));
+}
