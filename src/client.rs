@@ -119,8 +119,14 @@ impl fmt::Display for SetupError {
 
 impl std::error::Error for SetupError {}
 
-pub(crate) fn make_dir(dir: &Path) -> Result<(), FileError> {
-    std::fs::create_dir_all(dir).map_err(|e| FileError::io(dir, "create directory", e))
+/// What `Client::new` and `Server::new` check first: the name, the
+/// configuration, and the directory (created if missing).
+pub(crate) fn setup(name: &str, dir: &Path, cfg: &Config) -> Result<(Name, PathBuf), SetupError> {
+    let name = Name::new(name).map_err(SetupError::Name)?;
+    cfg.validate().map_err(SetupError::Config)?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SetupError::Dir(FileError::io(dir, "create directory", e)))?;
+    Ok((name, dir.to_path_buf()))
 }
 
 /// What a client tells its application. Every method has a default that
@@ -170,10 +176,7 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
         cfg: Config,
         handler: H,
     ) -> Result<Self, SetupError> {
-        let name = Name::new(name).map_err(SetupError::Name)?;
-        cfg.validate().map_err(SetupError::Config)?;
-        let dir = dir.as_ref().to_path_buf();
-        make_dir(&dir).map_err(SetupError::Dir)?;
+        let (name, dir) = setup(name, dir.as_ref(), &cfg)?;
         Ok(Client {
             name,
             dir,

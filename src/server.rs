@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 
-use crate::client::{make_dir, SeqMismatch, SetupError};
+use crate::client::{setup, SeqMismatch, SetupError};
 use crate::config::Config;
 use crate::conn::{deliver, ConnTx, Connection, LinkState, Received};
 use crate::error::FileError;
@@ -208,10 +208,7 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
         cfg: Config,
         handler: H,
     ) -> Result<Self, SetupError> {
-        let name = Name::new(name).map_err(SetupError::Name)?;
-        cfg.validate().map_err(SetupError::Config)?;
-        let dir = dir.as_ref().to_path_buf();
-        make_dir(&dir).map_err(SetupError::Dir)?;
+        let (name, dir) = setup(name, dir.as_ref(), &cfg)?;
         let cfg = Arc::new(cfg);
         let (to_ctl, from_groups) = channel();
         let make = |shm: bool, n: usize, per: usize| {
