@@ -104,6 +104,13 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, count: u32) {
     };
     let server_name = format!("ts{tag}{pid}");
     let client_name = format!("tc{tag}{pid}");
+    let _cleanup = Cleanup {
+        files: vec![
+            shm_dir.join(format!("{server_name}_{client_name}.shm")),
+            shm_dir.join(format!("{client_name}_{server_name}.shm")),
+        ],
+        dir: dir.clone(),
+    };
     let seed = 0x9E37_79B9_7F4A_7C15 ^ (pid as u64) << 1 ^ shm as u64;
     println!("seed {seed:#x}");
     let mut rng = Rng(seed);
@@ -225,10 +232,21 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, count: u32) {
         "the client logged in after each kill ({logins})"
     );
     drop(server);
-    for (a, b) in [(&server_name, &client_name), (&client_name, &server_name)] {
-        let _ = std::fs::remove_file(shm_dir.join(format!("{a}_{b}.shm")));
+}
+
+/// Removes the run's shm objects and files, whether it passed or not.
+struct Cleanup {
+    files: Vec<PathBuf>,
+    dir: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
