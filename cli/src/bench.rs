@@ -49,6 +49,9 @@ pub struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench.json")]
     pub json: PathBuf,
+    /// Where to write the latency-percentile plot (SVG).
+    #[arg(long, default_value = "bench.svg")]
+    pub svg: PathBuf,
     /// Directory of shared-memory objects.
     #[arg(long, default_value = "/dev/shm")]
     pub shm_dir: PathBuf,
@@ -103,14 +106,21 @@ fn hist() -> Histogram<u64> {
 }
 
 /// Latency statistics of one measurement, in ns.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct Rtt {
     p50: u64,
     p99: u64,
     p999: u64,
     max: u64,
     mean: f64,
+    /// (quantile, ns) along the distribution, for the plot.
+    curve: Vec<(f64, u64)>,
 }
+
+/// Quantiles plotted: 50% to 99.99%.
+const CURVE: [f64; 10] = [
+    0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999,
+];
 
 impl Rtt {
     fn of(h: &Histogram<u64>) -> Rtt {
@@ -120,6 +130,7 @@ impl Rtt {
             p999: h.value_at_quantile(0.999),
             max: h.max(),
             mean: h.mean(),
+            curve: CURVE.iter().map(|&q| (q, h.value_at_quantile(q))).collect(),
         }
     }
     fn json(&self) -> String {
@@ -143,7 +154,80 @@ fn median_rtt(v: &[Rtt]) -> Rtt {
         p999: median(&v.iter().map(|r| r.p999).collect::<Vec<_>>()),
         max: median(&v.iter().map(|r| r.max).collect::<Vec<_>>()),
         mean: median(&v.iter().map(|r| r.mean).collect::<Vec<_>>()),
+        curve: (0..CURVE.len())
+            .map(|i| {
+                (
+                    CURVE[i],
+                    median(&v.iter().map(|r| r.curve[i].1).collect::<Vec<_>>()),
+                )
+            })
+            .collect(),
     }
+}
+
+/// A latency-percentile plot: x is the percentile on a "nines" scale,
+/// y the round-trip time on a log scale.
+fn svg(series: &[(&str, &Rtt, &str)]) -> String {
+    let (w, h, left, bottom, top, right) = (760.0, 440.0, 70.0, 50.0, 30.0, 170.0);
+    let x_of = |q: f64| {
+        left + (-(1.0 - q).log10() - std::f64::consts::LOG10_2) / (5.0 - std::f64::consts::LOG10_2)
+            * (w - left - right)
+    };
+    let ys: Vec<u64> = series
+        .iter()
+        .flat_map(|s| s.1.curve.iter().map(|p| p.1))
+        .collect();
+    let lo = (ys.iter().copied().min().unwrap_or(1).max(1) as f64)
+        .log10()
+        .floor();
+    let hi = (ys.iter().copied().max().unwrap_or(10).max(10) as f64)
+        .log10()
+        .ceil()
+        .max(lo + 1.0);
+    let y_of = |ns: u64| top + (hi - (ns.max(1) as f64).log10()) / (hi - lo) * (h - top - bottom);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{left}\" y=\"18\" font-size=\"14\">tcpshm round-trip time by percentile (medians of runs)</text>\n"
+    );
+    for e in lo as i32..=hi as i32 {
+        let y = y_of(10u64.pow(e as u32));
+        out += &format!(
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+            w - right,
+            left - 6.0,
+            y + 4.0,
+            fmt_ns(10f64.powi(e))
+        );
+    }
+    for (q, label) in [
+        (0.5, "50%"),
+        (0.9, "90%"),
+        (0.99, "99%"),
+        (0.999, "99.9%"),
+        (0.9999, "99.99%"),
+        (0.99999, "99.999%"),
+    ] {
+        let x = x_of(q);
+        out += &format!(
+            "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{top}\" y2=\"{}\" stroke=\"#eee\"/><text x=\"{x:.1}\" y=\"{}\" text-anchor=\"middle\">{label}</text>\n",
+            h - bottom,
+            h - bottom + 18.0
+        );
+    }
+    for (i, (name, r, color)) in series.iter().enumerate() {
+        let pts: Vec<String> = r
+            .curve
+            .iter()
+            .map(|&(q, ns)| format!("{:.1},{:.1}", x_of(q), y_of(ns)))
+            .collect();
+        out += &format!(
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>\n<text x=\"{}\" y=\"{}\" fill=\"{color}\">{name}</text>\n",
+            pts.join(" "),
+            w - right + 10.0,
+            top + 20.0 + 18.0 * i as f64
+        );
+    }
+    out += "</svg>\n";
+    out
 }
 
 /// Size of RTT message `i`: drawn from RTT_SIZES by a fixed sequence.
@@ -601,10 +685,10 @@ pub fn run(mut a: Args) -> Result<(), String> {
         runs.push(res?);
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let cl = median_rtt(&runs.iter().map(|r| r.cacheline).collect::<Vec<_>>());
-    let rt = median_rtt(&runs.iter().map(|r| r.raw_tcp).collect::<Vec<_>>());
-    let shm = median_rtt(&runs.iter().map(|r| r.shm).collect::<Vec<_>>());
-    let tcp = median_rtt(&runs.iter().map(|r| r.tcp).collect::<Vec<_>>());
+    let cl = median_rtt(&runs.iter().map(|r| r.cacheline.clone()).collect::<Vec<_>>());
+    let rt = median_rtt(&runs.iter().map(|r| r.raw_tcp.clone()).collect::<Vec<_>>());
+    let shm = median_rtt(&runs.iter().map(|r| r.shm.clone()).collect::<Vec<_>>());
+    let tcp = median_rtt(&runs.iter().map(|r| r.tcp.clone()).collect::<Vec<_>>());
     // Ratios per run, then their median (robust to a noisy run).
     let shm_ratio = median(
         &runs
@@ -706,8 +790,19 @@ pub fn run(mut a: Args) -> Result<(), String> {
         runs_json.join(",")
     );
     std::fs::write(&a.json, json).map_err(|e| format!("cannot write {}: {e}", a.json.display()))?;
+    let plot = svg(&[
+        ("cache-line floor", &cl, "#999999"),
+        ("tcpshm SHM", &shm, "#d62728"),
+        ("raw TCP floor", &rt, "#1f77b4"),
+        ("tcpshm TCP", &tcp, "#2ca02c"),
+    ]);
+    std::fs::write(&a.svg, plot).map_err(|e| format!("cannot write {}: {e}", a.svg.display()))?;
     println!();
-    println!("  results written to {}", a.json.display());
+    println!(
+        "  results written to {} and {}",
+        a.json.display(),
+        a.svg.display()
+    );
     Ok(())
 }
 
