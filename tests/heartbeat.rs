@@ -8,7 +8,7 @@ use common::*;
 use tcpshm::{Client, CloseReason, Config, Server};
 
 const HB: i64 = 100;
-const TIMEOUT: i64 = 1000;
+const TIMEOUT: i64 = 5000;
 
 fn heartbeat(use_shm: bool) {
     let dir = scratch("hb");
@@ -45,9 +45,9 @@ fn heartbeat(use_shm: bool) {
         server.poll_tcp(t, 0);
         server.poll_shm(0);
     };
-    // Quiet but live: 20 timeouts of fake time, 10 ticks a step, with real
+    // Quiet but live: 10 timeouts of fake time, 10 ticks a step, with real
     // pauses so the heartbeats cross loopback.
-    let end = 20 * TIMEOUT;
+    let end = 10 * TIMEOUT;
     while t < end {
         t += 10;
         for _ in 0..3 {
