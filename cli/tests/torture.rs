@@ -88,7 +88,9 @@ impl Rng {
 /// which is all a 2-core machine has.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn torture(shm: bool, client_kills: usize, server_kills: usize, count: u32) {
+/// Runs the torture; the client's total count grows by `step` each time it
+/// finishes before the kills are done (the same pair continues).
+fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs: u64) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
     let tag = if shm { "s" } else { "t" };
@@ -141,7 +143,7 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, count: u32) {
         .nth(1)
         .and_then(|a| a.rsplit(':').next()?.parse().ok())
         .unwrap_or_else(|| panic!("no port in {first:?}"));
-    let client_args = |fast: bool| {
+    let client_args = |fast: bool, count: u32| {
         let mut v = vec![
             "echo-client".to_string(),
             client_name.clone(),
@@ -165,8 +167,9 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, count: u32) {
         v
     };
     let mut fast = false;
-    let mut client = Proc::spawn(&client_args(fast));
-    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut count = step;
+    let mut client = Proc::spawn(&client_args(fast, count));
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let (mut ck, mut sk) = (0, 0);
     while ck < client_kills || sk < server_kills {
         assert!(
@@ -176,15 +179,23 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, count: u32) {
         std::thread::sleep(Duration::from_millis(20 + rng.next(120)));
         client.drain(&mut log);
         server.drain(&mut log);
-        if client.child.try_wait().unwrap().is_some() {
+        if let Some(status) = client.child.try_wait().unwrap() {
             std::thread::sleep(Duration::from_millis(100));
             client.drain(&mut log);
+            let done = log
+                .iter()
+                .any(|l| l.starts_with(&format!("done: messages={count} ")));
+            assert!(
+                status.success() && done,
+                "client failed ({status})\n{}",
+                log.join("\n")
+            );
+            // Finished early: carry on with a larger total on the same pair.
+            count += step;
+            log.push(format!("-- client finished; continue to {count}"));
+            client = Proc::spawn(&client_args(fast, count));
+            continue;
         }
-        assert!(
-            client.child.try_wait().unwrap().is_none(),
-            "client finished or died before the kills were done: raise the count\n{}",
-            log.join("\n")
-        );
         let kill_client = sk >= server_kills || (ck < client_kills && rng.next(2) == 0);
         if kill_client {
             client.kill9();
@@ -194,7 +205,7 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, count: u32) {
                 "-- kill -9 client ({ck}), restart {}",
                 if fast { "streaming" } else { "ping-pong" }
             ));
-            client = Proc::spawn(&client_args(fast));
+            client = Proc::spawn(&client_args(fast, count));
         } else {
             server.kill9();
             sk += 1;
@@ -220,7 +231,7 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, count: u32) {
     client.drain(&mut log);
     let done = log
         .iter()
-        .any(|l| l.starts_with(&format!("done: messages={count}")));
+        .any(|l| l.starts_with(&format!("done: messages={count} ")));
     assert!(
         status.success() && done,
         "client failed ({status})\n{}",
@@ -251,22 +262,22 @@ impl Drop for Cleanup {
 
 #[test]
 fn torture_tcp() {
-    torture(false, 10, 10, 2_000_000);
+    torture(false, 10, 10, 200_000, 150);
 }
 
 #[test]
 fn torture_shm() {
-    torture(true, 10, 10, 2_000_000);
+    torture(true, 10, 10, 200_000, 150);
 }
 
 #[test]
 #[ignore = "long: hundreds of kills"]
 fn torture_long_tcp() {
-    torture(false, 200, 200, 50_000_000);
+    torture(false, 200, 200, 200_000, 1500);
 }
 
 #[test]
 #[ignore = "long: hundreds of kills"]
 fn torture_long_shm() {
-    torture(true, 200, 200, 50_000_000);
+    torture(true, 200, 200, 200_000, 1500);
 }
