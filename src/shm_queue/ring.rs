@@ -36,7 +36,10 @@ pub unsafe trait QueueMemory {
     fn read_idx(&self) -> &AtomicU32;
     /// Start of the blocks.
     fn blocks(&self) -> *mut u8;
-    /// The writer's commit record (see [`Record`]); unused by the C++ queue.
+    /// The writer's commit record: the index it is about to publish, its
+    /// message count and whether that publication adds a message, stored
+    /// before the index (so counts are exact after a crash); bytes the C++
+    /// queue leaves unused.
     fn write_record(&self) -> &AtomicU64;
     /// The reader's commit record; unused by the C++ queue.
     fn read_record(&self) -> &AtomicU64;
