@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
 
 use common::*;
 use tcpshm::client::SetupError;
@@ -32,20 +31,6 @@ impl ClientHandler for Recorder {
     }
 }
 
-/// Runs a server on `cfg` while `f` runs; returns its handler.
-fn with_server(dir: &Path, cfg: &Config, f: impl FnOnce(std::net::SocketAddr)) -> EchoServer {
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        serve(s, &mut server, false, &stop);
-        let _stop = StopOnDrop(&stop);
-        f(addr);
-    });
-    std::mem::take(server.handler())
-}
-
 fn rejected_system_error(r: Result<(), ConnectError>) {
     match r {
         Err(ConnectError::Rejected(t)) => assert_eq!(t, "System error"),
@@ -64,7 +49,7 @@ fn server_side_queue_files_broken() {
     std::fs::write(dir.join("s/srv_garbage.ptcp"), vec![0x42u8; size]).unwrap();
     std::fs::write(dir.join("s/srv_short.ptcp"), b"TCPSHMPQ").unwrap();
     std::fs::create_dir_all(dir.join("s/srv_adir.ptcp")).unwrap();
-    let h = with_server(&dir, &cfg, |addr| {
+    let h = with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         for name in ["garbage", "short", "adir"] {
             let mut c =
                 Client::new(name, dir.join(name), cfg.clone(), CheckingClient::default()).unwrap();
@@ -100,7 +85,7 @@ fn client_side_files_broken() {
     let dir = scratch("clifiles");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    with_server(&dir, &cfg, |addr| {
+    with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         // lastserver of the wrong size, and lastserver garbage (no NUL).
         for (name, bytes, want) in [
             ("wsize", &b"srv"[..], "size is 3 bytes"),
@@ -154,7 +139,7 @@ fn shm_object_of_the_wrong_size() {
     // The server's send queue to "w" exists with another size.
     let obj = cfg.shm_dir.join("srv_w.shm");
     std::fs::write(&obj, vec![7u8; 1000]).unwrap();
-    let h = with_server(&dir, &cfg, |addr| {
+    let h = with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         let mut c =
             Client::new("w", dir.join("w"), cfg.clone(), CheckingClient::default()).unwrap();
         rejected_system_error(c.connect(true, addr, 0));
@@ -213,7 +198,7 @@ fn full_shm_filesystem_is_a_clear_error_at_login() {
         shm_queue_size: if mounted { 2 << 20 } else { 1 << 36 },
         ..config(&dir)
     };
-    let h = with_server(&dir, &cfg, |addr| {
+    let h = with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         let mut c =
             Client::new("f", dir.join("f"), cfg.clone(), CheckingClient::default()).unwrap();
         rejected_system_error(c.connect(true, addr, 0));
@@ -250,7 +235,7 @@ fn file_mode_option_shares_with_the_group() {
         file_mode: 0o660,
         ..config(&dir)
     };
-    with_server(&dir, &cfg, |addr| {
+    with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         let mut c =
             Client::new("m", dir.join("m"), cfg.clone(), CheckingClient::default()).unwrap();
         c.connect(true, addr, 0).unwrap();
@@ -268,7 +253,7 @@ fn file_mode_option_shares_with_the_group() {
     let d2 = scratch("mode2");
     let _c2 = Cleanup(d2.clone());
     let cfg2 = config(&d2);
-    with_server(&d2, &cfg2, |addr| {
+    with_echo_server(&d2, "srv", &cfg2, EchoServer::default(), |addr| {
         let mut c =
             Client::new("m", d2.join("m"), cfg2.clone(), CheckingClient::default()).unwrap();
         c.connect(false, addr, 0).unwrap();

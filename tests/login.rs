@@ -105,13 +105,7 @@ fn application_reject_with_its_text_or_the_default() {
             reject: Some(text.to_string()),
             ..Default::default()
         };
-        let mut server = Server::new("srv", dir.join("s"), cfg.clone(), handler).unwrap();
-        server.start("127.0.0.1:0").unwrap();
-        let addr = server.local_addr().unwrap();
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            serve(s, &mut server, false, &stop);
-            let _stop = StopOnDrop(&stop);
+        with_echo_server(&dir, "srv", &cfg, handler, |addr| {
             let mut c =
                 Client::new("c", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
             assert_eq!(rejected(c.connect(false, addr, 0)), want);

@@ -174,36 +174,21 @@ fn name_change(use_shm: bool) {
     let cfg = config(&dir);
     let mut client =
         Client::new("cli", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
-    {
-        let mut server =
-            Server::new("day1", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-        server.start("127.0.0.1:0").unwrap();
-        let addr = server.local_addr().unwrap();
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            serve(s, &mut server, use_shm, &stop);
-            let _stop = StopOnDrop(&stop);
-            client.connect(use_shm, addr, 0).unwrap();
-            let mut sent = 0;
-            wait_until(60, "day1 echoes", || {
-                pump(&mut client, use_shm, addr, &mut sent, 100);
-                client.handler().received == 100
-            });
+    with_echo_server(&dir, "day1", &cfg, EchoServer::default(), |addr| {
+        client.connect(use_shm, addr, 0).unwrap();
+        let mut sent = 0;
+        wait_until(60, "day1 echoes", || {
+            pump(&mut client, use_shm, addr, &mut sent, 100);
+            client.handler().received == 100
         });
-        // Stop polling the server, then push messages it never gets.
-        drop(server);
+    });
+    {
+        // The server is gone: push messages it never gets.
         for seq in 100..110 {
             assert!(send(client.connection(), seq, 16));
         }
     }
-    let mut server =
-        Server::new("day2", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        serve(s, &mut server, use_shm, &stop);
-        let _stop = StopOnDrop(&stop);
+    let day2 = with_echo_server(&dir, "day2", &cfg, EchoServer::default(), |addr| {
         wait_until(30, "day2 login", || {
             client.poll_tcp(now());
             client.connect(use_shm, addr, 0).is_ok()
@@ -225,7 +210,7 @@ fn name_change(use_shm: bool) {
         });
     });
     // The server saw 0..50 in order: nothing of day1's 100..110.
-    assert_eq!(server.handler().next_seq["cli"], 50);
+    assert_eq!(day2.next_seq["cli"], 50);
     let last = std::fs::read(dir.join("c").join("cli.lastserver")).unwrap();
     assert_eq!(&last[..5], b"day2\0");
 }
@@ -247,24 +232,15 @@ fn sequence_mismatch_reports_six_numbers_and_fails_login() {
     let cfg = config(&dir);
     let mut client =
         Client::new("cli", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
-    {
-        let mut server =
-            Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-        server.start("127.0.0.1:0").unwrap();
-        let addr = server.local_addr().unwrap();
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            serve(s, &mut server, false, &stop);
-            let _stop = StopOnDrop(&stop);
-            client.connect(false, addr, 0).unwrap();
-            let mut sent = 0;
-            wait_until(60, "echoes", || {
-                pump(&mut client, false, addr, &mut sent, 5);
-                client.handler().received == 5
-                    && client.connection().split().1.seq_range() == Some((5, 5))
-            });
+    with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
+        client.connect(false, addr, 0).unwrap();
+        let mut sent = 0;
+        wait_until(60, "echoes", || {
+            pump(&mut client, false, addr, &mut sent, 5);
+            client.handler().received == 5
+                && client.connection().split().1.seq_range() == Some((5, 5))
         });
-    }
+    });
     client.stop();
     // Tamper: the server's file claims it consumed 1000 of the client's
     // messages (the local ack word, offset 20 of the file format).
@@ -274,13 +250,8 @@ fn sequence_mismatch_reports_six_numbers_and_fails_login() {
     b[20..24].copy_from_slice(&1000u32.to_le_bytes());
     std::fs::write(&f, &b).unwrap();
 
-    let mut server = Server::new("srv", dir.join("s"), cfg, EchoServer::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = AtomicBool::new(false);
-    let seen = std::thread::scope(|s| {
-        serve(s, &mut server, false, &stop);
-        let _stop = StopOnDrop(&stop);
+    let mut seen = None;
+    let server = with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         let m = match client.connect(false, addr, 0) {
             Err(ConnectError::SeqMismatch(m)) => m,
             other => panic!("expected a sequence mismatch, got {other:?}"),
@@ -294,10 +265,11 @@ fn sequence_mismatch_reports_six_numbers_and_fails_login() {
         assert!(m.remote_seq_start <= 5);
         assert_eq!(client.handler().mismatches, vec![m]);
         assert!(client.connection().is_closed());
-        m
+        seen = Some(m);
     });
+    let seen = seen.expect("the login was tried");
     // The server reports the same six numbers from its side.
-    let m = server.handler().mismatches[0];
+    let m = server.mismatches[0];
     assert_eq!(
         (m.local_ack, m.local_seq_start, m.local_seq_end),
         (seen.remote_ack, seen.remote_seq_start, seen.remote_seq_end)

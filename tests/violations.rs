@@ -124,13 +124,7 @@ fn too_large_is_refused_at_alloc_never_truncated() {
     let dir = scratch("toolarge");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        serve(s, &mut server, false, &stop);
-        let _stop = StopOnDrop(&stop);
+    with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         let mut c =
             Client::new("c", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
         // Before any login there is no queue.

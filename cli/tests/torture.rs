@@ -180,16 +180,7 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
         client.drain(&mut log);
         server.drain(&mut log);
         if let Some(status) = client.child.try_wait().unwrap() {
-            std::thread::sleep(Duration::from_millis(100));
-            client.drain(&mut log);
-            let done = log
-                .iter()
-                .any(|l| l.starts_with(&format!("done: messages={count} ")));
-            assert!(
-                status.success() && done,
-                "client failed ({status})\n{}",
-                log.join("\n")
-            );
+            assert_finished(&client, status, count, &mut log);
             // Finished early: carry on with a larger total on the same pair.
             count += step;
             log.push(format!("-- client finished; continue to {count}"));
@@ -227,8 +218,24 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
         );
         std::thread::sleep(Duration::from_millis(10));
     };
-    std::thread::sleep(Duration::from_millis(50));
-    client.drain(&mut log);
+    assert_finished(&client, status, count, &mut log);
+    let logins = log.iter().filter(|l| l.starts_with("logged in")).count();
+    assert!(
+        logins > client_kills,
+        "the client logged in after each kill ({logins})"
+    );
+    drop(server);
+}
+
+/// The client exited 0 after all `count` echoes, each checked.
+fn assert_finished(
+    client: &Proc,
+    status: std::process::ExitStatus,
+    count: u32,
+    log: &mut Vec<String>,
+) {
+    std::thread::sleep(Duration::from_millis(100)); // its last lines
+    client.drain(log);
     let done = log
         .iter()
         .any(|l| l.starts_with(&format!("done: messages={count} ")));
@@ -237,12 +244,6 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
         "client failed ({status})\n{}",
         log.join("\n")
     );
-    let logins = log.iter().filter(|l| l.starts_with("logged in")).count();
-    assert!(
-        logins > client_kills,
-        "the client logged in after each kill ({logins})"
-    );
-    drop(server);
 }
 
 /// Removes the run's shm objects and files, whether it passed or not.

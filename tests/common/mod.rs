@@ -326,3 +326,24 @@ pub fn serve<'s, H: ServerHandler + Send>(
 pub fn small_len(seq: u64) -> usize {
     8 + (seq as usize * 37) % 200
 }
+
+/// Runs an echo server named `name` (files in `dir/s`, polled on a scoped
+/// thread) while `f` runs with its address; returns the server's handler.
+pub fn with_echo_server(
+    dir: &std::path::Path,
+    name: &str,
+    cfg: &Config,
+    handler: EchoServer,
+    f: impl FnOnce(std::net::SocketAddr),
+) -> EchoServer {
+    let mut server = tcpshm::Server::new(name, dir.join("s"), cfg.clone(), handler).unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        serve(s, &mut server, false, &stop);
+        let _stop = StopOnDrop(&stop);
+        f(addr);
+    });
+    std::mem::take(server.handler())
+}
