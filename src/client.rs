@@ -215,8 +215,7 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
     fn last_server_name(&mut self) -> Result<Option<Name>, ConnectError> {
         if self.last_server.is_none() {
             let p = self.dir.join(format!("{}.lastserver", self.name));
-            let m = Mapping::open(&p, NAME_SIZE, self.cfg.map_options(true))
-                .map_err(ConnectError::File)?;
+            let m = Mapping::open(&p, NAME_SIZE, self.cfg.map_options(true))?;
             self.last_server = Some(m);
         }
         let m = self.last_server.as_ref().expect("mapped above");
@@ -236,15 +235,12 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
         if use_shm {
             let sp = shm_path(&self.cfg.shm_dir, self.name.as_str(), server.as_str());
             let rp = shm_path(&self.cfg.shm_dir, server.as_str(), self.name.as_str());
-            let w = ShmWriter::open_file(&sp, self.cfg.shm_queue_size, opts)
-                .map_err(ConnectError::File)?;
-            let r = ShmReader::open_file(&rp, self.cfg.shm_queue_size, opts)
-                .map_err(ConnectError::File)?;
+            let w = ShmWriter::open_file(&sp, self.cfg.shm_queue_size, opts)?;
+            let r = ShmReader::open_file(&rp, self.cfg.shm_queue_size, opts)?;
             self.conn.set_shm_queues(w, r, &self.cfg);
         } else {
             let p = self.dir.join(format!("{}_{}.ptcp", self.name, server));
-            let q = TcpQueue::open_file(&p, self.cfg.tcp_queue_size, opts)
-                .map_err(ConnectError::File)?;
+            let q = TcpQueue::open_file(&p, self.cfg.tcp_queue_size, opts)?;
             self.conn.set_tcp_queue(q, &self.cfg);
         }
         self.conn.tx.remote = Some(*server);
@@ -398,7 +394,7 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
     /// mode also delivers server messages. Reports a disconnect once.
     /// Call it even in shm mode (the TCP connection carries heartbeats).
     pub fn poll_tcp(&mut self, now: i64) {
-        let (tcp, _) = self.split();
+        let (mut tcp, _) = self.split();
         tcp.poll(now);
     }
 
@@ -440,7 +436,7 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
     /// Closes the connection and its files; `connect` opens them again.
     pub fn stop(&mut self) {
         self.conn.close();
-        let (tcp, _) = self.split();
+        let (mut tcp, _) = self.split();
         tcp.poll(0);
         self.shm_link = None;
         self.conn.release();
@@ -467,13 +463,7 @@ pub struct TcpPoller<'a, H, R: UserData = u8> {
 
 impl<H: ClientHandler<R>, R: UserData> TcpPoller<'_, H, R> {
     /// See [`Client::poll_tcp`].
-    pub fn poll(self, now: i64) {
-        let mut me = self;
-        me.poll_mut(now)
-    }
-
-    /// See [`Client::poll_tcp`]; for a poller kept across calls.
-    pub fn poll_mut(&mut self, now: i64) {
+    pub fn poll(&mut self, now: i64) {
         if let Some(conn) = self.conn.as_deref_mut() {
             if let Some((reason, errno)) = conn.poll_tcp_io(now, self.cfg) {
                 self.handler.on_disconnected(reason, errno);

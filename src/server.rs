@@ -327,7 +327,9 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
     pub fn handler(&mut self) -> &mut H {
         &mut self.handler
     }
+}
 
+impl<H, U: UserData, R: UserData> Server<H, U, R> {
     /// Stops listening and closes every connection; queue files stay, so a
     /// new server over the same dir resumes them.
     pub fn stop(&mut self) {
@@ -340,10 +342,7 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
 
 impl<H, U: UserData, R: UserData> Drop for Server<H, U, R> {
     fn drop(&mut self) {
-        self.ctl.stop();
-        for g in self.tcp.iter_mut().chain(self.shm.iter_mut()) {
-            g.stop();
-        }
+        self.stop();
     }
 }
 

@@ -77,7 +77,7 @@ fn server_parts_and_client_pollers_on_separate_threads() {
             let done = &done;
             s2.spawn(move || {
                 while !done.load(Ordering::Relaxed) {
-                    tcp.poll_mut(now());
+                    tcp.poll(now());
                     std::thread::yield_now();
                 }
             });

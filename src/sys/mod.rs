@@ -289,14 +289,6 @@ fn reserve(file: &File, len: usize) -> io::Result<()> {
     }
 }
 
-/// Removes a file if it exists; a missing file is not an error.
-pub fn remove_if_exists(path: &Path) -> io::Result<()> {
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
