@@ -18,34 +18,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::config::{Config, ConfigError};
-use crate::conn::{deliver, ConnTx, Connection, LinkState, Received};
-use crate::error::FileError;
-use crate::session::{CloseReason, Closed, ReloginGuard, TcpLink, TcpQueue};
-use crate::shm_queue::{shm_path, ShmReader, ShmWriter};
+use crate::config::Config;
+use crate::conn::{
+    deliver, ConnTx, Connection, LinkState, Received, TcpLink, Transport, TxTransport,
+};
+use crate::error::{FileError, SetupError};
+use crate::login::{self, SeqMismatch};
+use crate::session::{CloseReason, Closed};
 use crate::sys::Mapping;
 use crate::wire::{
-    opt_name_to_wire, DecodeError, Login, LoginResponse, LoginStatus, Name, NameError, UserData,
-    MSG_TYPE_LOGIN_RESPONSE, NAME_SIZE,
+    opt_name_to_wire, DecodeError, Login, LoginResponse, LoginStatus, Name, UserData, NAME_SIZE,
 };
-
-/// The six numbers of a sequence mismatch: each side's ack and the range
-/// of messages it holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SeqMismatch {
-    /// Messages this side consumed from the peer.
-    pub local_ack: u32,
-    /// Oldest message this side holds unacknowledged.
-    pub local_seq_start: u32,
-    /// One past this side's newest message.
-    pub local_seq_end: u32,
-    /// Messages the peer consumed from this side.
-    pub remote_ack: u32,
-    /// Oldest message the peer holds unacknowledged.
-    pub remote_seq_start: u32,
-    /// One past the peer's newest message.
-    pub remote_seq_end: u32,
-}
 
 /// Why [`Client::connect`] failed.
 #[derive(Debug)]
@@ -68,6 +51,14 @@ pub enum ConnectError {
     Rejected(String),
     /// The two sides' sequence numbers do not fit (status 1).
     SeqMismatch(SeqMismatch),
+    /// The login succeeded but the session could not start: the server
+    /// acknowledged messages this side never sent, or sending failed.
+    Session {
+        /// Why the session closed at once.
+        reason: CloseReason,
+        /// The OS errno, 0 if none.
+        errno: i32,
+    },
 }
 
 impl ConnectError {
@@ -76,6 +67,7 @@ impl ConnectError {
         match self {
             ConnectError::Io { source, .. } => source.raw_os_error().unwrap_or(0),
             ConnectError::File(f) => f.errno(),
+            ConnectError::Session { errno, .. } => *errno,
             _ => 0,
         }
     }
@@ -90,44 +82,14 @@ impl fmt::Display for ConnectError {
             ConnectError::BadResponse(why) => write!(f, "invalid login response: {why}"),
             ConnectError::Rejected(text) => write!(f, "login rejected: {text}"),
             ConnectError::SeqMismatch(m) => write!(f, "sequence number mismatch: {m:?}"),
+            ConnectError::Session { reason, errno } => {
+                write!(f, "session closed at login: {reason} (errno {errno})")
+            }
         }
     }
 }
 
 impl std::error::Error for ConnectError {}
-
-/// Why a client could not be made.
-#[derive(Debug)]
-pub enum SetupError {
-    /// The name is not usable.
-    Name(NameError),
-    /// The configuration is invalid.
-    Config(ConfigError),
-    /// The directory could not be created.
-    Dir(FileError),
-}
-
-impl fmt::Display for SetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SetupError::Name(e) => write!(f, "invalid name: {e}"),
-            SetupError::Config(e) => write!(f, "{e}"),
-            SetupError::Dir(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl std::error::Error for SetupError {}
-
-/// What `Client::new` and `Server::new` check first: the name, the
-/// configuration, and the directory (created if missing).
-pub(crate) fn setup(name: &str, dir: &Path, cfg: &Config) -> Result<(Name, PathBuf), SetupError> {
-    let name = Name::new(name).map_err(SetupError::Name)?;
-    cfg.validate().map_err(SetupError::Config)?;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| SetupError::Dir(FileError::io(dir, "create directory", e)))?;
-    Ok((name, dir.to_path_buf()))
-}
 
 /// What a client tells its application. Every method has a default that
 /// does nothing, except [`on_server_msg`](Self::on_server_msg).
@@ -176,7 +138,7 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
         cfg: Config,
         handler: H,
     ) -> Result<Self, SetupError> {
-        let (name, dir) = setup(name, dir.as_ref(), &cfg)?;
+        let (name, dir) = cfg.setup(name, dir.as_ref())?;
         Ok(Client {
             name,
             dir,
@@ -220,34 +182,26 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
         }
         let m = self.last_server.as_ref().expect("mapped above");
         let mut field = [0u8; NAME_SIZE];
-        field.copy_from_slice(m.as_ref());
+        m.read(0, &mut field);
         Name::from_wire_opt(&field).map_err(|e| {
             ConnectError::File(FileError::corrupt(m.path(), format!("server name: {e}")))
         })
     }
 
-    fn open_pair(&mut self, server: &Name, use_shm: bool) -> Result<(), ConnectError> {
-        if self.conn.remote_name() == Some(server) && self.conn.has_queue(use_shm) {
-            return Ok(());
-        }
-        self.conn.release();
-        let opts = self.cfg.map_options(true);
-        if use_shm {
-            let sp = shm_path(&self.cfg.shm_dir, self.name.as_str(), server.as_str());
-            let rp = shm_path(&self.cfg.shm_dir, server.as_str(), self.name.as_str());
-            let w = ShmWriter::open_file(&sp, self.cfg.shm_queue_size, opts)?;
-            let r = ShmReader::open_file(&rp, self.cfg.shm_queue_size, opts)?;
-            self.conn.set_shm_queues(w, r, &self.cfg);
-        } else {
-            let p = self.dir.join(format!("{}_{}.ptcp", self.name, server));
-            let q = TcpQueue::open_file(&p, self.cfg.tcp_queue_size, opts)?;
-            self.conn.set_tcp_queue(q, &self.cfg);
-        }
-        self.conn.tx.remote = Some(*server);
+    fn open_pair(&mut self, server: &Name, transport: Transport) -> Result<(), ConnectError> {
+        login::open_pair(
+            &mut self.conn,
+            &self.dir,
+            &self.name,
+            server,
+            transport,
+            &self.cfg,
+        )?;
         Ok(())
     }
 
-    /// Connects to `addr` and logs in, over shared memory if `use_shm`.
+    /// Connects to `addr` and logs in, to exchange messages over
+    /// `transport`.
     /// Blocks for at most `Config::connect_timeout`; the only call of the
     /// library that blocks. Unacknowledged messages from earlier sessions
     /// are sent again once logged in.
@@ -255,20 +209,20 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
     /// # Errors
     /// A [`ConnectError`], also reported to the handler: system errors to
     /// `on_system_error`, a rejection to `on_login_reject`, a sequence
-    /// mismatch to `on_seq_mismatch`.
+    /// mismatch to `on_seq_mismatch`. `Ok` means the session is open.
     pub fn connect(
         &mut self,
-        use_shm: bool,
+        transport: Transport,
         addr: impl ToSocketAddrs,
         login_user_data: U,
     ) -> Result<(), ConnectError> {
-        let r = self.try_connect(use_shm, addr, login_user_data);
+        let r = self.try_connect(transport, addr, login_user_data);
         r.map_err(|e| self.fail(e))
     }
 
     fn try_connect(
         &mut self,
-        use_shm: bool,
+        transport: Transport,
         addr: impl ToSocketAddrs,
         login_user_data: U,
     ) -> Result<(), ConnectError> {
@@ -280,10 +234,10 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
         let last = self.last_server_name()?;
         let (mut ack, mut start, mut end) = (0, 0, 0);
         if let Some(server) = last {
-            self.open_pair(&server, use_shm)?;
+            self.open_pair(&server, transport)?;
             (ack, start, end) = self.conn.login_seqs().map_err(|why| {
                 ConnectError::File(FileError::corrupt(
-                    self.dir.join(format!("{}_{}.ptcp", self.name, server)),
+                    login::ptcp_path(&self.dir, &self.name, &server),
                     why,
                 ))
             })?;
@@ -313,7 +267,7 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
             client_seq_start: start,
             client_seq_end: end,
             user_data: login_user_data,
-            use_shm,
+            use_shm: transport.is_shm(),
             client_name: self.name.to_wire(),
             last_server_name: opt_name_to_wire(last.as_ref()),
         };
@@ -352,40 +306,40 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
                 return Err(ConnectError::Rejected(rsp.error_text()));
             }
         }
-        if last != Some(server) {
-            // A new pair: fresh queues, then remember the name (a crash in
-            // between resets again at the next login).
-            self.open_pair(&server, use_shm)?;
-            self.conn.reset_queues();
+        self.open_pair(&server, transport)?;
+        if login::is_new_pair(last, server) {
+            // A new pair. The server emptied both shared-memory queues
+            // before it answered (and may already have pushed into its own
+            // since): over shm there is nothing for us to reset, only to
+            // take up. Our TCP queue file is ours alone to empty. Then
+            // remember the name (a crash in between resets again at the
+            // next login).
+            if transport == Transport::Tcp {
+                self.conn.reset_queues();
+            }
             let m = self
                 .last_server
-                .as_mut()
+                .as_ref()
                 .expect("mapped in last_server_name");
-            m.as_mut().copy_from_slice(&server.to_wire());
-        } else {
-            self.open_pair(&server, use_shm)?;
+            m.write(0, &server.to_wire());
         }
         s.set_nonblocking(true).map_err(io("set non-blocking"))?;
         s.set_read_timeout(None).map_err(io("set timeout"))?;
         s.set_write_timeout(None).map_err(io("set timeout"))?;
         let now = self.handler.on_login_success(&rsp);
-        self.conn.guard = Some(ReloginGuard {
-            msg_type: MSG_TYPE_LOGIN_RESPONSE,
-            size: LoginResponse::<R>::SIZE as u16,
-            name_off: LoginResponse::<R>::SERVER_NAME_OFFSET,
-            name: server.to_wire(),
-        });
+        self.conn.guard = Some(login::guard_against_response::<R>(&server));
         let state = LinkState::new_open();
         let link = TcpLink::new(s, now);
-        let opened = if use_shm {
-            self.shm_link = Some(link);
-            self.conn.open_session(None, 0, state.clone())
-        } else {
-            self.conn
-                .open_session(Some(link), hdr.ack_seq, state.clone())
+        let opened = match transport {
+            Transport::Shm => {
+                self.shm_link = Some(link);
+                self.conn.open_session(None, 0, state)
+            }
+            Transport::Tcp => self.conn.open_session(Some(link), hdr.ack_seq, state),
         };
-        if let Err(c) = opened {
-            state.close(c);
+        if let Err((reason, errno)) = opened {
+            self.shm_link = None;
+            return Err(ConnectError::Session { reason, errno });
         }
         Ok(())
     }
@@ -398,13 +352,15 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
         tcp.poll(now);
     }
 
-    /// Delivers server messages from shared memory (shm mode only).
+    /// Delivers server messages from shared memory (shm mode only), at
+    /// most `Config::msgs_per_poll` of them.
     pub fn poll_shm(&mut self) {
         if !self.conn.tx.is_shm() {
             return;
         }
         let mut shm = ShmPoller {
             conn: Some(&mut self.conn),
+            budget: self.cfg.msgs_per_poll,
         };
         shm.poll(&mut self.handler);
     }
@@ -429,8 +385,23 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
                 state,
                 _r: PhantomData,
             },
-            ShmPoller { conn: conn_shm },
+            ShmPoller {
+                conn: conn_shm,
+                budget: self.cfg.msgs_per_poll,
+            },
         )
+    }
+
+    /// The next `now` at which [`poll_tcp`](Self::poll_tcp) has timer work
+    /// (a heartbeat to send, a timeout to check), while a session is up:
+    /// an application with nothing else to do may sleep until then.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let session = match (&self.shm_link, &self.conn.tx.t) {
+            (Some(l), _) => &l.session,
+            (None, TxTransport::Tcp { link: Some(l), .. }) => &l.session,
+            _ => return None,
+        };
+        Some(session.next_deadline(self.cfg.heartbeat_interval, self.cfg.connection_timeout))
     }
 
     /// Closes the connection and its files; `connect` opens them again.
@@ -468,20 +439,18 @@ impl<H: ClientHandler<R>, R: UserData> TcpPoller<'_, H, R> {
             if let Some((reason, errno)) = conn.poll_tcp_io(now, self.cfg) {
                 self.handler.on_disconnected(reason, errno);
             }
-            deliver(conn, |msg, tx| self.handler.on_server_msg(msg, tx));
+            deliver(conn, self.cfg.msgs_per_poll, |msg, tx| {
+                self.handler.on_server_msg(msg, tx)
+            });
             return;
         }
         let Some(l) = self.shm_link.as_mut() else {
             return;
         };
-        let res: Result<(), Closed> = (|| {
-            if let Some(c) = self.state.closed() {
-                return Err(c);
-            }
-            let got = l.read_discard()?;
-            l.check_recv(now, Some(got), self.cfg.connection_timeout)?;
-            l.heartbeat(now, self.cfg.heartbeat_interval, 0, None)
-        })();
+        let res: Result<(), Closed> = match self.state.closed() {
+            Some(c) => Err(c),
+            None => l.poll_heartbeats(now, self.cfg),
+        };
         if let Err(c) = res {
             self.state.close(c);
             *self.shm_link = None;
@@ -495,10 +464,12 @@ impl<H: ClientHandler<R>, R: UserData> TcpPoller<'_, H, R> {
 #[derive(Debug)]
 pub struct ShmPoller<'a> {
     conn: Option<&'a mut Connection>,
+    budget: u32,
 }
 
 impl ShmPoller<'_> {
-    /// Delivers waiting server messages to `handler`.
+    /// Delivers waiting server messages to `handler`, at most
+    /// `Config::msgs_per_poll` of them.
     pub fn poll<R: UserData>(&mut self, handler: &mut impl ClientHandler<R>) {
         let Some(conn) = self.conn.as_deref_mut() else {
             return;
@@ -506,7 +477,7 @@ impl ShmPoller<'_> {
         if conn.is_closed() {
             return;
         }
-        deliver(conn, |msg, tx| handler.on_server_msg(msg, tx));
+        deliver(conn, self.budget, |msg, tx| handler.on_server_msg(msg, tx));
         if let Some(f) = conn.rx.fault.take() {
             conn.tx.state.close(f);
         }

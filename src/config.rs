@@ -15,11 +15,12 @@
 #![forbid(unsafe_code)]
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::{FileError, SetupError};
 use crate::shm_queue::check_capacity;
-use crate::wire::{HEADER_SIZE, MAX_PAYLOAD};
+use crate::wire::{Name, HEADER_SIZE, MAX_PAYLOAD};
 
 /// Nanoseconds in a second, for building timeouts in the default unit.
 pub const SECOND_NS: i64 = 1_000_000_000;
@@ -65,6 +66,12 @@ pub struct Config {
     /// Where shared-memory objects live (default /dev/shm, where
     /// `shm_open("/<name>")` puts them on Linux).
     pub shm_dir: PathBuf,
+    /// The most messages one poll delivers per connection (default 32).
+    /// A peer that keeps a queue full then cannot keep a poll from
+    /// returning: the other connections of the group, and the control
+    /// part's heartbeats on a single-threaded server, get their turn. The
+    /// C++ library delivers one; more amortizes the poll over a burst.
+    pub msgs_per_poll: u32,
 }
 
 impl Default for Config {
@@ -86,6 +93,7 @@ impl Default for Config {
             shm_conns_per_group: 4,
             file_mode: 0o600,
             shm_dir: PathBuf::from("/dev/shm"),
+            msgs_per_poll: 32,
         }
     }
 }
@@ -153,6 +161,9 @@ impl Config {
                 self.heartbeat_interval, self.connection_timeout
             ));
         }
+        if self.msgs_per_poll == 0 {
+            return bad("msgs_per_poll must be at least 1".into());
+        }
         if self.max_new_connections == 0 {
             return bad("max_new_connections must be at least 1".into());
         }
@@ -175,6 +186,16 @@ impl Config {
     /// Largest payload a message may carry over shared memory.
     pub fn max_shm_payload(&self) -> usize {
         (self.shm_queue_size - HEADER_SIZE).min(MAX_PAYLOAD)
+    }
+
+    /// What `Client::new` and `Server::new` check first: the name, the
+    /// configuration, and the directory (created if missing).
+    pub(crate) fn setup(&self, name: &str, dir: &Path) -> Result<(Name, PathBuf), SetupError> {
+        let name = Name::new(name).map_err(SetupError::Name)?;
+        self.validate().map_err(SetupError::Config)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SetupError::Dir(FileError::io(dir, "create directory", e)))?;
+        Ok((name, dir.to_path_buf()))
     }
 
     pub(crate) fn map_options(&self, lock: bool) -> crate::sys::MapOptions {

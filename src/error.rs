@@ -5,6 +5,9 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
+use crate::config::ConfigError;
+use crate::wire::NameError;
+
 /// A file or shared-memory object that could not be opened, mapped or
 /// trusted. It always names the file.
 #[derive(Debug)]
@@ -85,3 +88,26 @@ impl std::error::Error for FileError {
         }
     }
 }
+
+/// Why a client or a server could not be made.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The name is not usable.
+    Name(NameError),
+    /// The configuration is invalid.
+    Config(ConfigError),
+    /// The directory could not be created.
+    Dir(FileError),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Name(e) => write!(f, "invalid name: {e}"),
+            SetupError::Config(e) => write!(f, "{e}"),
+            SetupError::Dir(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}

@@ -1,14 +1,16 @@
 //! Entry points for the fuzz targets in `fuzz/` and for their regression
-//! tests (`tests/fuzz_inputs.rs`). Each takes arbitrary bytes and must
-//! neither panic nor hang; they are not part of the stable API.
-#![forbid(unsafe_code)]
+//! tests (`tests/fuzz_inputs.rs`), and a hostile shared-memory peer for
+//! tests. Each entry point takes arbitrary bytes and must neither panic
+//! nor hang; none of this is part of the stable API.
 
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::ptcp_queue::PtcpQueue;
 use crate::session::{RecvBuf, ReloginGuard};
-use crate::shm_queue::{HeapRegion, ShmReader};
+use crate::shm_queue::{self, ShmReader, ShmWriter, BLOCK, TRAILER, TRAILER_WORDS};
+use crate::sys::{HeapRegion, Region};
 use crate::wire::{Login, LoginResponse, MsgHeader, Name, NAME_SIZE};
 
 /// Frame decoding: headers, logins, responses, names. Whatever decodes
@@ -62,8 +64,7 @@ impl Read for Chunks<'_> {
 /// peer, arriving in arbitrary pieces, with a send queue that holds 5 sent
 /// messages (so acks 0..=5 are legal), messages consumed as they come.
 pub fn session_recv(data: &[u8]) {
-    let mut q =
-        PtcpQueue::open(vec![0u8; PtcpQueue::<Vec<u8>>::region_size(512)]).expect("fresh queue");
+    let (mut q, _ack) = PtcpQueue::heap(512);
     for i in 0..5u8 {
         q.alloc(1, 8).expect("room")[0] = i;
         q.push();
@@ -84,10 +85,14 @@ pub fn session_recv(data: &[u8]) {
     };
     // Every call reads at most one chunk; bound the loop by the input.
     for round in 0..=data.len() * 2 + 8 {
-        match buf.read_from(&mut src, Some(&mut q), Some(&guard)) {
-            Err(_) => return, // closed with a reason: fine
-            Ok(Some(0)) if src.pos >= data.len() => return,
-            Ok(_) => {}
+        if let Some(space) = buf.space() {
+            let n = crate::sys::socket::read_some(&mut src, space).unwrap_or(0);
+            if n == 0 && src.pos >= data.len() {
+                return;
+            }
+            if buf.received(n, Some(&mut q), Some(&guard)).is_err() {
+                return; // closed with a reason: fine
+            }
         }
         // Consume some of what arrived (all of it on even rounds).
         let mut k = 0;
@@ -106,7 +111,7 @@ pub fn session_recv(data: &[u8]) {
 
 /// The persisted queue file opened from arbitrary bytes, then used.
 pub fn ptcp_open(data: &[u8]) {
-    let Ok(mut q) = PtcpQueue::open(data.to_vec()) else {
+    let Ok((mut q, ack)) = PtcpQueue::open(HeapRegion::with_contents(data.len(), data)) else {
         return;
     };
     let (s, e) = q.check().expect("open checked it");
@@ -122,8 +127,9 @@ pub fn ptcp_open(data: &[u8]) {
         }
     }
     q.check().expect("still consistent");
-    let again = PtcpQueue::open(q.region().clone()).expect("reopens");
-    assert_eq!(again.seq_range(), q.seq_range());
+    let range = q.seq_range();
+    let (again, _) = PtcpQueue::open(q.into_region(ack)).expect("reopens");
+    assert_eq!(again.seq_range(), range);
 }
 
 /// The shm queue reader over arbitrary memory: the first 8 bytes are the
@@ -131,7 +137,7 @@ pub fn ptcp_open(data: &[u8]) {
 /// fills the blocks.
 pub fn shm_reader(data: &[u8]) {
     let cap = 1024;
-    let mut mem = vec![0u8; cap + crate::shm_queue::TRAILER];
+    let mut mem = vec![0u8; cap + TRAILER];
     let idx = |o: usize| {
         let mut b = [0u8; 4];
         for (i, x) in b.iter_mut().enumerate() {
@@ -144,8 +150,8 @@ pub fn shm_reader(data: &[u8]) {
     let body = data.get(8..).unwrap_or(&[]);
     let n = body.len().min(cap);
     mem[..n].copy_from_slice(&body[..n]);
-    let region = Arc::new(HeapRegion::with_contents(cap, &mem).expect("capacity"));
-    let mut r = ShmReader::new(region).expect("region");
+    let (_w, mut r) =
+        shm_queue::heap_queue_in(HeapRegion::with_contents(mem.len(), &mem)).expect("capacity");
     for _ in 0..64 {
         match r.front() {
             Ok(Some((_t, p))) => {
@@ -153,6 +159,115 @@ pub fn shm_reader(data: &[u8]) {
                 r.pop();
             }
             Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// A hostile peer of an in-process shm queue: it rewrites the words of the
+/// ring that the two ends read and write atomically (block headers and
+/// trailer words), as another process could at any time.
+#[derive(Debug)]
+pub struct Scribbler {
+    region: Arc<HeapRegion>,
+    capacity: usize,
+}
+
+/// The two ends of a heap queue over `region` (any content), and a
+/// [`Scribbler`] over the same memory.
+///
+/// # Panics
+/// If `region` cannot hold a queue (a caller bug).
+pub fn hostile_heap_queue(
+    region: HeapRegion,
+) -> (ShmWriter<HeapRegion>, ShmReader<HeapRegion>, Scribbler) {
+    let (w, r) = shm_queue::heap_queue_in(region).expect("a queue region");
+    let region = w.memory().shared_region();
+    let capacity = w.capacity();
+    (w, r, Scribbler { region, capacity })
+}
+
+impl Scribbler {
+    /// Blocks in the ring.
+    pub fn blocks(&self) -> u32 {
+        (self.capacity / BLOCK) as u32
+    }
+
+    /// Stores `v` into trailer word `which` (modulo the five: write_idx,
+    /// the writer's read cache, the writer's record, read_idx, the reader's
+    /// record), with the access size the queue uses for it. Always sound:
+    /// the queue reaches these words only atomically.
+    pub fn trailer(&self, which: usize, v: u64) {
+        let (off, size) = TRAILER_WORDS[which % TRAILER_WORDS.len()];
+        let p = self.region.base().wrapping_add(self.capacity + off);
+        if size == 4 {
+            // SAFETY: a 4-aligned word of the trailer, inside the region the
+            // Arc keeps alive, accessed by the queue only as an AtomicU32.
+            unsafe { AtomicU32::from_ptr(p.cast()) }.store(v as u32, Ordering::Relaxed);
+        } else {
+            // SAFETY: as above, an 8-aligned record word (AtomicU64).
+            unsafe { AtomicU64::from_ptr(p.cast()) }.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Stores `v` into the header word of block `block` (modulo the block
+    /// count).
+    ///
+    /// # Safety
+    /// No payload slice of either end may cover that block's first 8
+    /// bytes meanwhile (a header inside a multi-block message's payload):
+    /// call it between operations, or with single-block messages only.
+    /// Another process can do this at any time; in one process it would be
+    /// a data race on those payload bytes.
+    pub unsafe fn header(&self, block: u32, v: u64) {
+        let b = block % self.blocks();
+        let p = self.region.base().wrapping_add(b as usize * BLOCK);
+        // SAFETY: an 8-aligned header word inside the blocks; the queue
+        // reaches header words only atomically, and the caller rules out a
+        // payload slice over it.
+        unsafe { AtomicU64::from_ptr(p.cast()) }.store(v, Ordering::Relaxed);
+    }
+}
+
+/// Lets `data` pick a scribble: a trailer word or a block header.
+fn scribble(s: &Scribbler, op: &[u8]) {
+    let v = u64::from_le_bytes(std::array::from_fn(|i| op.get(2 + i).copied().unwrap_or(0)));
+    let which = op.get(1).copied().unwrap_or(0);
+    if which & 0x80 == 0 {
+        s.trailer(which as usize, v);
+    } else {
+        // SAFETY: called between queue operations; no payload slice lives.
+        unsafe { s.header(u32::from(which & 0x7f), v) };
+    }
+}
+
+/// The writer (and reader) side of the shm ring with a hostile peer
+/// rewriting headers and indices between every operation: the input picks
+/// the operations, sizes and scribbles. Every payload handed out has the
+/// length asked for and lies inside the ring; nothing panics.
+pub fn shm_writer(data: &[u8]) {
+    let cap = 512;
+    let (mut w, mut r, s) = hostile_heap_queue(HeapRegion::new(cap + TRAILER));
+    for op in data.chunks(10).take(256) {
+        match op[0] % 6 {
+            0 => {
+                let len = usize::from(op.get(1).copied().unwrap_or(0)) * 3;
+                if let Some(p) = w.alloc(op[0] as u16 | 1, len) {
+                    assert_eq!(p.len(), len);
+                }
+            }
+            1 => {
+                if let Some(p) = w.pending_payload() {
+                    p.fill(op.get(1).copied().unwrap_or(0));
+                }
+            }
+            2 => w.push(),
+            3 => {
+                if let Ok(Some((_t, p))) = r.front() {
+                    let _ = p.iter().fold(0u8, |a, b| a ^ b);
+                }
+            }
+            4 => r.pop(),
+            _ => scribble(&s, op),
         }
     }
 }

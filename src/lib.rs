@@ -18,7 +18,7 @@
 //! ```
 //! use std::time::Instant;
 //! use tcpshm::wire::{Login, LoginResponse};
-//! use tcpshm::{Accept, Client, ClientHandler, ConnId, ConnTx, Received, Server, ServerHandler};
+//! use tcpshm::{Accept, Client, ClientHandler, ConnId, ConnTx, Received, Server, ServerHandler, Transport};
 //!
 //! struct Echo;
 //! impl ServerHandler for Echo {
@@ -63,7 +63,7 @@
 //!         std::thread::yield_now();
 //!     });
 //!     let mut client = Client::new("client1", tmp.join("client1"), cfg, Count(0))?;
-//!     client.connect(false, addr, 0)?; // false: TCP; true: shared memory
+//!     client.connect(Transport::Tcp, addr, 0)?; // or Transport::Shm
 //!     let mut msg = client.connection().alloc(1, 5)?;
 //!     msg.payload_mut().copy_from_slice(b"hello");
 //!     msg.push();
@@ -83,9 +83,11 @@
 //! - [`ptcp_queue`]: the persistent TCP send queue;
 //! - [`shm_queue`]: the shared-memory SPSC variable-length queue;
 //! - [`conn`]: [`Connection`], one API over TCP and shared memory;
+//! - [`login`]: the login rules both sides apply;
 //! - [`client`], [`server`]: logins, sessions, recovery, groups;
 //! - [`config`]: settings and their validation;
-//! - [`sys`]: mapping files and shared-memory objects.
+//! - [`sys`]: the operating system: mappings, the memory queues may own,
+//!   sockets.
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod client;
@@ -94,6 +96,7 @@ pub mod conn;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod login;
 pub mod ptcp_queue;
 pub mod server;
 mod session;
@@ -101,10 +104,11 @@ pub mod shm_queue;
 pub mod sys;
 pub mod wire;
 
-pub use client::{Client, ClientHandler, ConnectError, SeqMismatch, SetupError};
+pub use client::{Client, ClientHandler, ConnectError};
 pub use config::{Config, ConfigError};
-pub use conn::{Alloc, AllocError, ConnRx, ConnTx, Connection, Received};
-pub use error::{FileError, FileErrorKind};
+pub use conn::{Alloc, AllocError, ConnRx, ConnTx, Connection, Received, Transport};
+pub use error::{FileError, FileErrorKind, SetupError};
+pub use login::SeqMismatch;
 pub use server::{Accept, ConnId, Server, ServerHandler};
 pub use session::CloseReason;
 

@@ -3,9 +3,25 @@
 //! disconnects and crashes (kill -9 included) of either process and is sent
 //! again after the next login.
 //!
-//! The queue works over any byte region (`AsRef<[u8]> + AsMut<[u8]>`): a
-//! `Vec<u8>` in tests, a [`crate::sys::Mapping`] of
-//! `<dir>/<local>_<remote>.ptcp` in real use.
+//! The queue works over a [`Region`]: a [`HeapRegion`] in tests, a
+//! [`Mapping`] of `<dir>/<local>_<remote>.ptcp` in real use.
+//!
+//! # The local ack lives here, with one writer
+//!
+//! The file also holds the local ack: how many messages this side has
+//! consumed from the peer, stamped into every message pushed. The receive
+//! side advances it and the send side reads it, possibly on two threads.
+//! [`PtcpQueue::open`] therefore hands out the queue together with the one
+//! [`AckCounter`] of the file: the counter is the ack's only writer, and
+//! both reach the word only atomically, so the two halves of a connection
+//! can live on two threads. The queue's own bytes (the message area and its
+//! state words) are reached by the queue alone.
+//!
+//! ```compile_fail
+//! # fn f(ack: tcpshm::ptcp_queue::AckCounter) {
+//! let second = ack.clone(); // error: one writer of the ack per file
+//! # }
+//! ```
 //!
 //! # File format (version 1, ours: `PROTOCOL.md` leaves it open)
 //!
@@ -33,8 +49,9 @@
 //! sequence number must change together, so a state change is written to
 //! the slot that is not current and then published by one aligned 4-byte
 //! store of the selector. Compiler fences around that store keep the
-//! compiler from moving message bytes across it (the CPU cannot reorder a
-//! process's own stores as seen by the page cache after the process dies).
+//! compiler from moving message bytes across it (after a kill -9 the page
+//! cache holds every store the process executed, in program order: a
+//! signal is taken at an instruction boundary).
 //! Compacting (moving unacknowledged messages to the front) is journaled:
 //! it is copied in chunks no larger than the gap it closes, recording
 //! progress after each, so a copy interrupted by a crash is finished on
@@ -42,14 +59,13 @@
 //!
 //! Power loss is not covered: the kernel writes the pages back when it
 //! chooses.
-#![forbid(unsafe_code)]
-
-use std::sync::atomic::{compiler_fence, Ordering};
 
 use std::path::Path;
+use std::sync::atomic::{compiler_fence, AtomicU32, Ordering};
+use std::sync::Arc;
 
 use crate::error::FileError;
-use crate::sys::{MapOptions, Mapping, SharedMapping};
+use crate::sys::{HeapRegion, MapOptions, Mapping, Region};
 use crate::wire::{padded, MsgHeader, HEADER_SIZE, MAX_PAYLOAD};
 
 const MAGIC: &[u8; 8] = b"TCPSHMPQ";
@@ -64,6 +80,10 @@ const SLOT_SIZE: usize = 16;
 /// Bytes before the message area.
 pub const FILE_HEADER_SIZE: usize = 64;
 const BLK: usize = 8;
+
+fn rd32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
 
 /// Why an acknowledgement was refused. The queue is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,10 +125,76 @@ struct State {
     compacting: u32,
 }
 
-/// The persistent send queue over a byte region `M`.
+/// The memory of one queue file: header words reached atomically, the
+/// message area by the queue alone.
 #[derive(Debug)]
-pub struct PtcpQueue<M> {
-    mem: M,
+struct FileMem<R> {
+    region: Arc<R>,
+    base: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the pointer is into the region the Arc keeps alive (R is Send and
+// Sync). The queue reaches the message area through `&self`/`&mut self` of
+// its single owner; the only other holder (the AckCounter) reaches one
+// header word, atomically.
+unsafe impl<R: Region> Send for FileMem<R> {}
+// SAFETY: as above.
+unsafe impl<R: Region> Sync for FileMem<R> {}
+
+impl<R: Region> FileMem<R> {
+    fn new(region: Arc<R>) -> Self {
+        let len = region.size();
+        let base = std::ptr::NonNull::new(region.base()).expect("a region has an address");
+        FileMem { region, base, len }
+    }
+
+    fn share(&self) -> Self {
+        FileMem {
+            region: self.region.clone(),
+            base: self.base,
+            len: self.len,
+        }
+    }
+
+    /// The header word at `off` (below [`FILE_HEADER_SIZE`], 4-aligned).
+    fn word(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= FILE_HEADER_SIZE && off + 4 <= self.len);
+        // SAFETY: the word is inside the region (checked) and 4-aligned
+        // (the base of every Region is 64-aligned); header words are only
+        // ever accessed atomically.
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast()) }
+    }
+
+    fn get(&self, off: usize) -> u32 {
+        // Relaxed: a header word is read by the thread that writes it,
+        // except the local ack (see AckCounter); crash consistency is about
+        // program order, which the compiler fences in `commit` keep.
+        self.word(off).load(Ordering::Relaxed)
+    }
+
+    fn set(&self, off: usize, v: u32) {
+        // Relaxed: as in `get`.
+        self.word(off).store(v, Ordering::Relaxed)
+    }
+
+    fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.region, &other.region)
+    }
+}
+
+/// The message allocated and not yet pushed: our own copy of its size,
+/// never read back from the file.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    blks: u32,
+    size: usize,
+}
+
+/// The persistent send queue over a region `R`.
+#[derive(Debug)]
+pub struct PtcpQueue<R: Region = Mapping> {
+    mem: FileMem<R>,
     blk_cnt: u32,
     sel: u32,
     st: State,
@@ -116,32 +202,60 @@ pub struct PtcpQueue<M> {
     seq_end: u32,
     /// Byte offset (from the message area) of the next byte to send.
     send_off: usize,
-    /// Blocks of the message allocated but not yet pushed.
-    pending: u32,
+    /// The message allocated but not yet pushed.
+    pending: Option<Pending>,
 }
 
-fn rd32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+/// The local ack of a queue file: messages this side consumed from the
+/// peer. Handed out once by [`PtcpQueue::open`], not `Clone`: the ack's
+/// only writer. Stored with one aligned atomic store, so it survives a
+/// kill -9 as soon as the store is done.
+#[derive(Debug)]
+pub struct AckCounter<R: Region = Mapping> {
+    mem: FileMem<R>,
 }
 
-fn wr32(b: &mut [u8], off: usize, v: u32) {
-    b[off..off + 4].copy_from_slice(&v.to_le_bytes());
+impl<R: Region> AckCounter<R> {
+    /// The local ack.
+    #[inline]
+    pub fn get(&self) -> u32 {
+        // Relaxed: the ack is a number, not a publication: nothing is read
+        // because of it. The queue stamps whatever value it loads (Relaxed
+        // in PtcpQueue::local_ack); a stamp that lags a concurrent pop is
+        // corrected by the next header or heartbeat.
+        self.mem.word(OFF_LOCAL_ACK).load(Ordering::Relaxed)
+    }
+
+    /// One more message consumed.
+    #[inline]
+    pub fn advance(&mut self) {
+        self.set(self.get().wrapping_add(1));
+    }
+
+    /// Sets the local ack.
+    #[inline]
+    pub fn set(&mut self, ack: u32) {
+        // Relaxed: as in `get`; this counter is the only writer.
+        self.mem.word(OFF_LOCAL_ACK).store(ack, Ordering::Relaxed);
+    }
 }
 
-impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
+impl<R: Region> PtcpQueue<R> {
     /// Region size for a queue of `capacity` message bytes (a multiple of 8).
     pub const fn region_size(capacity: usize) -> usize {
         FILE_HEADER_SIZE + capacity
     }
 
-    /// Opens the queue stored in `mem`: formats a region that is all zero,
-    /// otherwise checks magic, version, size and every stored header, and
-    /// finishes a compaction a crash interrupted.
+    /// Opens the queue stored in `region`: formats a region whose header is
+    /// all zero, otherwise checks magic, version, size and every stored
+    /// header, and finishes a compaction a crash interrupted. Returns the
+    /// queue and the one [`AckCounter`] of the file.
     ///
     /// # Errors
     /// A description of what is wrong; the caller adds the file name.
-    pub fn open(mut mem: M) -> Result<Self, String> {
-        let len = mem.as_ref().len();
+    pub fn open(region: R) -> Result<(Self, AckCounter<R>), String> {
+        let mem = FileMem::new(Arc::new(region));
+        let len = mem.len;
         if len < FILE_HEADER_SIZE + BLK || (len - FILE_HEADER_SIZE) % BLK != 0 {
             return Err(format!(
                 "region of {len} bytes is not a header plus a multiple of 8"
@@ -149,37 +263,38 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
         }
         let blk_cnt = u32::try_from((len - FILE_HEADER_SIZE) / BLK)
             .map_err(|_| format!("region of {len} bytes is too large"))?;
-        let b = mem.as_mut();
-        if b[..FILE_HEADER_SIZE].iter().all(|&x| x == 0) {
-            b[..8].copy_from_slice(MAGIC);
-            wr32(b, OFF_VERSION, VERSION);
-            wr32(b, OFF_BLKS, blk_cnt);
+        let magic = [rd32(MAGIC, 0), rd32(MAGIC, 4)];
+        if (0..FILE_HEADER_SIZE).step_by(4).all(|o| mem.get(o) == 0) {
+            mem.set(0, magic[0]);
+            mem.set(4, magic[1]);
+            mem.set(OFF_VERSION, VERSION);
+            mem.set(OFF_BLKS, blk_cnt);
         }
-        if &b[..8] != MAGIC {
+        if [mem.get(0), mem.get(4)] != magic {
             return Err("not a tcpshm send queue (wrong magic)".into());
         }
-        let version = rd32(b, OFF_VERSION);
+        let version = mem.get(OFF_VERSION);
         if version != VERSION {
             return Err(format!(
                 "format version {version}, this build reads {VERSION}"
             ));
         }
-        let stored = rd32(b, OFF_BLKS);
+        let stored = mem.get(OFF_BLKS);
         if stored != blk_cnt {
             return Err(format!(
                 "header says {stored} blocks, the file holds {blk_cnt}"
             ));
         }
-        let sel = rd32(b, OFF_SELECTOR);
+        let sel = mem.get(OFF_SELECTOR);
         if sel > 1 {
             return Err(format!("state selector {sel} is not 0 or 1"));
         }
         let so = OFF_SLOTS + sel as usize * SLOT_SIZE;
         let st = State {
-            write: rd32(b, so),
-            read: rd32(b, so + 4),
-            read_seq: rd32(b, so + 8),
-            compacting: rd32(b, so + 12),
+            write: mem.get(so),
+            read: mem.get(so + 4),
+            read_seq: mem.get(so + 8),
+            compacting: mem.get(so + 12),
         };
         if st.read > st.write || st.write > blk_cnt {
             return Err(format!(
@@ -187,6 +302,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
                 st.read, st.write
             ));
         }
+        let ack = AckCounter { mem: mem.share() };
         let mut q = PtcpQueue {
             mem,
             blk_cnt,
@@ -194,10 +310,10 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
             st,
             seq_end: st.read_seq,
             send_off: 0,
-            pending: 0,
+            pending: None,
         };
         if st.compacting != 0 {
-            let progress = rd32(q.mem.as_ref(), OFF_PROGRESS);
+            let progress = q.mem.get(OFF_PROGRESS);
             if st.compacting != 1 || st.read == 0 || progress > st.write - st.read {
                 return Err("interrupted compaction has an impossible state".into());
             }
@@ -206,17 +322,19 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
         let (_, end) = q.check()?;
         q.seq_end = end;
         q.send_off = q.st.read as usize * BLK;
-        Ok(q)
+        Ok((q, ack))
     }
 
     /// Walks every stored message and returns the sequence range
     /// `(start, end)`: the oldest unacknowledged message and one past the
-    /// newest.
+    /// newest. A message stamped with an ack newer than the local ack
+    /// (which only grows) is impossible, as in the C++ check.
     ///
     /// # Errors
     /// A description of the first impossible header.
     pub fn check(&self) -> Result<(u32, u32), String> {
         let data = self.data();
+        let local_ack = self.local_ack();
         let mut idx = self.st.read;
         let mut end = self.st.read_seq;
         while idx < self.st.write {
@@ -230,6 +348,12 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
                     h.size, self.st.write
                 ));
             }
+            if (local_ack.wrapping_sub(h.ack_seq) as i32) < 0 {
+                return Err(format!(
+                    "message at block {idx} carries ack {}, newer than the local ack {local_ack}",
+                    h.ack_seq
+                ));
+            }
             idx += blks;
             end = end.wrapping_add(1);
         }
@@ -237,27 +361,41 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
     }
 
     fn data(&self) -> &[u8] {
-        &self.mem.as_ref()[FILE_HEADER_SIZE..]
+        // SAFETY: the message area [FILE_HEADER_SIZE, len) is inside the
+        // region (open checked len), reached only by this queue (the
+        // AckCounter touches one header word); `&self` gives out no `&mut`
+        // to it meanwhile.
+        unsafe {
+            std::slice::from_raw_parts(
+                self.mem.base.as_ptr().add(FILE_HEADER_SIZE),
+                self.mem.len - FILE_HEADER_SIZE,
+            )
+        }
     }
 
     fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.mem.as_mut()[FILE_HEADER_SIZE..]
+        // SAFETY: as in `data`, and `&mut self` makes the slice exclusive.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.mem.base.as_ptr().add(FILE_HEADER_SIZE),
+                self.mem.len - FILE_HEADER_SIZE,
+            )
+        }
     }
 
     /// Publishes `st` atomically with respect to a crash.
     fn commit(&mut self, st: State) {
         let next = self.sel ^ 1;
-        let b = self.mem.as_mut();
         let so = OFF_SLOTS + next as usize * SLOT_SIZE;
-        wr32(b, so, st.write);
-        wr32(b, so + 4, st.read);
-        wr32(b, so + 8, st.read_seq);
-        wr32(b, so + 12, st.compacting);
+        self.mem.set(so, st.write);
+        self.mem.set(so + 4, st.read);
+        self.mem.set(so + 8, st.read_seq);
+        self.mem.set(so + 12, st.compacting);
         // The slot (and any message bytes written before) must be in memory
         // before the selector names it, and nothing written after may move
         // before it: a kill between two stores sees them in program order.
         compiler_fence(Ordering::SeqCst);
-        wr32(b, OFF_SELECTOR, next);
+        self.mem.set(OFF_SELECTOR, next);
         compiler_fence(Ordering::SeqCst);
         self.sel = next;
         self.st = st;
@@ -285,6 +423,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
     ///
     /// A second `alloc` before `push` replaces the first.
     pub fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
+        self.pending = None;
         if payload_len > MAX_PAYLOAD {
             return None;
         }
@@ -296,7 +435,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
             }
             self.compact();
         }
-        self.pending = blks;
+        self.pending = Some(Pending { blks, size });
         let off = self.st.write as usize * BLK;
         let msg = &mut self.data_mut()[off..off + blks as usize * BLK];
         MsgHeader {
@@ -310,38 +449,30 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
         Some(&mut msg[HEADER_SIZE..size])
     }
 
-    /// The payload of the message allocated and not yet pushed.
+    /// The payload of the message allocated and not yet pushed (its size
+    /// is the queue's own copy, never read back from the file).
     pub fn pending_payload(&mut self) -> Option<&mut [u8]> {
-        if self.pending == 0 {
-            return None;
-        }
+        let p = self.pending?;
         let off = self.st.write as usize * BLK;
-        let data = self.data_mut();
-        let size = u16::from_le_bytes([data[off], data[off + 1]]) as usize;
-        Some(&mut data[off + HEADER_SIZE..off + size])
+        Some(&mut self.data_mut()[off + HEADER_SIZE..off + p.size])
     }
 
-    /// Byte offset in the region of the local ack word.
-    pub const LOCAL_ACK_OFFSET: usize = OFF_LOCAL_ACK;
-
     /// Commits the message from the last [`alloc`](Self::alloc), stamping
-    /// the current local ack into its header. Once this returns, the
-    /// message survives a crash of the process. Without a pending
-    /// allocation it does nothing.
-    pub fn push(&mut self) {
-        if self.pending == 0 {
-            return;
-        }
+    /// the current local ack into its header, and returns that ack. Once
+    /// this returns, the message survives a crash of the process. Without a
+    /// pending allocation it does nothing.
+    pub fn push(&mut self) -> Option<u32> {
+        let p = self.pending.take()?;
         let ack = self.local_ack();
         let off = self.st.write as usize * BLK;
-        wr32(self.data_mut(), off + 4, ack);
+        self.data_mut()[off + 4..off + 8].copy_from_slice(&ack.to_le_bytes());
         let st = State {
-            write: self.st.write + self.pending,
+            write: self.st.write + p.blks,
             ..self.st
         };
-        self.pending = 0;
         self.commit(st);
         self.seq_end = self.seq_end.wrapping_add(1);
+        Some(ack)
     }
 
     /// Moves the unacknowledged messages to the front of the area.
@@ -349,7 +480,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
         if self.st.read == 0 {
             return;
         }
-        wr32(self.mem.as_mut(), OFF_PROGRESS, 0);
+        self.mem.set(OFF_PROGRESS, 0);
         compiler_fence(Ordering::SeqCst);
         self.commit(State {
             compacting: 1,
@@ -377,7 +508,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
                 .copy_within(src..src + chunk as usize * BLK, dst);
             done += chunk;
             compiler_fence(Ordering::SeqCst);
-            wr32(self.mem.as_mut(), OFF_PROGRESS, done);
+            self.mem.set(OFF_PROGRESS, done);
             compiler_fence(Ordering::SeqCst);
         }
         self.send_off = self.send_off.saturating_sub(read as usize * BLK);
@@ -448,7 +579,7 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
         if only_sent && idx as usize * BLK > self.send_off {
             return Err(AckError::BeyondSent { ack });
         }
-        let st = if idx == self.st.write && self.pending == 0 {
+        let st = if idx == self.st.write && self.pending.is_none() {
             // Empty: start again at the front, no compaction needed later.
             self.send_off = 0;
             State {
@@ -484,32 +615,53 @@ impl<M: AsRef<[u8]> + AsMut<[u8]>> PtcpQueue<M> {
         self.len() == 0
     }
 
-    /// The local ack: how many messages were consumed from the peer.
+    /// The local ack as the file holds it (its writer is the
+    /// [`AckCounter`]).
     pub fn local_ack(&self) -> u32 {
-        rd32(self.mem.as_ref(), OFF_LOCAL_ACK)
+        // Relaxed: see AckCounter::get.
+        self.mem.word(OFF_LOCAL_ACK).load(Ordering::Relaxed)
     }
 
-    /// Sets the local ack (persisted at once: one aligned store).
-    pub fn set_local_ack(&mut self, ack: u32) {
-        wr32(self.mem.as_mut(), OFF_LOCAL_ACK, ack);
-    }
-
-    /// Empties the queue and sets every sequence number and the local ack to 0.
-    pub fn reset(&mut self) {
-        self.pending = 0;
+    /// Empties the queue and sets every sequence number and the local ack
+    /// (through its counter) to 0.
+    ///
+    /// # Panics
+    /// If `ack` is not this file's counter (a caller bug).
+    pub fn reset(&mut self, ack: &mut AckCounter<R>) {
+        assert!(self.mem.same(&ack.mem), "the AckCounter of another queue");
+        self.pending = None;
         self.commit(State::default());
         self.seq_end = 0;
         self.send_off = 0;
-        self.set_local_ack(0);
+        ack.set(0);
     }
 
-    /// The underlying region.
-    pub fn region(&self) -> &M {
-        &self.mem
+    /// Closes the queue and gives its region back.
+    ///
+    /// # Panics
+    /// If `ack` is not this file's counter (a caller bug).
+    pub fn into_region(self, ack: AckCounter<R>) -> R {
+        assert!(self.mem.same(&ack.mem), "the AckCounter of another queue");
+        drop(ack);
+        match Arc::try_unwrap(self.mem.region) {
+            Ok(r) => r,
+            Err(_) => unreachable!("the queue and its counter were the only holders"),
+        }
     }
 }
 
-impl PtcpQueue<SharedMapping> {
+impl PtcpQueue<HeapRegion> {
+    /// A queue of `capacity` message bytes in heap memory, with its
+    /// counter: for tests and in-process use.
+    ///
+    /// # Panics
+    /// If `capacity` is not a multiple of 8 of at least 8 (a caller bug).
+    pub fn heap(capacity: usize) -> (Self, AckCounter<HeapRegion>) {
+        PtcpQueue::open(HeapRegion::new(Self::region_size(capacity))).expect("a fresh region")
+    }
+}
+
+impl PtcpQueue<Mapping> {
     /// Opens (or creates) the queue file at `path` with `capacity` bytes of
     /// messages (a multiple of 8). An existing file is checked, never
     /// overwritten.
@@ -517,8 +669,12 @@ impl PtcpQueue<SharedMapping> {
     /// # Errors
     /// A [`FileError`] naming the file: it cannot be created, mapped or
     /// locked, has another size, or its content is corrupt.
-    pub fn open_file(path: &Path, capacity: usize, opts: MapOptions) -> Result<Self, FileError> {
-        let m = SharedMapping::new(Mapping::open(path, Self::region_size(capacity), opts)?);
+    pub fn open_file(
+        path: &Path,
+        capacity: usize,
+        opts: MapOptions,
+    ) -> Result<(Self, AckCounter), FileError> {
+        let m = Mapping::open(path, Self::region_size(capacity), opts)?;
         PtcpQueue::open(m).map_err(|why| FileError::corrupt(path, why))
     }
 }
@@ -527,11 +683,9 @@ impl PtcpQueue<SharedMapping> {
 mod tests {
     use super::*;
 
-    fn q(cap: usize) -> PtcpQueue<Vec<u8>> {
-        PtcpQueue::open(vec![0u8; PtcpQueue::<Vec<u8>>::region_size(cap)]).unwrap()
-    }
+    type Q = PtcpQueue<HeapRegion>;
 
-    fn push(q: &mut PtcpQueue<Vec<u8>>, t: u16, payload: &[u8]) -> bool {
+    fn push(q: &mut Q, t: u16, payload: &[u8]) -> bool {
         match q.alloc(t, payload.len()) {
             Some(p) => {
                 p.copy_from_slice(payload);
@@ -542,10 +696,14 @@ mod tests {
         }
     }
 
+    fn reopen(q: Q, ack: AckCounter<HeapRegion>) -> Result<(Q, AckCounter<HeapRegion>), String> {
+        PtcpQueue::open(q.into_region(ack))
+    }
+
     #[test]
     fn push_send_ack_and_reopen() {
-        let mut q = q(256);
-        q.set_local_ack(5);
+        let (mut q, mut ack) = Q::heap(256);
+        ack.set(5);
         assert!(push(&mut q, 10, b"hello"));
         assert!(push(&mut q, 11, &[1; 20]));
         assert_eq!(q.seq_range(), (0, 2));
@@ -568,16 +726,15 @@ mod tests {
         q.ack(1).unwrap();
         assert_eq!(q.seq_range(), (1, 2));
         q.ack(0).unwrap(); // old ack: ignored
-        let mem = q.region().clone();
-        let q2 = PtcpQueue::open(mem).unwrap();
+        let (q2, ack2) = reopen(q, ack).unwrap();
         assert_eq!(q2.seq_range(), (1, 2));
-        assert_eq!(q2.local_ack(), 5);
+        assert_eq!((q2.local_ack(), ack2.get()), (5, 5));
         assert_eq!(q2.sendable().len(), 32, "reopen resends from the oldest");
     }
 
     #[test]
     fn full_then_compaction() {
-        let mut q = q(64); // 8 blocks
+        let (mut q, _ack) = Q::heap(64); // 8 blocks
         for i in 0..4 {
             assert!(push(&mut q, 1, &[i; 8]), "{i}");
         }
@@ -597,31 +754,26 @@ mod tests {
 
     #[test]
     fn interrupted_compaction_is_finished_on_open() {
-        let mut q = q(80); // 10 blocks
+        let (mut q, ack) = Q::heap(80); // 10 blocks
         for i in 0..5u8 {
             assert!(push(&mut q, 1, &[i; 8]));
         }
         q.mark_sent(80);
         q.ack(2).unwrap(); // read = 4 blocks, live = 6 blocks: overlapping move
-        let before = q.sendable().len();
-        assert_eq!(before, 0);
+        assert_eq!(q.sendable().len(), 0);
         // Simulate a crash after the first chunk of the journaled copy.
-        let mut mem = q.region().clone();
-        {
-            let mut probe = PtcpQueue::open(mem.clone()).unwrap();
-            wr32(probe.mem.as_mut(), OFF_PROGRESS, 0);
-            probe.commit(State {
-                compacting: 1,
-                ..probe.st
-            });
-            let (read, chunk) = (probe.st.read as usize, probe.st.read as usize);
-            probe
-                .data_mut()
-                .copy_within(read * 8..(read + chunk) * 8, 0);
-            wr32(probe.mem.as_mut(), OFF_PROGRESS, chunk as u32);
-            mem = probe.mem.clone();
-        }
-        let q2 = PtcpQueue::open(mem).unwrap();
+        let (mut probe, ack) = reopen(q, ack).unwrap();
+        probe.mem.set(OFF_PROGRESS, 0);
+        probe.commit(State {
+            compacting: 1,
+            ..probe.st
+        });
+        let (read, chunk) = (probe.st.read as usize, probe.st.read as usize);
+        probe
+            .data_mut()
+            .copy_within(read * 8..(read + chunk) * 8, 0);
+        probe.mem.set(OFF_PROGRESS, chunk as u32);
+        let (q2, _) = reopen(probe, ack).unwrap();
         assert_eq!(q2.seq_range(), (2, 5));
         assert_eq!(q2.st.read, 0);
         let d = q2.data();
@@ -630,42 +782,91 @@ mod tests {
         }
     }
 
+    fn open_bytes(b: &[u8]) -> Result<(Q, AckCounter<HeapRegion>), String> {
+        PtcpQueue::open(HeapRegion::with_contents(b.len(), b))
+    }
+
     #[test]
     fn corrupt_regions_are_errors() {
-        assert!(PtcpQueue::open(vec![0u8; 10]).is_err());
-        let mut garbage = vec![0xA5u8; PtcpQueue::<Vec<u8>>::region_size(64)];
-        assert!(PtcpQueue::open(garbage.clone())
-            .unwrap_err()
-            .contains("magic"));
+        assert!(open_bytes(&[0u8; 10]).is_err());
+        let mut garbage = vec![0xA5u8; Q::region_size(64)];
+        assert!(open_bytes(&garbage).unwrap_err().contains("magic"));
         garbage[..8].copy_from_slice(MAGIC);
-        assert!(PtcpQueue::open(garbage).is_err());
-        let mut q = q(64);
+        assert!(open_bytes(&garbage).is_err());
+        let (mut q, ack) = Q::heap(64);
         push(&mut q, 1, &[1; 8]);
-        let mut m = q.region().clone();
+        let good = q.into_region(ack);
+        let mut m = good.clone();
         // Header size 3 at the first message.
         let o = FILE_HEADER_SIZE;
-        m[o] = 3;
-        m[o + 1] = 0;
+        m.as_mut_slice()[o..o + 2].copy_from_slice(&[3, 0]);
         assert!(PtcpQueue::open(m.clone()).unwrap_err().contains("below 8"));
         // A size that runs past the write index.
-        m[o] = 200;
-        assert!(PtcpQueue::open(m.clone()).unwrap_err().contains("past"));
+        m.as_mut_slice()[o] = 200;
+        assert!(PtcpQueue::open(m).unwrap_err().contains("past"));
         // Wrong version.
-        let mut v = q.region().clone();
-        wr32(&mut v, OFF_VERSION, 9);
+        let mut v = good.clone();
+        v.as_mut_slice()[OFF_VERSION] = 9;
         assert!(PtcpQueue::open(v).unwrap_err().contains("version"));
+        // A stored ack newer than the local ack (C++'s sanity check).
+        let mut a = good;
+        a.as_mut_slice()[o + 4] = 1;
+        assert!(PtcpQueue::open(a)
+            .unwrap_err()
+            .contains("newer than the local ack"));
     }
 
     #[test]
     fn reset_and_too_large() {
-        let mut q = q(64);
+        let (mut q, mut ack) = Q::heap(64);
         assert!(q.alloc(1, 57).is_none(), "larger than the capacity");
         assert!(q.alloc(1, MAX_PAYLOAD + 1).is_none());
         push(&mut q, 1, &[1; 8]);
-        q.set_local_ack(9);
-        q.reset();
+        ack.set(9);
+        q.reset(&mut ack);
         assert_eq!(q.seq_range(), (0, 0));
-        assert_eq!(q.local_ack(), 0);
+        assert_eq!((q.local_ack(), ack.get()), (0, 0));
         assert!(q.sendable().is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "another queue")]
+    fn reset_with_another_queues_counter_is_refused() {
+        let (mut q, _) = Q::heap(64);
+        let (_, mut other) = Q::heap(64);
+        q.reset(&mut other);
+    }
+
+    /// The two halves on two threads: one pushes (stamping the ack), the
+    /// other pops (advancing it). Under Miri this is the data-race check of
+    /// the split: the ack word is the only memory both reach.
+    #[test]
+    fn halves_on_two_threads() {
+        let n: u32 = if cfg!(miri) { 200 } else { 20_000 };
+        let (mut q, mut ack) = Q::heap(256);
+        let popper = std::thread::spawn(move || {
+            for _ in 0..n {
+                ack.advance();
+            }
+            ack
+        });
+        let mut stamps = Vec::new();
+        for i in 0..n {
+            if !push(&mut q, 1, &i.to_le_bytes()) {
+                let all = q.sendable().len();
+                q.mark_sent(all);
+                let (_, end) = q.seq_range();
+                q.ack(end).unwrap();
+                assert!(push(&mut q, 1, &i.to_le_bytes()));
+            }
+            let s = q.sendable();
+            let h = MsgHeader::decode(&s[s.len() - 16..]).unwrap();
+            stamps.push(h.ack_seq);
+        }
+        let ack = popper.join().unwrap();
+        assert_eq!(ack.get(), n);
+        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "acks only grow");
+        assert!(stamps.iter().all(|&a| a <= n));
+        q.check().unwrap();
     }
 }

@@ -1,14 +1,18 @@
-//! The TCP session mechanics: framing across partial reads, acks taken
-//! from every header, heartbeats after send silence, timeouts after
-//! receive silence, and partial sends resumed without corrupting the
-//! stream. Time comes in as `now`; nothing here reads a clock.
+//! The TCP session core, sans I/O (as quinn-proto): bytes and `now` come
+//! in, bytes to transmit and the next deadline go out. Nothing here
+//! touches a socket or reads a clock, so every rule is tested with a fake
+//! clock and no sockets (see the tests below); `conn::link` drives it
+//! over a real socket.
+//!
+//! - [`RecvBuf`]: framing across partial reads, the peer's ack taken from
+//!   every header, the re-login guard, back-pressure;
+//! - [`Session`]: heartbeats after send silence, timeouts after receive
+//!   silence, the ack this side last told the peer, and partial sends
+//!   resumed without corrupting the stream.
 #![forbid(unsafe_code)]
 
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
-
 use crate::ptcp_queue::{AckError, PtcpQueue};
-use crate::sys::SharedMapping;
+use crate::sys::Region;
 use crate::wire::{MsgHeader, HEADER_SIZE, MSG_TYPE_HEARTBEAT};
 
 /// Why a connection was closed.
@@ -89,12 +93,6 @@ impl std::fmt::Display for CloseReason {
 /// A close: the reason and the OS errno (0 if none).
 pub(crate) type Closed = (CloseReason, i32);
 
-fn errno(e: &io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(0)
-}
-
-pub(crate) type TcpQueue<M = SharedMapping> = PtcpQueue<M>;
-
 /// A frame the peer must not send again after login: its type, its size
 /// and its 16-byte name field (the peer's own name) at `name_off`.
 #[derive(Clone, Copy, Debug)]
@@ -169,17 +167,11 @@ impl RecvBuf {
         self.rpos < self.parsed
     }
 
-    /// Reads once from `sock`: makes room first (moving unconsumed bytes to
-    /// the front, growing up to the maximum for a large message), then
-    /// parses every complete header. Returns the bytes read (0 = nothing
-    /// available), or `None` if the buffer is full of unconsumed messages
-    /// and nothing was read.
-    pub fn read_from<S: Read, M: AsRef<[u8]> + AsMut<[u8]>>(
-        &mut self,
-        sock: &mut S,
-        queue: Option<&mut PtcpQueue<M>>,
-        guard: Option<&ReloginGuard>,
-    ) -> Result<Option<usize>, Closed> {
+    /// The free space to read into, after making room (moving unconsumed
+    /// bytes to the front, growing up to the maximum for a large message).
+    /// `None`: the buffer is full of messages the application has not
+    /// consumed (back-pressure: read nothing, which is not silence).
+    pub fn space(&mut self) -> Option<&mut [u8]> {
         if self.rpos == self.wpos {
             self.clear();
         } else if self.rpos > 0 && (self.rpos * 2 > self.wpos || self.wpos == self.buf.len()) {
@@ -192,30 +184,34 @@ impl RecvBuf {
             // Grow for the message still arriving (its size was checked
             // against the maximum when its header was parsed; a header not
             // yet complete needs 8 bytes) if the maximum allows it with the
-            // unconsumed messages before it. Otherwise the buffer is full
-            // of messages the application has not consumed: back-pressure,
-            // read nothing (which is not silence).
-            // Below the maximum, grow anyway, so the acks behind unconsumed
-            // messages can be read (Config::validate makes the maximum
-            // larger than the peer's queue, which bounds what the
-            // application can leave unconsumed).
+            // unconsumed messages before it. Below the maximum, grow anyway,
+            // so the acks behind unconsumed messages can be read
+            // (Config::validate makes the maximum larger than the peer's
+            // queue, which bounds what the application can leave
+            // unconsumed).
             if self.buf.len() >= self.max {
-                return Ok(None);
+                return None;
             }
             let need = (self.parsed - self.rpos) + self.pending_size().unwrap_or(HEADER_SIZE);
             let grow = (self.buf.len() * 2).max(need + HEADER_SIZE).min(self.max);
             self.buf.resize(grow, 0);
         }
-        let n = match sock.read(&mut self.buf[self.wpos..]) {
-            Ok(0) => return Err((CloseReason::RemoteClose, 0)),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(0)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(0)),
-            Err(e) => return Err((CloseReason::ReadError, errno(&e))),
-        };
-        self.wpos += n;
-        self.parse(queue, guard)?;
-        Ok(Some(n))
+        Some(&mut self.buf[self.wpos..])
+    }
+
+    /// `n` bytes were read into [`space`](Self::space): parses every
+    /// complete header, takes the peer's acks into `queue`.
+    ///
+    /// # Errors
+    /// The close a protocol violation calls for.
+    pub fn received<R: Region>(
+        &mut self,
+        n: usize,
+        queue: Option<&mut PtcpQueue<R>>,
+        guard: Option<&ReloginGuard>,
+    ) -> Result<(), Closed> {
+        self.wpos = (self.wpos + n).min(self.buf.len());
+        self.parse(queue, guard)
     }
 
     /// Padded size of the message at `parsed` if its header is complete.
@@ -225,9 +221,9 @@ impl RecvBuf {
             .map(|h| h.padded_size())
     }
 
-    fn parse<M: AsRef<[u8]> + AsMut<[u8]>>(
+    fn parse<R: Region>(
         &mut self,
-        mut queue: Option<&mut PtcpQueue<M>>,
+        mut queue: Option<&mut PtcpQueue<R>>,
         guard: Option<&ReloginGuard>,
     ) -> Result<(), Closed> {
         while self.wpos - self.parsed >= HEADER_SIZE {
@@ -267,26 +263,31 @@ impl RecvBuf {
     }
 }
 
-/// The socket of a live session with its timers.
+/// The timers and send state of a live TCP session.
 #[derive(Debug)]
-pub(crate) struct TcpLink {
-    pub sock: TcpStream,
+pub(crate) struct Session {
     last_send: i64,
     last_recv: i64,
-    /// The latest `now` seen, used to stamp sends made outside a poll.
+    /// The latest `now` seen, to stamp sends made outside a poll.
     now: i64,
     hb: [u8; HEADER_SIZE],
     /// Bytes at the end of `hb` still to send (a partially sent heartbeat).
     hb_left: usize,
     /// The newest local ack put in a header we sent (or stamped in a
     /// message we pushed).
-    pub ack_sent: u32,
+    ack_sent: u32,
 }
 
-impl TcpLink {
-    pub fn new(sock: TcpStream, now: i64) -> Self {
-        TcpLink {
-            sock,
+/// Which bytes [`Session::transmit`] handed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    Heartbeat,
+    Queue,
+}
+
+impl Session {
+    pub fn new(now: i64) -> Self {
+        Session {
             last_send: now,
             last_recv: now,
             now,
@@ -296,70 +297,60 @@ impl TcpLink {
         }
     }
 
-    /// Sends as much of `bytes` as the socket takes.
-    fn send_some(&mut self, bytes: &[u8]) -> Result<usize, Closed> {
-        let mut sent = 0;
-        while sent < bytes.len() {
-            match self.sock.write(&bytes[sent..]) {
-                Ok(0) => return Err((CloseReason::SendError, 0)),
-                Ok(n) => sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err((CloseReason::SendError, errno(&e))),
-            }
-        }
-        if sent > 0 {
-            self.last_send = self.now;
-        }
-        Ok(sent)
-    }
-
-    /// Sends the rest of a partial heartbeat, then the queue's unsent bytes.
-    /// Returns whether anything remains unsent.
-    pub fn flush(&mut self, queue: Option<&mut TcpQueue>) -> Result<bool, Closed> {
+    /// What to send now: the rest of a heartbeat first (a frame is never
+    /// interleaved with another), then the queue's unsent bytes. Empty when
+    /// there is nothing to send.
+    pub fn transmit<'a, R: Region>(
+        &'a self,
+        queue: Option<&'a PtcpQueue<R>>,
+    ) -> (&'a [u8], Source) {
         if self.hb_left > 0 {
-            let hb = self.hb;
-            let n = self.send_some(&hb[HEADER_SIZE - self.hb_left..])?;
-            self.hb_left -= n;
-            if self.hb_left > 0 {
-                return Ok(true);
-            }
+            return (&self.hb[HEADER_SIZE - self.hb_left..], Source::Heartbeat);
         }
-        if let Some(q) = queue {
-            let pending = q.sendable().len();
-            if pending > 0 {
-                let n = self.send_some(q.sendable())?;
-                q.mark_sent(n);
-                return Ok(n < pending);
-            }
-        }
-        Ok(false)
+        (queue.map_or(&[][..], |q| q.sendable()), Source::Queue)
     }
 
-    /// Sends pending data, or a heartbeat carrying `local_ack` if nothing
-    /// was sent for `interval`.
-    pub fn heartbeat(
+    /// `n` bytes of what [`transmit`](Self::transmit) returned from `src`
+    /// went out.
+    pub fn handle_sent<R: Region>(
         &mut self,
-        now: i64,
-        interval: i64,
-        local_ack: u32,
-        queue: Option<&mut TcpQueue>,
-    ) -> Result<(), Closed> {
+        n: usize,
+        src: Source,
+        queue: Option<&mut PtcpQueue<R>>,
+    ) {
+        if n == 0 {
+            return;
+        }
+        self.last_send = self.now;
+        match src {
+            Source::Heartbeat => self.hb_left -= n.min(self.hb_left),
+            Source::Queue => {
+                if let Some(q) = queue {
+                    q.mark_sent(n);
+                }
+            }
+        }
+    }
+
+    /// A message carrying `ack` was pushed: the peer learns it from there.
+    pub fn handle_ack_stamped(&mut self, ack: u32) {
+        self.ack_sent = ack;
+    }
+
+    /// Queues a heartbeat carrying `local_ack` when one is due: nothing
+    /// else is waiting to go out (`idle`) and either nothing was sent for
+    /// `interval`, or the application consumed messages since the last ack
+    /// the peer saw (a prompt ack, so a peer whose send queue waits for it
+    /// is not held up). A heartbeat the socket does not take at once still
+    /// counts as sent: its rest goes out first next time.
+    pub fn poll_heartbeat(&mut self, now: i64, interval: i64, local_ack: u32, idle: bool) {
         self.now = now;
-        // Prompt ack: the application consumed messages and has nothing to
-        // send; tell the peer now rather than after `interval`, so a peer
-        // whose send queue waits for this ack is not held up.
-        let prompt =
-            local_ack != self.ack_sent && queue.as_ref().is_some_and(|q| q.sendable().is_empty());
-        if !prompt && now.wrapping_sub(self.last_send) < interval {
-            return Ok(());
+        if self.hb_left > 0 || !idle {
+            return;
         }
-        let pending = self.flush(queue)?;
-        if pending || (!prompt && now.wrapping_sub(self.last_send) < interval) {
-            return Ok(());
-        }
-        if self.hb_left > 0 {
-            return Ok(());
+        let due = now.wrapping_sub(self.last_send) >= interval;
+        if !due && local_ack == self.ack_sent {
+            return;
         }
         self.ack_sent = local_ack;
         self.hb = MsgHeader {
@@ -369,17 +360,21 @@ impl TcpLink {
         }
         .encode();
         self.hb_left = HEADER_SIZE;
-        self.flush(None)?;
-        // A heartbeat the socket would not take still counts as an attempt:
-        // the rest goes out with the next flush.
         self.last_send = now;
-        Ok(())
     }
 
-    /// Records that bytes arrived, or closes with "Timeout" after
-    /// `timeout` of silence. `None`: nothing was read because the receive
-    /// buffer is full of unconsumed messages; that is not silence.
-    pub fn check_recv(&mut self, now: i64, got: Option<usize>, timeout: i64) -> Result<(), Closed> {
+    /// Records a read at `now`: `got` bytes (`Some(0)`: none available;
+    /// `None`: nothing read because the receive buffer is full of
+    /// unconsumed messages, which is not silence).
+    ///
+    /// # Errors
+    /// "Timeout" after more than `timeout` of silence.
+    pub fn handle_recv(
+        &mut self,
+        now: i64,
+        got: Option<usize>,
+        timeout: i64,
+    ) -> Result<(), Closed> {
         self.now = now;
         match got {
             Some(0) if now.wrapping_sub(self.last_recv) > timeout => Err((CloseReason::Timeout, 0)),
@@ -391,24 +386,14 @@ impl TcpLink {
         }
     }
 
-    /// Reads and discards what the peer sent (heartbeats of an SHM
-    /// session); returns the bytes read.
-    pub fn read_discard(&mut self) -> Result<usize, Closed> {
-        let mut b = [0u8; 256];
-        let mut total = 0;
-        loop {
-            match self.sock.read(&mut b) {
-                Ok(0) => return Err((CloseReason::RemoteClose, 0)),
-                Ok(n) => {
-                    total += n;
-                    if n < b.len() {
-                        return Ok(total);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(total),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err((CloseReason::ReadError, errno(&e))),
-            }
+    /// The next moment a poll has timer work: a heartbeat or a timeout.
+    pub fn next_deadline(&self, interval: i64, timeout: i64) -> i64 {
+        let hb = self.last_send.wrapping_add(interval);
+        let to = self.last_recv.wrapping_add(timeout).wrapping_add(1);
+        if hb.wrapping_sub(to) < 0 {
+            hb
+        } else {
+            to
         }
     }
 }

@@ -49,7 +49,9 @@ fn echo_every_size(use_shm: bool) {
         let _stop = StopOnDrop(stop);
         let mut client =
             Client::new("cli", dir.join("client"), cfg, CheckingClient::default()).unwrap();
-        client.connect(use_shm, addr, 7).unwrap();
+        client
+            .connect(tcpshm::Transport::from_use_shm(use_shm), addr, 7)
+            .unwrap();
         let mut sent = 0u64;
         wait_until(120, "all echoes", || {
             while sent < n && send(client.connection(), sent, sizes_ref[sent as usize]) {

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use tcpshm::client::SetupError;
+use tcpshm::SetupError;
 use tcpshm::{
     Client, ClientHandler, Config, ConnTx, ConnectError, FileErrorKind, Received, Server,
 };
@@ -53,7 +53,7 @@ fn server_side_queue_files_broken() {
         for name in ["garbage", "short", "adir"] {
             let mut c =
                 Client::new(name, dir.join(name), cfg.clone(), CheckingClient::default()).unwrap();
-            rejected_system_error(c.connect(false, addr, 0));
+            rejected_system_error(c.connect(tcpshm::Transport::Tcp, addr, 0));
         }
     });
     let e = &h.file_errors;
@@ -101,7 +101,7 @@ fn client_side_files_broken() {
             let f = d.join(format!("{name}.lastserver"));
             std::fs::write(&f, bytes).unwrap();
             let mut c = Client::new(name, &d, cfg.clone(), Recorder::default()).unwrap();
-            match c.connect(false, addr, 0) {
+            match c.connect(tcpshm::Transport::Tcp, addr, 0) {
                 Err(ConnectError::File(e)) => {
                     assert_eq!(e.path, f);
                     assert!(e.to_string().contains(want), "{e}");
@@ -113,14 +113,14 @@ fn client_side_files_broken() {
         }
         // The pair's queue file is corrupt on the client side.
         let mut c = Client::new("cq", dir.join("cq"), cfg.clone(), Recorder::default()).unwrap();
-        c.connect(false, addr, 0).unwrap();
+        c.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         c.stop();
         let q = dir.join("cq/cq_srv.ptcp");
         let mut b = std::fs::read(&q).unwrap();
         b[0] = b'Z';
         std::fs::write(&q, &b).unwrap();
         let mut c = Client::new("cq", dir.join("cq"), cfg.clone(), Recorder::default()).unwrap();
-        match c.connect(false, addr, 0) {
+        match c.connect(tcpshm::Transport::Tcp, addr, 0) {
             Err(ConnectError::File(e)) => {
                 assert!(matches!(e.kind, FileErrorKind::Corrupt(_)), "{e}");
                 assert_eq!(e.path, q);
@@ -142,7 +142,7 @@ fn shm_object_of_the_wrong_size() {
     let h = with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         let mut c =
             Client::new("w", dir.join("w"), cfg.clone(), CheckingClient::default()).unwrap();
-        rejected_system_error(c.connect(true, addr, 0));
+        rejected_system_error(c.connect(tcpshm::Transport::Shm, addr, 0));
     });
     assert!(
         h.file_errors[0].contains("srv_w.shm") && h.file_errors[0].contains("size is 1000"),
@@ -201,11 +201,11 @@ fn full_shm_filesystem_is_a_clear_error_at_login() {
     let h = with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         let mut c =
             Client::new("f", dir.join("f"), cfg.clone(), CheckingClient::default()).unwrap();
-        rejected_system_error(c.connect(true, addr, 0));
+        rejected_system_error(c.connect(tcpshm::Transport::Shm, addr, 0));
         // A TCP client of the same server is unaffected.
         let mut t =
             Client::new("t", dir.join("t"), cfg.clone(), CheckingClient::default()).unwrap();
-        t.connect(false, addr, 0).unwrap();
+        t.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
     });
     let e = &h.file_errors[0];
     assert!(
@@ -238,7 +238,7 @@ fn file_mode_option_shares_with_the_group() {
     with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         let mut c =
             Client::new("m", dir.join("m"), cfg.clone(), CheckingClient::default()).unwrap();
-        c.connect(true, addr, 0).unwrap();
+        c.connect(tcpshm::Transport::Shm, addr, 0).unwrap();
     });
     use std::os::unix::fs::PermissionsExt;
     for f in [
@@ -256,7 +256,7 @@ fn file_mode_option_shares_with_the_group() {
     with_echo_server(&d2, "srv", &cfg2, EchoServer::default(), |addr| {
         let mut c =
             Client::new("m", d2.join("m"), cfg2.clone(), CheckingClient::default()).unwrap();
-        c.connect(false, addr, 0).unwrap();
+        c.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
     });
     let mode = std::fs::metadata(d2.join("s/srv_m.ptcp"))
         .unwrap()

@@ -31,7 +31,7 @@ fn heartbeat(use_shm: bool) {
     // Login: the client blocks in connect while the server must be polled,
     // so connect from a helper thread and poll the server here.
     std::thread::scope(|s| {
-        let h = s.spawn(|| client.connect(use_shm, addr, 0));
+        let h = s.spawn(|| client.connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0));
         while !h.is_finished() {
             server.poll_ctl(t);
             server.poll_tcp(t, 0);

@@ -47,7 +47,7 @@ fn with_good_client(cfg: Config, f: impl FnOnce(SocketAddr, &mut dyn FnMut())) -
             ..Default::default()
         };
         let mut good = Client::new("good", dir.join("g"), cfg.clone(), handler).unwrap();
-        good.connect(false, addr, 0).unwrap();
+        good.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         let mut sent = 0u64;
         let mut keep_going = || {
             if sent < 1_000_000 && send(good.connection(), sent, small_len(sent)) {
@@ -175,7 +175,7 @@ fn connection_flood_beyond_the_pending_limit() {
         // A new client still gets in while the flood drains.
         let mut late = Client::new("late", &dir2, cfg2.clone(), CheckingClient::default()).unwrap();
         std::thread::scope(|s| {
-            let h = s.spawn(|| late.connect(false, addr, 0));
+            let h = s.spawn(|| late.connect(tcpshm::Transport::Tcp, addr, 0));
             while !h.is_finished() {
                 tick();
             }
@@ -243,8 +243,8 @@ fn stalled_client_fills_only_its_own_queue() {
         Client::new("stalled", dir.join("t"), cfg.clone(), Counter::default()).unwrap();
     std::thread::scope(|s| {
         let h = s.spawn(|| {
-            live.connect(false, addr, 0).unwrap();
-            stalled.connect(false, addr, 0).unwrap();
+            live.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
+            stalled.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         });
         while !h.is_finished() {
             server.poll_ctl(now());

@@ -72,11 +72,11 @@ fn rejects_carry_the_protocol_texts() {
         // Max clients (one slot), and already logged on (same name).
         let mut a =
             Client::new("a", dir.join("a"), cfg.clone(), CheckingClient::default()).unwrap();
-        a.connect(false, addr, 0).unwrap();
+        a.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         let mut b =
             Client::new("b", dir.join("b"), cfg.clone(), CheckingClient::default()).unwrap();
         assert_eq!(
-            rejected(b.connect(false, addr, 0)),
+            rejected(b.connect(tcpshm::Transport::Tcp, addr, 0)),
             "Max client cnt exceeded"
         );
         assert_eq!(
@@ -85,7 +85,10 @@ fn rejects_carry_the_protocol_texts() {
         );
         let mut a2 =
             Client::new("a", dir.join("a2"), cfg.clone(), CheckingClient::default()).unwrap();
-        assert_eq!(rejected(a2.connect(false, addr, 0)), "Already loggned on");
+        assert_eq!(
+            rejected(a2.connect(tcpshm::Transport::Tcp, addr, 0)),
+            "Already loggned on"
+        );
         // The logged-on client is not disturbed.
         assert!(send(a.connection(), 0, 16));
         wait_until(30, "echo", || {
@@ -108,7 +111,7 @@ fn application_reject_with_its_text_or_the_default() {
         with_echo_server(&dir, "srv", &cfg, handler, |addr| {
             let mut c =
                 Client::new("c", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
-            assert_eq!(rejected(c.connect(false, addr, 0)), want);
+            assert_eq!(rejected(c.connect(tcpshm::Transport::Tcp, addr, 0)), want);
             assert!(c.connection().is_closed());
         });
     }
@@ -124,7 +127,7 @@ fn connect_errors_are_values() {
         .local_addr()
         .unwrap();
     let mut c = Client::new("c", dir.join("c"), config(&dir), CheckingClient::default()).unwrap();
-    match c.connect(false, port, 0) {
+    match c.connect(tcpshm::Transport::Tcp, port, 0) {
         Err(ConnectError::Io {
             op: "connect",
             source,
@@ -174,7 +177,7 @@ fn ipv6_and_bound_port() {
         let _stop = StopOnDrop(&stop);
         let mut c =
             Client::new("c", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
-        c.connect(false, addr, 0).unwrap();
+        c.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         assert!(send(c.connection(), 0, 8));
         wait_until(30, "echo", || {
             c.poll_tcp(now());

@@ -2,6 +2,14 @@
 //! library uses (`src/shm_queue/ring.rs`), compiled here with loom's
 //! atomics. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_shm`.
+//!
+//! Loom sees every access that matters: the indices, records and block
+//! headers are loom atomics, and each block has a loom `UnsafeCell` that
+//! the ring's `track_read`/`track_write` hooks touch when an end starts and
+//! stops using a payload. A payload write not ordered after the reader's
+//! last read of those blocks (SYNC POINT block-released weakened), or a
+//! payload read not ordered after its write (SYNC POINT msg-published
+//! weakened), is a causality violation loom reports.
 #![cfg(loom)]
 
 mod sync {
@@ -16,19 +24,43 @@ use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::Arc;
 use ring::{QueueMemory, Reader, Writer, BLOCK};
 
+const BLOCKS: usize = 4;
+
 struct Mem {
     write: AtomicU32,
     cache: AtomicU32,
     read: AtomicU32,
     wrec: AtomicU64,
     rrec: AtomicU64,
+    headers: Box<[AtomicU64]>,
+    /// One per block: what loom tracks of the payload accesses.
+    cells: Box<[loom::cell::UnsafeCell<()>]>,
+    /// The payload bytes themselves (loom does not see these; `cells` do).
     blocks: Box<[std::cell::UnsafeCell<u64>]>,
 }
 
-// SAFETY (test): the blocks live as long as the Arc; capacity is 4 blocks.
+fn blocks_of(off: usize, len: usize) -> std::ops::Range<usize> {
+    off / BLOCK..(off + len.max(1)).div_ceil(BLOCK).min(BLOCKS)
+}
+
+// SAFETY (test): the blocks live as long as the Arc; capacity is 4 blocks,
+// and header(b) is block b's header word.
 unsafe impl QueueMemory for Arc<Mem> {
     fn capacity(&self) -> usize {
-        4 * BLOCK
+        BLOCKS * BLOCK
+    }
+    fn header(&self, b: u32) -> &AtomicU64 {
+        &self.headers[b as usize]
+    }
+    fn track_read(&self, off: usize, len: usize) {
+        for b in blocks_of(off, len) {
+            self.cells[b].with(|_| ());
+        }
+    }
+    fn track_write(&self, off: usize, len: usize) {
+        for b in blocks_of(off, len) {
+            self.cells[b].with_mut(|_| ());
+        }
     }
     fn write_idx(&self) -> &AtomicU32 {
         &self.write
@@ -57,7 +89,11 @@ fn mem(start: u32) -> Arc<Mem> {
         read: AtomicU32::new(start),
         wrec: AtomicU64::new((start as u64) << 32),
         rrec: AtomicU64::new((start as u64) << 32),
-        blocks: (0..4 * BLOCK / 8)
+        headers: (0..BLOCKS).map(|_| AtomicU64::new(0)).collect(),
+        cells: (0..BLOCKS)
+            .map(|_| loom::cell::UnsafeCell::new(()))
+            .collect(),
+        blocks: (0..BLOCKS * BLOCK / 8)
             .map(|_| std::cell::UnsafeCell::new(0))
             .collect(),
     })

@@ -147,7 +147,7 @@ fn no_alloc(use_shm: bool) {
     let addr = server.local_addr().unwrap();
     let mut client = Client::new("cli", dir.join("c"), cfg, Check::default()).unwrap();
     std::thread::scope(|s| {
-        let h = s.spawn(|| client.connect(use_shm, addr, 0));
+        let h = s.spawn(|| client.connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0));
         while !h.is_finished() {
             server.poll_ctl(now());
             server.poll_tcp(now(), 0);

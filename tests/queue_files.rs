@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use tcpshm::ptcp_queue::PtcpQueue;
-use tcpshm::shm_queue::{map_shm, ShmReader, ShmWriter};
+use tcpshm::shm_queue::{ShmReader, ShmWriter};
 use tcpshm::sys::MapOptions;
 use tcpshm::{FileError, FileErrorKind};
 
@@ -28,12 +28,12 @@ fn expect_err<T: std::fmt::Debug>(r: Result<T, FileError>, path: &Path) -> FileE
 fn corrupt_ptcp_files_are_errors() {
     let dir = scratch("corrupt");
     let opts = MapOptions::default();
-    let size = PtcpQueue::<Vec<u8>>::region_size(CAP);
+    let size = PtcpQueue::<tcpshm::sys::HeapRegion>::region_size(CAP);
 
     // Truncated: a valid file cut short.
     let p = dir.join("trunc.ptcp");
     {
-        let mut q = PtcpQueue::open_file(&p, CAP, opts).unwrap();
+        let (mut q, _ack) = PtcpQueue::open_file(&p, CAP, opts).unwrap();
         q.alloc(5, 10).unwrap();
         q.push();
     }
@@ -70,7 +70,7 @@ fn corrupt_ptcp_files_are_errors() {
     // Impossible sizes: a stored header of size 2, and indices past the end.
     let p = dir.join("sizes.ptcp");
     {
-        let mut q = PtcpQueue::open_file(&p, CAP, opts).unwrap();
+        let (mut q, _ack) = PtcpQueue::open_file(&p, CAP, opts).unwrap();
         q.alloc(5, 10).unwrap();
         q.push();
     }
@@ -117,6 +117,12 @@ fn shm_objects_in_dev_shm() {
     // two processes would have.
     let mut w = ShmWriter::open_file(&p, 1 << 12, opts).unwrap();
     let mut r = ShmReader::open_file(&p, 1 << 12, opts).unwrap();
+    // One writer and one reader per object: a second of either is refused
+    // while the first lives (in this process or another).
+    let e = expect_err(ShmWriter::open_file(&p, 1 << 12, opts), &p);
+    assert!(matches!(e.kind, FileErrorKind::InUse), "{e}");
+    let e = expect_err(ShmReader::open_file(&p, 1 << 12, opts), &p);
+    assert!(matches!(e.kind, FileErrorKind::InUse), "{e}");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&p).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
@@ -135,9 +141,10 @@ fn shm_objects_in_dev_shm() {
     assert_eq!(r.front().unwrap().unwrap(), (9, &b"abc"[..]));
     drop(r);
     // Wrong size and bad capacity are errors.
-    let e = expect_err(map_shm(&p, 1 << 13, opts), &p);
+    drop(ShmWriter::open_file(&p, 1 << 12, opts).unwrap()); // the lock went with the end
+    let e = expect_err(ShmWriter::open_file(&p, 1 << 13, opts), &p);
     assert!(matches!(e.kind, FileErrorKind::WrongSize { .. }), "{e}");
-    let e = expect_err(map_shm(&p, 1000, opts), &p);
+    let e = expect_err(ShmReader::open_file(&p, 1000, opts), &p);
     assert!(e.to_string().contains("power of two"), "{e}");
     std::fs::remove_file(&p).unwrap();
 }
@@ -154,7 +161,7 @@ fn full_shm_filesystem_is_an_error_at_open() {
     let p = shm.join(format!("tcpshm-huge-{}.shm", std::process::id()));
     const ENOSPC: i32 = 28;
     const EFBIG: i32 = 27;
-    let r = map_shm(&p, 1 << 36, MapOptions::default());
+    let r = ShmWriter::open_file(&p, 1 << 36, MapOptions::default());
     let e = expect_err(r, &p);
     assert!(
         matches!(e.errno(), ENOSPC | EFBIG),

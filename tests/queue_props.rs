@@ -2,11 +2,11 @@
 //! including wrap-around of the rings and of u32 sequence numbers.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use proptest::prelude::*;
-use tcpshm::ptcp_queue::{AckError, PtcpQueue, FILE_HEADER_SIZE};
-use tcpshm::shm_queue::{HeapRegion, Region, ShmReader, ShmWriter, BLOCK};
+use tcpshm::ptcp_queue::{AckCounter, AckError, PtcpQueue, FILE_HEADER_SIZE};
+use tcpshm::shm_queue::{heap_queue_in, BLOCK, TRAILER};
+use tcpshm::sys::HeapRegion;
 use tcpshm::wire::{padded, MsgHeader};
 
 fn payload(seq: u32, len: usize) -> Vec<u8> {
@@ -15,13 +15,14 @@ fn payload(seq: u32, len: usize) -> Vec<u8> {
 
 /// A fresh ptcp region whose first sequence number is `seq0`, written
 /// field by field from the documented file format.
-fn ptcp_region(cap: usize, seq0: u32) -> Vec<u8> {
-    let mut m = vec![0u8; FILE_HEADER_SIZE + cap];
+fn ptcp_region(cap: usize, seq0: u32) -> HeapRegion {
+    let mut r = HeapRegion::new(FILE_HEADER_SIZE + cap);
+    let m = r.as_mut_slice();
     m[..8].copy_from_slice(b"TCPSHMPQ");
     m[8..12].copy_from_slice(&1u32.to_le_bytes());
     m[12..16].copy_from_slice(&((cap / 8) as u32).to_le_bytes());
     m[40..44].copy_from_slice(&seq0.to_le_bytes()); // slot 0: read_seq
-    m
+    r
 }
 
 #[derive(Clone, Debug)]
@@ -31,7 +32,9 @@ enum POp {
     Ack(u32),
     LoginAck(u32),
     Reopen,
-    SetLocalAck(u32),
+    /// The receive side consumed this many more messages (the local ack
+    /// only grows).
+    Consume(u32),
 }
 
 fn pop_strategy() -> impl Strategy<Value = POp> {
@@ -41,7 +44,7 @@ fn pop_strategy() -> impl Strategy<Value = POp> {
         3 => (0u32..6).prop_map(POp::Ack),
         1 => (0u32..6).prop_map(POp::LoginAck),
         1 => Just(POp::Reopen),
-        1 => any::<u32>().prop_map(POp::SetLocalAck),
+        1 => (0u32..1000).prop_map(POp::Consume),
     ]
 }
 
@@ -66,7 +69,9 @@ impl PModel {
     }
 }
 
-fn check_ptcp(q: &PtcpQueue<Vec<u8>>, m: &PModel) {
+type Q = PtcpQueue<HeapRegion>;
+
+fn check_ptcp(q: &Q, m: &PModel) {
     assert_eq!(q.seq_range(), (m.start, m.next));
     assert_eq!(q.check().unwrap(), (m.start, m.next));
     assert_eq!(q.local_ack(), m.local_ack);
@@ -98,7 +103,8 @@ fn check_ptcp(q: &PtcpQueue<Vec<u8>>, m: &PModel) {
 }
 
 fn run_ptcp(cap: usize, seq0: u32, ops: Vec<POp>) {
-    let mut q = PtcpQueue::open(ptcp_region(cap, seq0)).unwrap();
+    let (mut q, mut ack): (Q, AckCounter<HeapRegion>) =
+        PtcpQueue::open(ptcp_region(cap, seq0)).unwrap();
     let mut m = PModel {
         msgs: VecDeque::new(),
         start: seq0,
@@ -157,13 +163,12 @@ fn run_ptcp(cap: usize, seq0: u32, ops: Vec<POp>) {
                 }
             }
             POp::Reopen => {
-                let mem = q.region().clone();
-                q = PtcpQueue::open(mem).unwrap();
+                (q, ack) = PtcpQueue::open(q.into_region(ack)).unwrap();
                 m.send_pos = 0;
             }
-            POp::SetLocalAck(a) => {
-                q.set_local_ack(a);
-                m.local_ack = a;
+            POp::Consume(k) => {
+                m.local_ack = m.local_ack.wrapping_add(k);
+                ack.set(m.local_ack);
             }
         }
         check_ptcp(&q, &m);
@@ -195,17 +200,12 @@ proptest! {
 /// The shm model: published messages in order and the ring positions by
 /// the protocol's rule (a message never straddles the end of the ring).
 fn run_shm(cap: usize, start: u32, ops: Vec<Option<usize>>) {
-    let region = Arc::new(HeapRegion::new(cap).unwrap());
+    let mut region = HeapRegion::new(cap + TRAILER);
     // Start the indices at `start` to cross the u32 wrap.
     for off in [cap, cap + 4, cap + 128] {
-        // SAFETY: test-only write of an index word inside the region before
-        // either end exists.
-        unsafe {
-            std::ptr::copy_nonoverlapping(start.to_le_bytes().as_ptr(), region.base().add(off), 4)
-        };
+        region.as_mut_slice()[off..off + 4].copy_from_slice(&start.to_le_bytes());
     }
-    let mut w = ShmWriter::new(region.clone()).unwrap();
-    let mut r = ShmReader::new(region).unwrap();
+    let (mut w, mut r) = heap_queue_in(region).unwrap();
     let blk_cnt = (cap / BLOCK) as u32;
     let (mut widx, mut ridx) = (start, start);
     let mut q: VecDeque<(u16, Vec<u8>, u32)> = VecDeque::new(); // type, payload, end idx

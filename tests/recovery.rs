@@ -20,7 +20,7 @@ fn pump(
     n: u64,
 ) {
     if client.connection().is_closed() {
-        let _ = client.connect(use_shm, addr, 0);
+        let _ = client.connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0);
     }
     while *sent < n && send(client.connection(), *sent, small_len(*sent)) {
         *sent += 1;
@@ -175,7 +175,9 @@ fn name_change(use_shm: bool) {
     let mut client =
         Client::new("cli", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
     with_echo_server(&dir, "day1", &cfg, EchoServer::default(), |addr| {
-        client.connect(use_shm, addr, 0).unwrap();
+        client
+            .connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0)
+            .unwrap();
         let mut sent = 0;
         wait_until(60, "day1 echoes", || {
             pump(&mut client, use_shm, addr, &mut sent, 100);
@@ -191,7 +193,9 @@ fn name_change(use_shm: bool) {
     let day2 = with_echo_server(&dir, "day2", &cfg, EchoServer::default(), |addr| {
         wait_until(30, "day2 login", || {
             client.poll_tcp(now());
-            client.connect(use_shm, addr, 0).is_ok()
+            client
+                .connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0)
+                .is_ok()
         });
         if !use_shm {
             assert_eq!(
@@ -233,7 +237,7 @@ fn sequence_mismatch_reports_six_numbers_and_fails_login() {
     let mut client =
         Client::new("cli", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
     with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
-        client.connect(false, addr, 0).unwrap();
+        client.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         let mut sent = 0;
         wait_until(60, "echoes", || {
             pump(&mut client, false, addr, &mut sent, 5);
@@ -252,7 +256,7 @@ fn sequence_mismatch_reports_six_numbers_and_fails_login() {
 
     let mut seen = None;
     let server = with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
-        let m = match client.connect(false, addr, 0) {
+        let m = match client.connect(tcpshm::Transport::Tcp, addr, 0) {
             Err(ConnectError::SeqMismatch(m)) => m,
             other => panic!("expected a sequence mismatch, got {other:?}"),
         };

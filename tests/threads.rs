@@ -51,7 +51,7 @@ fn server_parts_and_client_pollers_on_separate_threads() {
             ..Default::default()
         };
         let mut tcp_client = Client::new("t", dir.join("t"), cfg.clone(), handler).unwrap();
-        tcp_client.connect(false, addr, 0).unwrap();
+        tcp_client.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         let mut sent = 0;
         wait_until(60, "tcp echoes", || {
             while sent < n && send(tcp_client.connection(), sent, small_len(sent)) {
@@ -66,7 +66,7 @@ fn server_parts_and_client_pollers_on_separate_threads() {
             ..Default::default()
         };
         let mut shm_client = Client::new("m", dir.join("m"), cfg.clone(), handler).unwrap();
-        shm_client.connect(true, addr, 0).unwrap();
+        shm_client.connect(tcpshm::Transport::Shm, addr, 0).unwrap();
         let mut msgs = CheckingClient {
             len_of: Some(small_len),
             ..Default::default()

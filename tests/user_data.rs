@@ -92,7 +92,7 @@ fn custom_login_user_data_types() {
         let mut bad =
             Client::<Seen, Token, [u8; 4]>::new("bad", dir.join("b"), cfg.clone(), Seen::default())
                 .unwrap();
-        match bad.connect(false, addr, Token { user: 1, secret: 2 }) {
+        match bad.connect(tcpshm::Transport::Tcp, addr, Token { user: 1, secret: 2 }) {
             Err(ConnectError::Rejected(t)) => assert_eq!(t, "bad token"),
             other => panic!("{other:?}"),
         }
@@ -104,7 +104,7 @@ fn custom_login_user_data_types() {
         )
         .unwrap();
         good.connect(
-            false,
+            tcpshm::Transport::Tcp,
             addr,
             Token {
                 user: 0x0102_0304,

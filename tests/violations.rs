@@ -82,7 +82,7 @@ fn violations_close_only_the_offending_connection() {
     std::thread::scope(|s| {
         serve(s, &mut server, false, &stop);
         let _stop = StopOnDrop(&stop);
-        good.connect(false, addr, 0).unwrap();
+        good.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         let mut sent = 0u64;
         for (k, (name, bytes, _)) in cases.iter().enumerate() {
             let mut raw = raw_logged_in(addr, name);
@@ -129,7 +129,7 @@ fn too_large_is_refused_at_alloc_never_truncated() {
             Client::new("c", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
         // Before any login there is no queue.
         assert_eq!(c.connection().alloc(1, 8).err(), Some(AllocError::NotOpen));
-        c.connect(false, addr, 0).unwrap();
+        c.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         let max = cfg.max_tcp_payload();
         assert!(c.connection().alloc(1, max).is_ok());
         assert_eq!(

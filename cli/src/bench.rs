@@ -20,7 +20,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -291,15 +291,8 @@ fn cacheline(a: &Args, n: u32) -> Result<Rtt, String> {
         n.to_string(),
     ])?;
     let _ = peer.line(); // ready
-    let base = map.as_ptr();
-    // SAFETY: offsets 0 and 64 are 8-aligned words inside the 4096-byte
-    // page-aligned mapping, accessed only atomically by both processes.
-    let (a_word, b_word) = unsafe {
-        (
-            AtomicU64::from_ptr(base.cast::<u64>()),
-            AtomicU64::from_ptr(base.add(64).cast::<u64>()),
-        )
-    };
+                         // Words in two cache lines of the mapping, atomic in both processes.
+    let (a_word, b_word) = (map.word64(0), map.word64(64));
     let mut h = hist();
     let warm = n / 10;
     for k in 1..=u64::from(n) {
@@ -328,14 +321,7 @@ fn peer_cacheline(p: &PeerArgs) -> Result<(), String> {
         },
     )
     .map_err(|e| e.to_string())?;
-    let base = map.as_ptr();
-    // SAFETY: as in `cacheline`.
-    let (a_word, b_word) = unsafe {
-        (
-            AtomicU64::from_ptr(base.cast::<u64>()),
-            AtomicU64::from_ptr(base.add(64).cast::<u64>()),
-        )
-    };
+    let (a_word, b_word) = (map.word64(0), map.word64(64));
     println!("ready");
     let _ = std::io::stdout().flush();
     for k in 1..=p.count {
@@ -499,7 +485,8 @@ fn our_client(
     let name = if shm { "bshm" } else { "btcp" };
     let mut c = Client::new(name, dir.join(name), bench_config(shm_dir), Echoes(0))
         .map_err(|e| e.to_string())?;
-    c.connect(shm, addr, 0).map_err(|e| e.to_string())?;
+    c.connect(tcpshm::Transport::from_use_shm(shm), addr, 0)
+        .map_err(|e| e.to_string())?;
     Ok(c)
 }
 

@@ -174,7 +174,7 @@ pub fn run(a: Args) -> Result<(), String> {
             return Err("interrupted".into());
         }
         if client.connection().is_closed() {
-            match client.connect(a.shm, &a.server, 0) {
+            match client.connect(tcpshm::Transport::from_use_shm(a.shm), &a.server, 0) {
                 Ok(()) => {
                     let server = client
                         .connection()

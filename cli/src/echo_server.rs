@@ -99,7 +99,7 @@ impl ServerHandler for Echo {
         println!(
             "client {} logged on ({} group {}): {} received, {} echoed so far",
             tx.remote_name().map(|n| n.as_str()).unwrap_or("?"),
-            transport(id.shm),
+            transport(id.transport.is_shm()),
             id.group,
             rx.messages_popped(),
             tx.messages_pushed()

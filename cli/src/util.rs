@@ -67,11 +67,15 @@ impl CounterFile {
         Mapping::open(path, 4, MapOptions::default()).map(CounterFile)
     }
     pub fn get(&self) -> u32 {
-        let b = self.0.as_ref();
-        u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        // Relaxed: one thread reads and writes its own counter; the word is
+        // atomic so a kill -9 never leaves it torn.
+        self.0.word32(0).load(std::sync::atomic::Ordering::Relaxed)
     }
     pub fn set(&mut self, v: u32) {
-        self.0.as_mut().copy_from_slice(&v.to_le_bytes());
+        // Relaxed: as in `get`.
+        self.0
+            .word32(0)
+            .store(v, std::sync::atomic::Ordering::Relaxed)
     }
 }
 

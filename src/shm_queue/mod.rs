@@ -2,24 +2,34 @@
 //! message queue, byte for byte the layout of `PROTOCOL.md` §5, so a C++
 //! peer can be at the other end.
 //!
-//! The queue works over any [`Region`]: a [`HeapRegion`] in tests (shared
-//! by two threads through an `Arc`), a [`Mapping`] of a POSIX shared-memory
-//! object (`/dev/shm/<sender>_<receiver>.shm`) in real use, with the writer
-//! in one process and the reader in another.
+//! One writer and one reader per queue, by construction:
+//! - in one process, [`heap_queue`] hands out the two ends of a queue in
+//!   heap memory once, as a pair;
+//! - across processes, [`ShmWriter::open_file`] and [`ShmReader::open_file`]
+//!   map `/dev/shm/<sender>_<receiver>.shm` and take that end's lock, so a
+//!   second writer (or reader) is refused with "in use", in this process or
+//!   another, while a crash releases it.
 //!
 //! ```
-//! use std::sync::Arc;
-//! use tcpshm::shm_queue::{HeapRegion, ShmReader, ShmWriter};
+//! use tcpshm::shm_queue::heap_queue;
 //!
-//! let region = Arc::new(HeapRegion::new(1 << 12).unwrap());
-//! let mut w = ShmWriter::new(region.clone()).unwrap();
-//! let mut r = ShmReader::new(region).unwrap();
+//! let (mut w, mut r) = heap_queue(1 << 12).unwrap();
 //! w.alloc(7, 5).unwrap().copy_from_slice(b"hello");
 //! w.push();
 //! let (t, payload) = r.front().unwrap().unwrap();
 //! assert_eq!((t, payload), (7, &b"hello"[..]));
 //! r.pop();
 //! assert!(r.front().unwrap().is_none());
+//! ```
+//!
+//! There is no other way to make an end: the constructor over an arbitrary
+//! region is private, so safe code cannot build a second writer over a
+//! region that already has one.
+//!
+//! ```compile_fail
+//! use tcpshm::shm_queue::ShmWriter;
+//! use tcpshm::sys::HeapRegion;
+//! let w = ShmWriter::new(HeapRegion::new(1024 + 256)); // error: private
 //! ```
 //!
 //! Memory ordering: the writer publishes a message with a Release store of
@@ -29,9 +39,11 @@
 //! block-released). This is correct on weakly ordered CPUs, where the C++
 //! original's compiler-only barriers are not.
 //!
-//! Trust: the reader treats the region as input. A header of impossible
-//! size or impossible indices (a corrupt or hostile peer) is reported as
-//! [`Corrupt`], never read out of bounds.
+//! Trust: both ends treat the region as input. Every header and index is
+//! read once (atomically) and validated; from then on only our own copy is
+//! used. A header of impossible size or impossible indices (a corrupt or
+//! hostile peer) is reported as [`Corrupt`], never read or written out of
+//! bounds.
 
 mod ring;
 
@@ -40,7 +52,6 @@ pub(crate) mod sync {
     pub use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 }
 
-use std::alloc::Layout;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -48,7 +59,7 @@ use std::sync::Arc;
 
 pub use self::ring::{Corrupt, QueueMemory, BLOCK};
 use crate::error::FileError;
-use crate::sys::{MapOptions, Mapping};
+use crate::sys::{HeapRegion, MapOptions, Mapping, Region};
 
 /// Offset of `write_idx` after the blocks.
 const OFF_WRITE: usize = 0;
@@ -62,6 +73,19 @@ const OFF_WRITE_RECORD: usize = 64;
 const OFF_READ_RECORD: usize = 192;
 /// Bytes after the blocks.
 pub const TRAILER: usize = 256;
+/// The trailer words and their sizes (4 or 8 bytes), as offsets after the
+/// blocks: what a peer can write besides the blocks.
+pub(crate) const TRAILER_WORDS: [(usize, usize); 5] = [
+    (OFF_WRITE, 4),
+    (OFF_CACHE, 4),
+    (OFF_WRITE_RECORD, 8),
+    (OFF_READ, 4),
+    (OFF_READ_RECORD, 8),
+];
+
+/// Lock roles (bytes past the end of the object) of the two ends.
+const ROLE_WRITER: u64 = 0;
+const ROLE_READER: u64 = 1;
 
 /// Region bytes for a queue of `capacity` bytes of blocks.
 pub const fn region_size(capacity: usize) -> usize {
@@ -110,117 +134,36 @@ pub fn check_capacity(capacity: usize) -> Result<(), RegionError> {
     }
 }
 
-/// Memory a queue can live in.
-///
-/// # Safety
-/// `base()` must point to `size()` bytes valid for reads and writes for as
-/// long as the value lives, and may be shared with other threads and
-/// processes (all shared words are accessed atomically by the queue).
-pub unsafe trait Region {
-    /// Start of the region.
-    fn base(&self) -> *mut u8;
-    /// Size in bytes.
-    fn size(&self) -> usize;
-}
-
-// SAFETY: a Mapping owns a live shared mapping of `len()` bytes.
-unsafe impl Region for Mapping {
-    fn base(&self) -> *mut u8 {
-        self.as_ptr()
-    }
-    fn size(&self) -> usize {
-        self.len()
-    }
-}
-
-// SAFETY: forwards to a Region that lives as long as the Arc.
-unsafe impl<R: Region> Region for Arc<R> {
-    fn base(&self) -> *mut u8 {
-        (**self).base()
-    }
-    fn size(&self) -> usize {
-        (**self).size()
-    }
-}
-
-/// A zeroed, 64-byte aligned heap region, for tests and in-process use.
-#[derive(Debug)]
-pub struct HeapRegion {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-// SAFETY: the region is plain memory; concurrent access goes through the
-// queue's atomics (see Region).
-unsafe impl Send for HeapRegion {}
-// SAFETY: as above.
-unsafe impl Sync for HeapRegion {}
-
-impl HeapRegion {
-    /// A region for a queue of `capacity` bytes of blocks.
-    ///
-    /// # Errors
-    /// [`RegionError::Capacity`] for a capacity the queue cannot use.
-    pub fn new(capacity: usize) -> Result<HeapRegion, RegionError> {
-        check_capacity(capacity)?;
-        let layout = Layout::from_size_align(region_size(capacity), BLOCK)
-            .map_err(|_| RegionError::Capacity(capacity))?;
-        // SAFETY: layout has a non-zero size.
-        let p = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Ok(HeapRegion { ptr, layout })
-    }
-
-    /// A region whose first bytes are `init` (cut to the region's size):
-    /// arbitrary memory for tests and fuzzing.
-    ///
-    /// # Errors
-    /// [`RegionError::Capacity`] for a capacity the queue cannot use.
-    pub fn with_contents(capacity: usize, init: &[u8]) -> Result<HeapRegion, RegionError> {
-        let r = HeapRegion::new(capacity)?;
-        let n = init.len().min(r.layout.size());
-        // SAFETY: n <= the allocation's size; the region is not shared yet.
-        unsafe { std::ptr::copy_nonoverlapping(init.as_ptr(), r.ptr.as_ptr(), n) };
-        Ok(r)
-    }
-}
-
-// SAFETY: ptr is a live allocation of layout.size() bytes owned by self.
-unsafe impl Region for HeapRegion {
-    fn base(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-    fn size(&self) -> usize {
-        self.layout.size()
-    }
-}
-
-impl Drop for HeapRegion {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
-    }
-}
-
-/// A [`Region`] seen as the memory of one queue, its layout checked.
+/// A [`Region`] seen as the memory of one queue, its layout checked. Both
+/// ends of an in-process queue hold one over the same region.
 #[derive(Debug)]
 pub struct RegionMemory<R> {
-    region: R,
+    region: Arc<R>,
+    base: NonNull<u8>,
     capacity: usize,
 }
 
+// SAFETY: the pointer is into the region the Arc keeps alive (R is Send and
+// Sync); through it the queue ends reach shared words only atomically, and
+// the blocks as the ring's SYNC POINTs allow.
+unsafe impl<R: Region> Send for RegionMemory<R> {}
+// SAFETY: as above.
+unsafe impl<R: Region> Sync for RegionMemory<R> {}
+
 impl<R: Region> RegionMemory<R> {
     /// Checks `region`'s size and alignment.
-    ///
-    /// # Errors
-    /// A [`RegionError`].
-    pub fn new(region: R) -> Result<Self, RegionError> {
+    fn new(region: Arc<R>) -> Result<Self, RegionError> {
         let capacity = region.size().saturating_sub(TRAILER);
         check_capacity(capacity)?;
-        if region.base() as usize % BLOCK != 0 {
+        let base = NonNull::new(region.base()).ok_or(RegionError::Misaligned)?;
+        if base.as_ptr() as usize % BLOCK != 0 {
             return Err(RegionError::Misaligned);
         }
-        Ok(RegionMemory { region, capacity })
+        Ok(RegionMemory {
+            region,
+            base,
+            capacity,
+        })
     }
 
     fn word(&self, off: usize) -> &AtomicU32 {
@@ -228,19 +171,19 @@ impl<R: Region> RegionMemory<R> {
         // in the trailer (capacity + off + 4 <= size), 4-aligned because the
         // base is 64-aligned and capacity a multiple of 64; the region lives
         // as long as self and its shared words are only accessed atomically.
-        unsafe { AtomicU32::from_ptr(self.region.base().add(self.capacity + off).cast()) }
+        unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(self.capacity + off).cast()) }
     }
 
     fn word64(&self, off: usize) -> &AtomicU64 {
         // SAFETY: off is OFF_WRITE_RECORD or OFF_READ_RECORD, so the word
         // lies in the trailer (capacity + off + 8 <= size), 8-aligned
         // because the base is 64-aligned; otherwise as in `word`.
-        unsafe { AtomicU64::from_ptr(self.region.base().add(self.capacity + off).cast()) }
+        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(self.capacity + off).cast()) }
     }
 
-    /// The region.
-    pub fn region(&self) -> &R {
-        &self.region
+    /// The region, shared, for the crate's hostile-peer tests.
+    pub(crate) fn shared_region(&self) -> Arc<R> {
+        self.region.clone()
     }
 }
 
@@ -248,54 +191,94 @@ impl<R: Region> RegionMemory<R> {
 // at most 2^31 blocks with the trailer inside the region, and the base
 // 64-aligned; the region lives as long as self.
 unsafe impl<R: Region> QueueMemory for RegionMemory<R> {
+    #[inline]
     fn capacity(&self) -> usize {
         self.capacity
     }
+    #[inline]
+    fn header(&self, b: u32) -> &AtomicU64 {
+        debug_assert!((b as usize) < self.capacity / BLOCK);
+        // SAFETY: the ring passes b below the block count (a masked index),
+        // so the 8-byte word at b * 64 is inside the blocks and 8-aligned
+        // (64-aligned base); header words are only accessed atomically.
+        unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(b as usize * BLOCK).cast()) }
+    }
+    #[inline]
     fn write_idx(&self) -> &AtomicU32 {
         self.word(OFF_WRITE)
     }
+    #[inline]
     fn read_idx_cache(&self) -> &AtomicU32 {
         self.word(OFF_CACHE)
     }
+    #[inline]
     fn read_idx(&self) -> &AtomicU32 {
         self.word(OFF_READ)
     }
+    #[inline]
     fn blocks(&self) -> *mut u8 {
-        self.region.base()
+        self.base.as_ptr()
     }
+    #[inline]
     fn write_record(&self) -> &AtomicU64 {
         self.word64(OFF_WRITE_RECORD)
     }
+    #[inline]
     fn read_record(&self) -> &AtomicU64 {
         self.word64(OFF_READ_RECORD)
     }
 }
 
-/// The producing end of a queue in region `R`.
+/// The producing end of a queue in region `R`: the only one.
 #[derive(Debug)]
-pub struct ShmWriter<R>(ring::Writer<RegionMemory<R>>);
+pub struct ShmWriter<R: Region = Mapping>(ring::Writer<RegionMemory<R>>);
 
-/// The consuming end of a queue in region `R`.
+/// The consuming end of a queue in region `R`: the only one.
 #[derive(Debug)]
-pub struct ShmReader<R>(ring::Reader<RegionMemory<R>>);
+pub struct ShmReader<R: Region = Mapping>(ring::Reader<RegionMemory<R>>);
+
+/// The two ends of a new, empty queue of `capacity` bytes of blocks in
+/// heap memory, handed out once: for two threads of one process.
+///
+/// # Errors
+/// [`RegionError::Capacity`] for a capacity the queue cannot use.
+pub fn heap_queue(
+    capacity: usize,
+) -> Result<(ShmWriter<HeapRegion>, ShmReader<HeapRegion>), RegionError> {
+    check_capacity(capacity)?;
+    heap_queue_in(HeapRegion::new(region_size(capacity)))
+}
+
+/// The two ends of the queue held in `region` (any content: indices and
+/// headers are validated as a peer's would be), handed out once.
+///
+/// # Errors
+/// A [`RegionError`] for a region of the wrong size.
+pub fn heap_queue_in(
+    region: HeapRegion,
+) -> Result<(ShmWriter<HeapRegion>, ShmReader<HeapRegion>), RegionError> {
+    let region = Arc::new(region);
+    Ok((ShmWriter::new(region.clone())?, ShmReader::new(region)?))
+}
 
 impl<R: Region> ShmWriter<R> {
     /// The writer of the queue in `region`, taking up its stored indices.
-    ///
-    /// # Errors
-    /// A [`RegionError`] for a region of the wrong size or alignment.
-    pub fn new(region: R) -> Result<Self, RegionError> {
+    /// Private: a second writer over one region is what it must prevent.
+    fn new(region: Arc<R>) -> Result<Self, RegionError> {
         Ok(ShmWriter(ring::Writer::new(RegionMemory::new(region)?)))
     }
 
     /// Reserves a message and returns its payload to fill; `None` when the
-    /// reader has not freed enough room, or the message can never fit.
+    /// reader has not freed enough room, or the message can never fit. A
+    /// second `alloc` before `push` replaces the first.
     #[inline]
     pub fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.0.alloc(msg_type, payload_len)
     }
 
-    /// The payload of the message allocated and not yet pushed.
+    /// The payload of the message allocated and not yet pushed (its
+    /// position and length are the writer's own, never read back from the
+    /// ring).
     #[inline]
     pub fn pending_payload(&mut self) -> Option<&mut [u8]> {
         self.0.pending_payload()
@@ -318,10 +301,18 @@ impl<R: Region> ShmWriter<R> {
         self.0.pushed()
     }
 
-    /// Empties the queue (only while the reader is not reading).
+    /// Empties the queue (only while the reader is not reading: its next
+    /// `reload` sees the empty queue).
     pub fn reset(&mut self) {
         ring::reset(self.0.memory());
         self.0.reload();
+    }
+
+    /// Wrap markers published alone since this writer was made: a message
+    /// that had to start at slot 0 did not fit yet, so the tail was handed
+    /// back first (a path the C++ writer lacks).
+    pub fn lone_markers(&self) -> u64 {
+        self.0.lone_markers()
     }
 
     /// Capacity in bytes.
@@ -329,18 +320,15 @@ impl<R: Region> ShmWriter<R> {
         self.0.memory().capacity
     }
 
-    /// The region.
-    pub fn region(&self) -> &R {
-        self.0.memory().region()
+    pub(crate) fn memory(&self) -> &RegionMemory<R> {
+        self.0.memory()
     }
 }
 
 impl<R: Region> ShmReader<R> {
     /// The reader of the queue in `region`, taking up its stored indices.
-    ///
-    /// # Errors
-    /// A [`RegionError`] for a region of the wrong size or alignment.
-    pub fn new(region: R) -> Result<Self, RegionError> {
+    /// Private, as [`ShmWriter::new`].
+    fn new(region: Arc<R>) -> Result<Self, RegionError> {
         Ok(ShmReader(ring::Reader::new(RegionMemory::new(region)?)))
     }
 
@@ -387,50 +375,57 @@ impl<R: Region> ShmReader<R> {
         self.0.reload();
     }
 
-    /// The region.
-    pub fn region(&self) -> &R {
-        self.0.memory().region()
+    #[cfg(test)]
+    pub(crate) fn memory(&self) -> &RegionMemory<R> {
+        self.0.memory()
     }
 }
 
 /// Maps the shared-memory object at `path` for a queue of `capacity`
-/// bytes, creating it (mode `opts.mode`, full size reserved) if needed.
-///
-/// # Errors
-/// A [`FileError`] naming the object: no /dev/shm, no space, wrong size,
-/// or a capacity that is not a power of two.
-pub fn map_shm(path: &Path, capacity: usize, opts: MapOptions) -> Result<Mapping, FileError> {
+/// bytes, creating it (mode `opts.mode`, full size reserved) if needed,
+/// and takes the lock of `role`.
+fn map_shm(
+    path: &Path,
+    capacity: usize,
+    opts: MapOptions,
+    role: u64,
+) -> Result<Arc<Mapping>, FileError> {
     check_capacity(capacity).map_err(|e| FileError::corrupt(path, e.to_string()))?;
     // The writer and the reader (often another process) both map the
-    // object: no exclusive lock.
-    Mapping::open(
+    // object: no whole-file lock, one lock per end.
+    let m = Mapping::open(
         path,
         region_size(capacity),
         MapOptions {
             lock: false,
             ..opts
         },
-    )
+    )?;
+    m.lock_role(role)?;
+    Ok(Arc::new(m))
 }
 
 impl ShmWriter<Mapping> {
-    /// Maps the object at `path` (see [`map_shm`]) and writes to it.
+    /// Maps the object at `path` and writes to it: the only writer, in
+    /// this process or another (a second one gets "in use").
     ///
     /// # Errors
-    /// As [`map_shm`].
+    /// A [`FileError`] naming the object: no /dev/shm, no space, wrong size,
+    /// a capacity that is not a power of two, or another writer.
     pub fn open_file(path: &Path, capacity: usize, opts: MapOptions) -> Result<Self, FileError> {
-        let m = map_shm(path, capacity, opts)?;
+        let m = map_shm(path, capacity, opts, ROLE_WRITER)?;
         ShmWriter::new(m).map_err(|e| FileError::corrupt(path, e.to_string()))
     }
 }
 
 impl ShmReader<Mapping> {
-    /// Maps the object at `path` (see [`map_shm`]) and reads from it.
+    /// Maps the object at `path` and reads from it: the only reader, as
+    /// [`ShmWriter::open_file`].
     ///
     /// # Errors
-    /// As [`map_shm`].
+    /// As [`ShmWriter::open_file`].
     pub fn open_file(path: &Path, capacity: usize, opts: MapOptions) -> Result<Self, FileError> {
-        let m = map_shm(path, capacity, opts)?;
+        let m = map_shm(path, capacity, opts, ROLE_READER)?;
         ShmReader::new(m).map_err(|e| FileError::corrupt(path, e.to_string()))
     }
 }
@@ -439,12 +434,12 @@ impl ShmReader<Mapping> {
 mod tests {
     use super::*;
 
-    fn pair(cap: usize) -> (ShmWriter<Arc<HeapRegion>>, ShmReader<Arc<HeapRegion>>) {
-        let r = Arc::new(HeapRegion::new(cap).unwrap());
-        (
-            ShmWriter::new(r.clone()).unwrap(),
-            ShmReader::new(r).unwrap(),
-        )
+    fn pair(cap: usize) -> (ShmWriter<HeapRegion>, ShmReader<HeapRegion>) {
+        heap_queue(cap).unwrap()
+    }
+
+    fn reg(m: &RegionMemory<HeapRegion>) -> Arc<HeapRegion> {
+        m.shared_region()
     }
 
     fn word(r: &HeapRegion, off: usize) -> u32 {
@@ -465,7 +460,7 @@ mod tests {
         let (mut w, mut r) = pair(1024); // 16 blocks
         w.alloc(5, 100).unwrap().fill(9); // 108 bytes: 2 blocks
         w.push();
-        let reg = w.region().clone();
+        let reg = reg(w.memory());
         assert_eq!(word(&reg, OFF_WRITE), 2);
         assert_eq!(word(&reg, OFF_READ), 0);
         // SAFETY: test-only read of the first header.
@@ -507,7 +502,7 @@ mod tests {
         let (mut w, mut r) = pair(256);
         w.alloc(1, 8).unwrap();
         w.push();
-        let reg = r.region().clone();
+        let reg = reg(r.memory());
         for bad in [[3u8, 0], [0xff, 0xff], [129, 0]] {
             poke(&reg, 0, &bad);
             assert!(matches!(r.front(), Err(Corrupt::Size { .. })), "{bad:?}");
@@ -583,7 +578,7 @@ mod tests {
         r.front().unwrap();
         r.pop();
         assert_eq!((w.pushed(), r.popped()), (3, 1));
-        let reg = w.region().clone();
+        let reg = reg(w.memory());
         // A crash after the record of a 4th push was stored but before its
         // write_idx: the record runs ahead, the count must not.
         let cap = reg.size() - TRAILER;
@@ -608,8 +603,12 @@ mod tests {
 
     #[test]
     fn capacity_checks() {
-        assert!(HeapRegion::new(1000).is_err());
-        assert!(HeapRegion::new(32).is_err());
-        assert!(HeapRegion::new(64).is_ok());
+        assert!(heap_queue(1000).is_err());
+        assert!(heap_queue(32).is_err());
+        assert!(heap_queue(64).is_ok());
+        assert_eq!(
+            heap_queue_in(HeapRegion::new(1000)).unwrap_err(),
+            RegionError::Capacity(744)
+        );
     }
 }

@@ -11,6 +11,15 @@
 //! message starts at a block with its 8-byte header (`size` u16 LE,
 //! `msg_type` u16 LE, `ack_seq` u32 unused) and takes `ceil(size / 64)`
 //! blocks; a header of size 0 means "skip to slot 0".
+//!
+//! # Trust
+//!
+//! The other side may be another process, or a hostile one: every index
+//! and header read from memory is read once, validated, and then only our
+//! own copy is used. A block header is one aligned 8-byte word, read and
+//! written atomically, so a peer that rewrites it while we look is a value
+//! we validate, never a torn read. The payload bytes are the application's
+//! and are never interpreted here.
 
 use super::sync::{AtomicU32, AtomicU64, Ordering};
 
@@ -24,10 +33,22 @@ const HDR: usize = 8;
 /// Implementors guarantee that `blocks()` points to `capacity()` bytes valid
 /// for reads and writes for as long as `self` lives, aligned to 8, that
 /// `capacity()` is a power of two and a multiple of [`BLOCK`] no larger than
-/// `2^31 * 64`, and that the three atomics live as long as `self`.
+/// `2^31 * 64`, that the atomics live as long as `self`, and that
+/// `header(b)` is the 8-byte word at the start of block `b` (whose payload
+/// bytes follow it in `blocks()`).
 pub unsafe trait QueueMemory {
     /// `Q`: bytes of blocks.
     fn capacity(&self) -> usize;
+    /// The header word of block `b` (`b` below the block count).
+    fn header(&self, b: u32) -> &AtomicU64;
+    /// Called before this side reads payload bytes `[off, off + len)` of
+    /// the blocks, and again before it gives them back: the loom test
+    /// records the accesses, so a weakened ordering shows as a race.
+    #[inline(always)]
+    fn track_read(&self, _off: usize, _len: usize) {}
+    /// As [`track_read`](Self::track_read), for writes.
+    #[inline(always)]
+    fn track_write(&self, _off: usize, _len: usize) {}
     /// Index one past the last published block.
     fn write_idx(&self) -> &AtomicU32;
     /// The writer's cached copy of `read_idx` (the writer's only).
@@ -139,12 +160,37 @@ fn blk_cnt<M: QueueMemory>(m: &M) -> u32 {
     (m.capacity() / BLOCK) as u32
 }
 
-fn read_u16<M: QueueMemory>(m: &M, off: usize) -> u16 {
-    let mut b = [0u8; 2];
-    // SAFETY: callers pass `off` at a block start, so off + 2 <= capacity;
-    // QueueMemory guarantees the bytes are readable.
-    unsafe { std::ptr::copy_nonoverlapping(m.blocks().add(off), b.as_mut_ptr(), 2) };
-    u16::from_le_bytes(b)
+/// A block header: `size` u16, `msg_type` u16, `ack_seq` u32, little-endian
+/// in one word.
+fn header_word(size: u16, msg_type: u16) -> u64 {
+    size as u64 | (msg_type as u64) << 16
+}
+
+/// `(size, msg_type)` of block `b`'s header, read once.
+fn read_header<M: QueueMemory>(m: &M, b: u32) -> (u16, u16) {
+    // Relaxed: the header was published by the write_idx store we loaded
+    // with Acquire (SYNC POINT msg-published); a peer rewriting it now
+    // gives a value we validate, not a race.
+    let v = m.header(b).load(Ordering::Relaxed);
+    (v as u16, (v >> 16) as u16)
+}
+
+fn write_header<M: QueueMemory>(m: &M, b: u32, size: u16, msg_type: u16) {
+    // Relaxed: published by the Release store of write_idx in push
+    // (SYNC POINT msg-published).
+    m.header(b)
+        .store(header_word(size, msg_type), Ordering::Relaxed);
+}
+
+/// The message allocated and not yet pushed: our own copy of where it is,
+/// never read back from the ring.
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    start: u32,
+    blks: u32,
+    /// Byte offset of the payload in the blocks.
+    off: usize,
+    len: usize,
 }
 
 /// The producing end.
@@ -156,10 +202,12 @@ pub struct Writer<M> {
     /// Local copy of write_idx; we are its only writer.
     write_idx: u32,
     read_cache: u32,
-    /// `(start, blocks)` of the message allocated and not yet pushed.
-    pending: Option<(u32, u32)>,
+    /// The message allocated and not yet pushed.
+    pending: Option<Pending>,
     /// Messages published since the queue was (re)set, mod 2^31.
     pushed: u32,
+    /// Wrap markers published alone (see `publish_marker`).
+    lone_markers: u64,
 }
 
 impl<M: QueueMemory> Writer<M> {
@@ -174,6 +222,7 @@ impl<M: QueueMemory> Writer<M> {
             read_cache: 0,
             pending: None,
             pushed: 0,
+            lone_markers: 0,
         };
         w.reload();
         w
@@ -200,11 +249,18 @@ impl<M: QueueMemory> Writer<M> {
         self.pushed
     }
 
+    /// Wrap markers this writer published alone, because a message that
+    /// had to start at slot 0 did not fit yet.
+    pub fn lone_markers(&self) -> u64 {
+        self.lone_markers
+    }
+
     /// Reserves a message of type `msg_type` with `payload_len` bytes of
     /// payload and returns the payload to fill. `None` if the reader has
     /// not freed enough blocks, or if the message can never fit (larger
     /// than the capacity or than a u16 size).
     pub fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
+        self.pending = None;
         let size = HDR + payload_len;
         if size > u16::MAX as usize {
             return None;
@@ -239,43 +295,40 @@ impl<M: QueueMemory> Writer<M> {
                 return None;
             }
         }
-        let base = self.mem.blocks();
         if rewind {
-            let off = slot as usize * BLOCK;
-            // SAFETY: slot < blk_cnt so off + 2 <= capacity; the block lies
-            // between read_idx and the new end, which the reader does not
-            // read until we publish (SYNC POINT msg-published).
-            unsafe { std::ptr::write_bytes(base.add(off), 0, 2) };
+            // The wrap marker: size 0 at `slot` means "skip to slot 0".
+            write_header(&self.mem, slot, 0, 0);
         }
-        let off = (start & self.mask) as usize * BLOCK;
-        let mut hdr = [0u8; HDR];
-        hdr[0..2].copy_from_slice(&(size as u16).to_le_bytes());
-        hdr[2..4].copy_from_slice(&msg_type.to_le_bytes());
-        self.pending = Some((start, blks));
-        // SAFETY: the message starts at slot 0 after a rewind, else at a
-        // slot with `blks` blocks before the end (checked above), so
-        // off + size <= capacity; the blocks are free (checked against
-        // read_idx) and unpublished, so nobody else touches them until push.
-        unsafe {
-            std::ptr::copy_nonoverlapping(hdr.as_ptr(), base.add(off), HDR);
-            Some(std::slice::from_raw_parts_mut(
-                base.add(off + HDR),
-                payload_len,
-            ))
-        }
+        let first = start & self.mask;
+        // The message starts at slot 0 after a rewind, else at a slot with
+        // `blks` blocks before the end (checked above): it ends inside the
+        // ring, and the blocks are free (checked against read_idx).
+        write_header(&self.mem, first, size as u16, msg_type);
+        let p = Pending {
+            start,
+            blks,
+            off: first as usize * BLOCK + HDR,
+            len: payload_len,
+        };
+        self.pending = Some(p);
+        self.mem.track_write(p.off, p.len);
+        Some(self.payload(p))
+    }
+
+    fn payload(&mut self, p: Pending) -> &mut [u8] {
+        // SAFETY: `p` is our own record of an allocation whose payload
+        // `[off, off + len)` lies inside the blocks (alloc checked that the
+        // message ends before the end of the ring). The blocks are free and
+        // unpublished, so the reader does not touch them until push (SYNC
+        // POINTs block-released and msg-published), and `&mut self` makes
+        // the slice the only one this writer gives out.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.blocks().add(p.off), p.len) }
     }
 
     /// The payload of the message allocated and not yet pushed.
     pub fn pending_payload(&mut self) -> Option<&mut [u8]> {
-        let (start, _) = self.pending?;
-        let off = (start & self.mask) as usize * BLOCK;
-        let size = read_u16(&self.mem, off) as usize;
-        // SAFETY: the header at `off` was written by our alloc with the
-        // size it checked to fit before the end of the ring; the blocks are
-        // still unpublished and ours.
-        Some(unsafe {
-            std::slice::from_raw_parts_mut(self.mem.blocks().add(off + HDR), size - HDR)
-        })
+        let p = self.pending?;
+        Some(self.payload(p))
     }
 
     /// A message that must start at slot 0 does not fit yet: publish the
@@ -289,11 +342,10 @@ impl<M: QueueMemory> Writer<M> {
         if end.wrapping_sub(self.read_cache) > self.blk_cnt {
             return;
         }
-        // SAFETY: slot < blk_cnt so the 2 bytes are inside the ring; the
-        // block is free (checked against read_idx just above) and
-        // unpublished.
-        unsafe { std::ptr::write_bytes(self.mem.blocks().add(slot as usize * BLOCK), 0, 2) };
+        // The block is free (checked against read_idx just above).
+        write_header(&self.mem, slot, 0, 0);
         self.pending = None;
+        self.lone_markers += 1;
         self.write_idx = end;
         Record::store(self.mem.write_record(), end, self.pushed, 0);
         // SYNC POINT msg-published (the marker is a message to skip).
@@ -303,8 +355,9 @@ impl<M: QueueMemory> Writer<M> {
     /// Publishes the message of the last [`alloc`](Self::alloc); without
     /// one it does nothing.
     pub fn push(&mut self) {
-        if let Some((start, blks)) = self.pending.take() {
-            self.write_idx = start.wrapping_add(blks);
+        if let Some(p) = self.pending.take() {
+            self.mem.track_write(p.off, p.len);
+            self.write_idx = p.start.wrapping_add(p.blks);
             self.pushed = self.pushed.wrapping_add(1) & 0x7fff_ffff;
             Record::store(self.mem.write_record(), self.write_idx, self.pushed, 1);
             // SYNC POINT msg-published: Release so the header and payload
@@ -323,20 +376,28 @@ impl<M: QueueMemory> Writer<M> {
     }
 }
 
+/// The message the last `front` returned: our own validated copy.
+#[derive(Clone, Copy, Debug)]
+struct Current {
+    /// Index one past the message (what pop publishes).
+    end: u32,
+    msg_type: u16,
+    /// Byte offset of the payload in the blocks.
+    off: usize,
+    len: usize,
+}
+
 /// The consuming end.
 #[derive(Debug)]
 pub struct Reader<M> {
     mem: M,
     mask: u32,
     blk_cnt: u32,
-    /// Local copy of read_idx; we are its only writer. May run ahead of the
-    /// stored one by a skipped wrap marker until the next pop.
+    /// Local copy of read_idx; we are its only writer.
     read_idx: u32,
     write_cache: u32,
-    /// Blocks of the message returned by the last front.
-    cur: u32,
-    /// Type and payload length of that message.
-    cur_msg: (u16, usize),
+    /// The message returned by the last front, until popped.
+    cur: Option<Current>,
     /// Messages consumed since the queue was (re)set, mod 2^31.
     popped: u32,
 }
@@ -351,8 +412,7 @@ impl<M: QueueMemory> Reader<M> {
             blk_cnt,
             read_idx: 0,
             write_cache: 0,
-            cur: 0,
-            cur_msg: (0, 0),
+            cur: None,
             popped: 0,
         };
         r.reload();
@@ -364,7 +424,7 @@ impl<M: QueueMemory> Reader<M> {
         // Acquire: as in Writer::reload.
         self.read_idx = self.mem.read_idx().load(Ordering::Acquire);
         self.write_cache = self.read_idx;
-        self.cur = 0;
+        self.cur = None;
         // Relaxed: only this side writes the record.
         self.popped = Record::count_at(
             self.mem.read_record().load(Ordering::Relaxed),
@@ -378,111 +438,105 @@ impl<M: QueueMemory> Reader<M> {
         self.popped
     }
 
+    /// Blocks published and not consumed, from `from`: loads write_idx
+    /// when the cached one shows nothing.
+    fn available(&mut self, from: u32) -> Result<u32, Corrupt> {
+        if from == self.write_cache {
+            // SYNC POINT msg-published: Acquire pairs with the Release store
+            // in Writer::push, so the message bytes are visible.
+            self.write_cache = self.mem.write_idx().load(Ordering::Acquire);
+        }
+        let avail = self.write_cache.wrapping_sub(from);
+        if avail > self.blk_cnt {
+            return Err(Corrupt::Index {
+                read: from,
+                write: self.write_cache,
+            });
+        }
+        Ok(avail)
+    }
+
+    /// Publishes `idx` as consumed, with the message count `popped` and
+    /// whether this publication consumed a message.
+    fn release(&mut self, idx: u32, delta: u32) {
+        self.read_idx = idx;
+        self.popped = self.popped.wrapping_add(delta) & 0x7fff_ffff;
+        Record::store(self.mem.read_record(), idx, self.popped, delta);
+        // SYNC POINT block-released: Release so our reads of the blocks
+        // before `idx` happen before the writer may reuse them; pairs with
+        // the Acquire load of read_idx in Writer::alloc.
+        self.mem.read_idx().store(idx, Ordering::Release);
+    }
+
     /// The next message as `(msg_type, payload)`, without consuming it.
+    ///
+    /// Every header and index is read once and validated; the message
+    /// returned is described by our own copy from then on.
     ///
     /// # Errors
     /// [`Corrupt`] if the memory holds what an honest writer never writes;
     /// nothing out of bounds is read, and the reader stays where it was.
     pub fn front(&mut self) -> Result<Option<(u16, &[u8])>, Corrupt> {
-        self.cur = 0;
-        if self.read_idx == self.write_cache {
-            // SYNC POINT msg-published: Acquire pairs with the Release store
-            // in Writer::push, so the message bytes are visible.
-            self.write_cache = self.mem.write_idx().load(Ordering::Acquire);
-            if self.read_idx == self.write_cache {
-                return Ok(None);
-            }
+        self.cur = None;
+        let mut at = self.read_idx;
+        let mut avail = self.available(at)?;
+        if avail == 0 {
+            return Ok(None);
         }
-        let mut avail = self.write_cache.wrapping_sub(self.read_idx);
-        if avail > self.blk_cnt {
-            return Err(Corrupt::Index {
-                read: self.read_idx,
-                write: self.write_cache,
-            });
-        }
-        let mut slot = self.read_idx & self.mask;
-        let mut size = read_u16(&self.mem, slot as usize * BLOCK);
+        let mut slot = at & self.mask;
+        let (mut size, mut msg_type) = read_header(&self.mem, slot);
         if size == 0 {
+            // A wrap marker: the message continues at slot 0.
             let skip = self.blk_cnt - slot;
             if slot == 0 || skip > avail {
-                return Err(Corrupt::Size {
-                    at: self.read_idx,
-                    size,
-                });
+                return Err(Corrupt::Size { at, size });
             }
-            self.read_idx = self.read_idx.wrapping_add(skip);
-            Record::store(self.mem.read_record(), self.read_idx, self.popped, 0);
-            // SYNC POINT block-released: the skipped tail is free at once
-            // (the writer may be waiting for it to place a large message).
-            self.mem.read_idx().store(self.read_idx, Ordering::Release);
-            avail -= skip;
+            at = at.wrapping_add(skip);
+            avail = self.available(at)?;
             if avail == 0 {
-                // SYNC POINT msg-published, as above.
-                self.write_cache = self.mem.write_idx().load(Ordering::Acquire);
-                avail = self.write_cache.wrapping_sub(self.read_idx);
-                if avail == 0 {
-                    return Ok(None);
-                }
-                if avail > self.blk_cnt {
-                    return Err(Corrupt::Index {
-                        read: self.read_idx,
-                        write: self.write_cache,
-                    });
-                }
+                // The marker alone: consume it now, the writer may be
+                // waiting for the tail to place a large message.
+                self.release(at, 0);
+                return Ok(None);
             }
             slot = 0;
-            size = read_u16(&self.mem, 0);
+            (size, msg_type) = read_header(&self.mem, 0);
         }
         let blks = (size as usize).div_ceil(BLOCK) as u32;
         if (size as usize) < HDR || blks > avail || slot + blks > self.blk_cnt {
-            return Err(Corrupt::Size {
-                at: self.read_idx,
-                size,
-            });
+            return Err(Corrupt::Size { at, size });
         }
-        self.cur = blks;
-        let off = slot as usize * BLOCK;
-        let msg_type = read_u16(&self.mem, off + 2);
-        self.cur_msg = (msg_type, size as usize - HDR);
-        // SAFETY: slot + blks <= blk_cnt, so off + size <= capacity; the
-        // blocks are published (before write_idx, SYNC POINT msg-published)
-        // and not reused by the writer until we release them in pop.
-        let payload = unsafe {
-            std::slice::from_raw_parts(self.mem.blocks().add(off + HDR), size as usize - HDR)
+        let cur = Current {
+            end: at.wrapping_add(blks),
+            msg_type,
+            off: slot as usize * BLOCK + HDR,
+            len: size as usize - HDR,
         };
-        Ok(Some((msg_type, payload)))
+        self.cur = Some(cur);
+        self.mem.track_read(cur.off, cur.len);
+        Ok(self.current())
     }
 
     /// The message the last [`front`](Self::front) returned, if it has not
     /// been popped since.
     pub fn current(&self) -> Option<(u16, &[u8])> {
-        if self.cur == 0 {
-            return None;
-        }
-        let off = (self.read_idx & self.mask) as usize * BLOCK;
-        let (t, len) = self.cur_msg;
-        // SAFETY: `front` checked this message against the ring bounds and
-        // write_idx and recorded its type and length; it is not released
-        // until pop.
-        Some((t, unsafe {
-            std::slice::from_raw_parts(self.mem.blocks().add(off + HDR), len)
-        }))
+        let c = self.cur?;
+        // SAFETY: `c` is our own copy of a message `front` checked to lie
+        // inside the ring (slot + blocks <= block count) and to be published
+        // (before write_idx, SYNC POINT msg-published); the writer does not
+        // reuse its blocks until pop releases them (SYNC POINT
+        // block-released).
+        let payload = unsafe { std::slice::from_raw_parts(self.mem.blocks().add(c.off), c.len) };
+        Some((c.msg_type, payload))
     }
 
     /// Consumes the message the last [`front`](Self::front) returned;
     /// without one it does nothing.
     pub fn pop(&mut self) {
-        if self.cur == 0 {
-            return;
+        if let Some(c) = self.cur.take() {
+            self.mem.track_read(c.off, c.len);
+            self.release(c.end, 1);
         }
-        self.read_idx = self.read_idx.wrapping_add(self.cur);
-        self.cur = 0;
-        self.popped = self.popped.wrapping_add(1) & 0x7fff_ffff;
-        Record::store(self.mem.read_record(), self.read_idx, self.popped, 1);
-        // SYNC POINT block-released: Release so our reads of the message
-        // happen before the writer may reuse its blocks; pairs with the
-        // Acquire load of read_idx in Writer::alloc.
-        self.mem.read_idx().store(self.read_idx, Ordering::Release);
     }
 
     /// Whether a message is published and not consumed (checks memory).

@@ -1,0 +1,354 @@
+//! [`Connection`]: one API over TCP or shared memory.
+//!
+//! A connection has a receive half ([`ConnRx`]) and a send half
+//! ([`ConnTx`]); [`Connection::split`] hands out both, so a message can be
+//! read in place and answered without copying and with the borrow checker
+//! satisfied:
+//!
+//! ```no_run
+//! # fn echo(conn: &mut tcpshm::Connection) {
+//! let (rx, tx) = conn.split();
+//! while let Some(req) = rx.front() {
+//!     // Peer slow to consume: keep req unpopped, it comes back next poll.
+//!     let Ok(mut rsp) = tx.alloc(req.msg_type(), req.payload().len()) else { break };
+//!     rsp.payload_mut().copy_from_slice(req.payload());
+//!     req.pop(); // pop first, then push: a crash between them
+//!     rsp.push(); // cannot produce a duplicate reply
+//! }
+//! # }
+//! ```
+//!
+//! A received message dropped without [`Received::pop`] is delivered
+//! again; an allocation dropped without [`Alloc::push`] publishes nothing.
+//! Both stay sound under `mem::forget` (neither has a `Drop`).
+//!
+//! The two halves may be used from two threads (both are `Send`): the
+//! only state they share is the pair's local ack, which the receive half
+//! advances and the send half stamps into every message, both atomically.
+//!
+//! The receive half cannot be used while a message borrows it:
+//!
+//! ```compile_fail
+//! # fn f(conn: &mut tcpshm::Connection) {
+//! let (rx, _tx) = conn.split();
+//! let a = rx.front().unwrap();
+//! let b = rx.front().unwrap(); // error: rx is still borrowed by `a`
+//! a.pop();
+//! # }
+//! ```
+//!
+//! and an allocation borrows the send half until it is pushed or dropped:
+//!
+//! ```compile_fail
+//! # fn f(conn: &mut tcpshm::Connection) {
+//! let (_rx, tx) = conn.split();
+//! let a = tx.alloc(1, 8).unwrap();
+//! tx.close(); // error: tx is still borrowed by `a`
+//! a.push();
+//! # }
+//! ```
+//!
+//! A message cannot outlive the poll that lent it:
+//!
+//! ```compile_fail
+//! # fn f(conn: &mut tcpshm::Connection) {
+//! let payload = conn.front().unwrap().payload();
+//! conn.front(); // error: `conn` is still borrowed through `payload`
+//! let _ = payload;
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod link;
+mod rx;
+mod tx;
+
+use std::sync::Arc;
+
+pub(crate) use self::link::{LinkState, TcpLink};
+pub(crate) use self::rx::RxTransport;
+pub use self::rx::{ConnRx, Received};
+pub(crate) use self::tx::TxTransport;
+pub use self::tx::{Alloc, AllocError, ConnTx};
+use crate::ptcp_queue::{AckCounter, PtcpQueue};
+use crate::session::{CloseReason, Closed, RecvBuf, ReloginGuard};
+use crate::shm_queue::{ShmReader, ShmWriter};
+use crate::wire::Name;
+
+/// How a connection carries messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP, with the persistent send queue.
+    Tcp,
+    /// Shared memory between two processes of one host; the TCP connection
+    /// stays up for heartbeats.
+    Shm,
+}
+
+impl Transport {
+    /// Whether this is [`Transport::Shm`] (the login frame's `use_shm`).
+    pub fn is_shm(self) -> bool {
+        self == Transport::Shm
+    }
+
+    /// The transport a login frame's `use_shm` flag asks for.
+    pub fn from_use_shm(use_shm: bool) -> Transport {
+        if use_shm {
+            Transport::Shm
+        } else {
+            Transport::Tcp
+        }
+    }
+}
+
+/// A connection to one peer, over TCP or shared memory. It stays valid
+/// while its [`Client`](crate::Client) or [`Server`](crate::Server) lives,
+/// across disconnects and logins.
+#[derive(Debug)]
+pub struct Connection {
+    pub(crate) rx: ConnRx,
+    pub(crate) tx: ConnTx,
+    /// Refuse the peer's login frame after login.
+    pub(crate) guard: Option<ReloginGuard>,
+}
+
+const _: () = {
+    const fn send<T: Send>() {}
+    send::<ConnRx>();
+    send::<ConnTx>();
+};
+
+impl Connection {
+    pub(crate) fn new(local: Name) -> Self {
+        Connection {
+            rx: ConnRx::none(),
+            tx: ConnTx::new(local),
+            guard: None,
+        }
+    }
+
+    /// The two halves, usable at the same time (and from two threads).
+    #[inline]
+    pub fn split(&mut self) -> (&mut ConnRx, &mut ConnTx) {
+        (&mut self.rx, &mut self.tx)
+    }
+
+    /// See [`ConnTx::alloc`].
+    ///
+    /// # Errors
+    /// See [`ConnTx::alloc`].
+    #[inline]
+    pub fn alloc(&mut self, msg_type: u16, len: usize) -> Result<Alloc<'_>, AllocError> {
+        self.tx.alloc(msg_type, len)
+    }
+
+    /// See [`ConnRx::front`].
+    #[inline]
+    pub fn front(&mut self) -> Option<Received<'_>> {
+        self.rx.front()
+    }
+
+    /// See [`ConnTx::close`].
+    pub fn close(&mut self) {
+        self.tx.close()
+    }
+
+    /// See [`ConnTx::is_closed`].
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// See [`ConnTx::close_reason`].
+    pub fn close_reason(&self) -> Option<(CloseReason, i32)> {
+        self.tx.close_reason()
+    }
+
+    /// See [`ConnTx::local_name`].
+    pub fn local_name(&self) -> &Name {
+        self.tx.local_name()
+    }
+
+    /// See [`ConnTx::remote_name`].
+    pub fn remote_name(&self) -> Option<&Name> {
+        self.tx.remote_name()
+    }
+
+    /// See [`ConnTx::flush`].
+    pub fn flush(&mut self) {
+        self.tx.flush()
+    }
+
+    /// Installs a TCP queue (files opened) without a session.
+    pub(crate) fn set_tcp_queue(
+        &mut self,
+        (queue, ack): (PtcpQueue, AckCounter),
+        cfg: &crate::Config,
+    ) {
+        self.rx.t = RxTransport::Tcp {
+            buf: RecvBuf::new(cfg.tcp_recv_buf_init_size, cfg.tcp_recv_buf_max_size),
+            ack,
+        };
+        self.tx.t = TxTransport::Tcp { queue, link: None };
+        self.tx.max_payload = cfg.max_tcp_payload();
+    }
+
+    /// Installs the two shm queues without a session.
+    pub(crate) fn set_shm_queues(&mut self, w: ShmWriter, r: ShmReader, cfg: &crate::Config) {
+        self.rx.t = RxTransport::Shm(r);
+        self.tx.t = TxTransport::Shm(w);
+        self.tx.max_payload = cfg.max_shm_payload();
+    }
+
+    pub(crate) fn has_queue(&self, transport: Transport) -> bool {
+        match self.tx.t {
+            TxTransport::Tcp { .. } => transport == Transport::Tcp,
+            TxTransport::Shm(_) => transport == Transport::Shm,
+            TxTransport::None => false,
+        }
+    }
+
+    /// Closes the session ("Request close") and its socket; queues stay.
+    pub(crate) fn end_session(&mut self) {
+        self.close();
+        if let TxTransport::Tcp { link, .. } = &mut self.tx.t {
+            *link = None;
+        }
+    }
+
+    /// Drops queues and files.
+    pub(crate) fn release(&mut self) {
+        self.rx.t = RxTransport::None;
+        self.tx.t = TxTransport::None;
+        self.tx.max_payload = 0;
+    }
+
+    /// The local ack and sequence range reported at login: 0s for shm.
+    pub(crate) fn login_seqs(&self) -> Result<(u32, u32, u32), String> {
+        match &self.tx.t {
+            TxTransport::Tcp { queue, .. } => {
+                let (s, e) = queue.check()?;
+                Ok((queue.local_ack(), s, e))
+            }
+            _ => Ok((0, 0, 0)),
+        }
+    }
+
+    /// Empties the queues: a new pair (the server name changed).
+    pub(crate) fn reset_queues(&mut self) {
+        match (&mut self.tx.t, &mut self.rx.t) {
+            (TxTransport::Tcp { queue, .. }, RxTransport::Tcp { buf, ack }) => {
+                queue.reset(ack);
+                buf.clear();
+            }
+            (TxTransport::Shm(w), RxTransport::Shm(r)) => {
+                w.reset();
+                r.reset();
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts a session after a successful login: over TCP, takes the
+    /// peer's ack, rewinds to resend everything unacknowledged and sends
+    /// it; over shm, takes up the queue indices. `link` is the socket for
+    /// TCP connections (for shm the TCP side is polled elsewhere).
+    ///
+    /// # Errors
+    /// The close the session starts with: an ack beyond what this side
+    /// holds, or a failed send; the state is then closed with it.
+    pub(crate) fn open_session(
+        &mut self,
+        link: Option<TcpLink>,
+        remote_ack: u32,
+        state: Arc<LinkState>,
+    ) -> Result<(), Closed> {
+        self.tx.state = state;
+        self.rx.fault = None;
+        self.rx.pops = 0;
+        let res = match (&mut self.tx.t, &mut self.rx.t) {
+            (TxTransport::Tcp { queue, link: l }, RxTransport::Tcp { buf, ack }) => {
+                buf.clear();
+                *l = link;
+                match queue.login_ack(remote_ack) {
+                    Err(_) => Err((CloseReason::AckBeyondSent, 0)),
+                    Ok(()) => match l {
+                        Some(l) => {
+                            // The peer learnt our ack from the login frame.
+                            l.session.handle_ack_stamped(ack.get());
+                            l.flush(Some(queue)).map(|_| ())
+                        }
+                        None => Ok(()),
+                    },
+                }
+            }
+            (TxTransport::Shm(w), RxTransport::Shm(r)) => {
+                w.reload();
+                r.reload();
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        if let Err(c) = res {
+            self.tx.state.close(c);
+            if let TxTransport::Tcp { link, .. } = &mut self.tx.t {
+                *link = None;
+            }
+        }
+        res
+    }
+
+    /// Polls the TCP side of a TCP connection: reads (acks, framing),
+    /// sends pending data or a heartbeat, checks the timeout. Every step is
+    /// bounded: one read, at most two rounds of writes. Returns the close
+    /// to report, once, when the session ends.
+    pub(crate) fn poll_tcp_io(&mut self, now: i64, cfg: &crate::Config) -> Option<Closed> {
+        let TxTransport::Tcp { queue, link } = &mut self.tx.t else {
+            return None;
+        };
+        let l = link.as_mut()?;
+        let res = (|| {
+            if let Some(c) = self.tx.state.closed() {
+                return Err(c);
+            }
+            let RxTransport::Tcp { buf, ack } = &mut self.rx.t else {
+                return Ok(());
+            };
+            let got = l.read(buf, Some(queue), self.guard.as_ref())?;
+            l.session.handle_recv(now, got, cfg.connection_timeout)?;
+            let pending = l.flush(Some(queue))?;
+            l.session
+                .poll_heartbeat(now, cfg.heartbeat_interval, ack.get(), !pending);
+            l.flush(Some(queue)).map(|_| ())
+        })();
+        match res {
+            Ok(()) => None,
+            Err(c) => {
+                self.tx.state.close(c);
+                *link = None; // closes the socket
+                self.tx.state.closed()
+            }
+        }
+    }
+}
+
+/// Hands waiting messages to `f`, at most `budget` of them, until one is
+/// left unpopped: a peer that keeps the queue full cannot keep a poll
+/// from returning.
+pub(crate) fn deliver(
+    conn: &mut Connection,
+    budget: u32,
+    mut f: impl FnMut(Received<'_>, &mut ConnTx),
+) {
+    if !conn.rx.may_have_messages() {
+        return;
+    }
+    let (rx, tx) = conn.split();
+    for _ in 0..budget {
+        let pops = rx.pops;
+        let Some(msg) = rx.front() else { break };
+        f(msg, tx);
+        if rx.pops == pops {
+            break;
+        }
+    }
+}

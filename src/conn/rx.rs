@@ -1,0 +1,148 @@
+//! The receive half of a connection: [`ConnRx`] and the [`Received`]
+//! message it lends out.
+
+use crate::ptcp_queue::AckCounter;
+use crate::session::{CloseReason, Closed, RecvBuf};
+use crate::shm_queue::ShmReader;
+
+#[derive(Debug)]
+pub(crate) enum RxTransport {
+    None,
+    /// The receive buffer and the local ack of the pair's queue file
+    /// (its only writer: a pop advances it).
+    Tcp {
+        buf: RecvBuf,
+        ack: AckCounter,
+    },
+    Shm(ShmReader),
+}
+
+/// The receive half of a connection. It may live on another thread than
+/// the send half ([`ConnTx`](super::ConnTx)): the only state the two share
+/// is the local ack word, which both reach atomically.
+#[derive(Debug)]
+pub struct ConnRx {
+    pub(crate) t: RxTransport,
+    /// Messages popped, to tell whether a callback consumed its message.
+    pub(crate) pops: u64,
+    /// A corrupt shm queue seen by `front`, reported by the next poll.
+    pub(crate) fault: Option<Closed>,
+}
+
+/// A received message, borrowed from the receive buffer or the shared
+/// memory queue (zero copy). Pop it to consume it; drop it to have it
+/// delivered again.
+#[derive(Debug)]
+pub struct Received<'a> {
+    rx: &'a mut ConnRx,
+    msg_type: u16,
+    off: usize,
+    len: usize,
+}
+
+impl Received<'_> {
+    /// The message type (1..=65535).
+    #[inline]
+    pub fn msg_type(&self) -> u16 {
+        self.msg_type
+    }
+
+    /// The payload.
+    #[inline]
+    pub fn payload(&self) -> &[u8] {
+        match &self.rx.t {
+            RxTransport::Tcp { buf, .. } => buf.payload(self.off, self.len),
+            RxTransport::Shm(r) => r.current().map_or(&[][..], |(_, p)| p),
+            RxTransport::None => &[],
+        }
+    }
+
+    /// Messages popped from this pair before this one (see
+    /// [`ConnRx::messages_popped`]).
+    #[inline]
+    pub fn popped_before(&self) -> u32 {
+        self.rx.messages_popped()
+    }
+
+    /// Consumes the message. Over TCP the new local ack is persisted in the
+    /// queue file at once, so after a crash the peer does not deliver it
+    /// again; over shared memory the read index is the persistence.
+    #[inline]
+    pub fn pop(self) {
+        self.rx.pop_current();
+    }
+}
+
+impl ConnRx {
+    pub(crate) fn none() -> Self {
+        ConnRx {
+            t: RxTransport::None,
+            pops: 0,
+            fault: None,
+        }
+    }
+
+    /// The next application message, heartbeats hidden, or `None`.
+    #[inline]
+    pub fn front(&mut self) -> Option<Received<'_>> {
+        let (msg_type, off, len) = match &mut self.t {
+            RxTransport::Tcp { buf, .. } => buf.front()?,
+            RxTransport::Shm(r) => match r.front() {
+                Ok(Some((t, p))) => (t, 0, p.len()),
+                Ok(None) => return None,
+                Err(_) => {
+                    self.fault = Some((CloseReason::ShmCorrupt, 0));
+                    return None;
+                }
+            },
+            RxTransport::None => return None,
+        };
+        Some(Received {
+            rx: self,
+            msg_type,
+            off,
+            len,
+        })
+    }
+
+    fn pop_current(&mut self) {
+        match &mut self.t {
+            RxTransport::Tcp { buf, ack } => {
+                buf.pop();
+                ack.advance();
+            }
+            RxTransport::Shm(r) => r.pop(),
+            RxTransport::None => return,
+        }
+        self.pops += 1;
+    }
+
+    /// Application messages popped from this pair since it was (re)set,
+    /// mod 2^31. Persisted with each pop, so exact after a crash at any
+    /// instruction: an application can keep its own state consistent with
+    /// it (see the echo server of the `tcpshm` command).
+    pub fn messages_popped(&self) -> u32 {
+        match &self.t {
+            RxTransport::Tcp { ack, .. } => ack.get() & 0x7fff_ffff,
+            RxTransport::Shm(r) => r.popped(),
+            RxTransport::None => 0,
+        }
+    }
+
+    /// The local ack: application messages consumed from the peer (TCP).
+    pub fn local_ack(&self) -> u32 {
+        match &self.t {
+            RxTransport::Tcp { ack, .. } => ack.get(),
+            _ => 0,
+        }
+    }
+
+    /// Whether whole messages are waiting (TCP) or may be (shm).
+    pub(crate) fn may_have_messages(&self) -> bool {
+        match &self.t {
+            RxTransport::Tcp { buf, .. } => buf.has_messages(),
+            RxTransport::Shm(_) => true,
+            RxTransport::None => false,
+        }
+    }
+}

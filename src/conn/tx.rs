@@ -1,0 +1,246 @@
+//! The send half of a connection: [`ConnTx`] and the [`Alloc`] it lends
+//! out.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::link::{LinkState, TcpLink};
+use crate::ptcp_queue::PtcpQueue;
+use crate::session::CloseReason;
+use crate::shm_queue::ShmWriter;
+use crate::wire::{Name, MSG_TYPE_HEARTBEAT};
+
+/// Why [`ConnTx::alloc`] gave no buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllocError {
+    /// The payload is larger than the configured maximum; it is never
+    /// truncated.
+    TooLarge {
+        /// The payload length asked for.
+        len: usize,
+        /// The largest payload this connection carries.
+        max: usize,
+    },
+    /// The send queue is full: the peer has not consumed enough yet. Try
+    /// again after polling.
+    Full,
+    /// msg_type 0 is the heartbeat; application types are 1..=65535.
+    ReservedType,
+    /// The connection has no queue yet (a client before its first login).
+    NotOpen,
+}
+
+impl fmt::Display for AllocError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            AllocError::TooLarge { len, max } => {
+                write!(f, "payload of {len} bytes exceeds the maximum of {max}")
+            }
+            AllocError::Full => f.write_str("send queue full"),
+            AllocError::ReservedType => f.write_str("msg_type 0 is reserved for heartbeats"),
+            AllocError::NotOpen => f.write_str("connection has no queue yet"),
+        }
+    }
+}
+
+impl std::error::Error for AllocError {}
+
+#[derive(Debug)]
+pub(crate) enum TxTransport {
+    None,
+    Tcp {
+        queue: PtcpQueue,
+        link: Option<TcpLink>,
+    },
+    Shm(ShmWriter),
+}
+
+/// The send half of a connection. It may live on another thread than the
+/// receive half ([`ConnRx`](super::ConnRx)).
+#[derive(Debug)]
+pub struct ConnTx {
+    pub(crate) local: Name,
+    pub(crate) remote: Option<Name>,
+    pub(crate) t: TxTransport,
+    pub(crate) max_payload: usize,
+    pub(crate) state: Arc<LinkState>,
+}
+
+/// A message being written in the send queue. [`push`](Alloc::push)
+/// publishes it; dropping it publishes nothing.
+///
+/// The reservation (where the payload is and how long) is the queue's own
+/// copy, made when it was allocated: nothing the peer or another process
+/// writes can change which bytes `payload_mut` hands out.
+#[derive(Debug)]
+pub struct Alloc<'a> {
+    tx: &'a mut ConnTx,
+}
+
+impl Alloc<'_> {
+    /// The payload to fill, of the length asked for.
+    #[inline]
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let p = match &mut self.tx.t {
+            TxTransport::Tcp { queue, .. } => queue.pending_payload(),
+            TxTransport::Shm(w) => w.pending_payload(),
+            TxTransport::None => None,
+        };
+        p.unwrap_or(&mut [])
+    }
+
+    /// Publishes the message and, over TCP, sends it now if connected.
+    /// Once this returns the message is persisted: it survives a crash and
+    /// goes out after the next login if the connection is down.
+    #[inline]
+    pub fn push(self) {
+        self.tx.push(true);
+    }
+
+    /// Publishes the message; over TCP it is sent with the next `push` or
+    /// poll (batching several messages into one write). Same as `push`
+    /// over shared memory.
+    #[inline]
+    pub fn push_more(self) {
+        self.tx.push(false);
+    }
+}
+
+impl ConnTx {
+    pub(crate) fn new(local: Name) -> Self {
+        ConnTx {
+            local,
+            remote: None,
+            t: TxTransport::None,
+            max_payload: 0,
+            state: LinkState::new_closed(CloseReason::RequestClose),
+        }
+    }
+
+    /// Reserves a message of `msg_type` with a payload of `len` bytes.
+    /// Works while disconnected too: the message goes out after the next
+    /// login.
+    ///
+    /// # Errors
+    /// [`AllocError`]: too large for the configuration, queue full,
+    /// type 0, or no queue yet.
+    #[inline]
+    pub fn alloc(&mut self, msg_type: u16, len: usize) -> Result<Alloc<'_>, AllocError> {
+        if msg_type == MSG_TYPE_HEARTBEAT {
+            return Err(AllocError::ReservedType);
+        }
+        if len > self.max_payload {
+            return match self.t {
+                TxTransport::None => Err(AllocError::NotOpen),
+                _ => Err(AllocError::TooLarge {
+                    len,
+                    max: self.max_payload,
+                }),
+            };
+        }
+        let ok = match &mut self.t {
+            TxTransport::Tcp { queue, .. } => queue.alloc(msg_type, len).is_some(),
+            TxTransport::Shm(w) => w.alloc(msg_type, len).is_some(),
+            TxTransport::None => return Err(AllocError::NotOpen),
+        };
+        if ok {
+            Ok(Alloc { tx: self })
+        } else {
+            Err(AllocError::Full)
+        }
+    }
+
+    fn push(&mut self, send_now: bool) {
+        match &mut self.t {
+            TxTransport::Tcp { queue, link } => {
+                let Some(stamped) = queue.push() else { return };
+                if let Some(l) = link {
+                    l.session.handle_ack_stamped(stamped);
+                    if send_now && self.state.closed().is_none() {
+                        if let Err(c) = l.flush(Some(queue)) {
+                            self.state.close(c);
+                        }
+                    }
+                }
+            }
+            TxTransport::Shm(w) => w.push(),
+            TxTransport::None => {}
+        }
+    }
+
+    /// Sends what `push_more` left unsent (TCP); polls do this too.
+    pub fn flush(&mut self) {
+        if let TxTransport::Tcp {
+            queue,
+            link: Some(l),
+        } = &mut self.t
+        {
+            if self.state.closed().is_none() {
+                if let Err(c) = l.flush(Some(queue)) {
+                    self.state.close(c);
+                }
+            }
+        }
+    }
+
+    /// Closes the connection with reason "Request close". The disconnect
+    /// is reported by the next poll of the connection's TCP side.
+    pub fn close(&mut self) {
+        if self.state.close((CloseReason::RequestClose, 0)) {
+            if let TxTransport::Tcp { link: Some(l), .. } = &self.t {
+                let _ = l.sock.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Whether the connection is closed (or was never logged in).
+    #[inline]
+    pub fn is_closed(&self) -> bool {
+        self.state.closed().is_some()
+    }
+
+    /// Why the connection closed, with the OS errno (0 if none).
+    pub fn close_reason(&self) -> Option<(CloseReason, i32)> {
+        self.state.closed()
+    }
+
+    /// This side's name.
+    pub fn local_name(&self) -> &Name {
+        &self.local
+    }
+
+    /// The peer's name, once known.
+    pub fn remote_name(&self) -> Option<&Name> {
+        self.remote.as_ref()
+    }
+
+    /// Whether this connection uses shared memory.
+    pub fn is_shm(&self) -> bool {
+        matches!(self.t, TxTransport::Shm(_))
+    }
+
+    /// Messages pushed and not yet acknowledged by the peer (TCP), with
+    /// their sequence range.
+    pub fn seq_range(&self) -> Option<(u32, u32)> {
+        match &self.t {
+            TxTransport::Tcp { queue, .. } => Some(queue.seq_range()),
+            _ => None,
+        }
+    }
+
+    /// Application messages pushed to this pair since it was (re)set,
+    /// mod 2^31. Persisted with each push, so exact after a crash at any
+    /// instruction.
+    pub fn messages_pushed(&self) -> u32 {
+        match &self.t {
+            TxTransport::Tcp { queue, .. } => queue.seq_range().1 & 0x7fff_ffff,
+            TxTransport::Shm(w) => w.pushed(),
+            TxTransport::None => 0,
+        }
+    }
+
+    /// Largest payload [`alloc`](Self::alloc) accepts.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+}

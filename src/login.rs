@@ -1,0 +1,146 @@
+//! The login rules of `PROTOCOL.md` §4 that both sides apply, in one
+//! place: which files a pair uses, when a pair starts afresh, whether two
+//! sides' sequence numbers fit, and which frame the peer must not send
+//! again after login.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+use crate::conn::{Connection, Transport};
+use crate::error::FileError;
+use crate::ptcp_queue::PtcpQueue;
+use crate::session::ReloginGuard;
+use crate::shm_queue::{shm_path, ShmReader, ShmWriter};
+use crate::wire::{
+    seq_within, Login, LoginResponse, Name, UserData, MSG_TYPE_LOGIN, MSG_TYPE_LOGIN_RESPONSE,
+};
+
+/// The six numbers of a sequence mismatch: each side's ack and the range
+/// of messages it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeqMismatch {
+    /// Messages this side consumed from the peer.
+    pub local_ack: u32,
+    /// Oldest message this side holds unacknowledged.
+    pub local_seq_start: u32,
+    /// One past this side's newest message.
+    pub local_seq_end: u32,
+    /// Messages the peer consumed from this side.
+    pub remote_ack: u32,
+    /// Oldest message the peer holds unacknowledged.
+    pub remote_seq_start: u32,
+    /// One past the peer's newest message.
+    pub remote_seq_end: u32,
+}
+
+impl SeqMismatch {
+    /// The two sides fit when each one's ack lies within what the other
+    /// holds (rule 7): nothing acknowledged was never sent, nothing
+    /// unacknowledged is gone.
+    pub fn fits(&self) -> bool {
+        seq_within(self.remote_ack, self.local_seq_start, self.local_seq_end)
+            && seq_within(self.local_ack, self.remote_seq_start, self.remote_seq_end)
+    }
+}
+
+/// The TCP queue file of the pair `local` → `remote` in `dir`.
+pub fn ptcp_path(dir: &Path, local: &Name, remote: &Name) -> PathBuf {
+    dir.join(format!("{local}_{remote}.ptcp"))
+}
+
+/// Opens the queues of the pair `local` ↔ `remote` into `conn`, unless it
+/// already holds them: the TCP queue file in `dir`, or the two shm objects
+/// (ours to write, the peer's to read).
+///
+/// # Errors
+/// A [`FileError`] naming the file.
+pub(crate) fn open_pair(
+    conn: &mut Connection,
+    dir: &Path,
+    local: &Name,
+    remote: &Name,
+    transport: Transport,
+    cfg: &Config,
+) -> Result<(), FileError> {
+    if conn.remote_name() == Some(remote) && conn.has_queue(transport) {
+        return Ok(());
+    }
+    conn.release();
+    let opts = cfg.map_options(true);
+    match transport {
+        Transport::Shm => {
+            let sp = shm_path(&cfg.shm_dir, local.as_str(), remote.as_str());
+            let rp = shm_path(&cfg.shm_dir, remote.as_str(), local.as_str());
+            let w = ShmWriter::open_file(&sp, cfg.shm_queue_size, opts)?;
+            let r = ShmReader::open_file(&rp, cfg.shm_queue_size, opts)?;
+            conn.set_shm_queues(w, r, cfg);
+        }
+        Transport::Tcp => {
+            let p = ptcp_path(dir, local, remote);
+            conn.set_tcp_queue(PtcpQueue::open_file(&p, cfg.tcp_queue_size, opts)?, cfg);
+        }
+    }
+    conn.tx.remote = Some(*remote);
+    Ok(())
+}
+
+/// Whether a login starts the pair afresh: the client last logged in to
+/// another server name (or none), so both sides empty their queues.
+pub fn is_new_pair(last_server: Option<Name>, server: Name) -> bool {
+    last_server != Some(server)
+}
+
+/// The server's guard: the client must not send its login again.
+pub(crate) fn guard_against_login<U: UserData>(client: &Name) -> ReloginGuard {
+    ReloginGuard {
+        msg_type: MSG_TYPE_LOGIN,
+        size: Login::<U>::SIZE as u16,
+        name_off: Login::<U>::CLIENT_NAME_OFFSET,
+        name: client.to_wire(),
+    }
+}
+
+/// The client's guard: the server must not send its response again.
+pub(crate) fn guard_against_response<R: UserData>(server: &Name) -> ReloginGuard {
+    ReloginGuard {
+        msg_type: MSG_TYPE_LOGIN_RESPONSE,
+        size: LoginResponse::<R>::SIZE as u16,
+        name_off: LoginResponse::<R>::SERVER_NAME_OFFSET,
+        name: server.to_wire(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequences_fit_within_each_others_ranges() {
+        let m = |local_ack, ls, le, remote_ack, rs, re| SeqMismatch {
+            local_ack,
+            local_seq_start: ls,
+            local_seq_end: le,
+            remote_ack,
+            remote_seq_start: rs,
+            remote_seq_end: re,
+        };
+        assert!(m(0, 0, 0, 0, 0, 0).fits());
+        assert!(m(3, 5, 9, 7, 1, 3).fits());
+        assert!(
+            !m(3, 5, 9, 10, 1, 3).fits(),
+            "peer acks beyond what we hold"
+        );
+        assert!(
+            !m(4, 5, 9, 7, 1, 3).fits(),
+            "we ack beyond what the peer holds"
+        );
+        assert!(
+            m(1, u32::MAX, 2, 0, 0, 2).fits(),
+            "ranges across the u32 wrap"
+        );
+        let n = Name::new("srv").unwrap();
+        assert!(is_new_pair(None, n));
+        assert!(!is_new_pair(Some(n), n));
+    }
+}

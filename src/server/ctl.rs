@@ -1,0 +1,329 @@
+//! The control part of a server: accepts, reads logins within
+//! `new_connection_timeout`, asks the application which group serves a
+//! login, keeps shared-memory sessions alive (their TCP heartbeats) and
+//! reports disconnects once the group has let go of the connection.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+
+use super::mailbox::{Inbox, Outbox};
+use super::{
+    Accept, ConnId, GroupInbox, LoginHandoff, ServerHandler, ToCtl, ERR_ALREADY_LOGGED_ON,
+    ERR_INVALID_GROUP, ERR_INVALID_NAME, ERR_LOGIN_REJECT, ERR_MAX_CLIENTS,
+};
+use crate::config::Config;
+use crate::conn::{LinkState, TcpLink, Transport};
+use crate::session::CloseReason;
+use crate::wire::{
+    error_msg_field, Login, LoginResponse, LoginStatus, MsgHeader, Name, UserData, MSG_TYPE_LOGIN,
+};
+
+/// Group messages taken per poll: far more than a poll's worth of logins
+/// and disconnects, and a bound all the same.
+const GROUP_MSGS_PER_POLL: usize = 64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    Idle,
+    Pending,
+    Live,
+}
+
+struct CtlSlot {
+    name: Option<Name>,
+    state: SlotState,
+}
+
+struct PendingLogin {
+    stream: TcpStream,
+    peer: SocketAddr,
+    since: i64,
+    buf: Vec<u8>,
+    got: usize,
+}
+
+struct ShmSession {
+    link: TcpLink,
+    state: Arc<LinkState>,
+}
+
+/// The slots of one group, as the control part sees them, and the way to
+/// hand it a login.
+struct GroupSlots<U: UserData, R: UserData> {
+    transport: Transport,
+    slots: Vec<CtlSlot>,
+    to_group: Outbox<LoginHandoff<U, R>>,
+}
+
+/// The control part of a server.
+pub struct ServerCtl<U: UserData = u8, R: UserData = u8> {
+    name: Name,
+    cfg: Arc<Config>,
+    listener: Option<TcpListener>,
+    pending: Vec<Option<PendingLogin>>,
+    tcp: Vec<GroupSlots<U, R>>,
+    shm: Vec<GroupSlots<U, R>>,
+    from_groups: Inbox<ToCtl>,
+    shm_sessions: Vec<ShmSession>,
+}
+
+impl<U: UserData, R: UserData> ServerCtl<U, R> {
+    pub(super) fn new(
+        name: Name,
+        cfg: Arc<Config>,
+        inboxes: Vec<GroupInbox<U, R>>,
+        from_groups: Inbox<ToCtl>,
+    ) -> Self {
+        let (mut tcp, mut shm) = (Vec::new(), Vec::new());
+        for (transport, to_group, per) in inboxes {
+            let g = GroupSlots {
+                transport,
+                slots: (0..per)
+                    .map(|_| CtlSlot {
+                        name: None,
+                        state: SlotState::Idle,
+                    })
+                    .collect(),
+                to_group,
+            };
+            match transport {
+                Transport::Tcp => tcp.push(g),
+                Transport::Shm => shm.push(g),
+            }
+        }
+        ServerCtl {
+            name,
+            pending: (0..cfg.max_new_connections).map(|_| None).collect(),
+            cfg,
+            listener: None,
+            tcp,
+            shm,
+            from_groups,
+            shm_sessions: Vec::new(),
+        }
+    }
+
+    pub(super) fn start(&mut self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        if self.listener.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "already started",
+            ));
+        }
+        let l = TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        self.listener = Some(l);
+        Ok(())
+    }
+
+    pub(super) fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.as_ref()?.local_addr().ok()
+    }
+
+    pub(super) fn stop(&mut self) {
+        self.listener = None;
+        self.pending.iter_mut().for_each(|p| *p = None);
+        for s in self.shm_sessions.drain(..) {
+            s.state.close((CloseReason::RequestClose, 0));
+        }
+    }
+
+    fn groups(&mut self, transport: Transport) -> &mut Vec<GroupSlots<U, R>> {
+        match transport {
+            Transport::Tcp => &mut self.tcp,
+            Transport::Shm => &mut self.shm,
+        }
+    }
+
+    fn slot(&mut self, id: ConnId) -> &mut CtlSlot {
+        &mut self.groups(id.transport)[id.group].slots[id.slot]
+    }
+
+    /// Accepts (one connection per call), reads pending logins, hands
+    /// accepted ones to their group, keeps shm sessions alive and reports
+    /// disconnects. Every step is bounded.
+    pub fn poll<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+        for _ in 0..GROUP_MSGS_PER_POLL {
+            let Some(m) = self.from_groups.take() else {
+                break;
+            };
+            self.on_group_msg(m, now, handler);
+        }
+        self.accept(now, handler);
+        for i in 0..self.pending.len() {
+            self.poll_pending(i, now, handler);
+        }
+        let cfg = &*self.cfg;
+        // A failed shm session is closed here; its group sees the close,
+        // stops delivering and reports it back (ToCtl::Disconnected).
+        self.shm_sessions.retain_mut(|s| {
+            let res = match s.state.closed() {
+                Some(c) => Err(c),
+                None => s.link.poll_heartbeats(now, cfg),
+            };
+            match res {
+                Ok(()) => true,
+                Err(c) => {
+                    s.state.close(c);
+                    false
+                }
+            }
+        });
+    }
+
+    fn on_group_msg<H: ServerHandler<U, R>>(&mut self, m: ToCtl, now: i64, handler: &mut H) {
+        match m {
+            ToCtl::LoginDone { id, ok, shm } => {
+                self.slot(id).state = if ok { SlotState::Live } else { SlotState::Idle };
+                if let Some((stream, state)) = shm {
+                    self.shm_sessions.push(ShmSession {
+                        link: TcpLink::new(stream, now),
+                        state,
+                    });
+                }
+            }
+            ToCtl::Disconnected {
+                id,
+                closed: (reason, errno),
+            } => {
+                let slot = self.slot(id);
+                slot.state = SlotState::Idle;
+                if let Some(name) = slot.name {
+                    handler.on_client_disconnected(&name, id, reason, errno);
+                }
+            }
+        }
+    }
+
+    fn accept<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        let Some(free) = self.pending.iter().position(Option::is_none) else {
+            return; // the rest wait in the kernel's backlog
+        };
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if stream.set_nonblocking(true).is_err()
+                    || stream.set_nodelay(self.cfg.tcp_no_delay).is_err()
+                {
+                    return;
+                }
+                self.pending[free] = Some(PendingLogin {
+                    stream,
+                    peer,
+                    since: now,
+                    buf: vec![0; Login::<U>::FRAME],
+                    got: 0,
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // Aborted handshakes and the like: not the server's fault.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => handler.on_system_error("accept", &e),
+        }
+    }
+
+    fn poll_pending<H: ServerHandler<U, R>>(&mut self, i: usize, now: i64, handler: &mut H) {
+        let Some(p) = &mut self.pending[i] else {
+            return;
+        };
+        let drop_it = match p.stream.read(&mut p.buf[p.got..]) {
+            Ok(0) => true,
+            Ok(n) => {
+                p.got += n;
+                false
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock
+                    || e.kind() == io::ErrorKind::Interrupted =>
+            {
+                false
+            }
+            Err(_) => true,
+        };
+        // A header that is not a login header: drop at once.
+        let bad_header = p.got >= 8
+            && MsgHeader::read(&p.buf)
+                .is_ok_and(|h| h.msg_type != MSG_TYPE_LOGIN || h.size as usize != Login::<U>::SIZE);
+        let timed_out = now.wrapping_sub(p.since) > self.cfg.new_connection_timeout;
+        if drop_it || bad_header || (timed_out && p.got < p.buf.len()) {
+            self.pending[i] = None;
+            return;
+        }
+        if p.got == p.buf.len() {
+            let p = self.pending[i].take().expect("checked above");
+            self.handle_login(p, handler);
+        }
+    }
+
+    /// Rules 1 to 4 of the login: the name, the application's answer, a
+    /// slot; then the group finishes it.
+    fn handle_login<H: ServerHandler<U, R>>(&mut self, p: PendingLogin, handler: &mut H) {
+        let Ok((hdr, login)) = Login::<U>::decode(&p.buf) else {
+            return; // dropped with the connection
+        };
+        let mut rsp = LoginResponse::<R> {
+            status: LoginStatus::Rejected,
+            server_name: self.name.to_wire(),
+            ..Default::default()
+        };
+        let reject = |mut stream: TcpStream, mut rsp: LoginResponse<R>, text: &str| {
+            rsp.status = LoginStatus::Rejected;
+            rsp.error_msg = error_msg_field(text);
+            let _ = stream.write(&rsp.encode(0));
+        };
+        let name = match Name::from_wire(&login.client_name) {
+            Ok(n) => n,
+            Err(_) => return reject(p.stream, rsp, ERR_INVALID_NAME),
+        };
+        let group = match handler.on_new_connection(p.peer, &login, &mut rsp) {
+            Accept::Group(g) => g,
+            Accept::Reject(text) => {
+                let text = if text.is_empty() {
+                    ERR_LOGIN_REJECT
+                } else {
+                    &text
+                };
+                return reject(p.stream, rsp, text);
+            }
+        };
+        let transport = Transport::from_use_shm(login.use_shm);
+        let Some(g) = self.groups(transport).get_mut(group) else {
+            return reject(p.stream, rsp, ERR_INVALID_GROUP);
+        };
+        debug_assert_eq!(g.transport, transport);
+        let slots = &mut g.slots;
+        let slot = match slots.iter().position(|s| s.name == Some(name)) {
+            Some(i) => i,
+            None => match slots.iter().position(|s| s.name.is_none()) {
+                Some(i) => {
+                    slots[i].name = Some(name);
+                    i
+                }
+                None => return reject(p.stream, rsp, ERR_MAX_CLIENTS),
+            },
+        };
+        if slots[slot].state != SlotState::Idle {
+            return reject(p.stream, rsp, ERR_ALREADY_LOGGED_ON);
+        }
+        slots[slot].state = SlotState::Pending;
+        let handoff = LoginHandoff {
+            slot,
+            name,
+            stream: p.stream,
+            peer: p.peer,
+            ack: hdr.ack_seq,
+            login,
+            user_data: rsp.user_data,
+        };
+        if g.to_group.send(handoff).is_err() {
+            slots[slot].state = SlotState::Idle;
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! A group of connections (TCP or SHM), polled by one thread: finishes the
+//! logins the control part hands over (opens files, checks sequence
+//! numbers, answers) and delivers messages.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::mailbox::{Inbox, Outbox};
+use super::{ConnId, LoginHandoff, ServerHandler, ToCtl, ERR_SYSTEM};
+use crate::config::Config;
+use crate::conn::{deliver, Connection, LinkState, TcpLink, Transport};
+use crate::error::FileError;
+use crate::login::{self, SeqMismatch};
+use crate::wire::{error_msg_field, LoginResponse, LoginStatus, Name, UserData};
+
+/// A group of connections (TCP or SHM), polled by one thread.
+pub struct Group<U: UserData = u8, R: UserData = u8> {
+    transport: Transport,
+    idx: usize,
+    server: Name,
+    dir: PathBuf,
+    cfg: Arc<Config>,
+    conns: Vec<Connection>,
+    /// Slots with a session this group serves.
+    live: Vec<usize>,
+    inbox: Inbox<LoginHandoff<U, R>>,
+    to_ctl: Outbox<ToCtl>,
+}
+
+impl<U: UserData, R: UserData> Group<U, R> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        transport: Transport,
+        idx: usize,
+        server: Name,
+        dir: PathBuf,
+        cfg: Arc<Config>,
+        per: usize,
+        inbox: Inbox<LoginHandoff<U, R>>,
+        to_ctl: Outbox<ToCtl>,
+    ) -> Self {
+        Group {
+            transport,
+            idx,
+            server,
+            dir,
+            cfg,
+            conns: (0..per).map(|_| Connection::new(server)).collect(),
+            live: Vec::with_capacity(per),
+            inbox,
+            to_ctl,
+        }
+    }
+
+    /// This group's id for slot `slot`.
+    fn id(&self, slot: usize) -> ConnId {
+        ConnId {
+            transport: self.transport,
+            group: self.idx,
+            slot,
+        }
+    }
+
+    /// A connection of this group, to push to outside callbacks.
+    pub fn connection(&mut self, slot: usize) -> Option<&mut Connection> {
+        self.conns.get_mut(slot)
+    }
+
+    /// Serves a TCP group: finishes logins handed over by the control
+    /// part, then for each live connection reads, sends, heartbeats,
+    /// checks timeouts and delivers at most `Config::msgs_per_poll`
+    /// messages to `handler`.
+    pub fn poll_tcp<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+        self.take_logins(now, handler);
+        let mut i = 0;
+        while i < self.live.len() {
+            let slot = self.live[i];
+            let id = self.id(slot);
+            let conn = &mut self.conns[slot];
+            if let Some(closed) = conn.poll_tcp_io(now, &self.cfg) {
+                self.live.swap_remove(i);
+                let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
+                continue;
+            }
+            deliver(conn, self.cfg.msgs_per_poll, |msg, tx| {
+                handler.on_client_msg(id, msg, tx)
+            });
+            i += 1;
+        }
+    }
+
+    /// Serves an SHM group: finishes logins handed over by the control
+    /// part and delivers at most `Config::msgs_per_poll` messages per
+    /// connection from shared memory to `handler`. The TCP side
+    /// (heartbeats, timeouts) is the control part's; a connection it
+    /// closed is reported back to it from here, after its last delivery.
+    pub fn poll_shm<H: ServerHandler<U, R>>(&mut self, handler: &mut H) {
+        self.take_logins(0, handler);
+        let mut i = 0;
+        while i < self.live.len() {
+            let slot = self.live[i];
+            let id = self.id(slot);
+            let conn = &mut self.conns[slot];
+            if let Some(closed) = conn.close_reason() {
+                self.live.swap_remove(i);
+                let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
+                continue;
+            }
+            deliver(conn, self.cfg.msgs_per_poll, |msg, tx| {
+                handler.on_client_msg(id, msg, tx)
+            });
+            if let Some(f) = conn.rx.fault.take() {
+                conn.tx.state.close(f);
+            }
+            i += 1;
+        }
+    }
+
+    pub(super) fn stop(&mut self) {
+        for c in &mut self.conns {
+            c.end_session();
+        }
+        self.live.clear();
+    }
+
+    fn take_logins<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+        // Bounded: the control part hands over at most one login per slot.
+        for _ in 0..self.conns.len() {
+            let Some(h) = self.inbox.take() else {
+                break;
+            };
+            let id = self.id(h.slot);
+            let shm = self.finish_login(h, now, handler);
+            let _ = self.to_ctl.send(ToCtl::LoginDone {
+                id,
+                ok: shm.is_some(),
+                shm: shm.flatten(),
+            });
+        }
+    }
+
+    /// Rules 5 to 7 of the login: open the pair's files, start afresh for
+    /// a new pair, check the sequence numbers, answer. Returns
+    /// `Some(shm socket)` on success.
+    #[allow(clippy::type_complexity)]
+    fn finish_login<H: ServerHandler<U, R>>(
+        &mut self,
+        h: LoginHandoff<U, R>,
+        now: i64,
+        handler: &mut H,
+    ) -> Option<Option<(TcpStream, Arc<LinkState>)>> {
+        let LoginHandoff {
+            slot,
+            name,
+            mut stream,
+            peer,
+            ack,
+            login,
+            user_data,
+        } = h;
+        let mut rsp = LoginResponse::<R> {
+            server_name: self.server.to_wire(),
+            user_data,
+            status: LoginStatus::Rejected,
+            ..Default::default()
+        };
+        let conn = &mut self.conns[slot];
+        let opened = login::open_pair(
+            conn,
+            &self.dir,
+            &self.server,
+            &name,
+            self.transport,
+            &self.cfg,
+        );
+        if let Err(e) = opened {
+            handler.on_file_error(&name, &e);
+            rsp.error_msg = error_msg_field(ERR_SYSTEM);
+            let _ = stream.write(&rsp.encode(0));
+            return None;
+        }
+        let mut m = SeqMismatch {
+            local_ack: 0,
+            local_seq_start: 0,
+            local_seq_end: 0,
+            remote_ack: ack,
+            remote_seq_start: login.client_seq_start,
+            remote_seq_end: login.client_seq_end,
+        };
+        let last = Name::from_wire_opt(&login.last_server_name).ok().flatten();
+        if login::is_new_pair(last, self.server) {
+            conn.reset_queues();
+            (m.remote_ack, m.remote_seq_start, m.remote_seq_end) = (0, 0, 0);
+        } else {
+            match conn.login_seqs() {
+                Ok(v) => (m.local_ack, m.local_seq_start, m.local_seq_end) = v,
+                Err(why) => {
+                    let path = login::ptcp_path(&self.dir, &self.server, &name);
+                    handler.on_file_error(&name, &FileError::corrupt(path, why));
+                    rsp.error_msg = error_msg_field(ERR_SYSTEM);
+                    let _ = stream.write(&rsp.encode(0));
+                    return None;
+                }
+            }
+        }
+        rsp.server_seq_start = m.local_seq_start;
+        rsp.server_seq_end = m.local_seq_end;
+        if !m.fits() {
+            handler.on_seq_mismatch(&name, &m);
+            rsp.status = LoginStatus::SeqMismatch;
+            let _ = stream.write(&rsp.encode(m.local_ack));
+            return None;
+        }
+        rsp.status = LoginStatus::Ok;
+        let frame = rsp.encode(m.local_ack);
+        // A fresh socket's buffer takes a 72-byte frame whole.
+        if !matches!(stream.write(&frame), Ok(n) if n == frame.len()) {
+            return None;
+        }
+        conn.guard = Some(login::guard_against_login::<U>(&name));
+        let state = LinkState::new_open();
+        let shm_back = match self.transport {
+            Transport::Shm => {
+                let _ = conn.open_session(None, 0, state.clone());
+                Some((stream, state))
+            }
+            Transport::Tcp => {
+                // A failed start closes the state; the next poll reports it.
+                let _ = conn.open_session(Some(TcpLink::new(stream, now)), m.remote_ack, state);
+                None
+            }
+        };
+        self.live.push(slot);
+        let id = self.id(slot);
+        handler.on_client_logon(peer, id, &mut self.conns[slot]);
+        Some(shm_back)
+    }
+}

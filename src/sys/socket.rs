@@ -1,0 +1,69 @@
+//! Socket reads and writes for the session core: "not ready" is 0 bytes,
+//! not an error; every call is bounded.
+
+use std::io::{self, Read, Write};
+
+use crate::session::{CloseReason, Closed};
+
+fn errno(e: &io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(0)
+}
+
+/// One read into `buf`. `Ok(0)`: nothing available now.
+///
+/// # Errors
+/// "Remote close" at end of stream, "Read error" with the errno otherwise.
+pub(crate) fn read_some<S: Read>(sock: &mut S, buf: &mut [u8]) -> Result<usize, Closed> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    match sock.read(buf) {
+        Ok(0) => Err((CloseReason::RemoteClose, 0)),
+        Ok(n) => Ok(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err((CloseReason::ReadError, errno(&e))),
+    }
+}
+
+/// Writes as much of `bytes` as the socket takes now (a few calls at most:
+/// each either takes bytes or stops the loop).
+///
+/// # Errors
+/// "Send error" with the errno.
+pub(crate) fn write_some<S: Write>(sock: &mut S, bytes: &[u8]) -> Result<usize, Closed> {
+    let mut sent = 0;
+    let mut interrupted = 0;
+    while sent < bytes.len() {
+        match sock.write(&bytes[sent..]) {
+            Ok(0) => return Err((CloseReason::SendError, 0)),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupted < 4 => {
+                interrupted += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
+            Err(e) => return Err((CloseReason::SendError, errno(&e))),
+        }
+    }
+    Ok(sent)
+}
+
+/// Bytes [`discard`] reads per call: one read, however fast the peer sends.
+pub(crate) const DISCARD_MAX: usize = 256;
+
+/// Reads and drops at most [`DISCARD_MAX`] bytes (the heartbeats of a
+/// shared-memory session's socket). Returns the bytes read.
+///
+/// # Errors
+/// As [`read_some`].
+pub(crate) fn discard<S: Read>(sock: &mut S) -> Result<usize, Closed> {
+    let mut b = [0u8; DISCARD_MAX];
+    read_some(sock, &mut b)
+}
