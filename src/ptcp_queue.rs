@@ -17,7 +17,7 @@
 //! can live on two threads. The queue's own bytes (the message area and its
 //! state words) are reached by the queue alone.
 //!
-//! ```compile_fail
+//! ```compile_fail,E0599
 //! # fn f(ack: tcpshm::ptcp_queue::AckCounter) {
 //! let second = ack.clone(); // error: one writer of the ack per file
 //! # }

@@ -397,3 +397,134 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The session rules on a fake clock, with no sockets and no sleeps:
+    //! bytes in, bytes out, `now` given.
+
+    use super::*;
+    use crate::sys::HeapRegion;
+
+    type Q = PtcpQueue<HeapRegion>;
+
+    const HB: i64 = 100;
+    const TIMEOUT: i64 = 350;
+
+    /// What a socket that takes at most `room` bytes would send now.
+    fn send(s: &mut Session, q: &mut Q, room: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let (bytes, src) = s.transmit(Some(&*q));
+            let (len, n) = (bytes.len(), bytes.len().min(room - out.len()));
+            out.extend_from_slice(&bytes[..n]);
+            s.handle_sent(n, src, Some(&mut *q));
+            if n < len {
+                break;
+            }
+        }
+        out
+    }
+
+    fn push(q: &mut Q, s: &mut Session, payload: &[u8]) {
+        q.alloc(7, payload.len()).unwrap().copy_from_slice(payload);
+        let stamped = q.push().unwrap();
+        s.handle_ack_stamped(stamped);
+    }
+
+    #[test]
+    fn heartbeat_after_send_silence_carries_the_ack() {
+        let (mut q, mut ack) = Q::heap(256);
+        let mut s = Session::new(0);
+        s.poll_heartbeat(HB - 1, HB, ack.get(), true);
+        assert!(send(&mut s, &mut q, 64).is_empty(), "not due yet");
+        s.poll_heartbeat(HB, HB, ack.get(), true);
+        let hb = send(&mut s, &mut q, 64);
+        assert_eq!(MsgHeader::decode(&hb).unwrap().msg_type, MSG_TYPE_HEARTBEAT);
+        // Data counts as a send: the next heartbeat is an interval later.
+        ack.set(3);
+        push(&mut q, &mut s, b"x");
+        s.poll_heartbeat(HB + 50, HB, ack.get(), false);
+        let data = send(&mut s, &mut q, 64);
+        assert_eq!(MsgHeader::decode(&data).unwrap().ack_seq, 3);
+        s.poll_heartbeat(2 * HB + 49, HB, ack.get(), true);
+        assert!(send(&mut s, &mut q, 64).is_empty());
+        assert_eq!(s.next_deadline(HB, TIMEOUT), 2 * HB + 50);
+    }
+
+    #[test]
+    fn a_consumed_message_is_acked_promptly_when_idle() {
+        let (mut q, mut ack) = Q::heap(256);
+        let mut s = Session::new(0);
+        ack.advance();
+        s.poll_heartbeat(1, HB, ack.get(), true);
+        let hb = send(&mut s, &mut q, 64);
+        assert_eq!(MsgHeader::decode(&hb).unwrap().ack_seq, 1);
+        s.poll_heartbeat(2, HB, ack.get(), true);
+        assert!(send(&mut s, &mut q, 64).is_empty(), "nothing new to ack");
+    }
+
+    #[test]
+    fn receive_silence_times_out_and_full_buffer_is_not_silence() {
+        let mut s = Session::new(0);
+        s.handle_recv(TIMEOUT, Some(0), TIMEOUT).unwrap();
+        s.handle_recv(TIMEOUT + 1, None, TIMEOUT).unwrap();
+        s.handle_recv(2 * TIMEOUT + 1, Some(0), TIMEOUT).unwrap();
+        assert_eq!(
+            s.handle_recv(2 * TIMEOUT + 2, Some(0), TIMEOUT),
+            Err((CloseReason::Timeout, 0))
+        );
+    }
+
+    #[test]
+    fn partial_sends_resume_without_interleaving_frames() {
+        let (mut q, ack) = Q::heap(256);
+        let mut s = Session::new(0);
+        s.poll_heartbeat(HB, HB, ack.get(), true);
+        let mut wire = send(&mut s, &mut q, 3); // 3 of the heartbeat's 8
+        push(&mut q, &mut s, &[9; 20]);
+        // Byte by byte: the heartbeat's rest first, then the message.
+        for _ in 0..64 {
+            wire.extend(send(&mut s, &mut q, 1));
+        }
+        assert_eq!(wire.len(), 8 + 32);
+        let mut rb = RecvBuf::new(64, 256);
+        rb.space().unwrap()[..wire.len()].copy_from_slice(&wire);
+        rb.received::<HeapRegion>(wire.len(), None, None).unwrap();
+        let (t, off, len) = rb.front().unwrap();
+        assert_eq!((t, rb.payload(off, len)), (7, &[9u8; 20][..]));
+    }
+
+    #[test]
+    fn received_bytes_carry_acks_and_violations_close() {
+        let (mut q, _ack) = Q::heap(256);
+        let mut s = Session::new(0);
+        push(&mut q, &mut s, b"a");
+        push(&mut q, &mut s, b"b");
+        send(&mut s, &mut q, 1000);
+        let mut rb = RecvBuf::new(64, 256);
+        let feed = |rb: &mut RecvBuf, q: &mut Q, bytes: &[u8]| {
+            rb.space().unwrap()[..bytes.len()].copy_from_slice(bytes);
+            rb.received(bytes.len(), Some(q), None)
+        };
+        let ack1 = MsgHeader {
+            size: 8,
+            msg_type: 0,
+            ack_seq: 1,
+        };
+        feed(&mut rb, &mut q, &ack1.encode()).unwrap();
+        assert_eq!(q.seq_range(), (1, 2));
+        let beyond = MsgHeader { ack_seq: 5, ..ack1 };
+        assert_eq!(
+            feed(&mut rb, &mut q, &beyond.encode()),
+            Err((CloseReason::AckBeyondSent, 0))
+        );
+        // (The session closes there; a new one starts with a clear buffer.)
+        rb.clear();
+        let tiny = MsgHeader { size: 3, ..ack1 };
+        assert_eq!(
+            feed(&mut rb, &mut q, &tiny.encode()),
+            Err((CloseReason::SizeTooSmall, 0))
+        );
+    }
+}

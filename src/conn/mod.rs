@@ -28,7 +28,7 @@
 //!
 //! The receive half cannot be used while a message borrows it:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0499
 //! # fn f(conn: &mut tcpshm::Connection) {
 //! let (rx, _tx) = conn.split();
 //! let a = rx.front().unwrap();
@@ -39,7 +39,7 @@
 //!
 //! and an allocation borrows the send half until it is pushed or dropped:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0499
 //! # fn f(conn: &mut tcpshm::Connection) {
 //! let (_rx, tx) = conn.split();
 //! let a = tx.alloc(1, 8).unwrap();
@@ -50,7 +50,7 @@
 //!
 //! A message cannot outlive the poll that lent it:
 //!
-//! ```compile_fail
+//! ```compile_fail,E0499
 //! # fn f(conn: &mut tcpshm::Connection) {
 //! let payload = conn.front().unwrap().payload();
 //! conn.front(); // error: `conn` is still borrowed through `payload`

@@ -26,7 +26,7 @@
 //! region is private, so safe code cannot build a second writer over a
 //! region that already has one.
 //!
-//! ```compile_fail
+//! ```compile_fail,E0624
 //! use tcpshm::shm_queue::ShmWriter;
 //! use tcpshm::sys::HeapRegion;
 //! let w = ShmWriter::new(HeapRegion::new(1024 + 256)); // error: private
