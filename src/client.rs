@@ -329,7 +329,7 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
         let now = self.handler.on_login_success(&rsp);
         self.conn.guard = Some(login::guard_against_response::<R>(&server));
         let state = LinkState::new_open();
-        let link = TcpLink::new(s, now);
+        let link = TcpLink::new(s, now, &self.cfg);
         let opened = match transport {
             Transport::Shm => {
                 self.shm_link = Some(link);
@@ -401,7 +401,7 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
             (None, TxTransport::Tcp { link: Some(l), .. }) => &l.session,
             _ => return None,
         };
-        Some(session.next_deadline(self.cfg.heartbeat_interval, self.cfg.connection_timeout))
+        Some(session.next_deadline())
     }
 
     /// Closes the connection and its files; `connect` opens them again.
@@ -436,7 +436,7 @@ impl<H: ClientHandler<R>, R: UserData> TcpPoller<'_, H, R> {
     /// See [`Client::poll_tcp`].
     pub fn poll(&mut self, now: i64) {
         if let Some(conn) = self.conn.as_deref_mut() {
-            if let Some((reason, errno)) = conn.poll_tcp_io(now, self.cfg) {
+            if let Some((reason, errno)) = conn.poll_tcp_io(now) {
                 self.handler.on_disconnected(reason, errno);
             }
             deliver(conn, self.cfg.msgs_per_poll, |msg, tx| {
@@ -449,7 +449,7 @@ impl<H: ClientHandler<R>, R: UserData> TcpPoller<'_, H, R> {
         };
         let res: Result<(), Closed> = match self.state.closed() {
             Some(c) => Err(c),
-            None => l.poll_heartbeats(now, self.cfg),
+            None => l.poll_heartbeats(now),
         };
         if let Err(c) = res {
             self.state.close(c);

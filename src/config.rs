@@ -44,6 +44,15 @@ pub struct Config {
     pub heartbeat_interval: i64,
     /// Close a connection after this much receive silence, in `now` units.
     pub connection_timeout: i64,
+    /// TCP delayed ack, in `now` units (default 100 µs): a message the
+    /// application consumed is acknowledged by the next data frame sent
+    /// within this delay, else by a heartbeat of its own. So a reply
+    /// carries the ack of its request (one send per reply), and a peer
+    /// streaming into a queue we drain waits at most this long for room
+    /// (or not at all: an ack also goes out at once when half of
+    /// `tcp_queue_size` has been consumed unacknowledged). 0: acknowledge
+    /// at once, with a frame of its own when there is nothing to send.
+    pub ack_delay: i64,
     /// Server: close a new connection that has not logged in within this.
     pub new_connection_timeout: i64,
     /// Client: the longest `connect` may block (TCP connect plus login).
@@ -84,6 +93,7 @@ impl Default for Config {
             tcp_no_delay: true,
             heartbeat_interval: 3 * SECOND_NS,
             connection_timeout: 10 * SECOND_NS,
+            ack_delay: 100_000,
             new_connection_timeout: 3 * SECOND_NS,
             connect_timeout: Duration::from_secs(10),
             max_new_connections: 5,
@@ -154,6 +164,12 @@ impl Config {
             if v <= 0 {
                 return bad(format!("{name} must be positive"));
             }
+        }
+        if self.ack_delay < 0 || self.ack_delay >= self.heartbeat_interval {
+            return bad(format!(
+                "ack_delay {} must be at least 0 and below heartbeat_interval {}",
+                self.ack_delay, self.heartbeat_interval
+            ));
         }
         if self.heartbeat_interval >= self.connection_timeout {
             return bad(format!(

@@ -107,6 +107,9 @@ pub struct ReloginGuard {
 /// consumed, `[parsed, wpos)` a message still arriving.
 #[derive(Debug)]
 pub struct RecvBuf {
+    /// Bytes of messages the application consumed, ever (wire footprint,
+    /// padding included): how much of the peer's queue our pops free.
+    consumed: u64,
     buf: Vec<u8>,
     max: usize,
     rpos: usize,
@@ -117,6 +120,7 @@ pub struct RecvBuf {
 impl RecvBuf {
     pub fn new(init: usize, max: usize) -> Self {
         RecvBuf {
+            consumed: 0,
             buf: vec![0; init],
             max,
             rpos: 0,
@@ -158,8 +162,14 @@ impl RecvBuf {
         if self.rpos < self.parsed {
             if let Ok(h) = MsgHeader::read(&self.buf[self.rpos..]) {
                 self.rpos += h.padded_size();
+                self.consumed += h.padded_size() as u64;
             }
         }
+    }
+
+    /// Bytes of messages consumed since this buffer was made.
+    pub fn consumed(&self) -> u64 {
+        self.consumed
     }
 
     /// Whether whole messages are waiting.
@@ -263,9 +273,36 @@ impl RecvBuf {
     }
 }
 
+/// The timer settings a session runs by, in `now` units (from `Config`).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timers {
+    /// A heartbeat after this much send silence.
+    pub heartbeat_interval: i64,
+    /// Closed after more than this much receive silence.
+    pub connection_timeout: i64,
+    /// A consumed message is acknowledged within this, by the next data
+    /// frame or else a heartbeat of its own.
+    pub ack_delay: i64,
+    /// ... or at once when this many bytes of the peer's queue wait for
+    /// our ack.
+    pub ack_backlog: u64,
+}
+
+impl Timers {
+    pub fn of(cfg: &crate::Config) -> Self {
+        Timers {
+            heartbeat_interval: cfg.heartbeat_interval,
+            connection_timeout: cfg.connection_timeout,
+            ack_delay: cfg.ack_delay,
+            ack_backlog: (cfg.tcp_queue_size / 2) as u64,
+        }
+    }
+}
+
 /// The timers and send state of a live TCP session.
 #[derive(Debug)]
 pub(crate) struct Session {
+    timers: Timers,
     last_send: i64,
     last_recv: i64,
     /// The latest `now` seen, to stamp sends made outside a poll.
@@ -276,6 +313,13 @@ pub(crate) struct Session {
     /// The newest local ack put in a header we sent (or stamped in a
     /// message we pushed).
     ack_sent: u32,
+    /// Since when a newer local ack waits to be told (delayed ack).
+    ack_waiting_since: Option<i64>,
+    /// `RecvBuf::consumed` as of the newest ack the peer was told.
+    consumed_acked: u64,
+    /// The local ack and `RecvBuf::consumed` at the last poll: a message
+    /// stamped with that ack tells the peer of those bytes.
+    seen: (u32, u64),
 }
 
 /// Which bytes [`Session::transmit`] handed out.
@@ -286,14 +330,18 @@ pub(crate) enum Source {
 }
 
 impl Session {
-    pub fn new(now: i64) -> Self {
+    pub fn new(now: i64, timers: Timers) -> Self {
         Session {
+            timers,
             last_send: now,
             last_recv: now,
             now,
             hb: [0; HEADER_SIZE],
             hb_left: 0,
             ack_sent: 0,
+            ack_waiting_since: None,
+            consumed_acked: 0,
+            seen: (0, 0),
         }
     }
 
@@ -335,24 +383,58 @@ impl Session {
     /// A message carrying `ack` was pushed: the peer learns it from there.
     pub fn handle_ack_stamped(&mut self, ack: u32) {
         self.ack_sent = ack;
+        if ack == self.seen.0 {
+            // All the last poll saw is told; what was consumed since waits
+            // from the next poll on (at most one poll late).
+            self.consumed_acked = self.seen.1;
+            self.ack_waiting_since = None;
+        }
     }
 
-    /// Queues a heartbeat carrying `local_ack` when one is due: nothing
-    /// else is waiting to go out (`idle`) and either nothing was sent for
-    /// `interval`, or the application consumed messages since the last ack
-    /// the peer saw (a prompt ack, so a peer whose send queue waits for it
-    /// is not held up). A heartbeat the socket does not take at once still
-    /// counts as sent: its rest goes out first next time.
-    pub fn poll_heartbeat(&mut self, now: i64, interval: i64, local_ack: u32, idle: bool) {
+    /// The session starts with the peer knowing our ack `ack` (from the
+    /// login frame) and `consumed` bytes consumed so far.
+    pub fn handle_login_ack(&mut self, ack: u32, consumed: u64) {
+        self.ack_sent = ack;
+        self.consumed_acked = consumed;
+        self.seen = (ack, consumed);
+        self.ack_waiting_since = None;
+    }
+
+    /// Queues a heartbeat carrying `local_ack` when one is due and nothing
+    /// else is waiting to go out (`idle`):
+    /// - nothing was sent for the heartbeat interval; or
+    /// - the application consumed messages the peer has not been told of
+    ///   (delayed ack): no data frame carried the ack within `ack_delay`,
+    ///   or `consumed` (bytes ever consumed) ran `ack_backlog` bytes ahead
+    ///   of the last ack sent, so the peer's send queue never waits long
+    ///   for room. In request/reply the next reply carries the ack: one
+    ///   send per reply.
+    ///
+    /// A heartbeat the socket does not take at once still counts as sent:
+    /// its rest goes out first next time.
+    pub fn poll_heartbeat(&mut self, now: i64, local_ack: u32, consumed: u64, idle: bool) {
         self.now = now;
+        self.seen = (local_ack, consumed);
+        let ack_due = if local_ack == self.ack_sent {
+            // The peer knows all we consumed (a data frame carried it).
+            self.ack_waiting_since = None;
+            self.consumed_acked = consumed;
+            false
+        } else {
+            let since = *self.ack_waiting_since.get_or_insert(now);
+            now.wrapping_sub(since) >= self.timers.ack_delay
+                || consumed.wrapping_sub(self.consumed_acked) >= self.timers.ack_backlog
+        };
         if self.hb_left > 0 || !idle {
             return;
         }
-        let due = now.wrapping_sub(self.last_send) >= interval;
-        if !due && local_ack == self.ack_sent {
+        let due = now.wrapping_sub(self.last_send) >= self.timers.heartbeat_interval;
+        if !due && !ack_due {
             return;
         }
         self.ack_sent = local_ack;
+        self.ack_waiting_since = None;
+        self.consumed_acked = consumed;
         self.hb = MsgHeader {
             size: HEADER_SIZE as u16,
             msg_type: MSG_TYPE_HEARTBEAT,
@@ -368,16 +450,13 @@ impl Session {
     /// unconsumed messages, which is not silence).
     ///
     /// # Errors
-    /// "Timeout" after more than `timeout` of silence.
-    pub fn handle_recv(
-        &mut self,
-        now: i64,
-        got: Option<usize>,
-        timeout: i64,
-    ) -> Result<(), Closed> {
+    /// "Timeout" after more than `connection_timeout` of silence.
+    pub fn handle_recv(&mut self, now: i64, got: Option<usize>) -> Result<(), Closed> {
         self.now = now;
         match got {
-            Some(0) if now.wrapping_sub(self.last_recv) > timeout => Err((CloseReason::Timeout, 0)),
+            Some(0) if now.wrapping_sub(self.last_recv) > self.timers.connection_timeout => {
+                Err((CloseReason::Timeout, 0))
+            }
             Some(0) => Ok(()),
             _ => {
                 self.last_recv = now;
@@ -386,15 +465,25 @@ impl Session {
         }
     }
 
-    /// The next moment a poll has timer work: a heartbeat or a timeout.
-    pub fn next_deadline(&self, interval: i64, timeout: i64) -> i64 {
-        let hb = self.last_send.wrapping_add(interval);
-        let to = self.last_recv.wrapping_add(timeout).wrapping_add(1);
-        if hb.wrapping_sub(to) < 0 {
-            hb
-        } else {
-            to
+    /// The next moment a poll has timer work: a heartbeat, a delayed ack
+    /// or a timeout.
+    pub fn next_deadline(&self) -> i64 {
+        let t = &self.timers;
+        let mut next = self.last_send.wrapping_add(t.heartbeat_interval);
+        let mut earlier = |d: i64| {
+            if d.wrapping_sub(next) < 0 {
+                next = d;
+            }
+        };
+        earlier(
+            self.last_recv
+                .wrapping_add(t.connection_timeout)
+                .wrapping_add(1),
+        );
+        if let Some(since) = self.ack_waiting_since {
+            earlier(since.wrapping_add(t.ack_delay));
         }
+        next
     }
 }
 
@@ -410,6 +499,24 @@ mod tests {
 
     const HB: i64 = 100;
     const TIMEOUT: i64 = 350;
+    const ACK_DELAY: i64 = 10;
+    const BACKLOG: u64 = 64;
+
+    fn session(now: i64) -> Session {
+        Session::new(
+            now,
+            Timers {
+                heartbeat_interval: HB,
+                connection_timeout: TIMEOUT,
+                ack_delay: ACK_DELAY,
+                ack_backlog: BACKLOG,
+            },
+        )
+    }
+
+    fn is_heartbeat(bytes: &[u8], ack: u32) -> bool {
+        MsgHeader::decode(bytes).is_ok_and(|h| h.msg_type == MSG_TYPE_HEARTBEAT && h.ack_seq == ack)
+    }
 
     /// What a socket that takes at most `room` bytes would send now.
     fn send(s: &mut Session, q: &mut Q, room: usize) -> Vec<u8> {
@@ -435,43 +542,113 @@ mod tests {
     #[test]
     fn heartbeat_after_send_silence_carries_the_ack() {
         let (mut q, mut ack) = Q::heap(256);
-        let mut s = Session::new(0);
-        s.poll_heartbeat(HB - 1, HB, ack.get(), true);
+        let mut s = session(0);
+        s.poll_heartbeat(HB - 1, ack.get(), 0, true);
         assert!(send(&mut s, &mut q, 64).is_empty(), "not due yet");
-        s.poll_heartbeat(HB, HB, ack.get(), true);
-        let hb = send(&mut s, &mut q, 64);
-        assert_eq!(MsgHeader::decode(&hb).unwrap().msg_type, MSG_TYPE_HEARTBEAT);
+        s.poll_heartbeat(HB, ack.get(), 0, true);
+        assert!(is_heartbeat(&send(&mut s, &mut q, 64), 0));
         // Data counts as a send: the next heartbeat is an interval later.
         ack.set(3);
         push(&mut q, &mut s, b"x");
-        s.poll_heartbeat(HB + 50, HB, ack.get(), false);
+        s.poll_heartbeat(HB + 50, ack.get(), 0, false);
         let data = send(&mut s, &mut q, 64);
         assert_eq!(MsgHeader::decode(&data).unwrap().ack_seq, 3);
-        s.poll_heartbeat(2 * HB + 49, HB, ack.get(), true);
+        s.poll_heartbeat(2 * HB + 49, ack.get(), 0, true);
         assert!(send(&mut s, &mut q, 64).is_empty());
-        assert_eq!(s.next_deadline(HB, TIMEOUT), 2 * HB + 50);
+        assert_eq!(s.next_deadline(), 2 * HB + 50);
     }
 
     #[test]
-    fn a_consumed_message_is_acked_promptly_when_idle() {
+    fn a_reply_within_the_ack_delay_carries_the_ack_alone() {
         let (mut q, mut ack) = Q::heap(256);
-        let mut s = Session::new(0);
+        let mut s = session(0);
+        // Request/reply: a request consumed at 1, its reply pushed at 5.
+        for round in 0..20u32 {
+            let t = round as i64 * 6;
+            ack.advance();
+            s.poll_heartbeat(t + 1, ack.get(), 24 * (round as u64 + 1), true);
+            assert!(
+                send(&mut s, &mut q, 64).is_empty(),
+                "no ack frame of its own"
+            );
+            push(&mut q, &mut s, b"reply");
+            s.poll_heartbeat(t + 5, ack.get(), 24 * (round as u64 + 1), false);
+            let wire = send(&mut s, &mut q, 64);
+            let h = MsgHeader::decode(&wire).unwrap();
+            assert_eq!((wire.len(), h.msg_type, h.ack_seq), (16, 7, ack.get()));
+            let (_, end) = q.seq_range();
+            q.ack(end).unwrap(); // the peer consumed the reply
+        }
+    }
+
+    #[test]
+    fn push_then_pop_replies_carry_the_acks_without_frames_of_their_own() {
+        // The echo server's exactly-once order: the reply is pushed before
+        // its request is popped, so each reply carries the previous ack.
+        let (mut q, mut ack) = Q::heap(256);
+        let mut s = session(0);
+        let mut consumed = 0u64;
+        for round in 0..100i64 {
+            s.poll_heartbeat(round * 6, ack.get(), consumed, true);
+            assert!(
+                send(&mut s, &mut q, 64).is_empty(),
+                "round {round}: an ack frame"
+            );
+            push(&mut q, &mut s, b"reply");
+            ack.advance();
+            consumed += 24;
+            send(&mut s, &mut q, 64);
+            let (_, end) = q.seq_range();
+            q.ack(end).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_consumed_message_is_acked_after_the_delay_when_idle() {
+        let (mut q, mut ack) = Q::heap(256);
+        let mut s = session(0);
         ack.advance();
-        s.poll_heartbeat(1, HB, ack.get(), true);
-        let hb = send(&mut s, &mut q, 64);
-        assert_eq!(MsgHeader::decode(&hb).unwrap().ack_seq, 1);
-        s.poll_heartbeat(2, HB, ack.get(), true);
+        s.poll_heartbeat(1, ack.get(), 16, true);
+        assert!(send(&mut s, &mut q, 64).is_empty(), "delayed");
+        assert_eq!(s.next_deadline(), 1 + ACK_DELAY);
+        s.poll_heartbeat(ACK_DELAY, ack.get(), 16, true);
+        assert!(
+            send(&mut s, &mut q, 64).is_empty(),
+            "still within the delay"
+        );
+        s.poll_heartbeat(1 + ACK_DELAY, ack.get(), 16, true);
+        assert!(is_heartbeat(&send(&mut s, &mut q, 64), 1));
+        s.poll_heartbeat(2 + ACK_DELAY, ack.get(), 16, true);
         assert!(send(&mut s, &mut q, 64).is_empty(), "nothing new to ack");
     }
 
     #[test]
+    fn a_backlog_of_consumed_bytes_is_acked_at_once() {
+        let (mut q, mut ack) = Q::heap(256);
+        let mut s = session(0);
+        ack.set(2);
+        s.poll_heartbeat(1, ack.get(), BACKLOG - 1, true);
+        assert!(send(&mut s, &mut q, 64).is_empty());
+        ack.set(3);
+        s.poll_heartbeat(2, ack.get(), BACKLOG, true);
+        assert!(
+            is_heartbeat(&send(&mut s, &mut q, 64), 3),
+            "half the peer's queue waits"
+        );
+        // The backlog counts from the last ack sent.
+        ack.set(4);
+        s.poll_heartbeat(3, ack.get(), BACKLOG + 8, true);
+        assert!(send(&mut s, &mut q, 64).is_empty());
+    }
+
+    #[test]
     fn receive_silence_times_out_and_full_buffer_is_not_silence() {
-        let mut s = Session::new(0);
-        s.handle_recv(TIMEOUT, Some(0), TIMEOUT).unwrap();
-        s.handle_recv(TIMEOUT + 1, None, TIMEOUT).unwrap();
-        s.handle_recv(2 * TIMEOUT + 1, Some(0), TIMEOUT).unwrap();
+        let mut s = session(0);
+        s.handle_recv(TIMEOUT, Some(0)).unwrap();
+        s.handle_recv(TIMEOUT + 1, None).unwrap();
+        s.handle_recv(2 * TIMEOUT + 1, Some(0)).unwrap();
         assert_eq!(
-            s.handle_recv(2 * TIMEOUT + 2, Some(0), TIMEOUT),
+            s.handle_recv(2 * TIMEOUT + 2, Some(0)),
             Err((CloseReason::Timeout, 0))
         );
     }
@@ -479,8 +656,8 @@ mod tests {
     #[test]
     fn partial_sends_resume_without_interleaving_frames() {
         let (mut q, ack) = Q::heap(256);
-        let mut s = Session::new(0);
-        s.poll_heartbeat(HB, HB, ack.get(), true);
+        let mut s = session(0);
+        s.poll_heartbeat(HB, ack.get(), 0, true);
         let mut wire = send(&mut s, &mut q, 3); // 3 of the heartbeat's 8
         push(&mut q, &mut s, &[9; 20]);
         // Byte by byte: the heartbeat's rest first, then the message.
@@ -498,7 +675,7 @@ mod tests {
     #[test]
     fn received_bytes_carry_acks_and_violations_close() {
         let (mut q, _ack) = Q::heap(256);
-        let mut s = Session::new(0);
+        let mut s = session(0);
         push(&mut q, &mut s, b"a");
         push(&mut q, &mut s, b"b");
         send(&mut s, &mut q, 1000);

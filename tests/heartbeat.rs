@@ -15,6 +15,7 @@ fn heartbeat(use_shm: bool) {
     let _c = Cleanup(dir.clone());
     let cfg = Config {
         heartbeat_interval: HB,
+        ack_delay: HB / 4,
         connection_timeout: TIMEOUT,
         new_connection_timeout: TIMEOUT,
         ..config(&dir)

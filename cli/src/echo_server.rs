@@ -48,6 +48,10 @@ pub struct Args {
     /// Directory of shared-memory objects.
     #[arg(long, default_value = "/dev/shm")]
     pub shm_dir: PathBuf,
+    /// TCP delayed ack in microseconds (see `Config::ack_delay`); 0 acks
+    /// at once.
+    #[arg(long)]
+    pub ack_delay_us: Option<i64>,
 }
 
 #[derive(Clone)]
@@ -157,6 +161,9 @@ pub fn run(a: Args) -> Result<(), String> {
         shm_conns_per_group: a.conns_per_group,
         shm_queue_size: a.shm_queue_size,
         shm_dir: a.shm_dir.clone(),
+        ack_delay: a
+            .ack_delay_us
+            .map_or(Config::default().ack_delay, |us| us * 1000),
         ..Config::default()
     };
     let echo = Echo {
@@ -207,20 +214,22 @@ pub fn run(a: Args) -> Result<(), String> {
             }
         });
     } else {
+        let (mut ctl, tcp, shm) = server.split();
+        let mut h = echo.clone();
         let mut last_ctl = 0;
         while !stopping() {
             let t = now();
             // Accepting and shm heartbeats are syscalls: every 200 us is
             // plenty, and keeps the message loop tight.
             if t - last_ctl >= crate::echo_client::TCP_POLL_EVERY_NS {
-                server.poll_ctl(t);
+                ctl.poll(t);
                 last_ctl = t;
             }
-            for g in 0..a.tcp_groups {
-                server.poll_tcp(t, g);
+            for g in tcp.iter_mut() {
+                g.poll_tcp(t, &mut h);
             }
-            for g in 0..a.shm_groups {
-                server.poll_shm(g);
+            for g in shm.iter_mut() {
+                g.poll_shm(&mut h);
             }
         }
     }

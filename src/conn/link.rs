@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::ptcp_queue::PtcpQueue;
-use crate::session::{CloseReason, Closed, RecvBuf, ReloginGuard, Session};
+use crate::session::{CloseReason, Closed, RecvBuf, ReloginGuard, Session, Timers};
 use crate::sys::{socket, Mapping};
 
 /// The open/closed state of one session, shared with the thread that
@@ -55,10 +55,10 @@ pub(crate) struct TcpLink {
 }
 
 impl TcpLink {
-    pub fn new(sock: TcpStream, now: i64) -> Self {
+    pub fn new(sock: TcpStream, now: i64, cfg: &crate::Config) -> Self {
         TcpLink {
             sock,
-            session: Session::new(now),
+            session: Session::new(now, Timers::of(cfg)),
         }
     }
 
@@ -102,12 +102,10 @@ impl TcpLink {
     /// The socket of a shared-memory session: reads (and drops) at most one
     /// bounded read of the peer's heartbeats, checks the timeout, sends
     /// heartbeats.
-    pub fn poll_heartbeats(&mut self, now: i64, cfg: &crate::Config) -> Result<(), Closed> {
+    pub fn poll_heartbeats(&mut self, now: i64) -> Result<(), Closed> {
         let got = socket::discard(&mut self.sock)?;
-        self.session
-            .handle_recv(now, Some(got), cfg.connection_timeout)?;
-        self.session
-            .poll_heartbeat(now, cfg.heartbeat_interval, 0, true);
+        self.session.handle_recv(now, Some(got))?;
+        self.session.poll_heartbeat(now, 0, 0, true);
         self.flush(None).map(|_| ())
     }
 }

@@ -268,13 +268,14 @@ impl Connection {
         let res = match (&mut self.tx.t, &mut self.rx.t) {
             (TxTransport::Tcp { queue, link: l }, RxTransport::Tcp { buf, ack }) => {
                 buf.clear();
+                let consumed = buf.consumed();
                 *l = link;
                 match queue.login_ack(remote_ack) {
                     Err(_) => Err((CloseReason::AckBeyondSent, 0)),
                     Ok(()) => match l {
                         Some(l) => {
                             // The peer learnt our ack from the login frame.
-                            l.session.handle_ack_stamped(ack.get());
+                            l.session.handle_login_ack(ack.get(), consumed);
                             l.flush(Some(queue)).map(|_| ())
                         }
                         None => Ok(()),
@@ -301,7 +302,7 @@ impl Connection {
     /// sends pending data or a heartbeat, checks the timeout. Every step is
     /// bounded: one read, at most two rounds of writes. Returns the close
     /// to report, once, when the session ends.
-    pub(crate) fn poll_tcp_io(&mut self, now: i64, cfg: &crate::Config) -> Option<Closed> {
+    pub(crate) fn poll_tcp_io(&mut self, now: i64) -> Option<Closed> {
         let TxTransport::Tcp { queue, link } = &mut self.tx.t else {
             return None;
         };
@@ -314,10 +315,10 @@ impl Connection {
                 return Ok(());
             };
             let got = l.read(buf, Some(queue), self.guard.as_ref())?;
-            l.session.handle_recv(now, got, cfg.connection_timeout)?;
+            l.session.handle_recv(now, got)?;
             let pending = l.flush(Some(queue))?;
             l.session
-                .poll_heartbeat(now, cfg.heartbeat_interval, ack.get(), !pending);
+                .poll_heartbeat(now, ack.get(), buf.consumed(), !pending);
             l.flush(Some(queue)).map(|_| ())
         })();
         match res {

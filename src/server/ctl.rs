@@ -154,13 +154,12 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
         for i in 0..self.pending.len() {
             self.poll_pending(i, now, handler);
         }
-        let cfg = &*self.cfg;
         // A failed shm session is closed here; its group sees the close,
         // stops delivering and reports it back (ToCtl::Disconnected).
         self.shm_sessions.retain_mut(|s| {
             let res = match s.state.closed() {
                 Some(c) => Err(c),
-                None => s.link.poll_heartbeats(now, cfg),
+                None => s.link.poll_heartbeats(now),
             };
             match res {
                 Ok(()) => true,
@@ -178,7 +177,7 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
                 self.slot(id).state = if ok { SlotState::Live } else { SlotState::Idle };
                 if let Some((stream, state)) = shm {
                     self.shm_sessions.push(ShmSession {
-                        link: TcpLink::new(stream, now),
+                        link: TcpLink::new(stream, now, &self.cfg),
                         state,
                     });
                 }

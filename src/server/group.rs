@@ -72,14 +72,21 @@ impl<U: UserData, R: UserData> Group<U, R> {
     /// part, then for each live connection reads, sends, heartbeats,
     /// checks timeouts and delivers at most `Config::msgs_per_poll`
     /// messages to `handler`.
+    #[inline]
     pub fn poll_tcp<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
         self.take_logins(now, handler);
+        if !self.live.is_empty() {
+            self.serve_tcp(now, handler);
+        }
+    }
+
+    fn serve_tcp<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
         let mut i = 0;
         while i < self.live.len() {
             let slot = self.live[i];
             let id = self.id(slot);
             let conn = &mut self.conns[slot];
-            if let Some(closed) = conn.poll_tcp_io(now, &self.cfg) {
+            if let Some(closed) = conn.poll_tcp_io(now) {
                 self.live.swap_remove(i);
                 let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
                 continue;
@@ -96,8 +103,15 @@ impl<U: UserData, R: UserData> Group<U, R> {
     /// connection from shared memory to `handler`. The TCP side
     /// (heartbeats, timeouts) is the control part's; a connection it
     /// closed is reported back to it from here, after its last delivery.
+    #[inline]
     pub fn poll_shm<H: ServerHandler<U, R>>(&mut self, handler: &mut H) {
         self.take_logins(0, handler);
+        if !self.live.is_empty() {
+            self.serve_shm(handler);
+        }
+    }
+
+    fn serve_shm<H: ServerHandler<U, R>>(&mut self, handler: &mut H) {
         let mut i = 0;
         while i < self.live.len() {
             let slot = self.live[i];
@@ -125,7 +139,18 @@ impl<U: UserData, R: UserData> Group<U, R> {
         self.live.clear();
     }
 
+    /// Finishes the logins the control part handed over: one load when
+    /// there are none (every poll comes here).
+    #[inline(always)]
     fn take_logins<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+        if !self.inbox.is_empty() {
+            self.take_logins_slow(now, handler);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_logins_slow<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
         // Bounded: the control part hands over at most one login per slot.
         for _ in 0..self.conns.len() {
             let Some(h) = self.inbox.take() else {
@@ -228,7 +253,8 @@ impl<U: UserData, R: UserData> Group<U, R> {
             }
             Transport::Tcp => {
                 // A failed start closes the state; the next poll reports it.
-                let _ = conn.open_session(Some(TcpLink::new(stream, now)), m.remote_ack, state);
+                let link = TcpLink::new(stream, now, &self.cfg);
+                let _ = conn.open_session(Some(link), m.remote_ack, state);
                 None
             }
         };

@@ -51,6 +51,13 @@ impl<T> Outbox<T> {
 }
 
 impl<T> Inbox<T> {
+    /// Whether nothing is waiting: one load (a hint, as in `take`).
+    #[inline(always)]
+    pub fn is_empty(&self) -> bool {
+        // Relaxed: see `take`.
+        self.count.load(Ordering::Relaxed) == 0
+    }
+
     /// A waiting message, if any: one load when there is none.
     #[inline]
     pub fn take(&self) -> Option<T> {

@@ -229,6 +229,7 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
     ///
     /// # Panics
     /// If `group` is not below `Config::tcp_groups`.
+    #[inline]
     pub fn poll_tcp(&mut self, now: i64, group: usize) {
         self.tcp[group].poll_tcp(now, &mut self.handler);
     }
@@ -237,6 +238,7 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
     ///
     /// # Panics
     /// If `group` is not below `Config::shm_groups`.
+    #[inline]
     pub fn poll_shm(&mut self, group: usize) {
         self.shm[group].poll_shm(&mut self.handler);
     }
