@@ -353,14 +353,14 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
     }
 
     /// Delivers server messages from shared memory (shm mode only), at
-    /// most `Config::msgs_per_poll` of them.
+    /// most `Config::shm_msgs_per_poll` of them.
     pub fn poll_shm(&mut self) {
         if !self.conn.tx.is_shm() {
             return;
         }
         let mut shm = ShmPoller {
             conn: Some(&mut self.conn),
-            budget: self.cfg.msgs_per_poll,
+            budget: self.cfg.shm_msgs_per_poll,
         };
         shm.poll(&mut self.handler);
     }
@@ -379,7 +379,6 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
         (
             TcpPoller {
                 handler: &mut self.handler,
-                cfg: &self.cfg,
                 conn: conn_tcp,
                 shm_link: &mut self.shm_link,
                 state,
@@ -387,7 +386,7 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
             },
             ShmPoller {
                 conn: conn_shm,
-                budget: self.cfg.msgs_per_poll,
+                budget: self.cfg.shm_msgs_per_poll,
             },
         )
     }
@@ -425,7 +424,6 @@ impl<H, U: UserData, R: UserData> Drop for Client<H, U, R> {
 #[derive(Debug)]
 pub struct TcpPoller<'a, H, R: UserData = u8> {
     handler: &'a mut H,
-    cfg: &'a Config,
     conn: Option<&'a mut Connection>,
     shm_link: &'a mut Option<TcpLink>,
     state: Arc<LinkState>,
@@ -439,7 +437,8 @@ impl<H: ClientHandler<R>, R: UserData> TcpPoller<'_, H, R> {
             if let Some((reason, errno)) = conn.poll_tcp_io(now) {
                 self.handler.on_disconnected(reason, errno);
             }
-            deliver(conn, self.cfg.msgs_per_poll, |msg, tx| {
+            // TCP: what the receive buffer holds, a bound of its own.
+            deliver(conn, u32::MAX, |msg, tx| {
                 self.handler.on_server_msg(msg, tx)
             });
             return;
@@ -469,7 +468,7 @@ pub struct ShmPoller<'a> {
 
 impl ShmPoller<'_> {
     /// Delivers waiting server messages to `handler`, at most
-    /// `Config::msgs_per_poll` of them.
+    /// `Config::shm_msgs_per_poll` of them.
     pub fn poll<R: UserData>(&mut self, handler: &mut impl ClientHandler<R>) {
         let Some(conn) = self.conn.as_deref_mut() else {
             return;

@@ -333,8 +333,9 @@ impl Connection {
 }
 
 /// Hands waiting messages to `f`, at most `budget` of them, until one is
-/// left unpopped: a peer that keeps the queue full cannot keep a poll
-/// from returning.
+/// left unpopped. Over shared memory the budget keeps a peer that keeps
+/// the queue full from holding the poll; over TCP the receive buffer
+/// bounds the loop (nothing is read inside it).
 pub(crate) fn deliver(
     conn: &mut Connection,
     budget: u32,

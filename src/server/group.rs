@@ -70,8 +70,8 @@ impl<U: UserData, R: UserData> Group<U, R> {
 
     /// Serves a TCP group: finishes logins handed over by the control
     /// part, then for each live connection reads, sends, heartbeats,
-    /// checks timeouts and delivers at most `Config::msgs_per_poll`
-    /// messages to `handler`.
+    /// checks timeouts and delivers the messages in its receive buffer to
+    /// `handler` (at most `tcp_recv_buf_max_size` bytes of them).
     #[inline]
     pub fn poll_tcp<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
         self.take_logins(now, handler);
@@ -91,15 +91,13 @@ impl<U: UserData, R: UserData> Group<U, R> {
                 let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
                 continue;
             }
-            deliver(conn, self.cfg.msgs_per_poll, |msg, tx| {
-                handler.on_client_msg(id, msg, tx)
-            });
+            deliver(conn, u32::MAX, |msg, tx| handler.on_client_msg(id, msg, tx));
             i += 1;
         }
     }
 
     /// Serves an SHM group: finishes logins handed over by the control
-    /// part and delivers at most `Config::msgs_per_poll` messages per
+    /// part and delivers at most `Config::shm_msgs_per_poll` messages per
     /// connection from shared memory to `handler`. The TCP side
     /// (heartbeats, timeouts) is the control part's; a connection it
     /// closed is reported back to it from here, after its last delivery.
@@ -122,7 +120,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
                 let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
                 continue;
             }
-            deliver(conn, self.cfg.msgs_per_poll, |msg, tx| {
+            deliver(conn, self.cfg.shm_msgs_per_poll, |msg, tx| {
                 handler.on_client_msg(id, msg, tx)
             });
             if let Some(f) = conn.rx.fault.take() {
