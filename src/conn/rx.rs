@@ -137,6 +137,16 @@ impl ConnRx {
         }
     }
 
+    /// Over shared memory, whether something may be waiting (one load
+    /// when nothing is): the empty-poll check. Other transports: false.
+    #[inline(always)]
+    pub(crate) fn shm_ready(&mut self) -> bool {
+        match &mut self.t {
+            RxTransport::Shm(r) => r.ready(),
+            _ => false,
+        }
+    }
+
     /// Whether whole messages are waiting (TCP) or may be (shm).
     pub(crate) fn may_have_messages(&self) -> bool {
         match &self.t {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::mailbox::{Inbox, Outbox};
 use super::{
-    Accept, ConnId, GroupInbox, LoginHandoff, ServerHandler, ToCtl, ERR_ALREADY_LOGGED_ON,
+    Accept, ConnId, GroupInbox, LoginHandoff, ServerHandler, ToCtl, ToGroup, ERR_ALREADY_LOGGED_ON,
     ERR_INVALID_GROUP, ERR_INVALID_NAME, ERR_LOGIN_REJECT, ERR_MAX_CLIENTS,
 };
 use crate::config::Config;
@@ -44,6 +44,7 @@ struct PendingLogin {
 }
 
 struct ShmSession {
+    id: ConnId,
     link: TcpLink,
     state: Arc<LinkState>,
 }
@@ -53,7 +54,7 @@ struct ShmSession {
 struct GroupSlots<U: UserData, R: UserData> {
     transport: Transport,
     slots: Vec<CtlSlot>,
-    to_group: Outbox<LoginHandoff<U, R>>,
+    to_group: Outbox<ToGroup<U, R>>,
 }
 
 /// The control part of a server.
@@ -154,21 +155,27 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
         for i in 0..self.pending.len() {
             self.poll_pending(i, now, handler);
         }
-        // A failed shm session is closed here; its group sees the close,
+        // A failed shm session is closed here and its group told; the group
         // stops delivering and reports it back (ToCtl::Disconnected).
-        self.shm_sessions.retain_mut(|s| {
+        let mut i = 0;
+        while i < self.shm_sessions.len() {
+            let s = &mut self.shm_sessions[i];
             let res = match s.state.closed() {
                 Some(c) => Err(c),
                 None => s.link.poll_heartbeats(now),
             };
             match res {
-                Ok(()) => true,
+                Ok(()) => i += 1,
                 Err(c) => {
                     s.state.close(c);
-                    false
+                    let id = s.id;
+                    self.shm_sessions.swap_remove(i);
+                    let _ = self.shm[id.group]
+                        .to_group
+                        .send(ToGroup::Closed { slot: id.slot });
                 }
             }
-        });
+        }
     }
 
     fn on_group_msg<H: ServerHandler<U, R>>(&mut self, m: ToCtl, now: i64, handler: &mut H) {
@@ -177,6 +184,7 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
                 self.slot(id).state = if ok { SlotState::Live } else { SlotState::Idle };
                 if let Some((stream, state)) = shm {
                     self.shm_sessions.push(ShmSession {
+                        id,
                         link: TcpLink::new(stream, now, &self.cfg),
                         state,
                     });
@@ -321,7 +329,7 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
             login,
             user_data: rsp.user_data,
         };
-        if g.to_group.send(handoff).is_err() {
+        if g.to_group.send(ToGroup::Login(handoff)).is_err() {
             slots[slot].state = SlotState::Idle;
         }
     }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::mailbox::{Inbox, Outbox};
-use super::{ConnId, LoginHandoff, ServerHandler, ToCtl, ERR_SYSTEM};
+use super::{ConnId, LoginHandoff, ServerHandler, ToCtl, ToGroup, ERR_SYSTEM};
 use crate::config::Config;
 use crate::conn::{deliver, Connection, LinkState, TcpLink, Transport};
 use crate::error::FileError;
@@ -25,7 +25,7 @@ pub struct Group<U: UserData = u8, R: UserData = u8> {
     conns: Vec<Connection>,
     /// Slots with a session this group serves.
     live: Vec<usize>,
-    inbox: Inbox<LoginHandoff<U, R>>,
+    inbox: Inbox<ToGroup<U, R>>,
     to_ctl: Outbox<ToCtl>,
 }
 
@@ -38,7 +38,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
         dir: PathBuf,
         cfg: Arc<Config>,
         per: usize,
-        inbox: Inbox<LoginHandoff<U, R>>,
+        inbox: Inbox<ToGroup<U, R>>,
         to_ctl: Outbox<ToCtl>,
     ) -> Self {
         Group {
@@ -74,7 +74,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
     /// `handler` (at most `tcp_recv_buf_max_size` bytes of them).
     #[inline]
     pub fn poll_tcp<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
-        self.take_logins(now, handler);
+        self.take_mail(now, handler);
         if !self.live.is_empty() {
             self.serve_tcp(now, handler);
         }
@@ -103,31 +103,54 @@ impl<U: UserData, R: UserData> Group<U, R> {
     /// closed is reported back to it from here, after its last delivery.
     #[inline]
     pub fn poll_shm<H: ServerHandler<U, R>>(&mut self, handler: &mut H) {
-        self.take_logins(0, handler);
+        self.take_mail(0, handler);
         if !self.live.is_empty() {
             self.serve_shm(handler);
         }
     }
 
+    #[inline]
     fn serve_shm<H: ServerHandler<U, R>>(&mut self, handler: &mut H) {
         let mut i = 0;
         while i < self.live.len() {
             let slot = self.live[i];
-            let id = self.id(slot);
             let conn = &mut self.conns[slot];
-            if let Some(closed) = conn.close_reason() {
-                self.live.swap_remove(i);
-                let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
+            // The empty poll: a cached index, or one load. Closes by the
+            // control part come through the mailbox.
+            if !conn.rx.shm_ready() {
+                i += 1;
                 continue;
             }
+            let id = self.id(slot);
+            let conn = &mut self.conns[slot];
             deliver(conn, self.cfg.shm_msgs_per_poll, |msg, tx| {
                 handler.on_client_msg(id, msg, tx)
             });
             if let Some(f) = conn.rx.fault.take() {
                 conn.tx.state.close(f);
             }
+            // Closed by the handler, or for a corrupt queue.
+            if let Some(closed) = conn.close_reason() {
+                self.live.swap_remove(i);
+                let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
+                continue;
+            }
             i += 1;
         }
+    }
+
+    /// The control part closed slot `slot`: stop serving it and report it
+    /// (after its last delivery, which happened on this thread).
+    fn handle_closed(&mut self, slot: usize) {
+        let Some(i) = self.live.iter().position(|&s| s == slot) else {
+            return; // already reported
+        };
+        let Some(closed) = self.conns[slot].close_reason() else {
+            return; // a newer session of the slot
+        };
+        self.live.swap_remove(i);
+        let id = self.id(slot);
+        let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
     }
 
     pub(super) fn stop(&mut self) {
@@ -137,30 +160,34 @@ impl<U: UserData, R: UserData> Group<U, R> {
         self.live.clear();
     }
 
-    /// Finishes the logins the control part handed over: one load when
-    /// there are none (every poll comes here).
+    /// Takes what the control part sent (logins to finish, sessions it
+    /// closed): one load when there is nothing (every poll comes here).
     #[inline(always)]
-    fn take_logins<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+    fn take_mail<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
         if !self.inbox.is_empty() {
-            self.take_logins_slow(now, handler);
+            self.take_mail_slow(now, handler);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn take_logins_slow<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
-        // Bounded: the control part hands over at most one login per slot.
-        for _ in 0..self.conns.len() {
-            let Some(h) = self.inbox.take() else {
-                break;
-            };
-            let id = self.id(h.slot);
-            let shm = self.finish_login(h, now, handler);
-            let _ = self.to_ctl.send(ToCtl::LoginDone {
-                id,
-                ok: shm.is_some(),
-                shm: shm.flatten(),
-            });
+    fn take_mail_slow<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+        // Bounded: a login and a close per slot at most; the rest waits
+        // for the next poll.
+        for _ in 0..2 * self.conns.len() {
+            match self.inbox.take() {
+                None => break,
+                Some(ToGroup::Closed { slot }) => self.handle_closed(slot),
+                Some(ToGroup::Login(h)) => {
+                    let id = self.id(h.slot);
+                    let shm = self.finish_login(h, now, handler);
+                    let _ = self.to_ctl.send(ToCtl::LoginDone {
+                        id,
+                        ok: shm.is_some(),
+                        shm: shm.flatten(),
+                    });
+                }
+            }
         }
     }
 

@@ -128,9 +128,20 @@ struct LoginHandoff<U: UserData, R: UserData> {
     user_data: R,
 }
 
-/// A group's mailbox for logins, as the control part holds it: the
-/// group's transport, the mailbox, the slots it has.
-type GroupInbox<U, R> = (Transport, mailbox::Outbox<LoginHandoff<U, R>>, usize);
+/// What the control part tells a group.
+enum ToGroup<U: UserData, R: UserData> {
+    /// Finish this login.
+    Login(LoginHandoff<U, R>),
+    /// The control part closed the session of this slot (its TCP side
+    /// failed or timed out, or the application closed it): stop serving
+    /// it and report it. A group polls only its mailbox's count, not every
+    /// connection's state.
+    Closed { slot: usize },
+}
+
+/// A group's mailbox, as the control part holds it: the group's
+/// transport, the mailbox, the slots it has.
+type GroupInbox<U, R> = (Transport, mailbox::Outbox<ToGroup<U, R>>, usize);
 
 /// What a group tells the control part.
 enum ToCtl {

@@ -358,6 +358,13 @@ impl<R: Region> ShmReader<R> {
         self.0.is_empty()
     }
 
+    /// Whether something may be waiting: a cached index compare, else one
+    /// load of `write_idx`. [`front`](Self::front) tells what it is.
+    #[inline(always)]
+    pub fn ready(&mut self) -> bool {
+        self.0.ready()
+    }
+
     /// Takes up the indices stored in the region again.
     pub fn reload(&mut self) {
         self.0.reload()

@@ -539,6 +539,19 @@ impl<M: QueueMemory> Reader<M> {
         }
     }
 
+    /// Whether something is published past our read index: our cached
+    /// `write_idx` first, else one load. What an empty poll costs.
+    #[inline(always)]
+    pub fn ready(&mut self) -> bool {
+        if self.read_idx != self.write_cache {
+            return true;
+        }
+        // SYNC POINT msg-published: Acquire pairs with the Release store in
+        // Writer::push (what `front` reads next is then visible).
+        self.write_cache = self.mem.write_idx().load(Ordering::Acquire);
+        self.read_idx != self.write_cache
+    }
+
     /// Whether a message is published and not consumed (checks memory).
     pub fn is_empty(&self) -> bool {
         // Acquire: as SYNC POINT msg-published.
