@@ -13,8 +13,15 @@
 //! - our streaming throughput for 16, 64, 256 and 1024-byte payloads, over
 //!   SHM and over TCP with `push_more` batching.
 //!
-//! Each measurement runs `--runs` times; the table shows medians of the
-//! runs, the JSON file every run.
+//! This VM's timing drifts (the same cache-line ping-pong has read 49 ns
+//! at one moment and 989 ns at another), so only ratios measured side by
+//! side mean anything. Each floor and the path measured against it run in
+//! adjacent short rounds (`--rounds`, alternating which goes first), with
+//! the processes that are not measured paused (SIGSTOP) so they take no
+//! CPU; the report gives the median of the per-round ratios with their
+//! spread, the average RTT (total time / round trips, the C++ library's
+//! method) beside the percentiles, and a warning when the floor itself
+//! moved more than 2x between rounds. The JSON schema is in README.md.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -34,16 +41,17 @@ use crate::util::{fmt_ns, now};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Round trips per RTT measurement.
+    /// Round trips per RTT measurement, split over the rounds.
     #[arg(long, default_value_t = 200_000)]
     pub rtt_count: u32,
     /// Messages per throughput measurement.
     #[arg(long, default_value_t = 500_000)]
     pub tput_count: u32,
-    /// Repetitions of every measurement (medians are reported).
-    #[arg(long, default_value_t = 3)]
-    pub runs: usize,
-    /// A smoke run: a few thousand messages, one run (for CI).
+    /// Interleaved rounds per floor/path pair (floor, ours, ours, floor,
+    /// ...); throughput is measured this many times over, up to 5.
+    #[arg(long, default_value_t = 20)]
+    pub rounds: usize,
+    /// A smoke run: a few thousand messages, 4 rounds (for CI).
     #[arg(long)]
     pub quick: bool,
     /// Where to write the JSON results.
@@ -147,24 +155,6 @@ fn median<T: Copy + PartialOrd>(v: &[T]) -> T {
     s[s.len() / 2]
 }
 
-fn median_rtt(v: &[Rtt]) -> Rtt {
-    Rtt {
-        p50: median(&v.iter().map(|r| r.p50).collect::<Vec<_>>()),
-        p99: median(&v.iter().map(|r| r.p99).collect::<Vec<_>>()),
-        p999: median(&v.iter().map(|r| r.p999).collect::<Vec<_>>()),
-        max: median(&v.iter().map(|r| r.max).collect::<Vec<_>>()),
-        mean: median(&v.iter().map(|r| r.mean).collect::<Vec<_>>()),
-        curve: (0..CURVE.len())
-            .map(|i| {
-                (
-                    CURVE[i],
-                    median(&v.iter().map(|r| r.curve[i].1).collect::<Vec<_>>()),
-                )
-            })
-            .collect(),
-    }
-}
-
 /// A latency-percentile plot: x is the percentile on a "nines" scale,
 /// y the round-trip time on a log scale.
 fn svg(series: &[(&str, &Rtt, &str)]) -> String {
@@ -266,49 +256,177 @@ impl Drop for Peer {
     }
 }
 
-// ---------------------------------------------------------------- baselines
+// ---------------------------------------------------------------- rounds
 
-/// Bare cache-line ping-pong through a shared file mapping: the parent
-/// stores k in line A, the peer answers k in line B.
-fn cacheline(a: &Args, n: u32) -> Result<Rtt, String> {
-    let path = a
-        .shm_dir
-        .join(format!("tcpshm-bench-cl-{}", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let map = Mapping::open(
-        &path,
-        4096,
-        MapOptions {
-            mode: 0o600,
-            lock: false,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let mut peer = Peer::spawn(&[
-        "cacheline".into(),
-        path.display().to_string(),
-        "--count".into(),
-        n.to_string(),
-    ])?;
-    let _ = peer.line(); // ready
-                         // Words in two cache lines of the mapping, atomic in both processes.
-    let (a_word, b_word) = (map.word64(0), map.word64(64));
-    let mut h = hist();
-    let warm = n / 10;
-    for k in 1..=u64::from(n) {
-        let t0 = Instant::now();
-        // Release/Acquire: the ping-pong's own ordering, as a queue needs.
-        a_word.store(k, Ordering::Release);
-        while b_word.load(Ordering::Acquire) != k {
-            std::hint::spin_loop();
+impl Peer {
+    /// Pauses the peer (SIGSTOP): it takes no CPU while another pair is
+    /// measured.
+    fn pause(&self) {
+        // SAFETY: plain syscall; the pid is our child's.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+    fn resume(&self) {
+        // SAFETY: as in `pause`.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+}
+
+/// One round: latency samples and the average RTT (wall time / round
+/// trips).
+struct Round {
+    hist: Histogram<u64>,
+    avg_ns: f64,
+}
+
+/// Rounds of one measurement.
+struct Series {
+    rounds: Vec<Round>,
+}
+
+impl Series {
+    fn new() -> Self {
+        Series { rounds: Vec::new() }
+    }
+    /// All rounds merged.
+    fn merged(&self) -> Rtt {
+        let mut h = hist();
+        for r in &self.rounds {
+            let _ = h.add(&r.hist);
         }
-        if k > u64::from(warm) {
-            let _ = h.record(t0.elapsed().as_nanos().max(1) as u64);
+        Rtt::of(&h)
+    }
+    fn p50s(&self) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .map(|r| r.hist.value_at_quantile(0.5) as f64)
+            .collect()
+    }
+    fn avgs(&self) -> Vec<f64> {
+        self.rounds.iter().map(|r| r.avg_ns).collect()
+    }
+}
+
+/// Median, 25th and 75th percentiles, min and max of `v`.
+#[derive(Clone, Copy, Debug)]
+struct Spread {
+    median: f64,
+    p25: f64,
+    p75: f64,
+    min: f64,
+    max: f64,
+}
+
+fn spread(v: &[f64]) -> Spread {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    let at = |q: f64| s[((s.len() - 1) as f64 * q).round() as usize];
+    Spread {
+        median: at(0.5),
+        p25: at(0.25),
+        p75: at(0.75),
+        min: s[0],
+        max: s[s.len() - 1],
+    }
+}
+
+impl Spread {
+    fn json(&self) -> String {
+        format!(
+            "{{\"median\":{:.3},\"p25\":{:.3},\"p75\":{:.3},\"min\":{:.3},\"max\":{:.3}}}",
+            self.median, self.p25, self.p75, self.min, self.max
+        )
+    }
+}
+
+fn ratios(ours: &[f64], floor: &[f64]) -> Vec<f64> {
+    ours.iter()
+        .zip(floor)
+        .map(|(o, f)| o / f.max(1.0))
+        .collect()
+}
+
+/// Samples of a round: the first tenth (or 100) is warm-up.
+fn round(n: u32, mut one: impl FnMut(u32) -> Result<u64, String>) -> Result<Round, String> {
+    let mut h = hist();
+    let warm = (n / 10).min(100);
+    let t0 = Instant::now();
+    for i in 0..n {
+        let ns = one(i)?;
+        if i >= warm {
+            let _ = h.record(ns.max(1));
         }
     }
-    drop(peer);
-    let _ = std::fs::remove_file(&path);
-    Ok(Rtt::of(&h))
+    let avg_ns = t0.elapsed().as_nanos() as f64 / f64::from(n.max(1));
+    Ok(Round { hist: h, avg_ns })
+}
+
+// ---------------------------------------------------------------- baselines
+
+/// The cache-line ping-pong: the parent stores k in line A, the peer
+/// answers k in line B (two lines of a shared mapping, atomics in both
+/// processes).
+struct CacheLine {
+    map: Mapping,
+    path: std::path::PathBuf,
+    peer: Peer,
+    k: u64,
+}
+
+impl CacheLine {
+    fn start(a: &Args, total: u64) -> Result<CacheLine, String> {
+        let path = a
+            .shm_dir
+            .join(format!("tcpshm-bench-cl-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let map = Mapping::open(
+            &path,
+            4096,
+            MapOptions {
+                mode: 0o600,
+                lock: false,
+            },
+        )
+        .map_err(|e| e.to_string())?;
+        let mut peer = Peer::spawn(&[
+            "cacheline".into(),
+            path.display().to_string(),
+            "--count".into(),
+            total.to_string(),
+        ])?;
+        let _ = peer.line(); // ready
+        peer.pause();
+        Ok(CacheLine {
+            map,
+            path,
+            peer,
+            k: 0,
+        })
+    }
+
+    fn round(&mut self, n: u32) -> Result<Round, String> {
+        self.peer.resume();
+        let (a_word, b_word) = (self.map.word64(0), self.map.word64(64));
+        let k = &mut self.k;
+        let r = round(n, |_| {
+            *k += 1;
+            let t0 = Instant::now();
+            // Release/Acquire: the ping-pong's own ordering, as a queue needs.
+            a_word.store(*k, Ordering::Release);
+            while b_word.load(Ordering::Acquire) != *k {
+                std::hint::spin_loop();
+            }
+            Ok(t0.elapsed().as_nanos() as u64)
+        });
+        self.peer.pause();
+        r
+    }
+}
+
+impl Drop for CacheLine {
+    fn drop(&mut self) {
+        self.peer.resume(); // so the kill in Peer's drop is taken
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 fn peer_cacheline(p: &PeerArgs) -> Result<(), String> {
@@ -360,32 +478,51 @@ fn nonblocking_write_all(s: &mut TcpStream, buf: &[u8]) -> std::io::Result<()> {
 
 /// Bare non-blocking TCP ping-pong: frames of 8 + payload bytes (padded
 /// to 8, as ours), the peer echoing them with busy polling.
-fn raw_tcp(n: u32) -> Result<Rtt, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    let addr = l.local_addr().map_err(|e| e.to_string())?;
-    let _peer = Peer::spawn(&[
-        "rawtcp".into(),
-        addr.to_string(),
-        "--count".into(),
-        n.to_string(),
-    ])?;
-    let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
-    s.set_nodelay(true).map_err(|e| e.to_string())?;
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 256];
-    let mut h = hist();
-    let warm = n / 10;
-    for i in 0..n {
-        let len = (8 + rtt_size(i) + 7) & !7;
-        buf[..8].copy_from_slice(&(len as u64).to_le_bytes());
-        let t0 = Instant::now();
-        nonblocking_write_all(&mut s, &buf[..len]).map_err(|e| e.to_string())?;
-        nonblocking_read_exact(&mut s, &mut buf[..len]).map_err(|e| e.to_string())?;
-        if i >= warm {
-            let _ = h.record(t0.elapsed().as_nanos().max(1) as u64);
-        }
+struct RawTcp {
+    sock: TcpStream,
+    peer: Peer,
+    i: u32,
+}
+
+impl RawTcp {
+    fn start(total: u64) -> Result<RawTcp, String> {
+        let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let addr = l.local_addr().map_err(|e| e.to_string())?;
+        let peer = Peer::spawn(&[
+            "rawtcp".into(),
+            addr.to_string(),
+            "--count".into(),
+            total.to_string(),
+        ])?;
+        let (sock, _) = l.accept().map_err(|e| e.to_string())?;
+        sock.set_nodelay(true).map_err(|e| e.to_string())?;
+        sock.set_nonblocking(true).map_err(|e| e.to_string())?;
+        peer.pause();
+        Ok(RawTcp { sock, peer, i: 0 })
     }
-    Ok(Rtt::of(&h))
+
+    fn round(&mut self, n: u32) -> Result<Round, String> {
+        self.peer.resume();
+        let mut buf = vec![0u8; 256];
+        let (sock, i) = (&mut self.sock, &mut self.i);
+        let r = round(n, |_| {
+            let len = (8 + rtt_size(*i) + 7) & !7;
+            *i = i.wrapping_add(1);
+            buf[..8].copy_from_slice(&(len as u64).to_le_bytes());
+            let t0 = Instant::now();
+            nonblocking_write_all(sock, &buf[..len]).map_err(|e| e.to_string())?;
+            nonblocking_read_exact(sock, &mut buf[..len]).map_err(|e| e.to_string())?;
+            Ok(t0.elapsed().as_nanos() as u64)
+        });
+        self.peer.pause();
+        r
+    }
+}
+
+impl Drop for RawTcp {
+    fn drop(&mut self) {
+        self.peer.resume();
+    }
 }
 
 fn peer_rawtcp(p: &PeerArgs) -> Result<(), String> {
@@ -405,6 +542,7 @@ fn peer_rawtcp(p: &PeerArgs) -> Result<(), String> {
 // ---------------------------------------------------------------- ours
 
 /// The peer's server: echoes, except SINK_TYPE messages, consumed silently.
+#[derive(Clone)]
 struct BenchEcho;
 
 impl ServerHandler for BenchEcho {
@@ -442,6 +580,26 @@ fn bench_config(shm_dir: &std::path::Path) -> Config {
     }
 }
 
+/// The single polling loop of a server, as `tcpshm echo-server` runs it.
+fn serve_loop<H: ServerHandler + Clone>(server: &mut Server<H>, h: H, until: impl Fn() -> bool) {
+    let (mut ctl, tcp, shm) = server.split();
+    let mut h = h;
+    let mut last_ctl = 0;
+    while !until() {
+        let t = now();
+        if t - last_ctl > crate::echo_client::TCP_POLL_EVERY_NS {
+            ctl.poll(t);
+            last_ctl = t;
+        }
+        for g in tcp.iter_mut() {
+            g.poll_tcp(t, &mut h);
+        }
+        for g in shm.iter_mut() {
+            g.poll_shm(&mut h);
+        }
+    }
+}
+
 fn peer_server(p: &PeerArgs) -> Result<(), String> {
     let mut server = Server::new("bsrv", &p.target, bench_config(&p.shm_dir), BenchEcho)
         .map_err(|e| e.to_string())?;
@@ -449,16 +607,7 @@ fn peer_server(p: &PeerArgs) -> Result<(), String> {
     println!("{}", server.local_addr().expect("listening"));
     let _ = std::io::stdout().flush();
     crate::util::catch_stop_signals();
-    let mut last_ctl = 0;
-    while !crate::util::stopping() {
-        let t = now();
-        if t - last_ctl > crate::echo_client::TCP_POLL_EVERY_NS {
-            server.poll_ctl(t);
-            last_ctl = t;
-        }
-        server.poll_tcp(t, 0);
-        server.poll_shm(0);
-    }
+    serve_loop(&mut server, BenchEcho, crate::util::stopping);
     Ok(())
 }
 
@@ -503,13 +652,13 @@ fn poll(c: &mut Client<Echoes>, shm: bool, last_tcp: &mut i64) {
     }
 }
 
-fn our_rtt(c: &mut Client<Echoes>, shm: bool, n: u32) -> Result<Rtt, String> {
-    let mut h = hist();
-    let warm = n / 10;
+fn our_round(c: &mut Client<Echoes>, shm: bool, n: u32, seq: &mut u32) -> Result<Round, String> {
     let mut last_tcp = 0;
-    c.handler().0 = 0;
-    for i in 0..n {
+    round(n, |_| {
+        let i = *seq;
+        *seq = seq.wrapping_add(1);
         let size = rtt_size(i);
+        let before = c.handler().0;
         let t0 = Instant::now();
         let mut m = c
             .connection()
@@ -517,24 +666,20 @@ fn our_rtt(c: &mut Client<Echoes>, shm: bool, n: u32) -> Result<Rtt, String> {
             .map_err(|e| format!("alloc: {e}"))?;
         m.payload_mut()[..4].copy_from_slice(&i.to_le_bytes());
         m.push();
-        while c.handler().0 <= i {
+        while c.handler().0 == before {
             poll(c, shm, &mut last_tcp);
             if c.connection().is_closed() {
                 return Err("connection closed during the benchmark".into());
             }
         }
-        if i >= warm {
-            let _ = h.record(t0.elapsed().as_nanos().max(1) as u64);
-        }
-    }
-    Ok(Rtt::of(&h))
+        Ok(t0.elapsed().as_nanos() as u64)
+    })
 }
 
 /// Streams `n` messages of `size` bytes (consumed silently by the peer),
 /// then one echoed marker; returns messages per second.
 fn our_tput(c: &mut Client<Echoes>, shm: bool, size: usize, n: u32) -> Result<f64, String> {
     let mut last_tcp = 0;
-    c.handler().0 = 0;
     let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let t0 = Instant::now();
     let mut sent = 0;
@@ -555,93 +700,136 @@ fn our_tput(c: &mut Client<Echoes>, shm: bool, size: usize, n: u32) -> Result<f6
             return Err("connection closed during the benchmark".into());
         }
     }
-    let m = c
-        .connection()
-        .alloc(1, 8)
-        .map_err(|e| format!("alloc: {e}"));
-    match m {
-        Ok(m) => m.push(),
-        Err(_) => {
-            while c.connection().alloc(1, 8).is_err() {
-                c.connection().flush();
-                poll(c, shm, &mut last_tcp);
-            }
-            c.connection()
-                .alloc(1, 8)
-                .map_err(|e| e.to_string())?
-                .push();
-        }
+    let before = c.handler().0;
+    while c.connection().alloc(1, 8).map(|m| m.push()).is_err() {
+        c.connection().flush();
+        poll(c, shm, &mut last_tcp);
     }
-    while c.handler().0 == 0 {
+    while c.handler().0 == before {
         c.connection().flush();
         poll(c, shm, &mut last_tcp);
     }
     Ok(f64::from(n) / t0.elapsed().as_secs_f64())
 }
 
-// ---------------------------------------------------------------- report
+// ---------------------------------------------------------------- empty polls
 
-struct RunResults {
-    cacheline: Rtt,
-    raw_tcp: Rtt,
-    shm: Rtt,
-    tcp: Rtt,
-    shm_tput: Vec<f64>,
-    tcp_tput: Vec<f64>,
+/// Nanoseconds per call of `f` over `n` calls (after n/10 to warm up);
+/// generic, so the call is inlined as an application's loop would have it.
+fn time_calls(n: u32, mut f: impl FnMut()) -> f64 {
+    for _ in 0..n / 10 {
+        f();
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    t0.elapsed().as_nanos() as f64 / f64::from(n.max(1))
 }
 
-fn one_run(a: &Args, rtt_n: u32, tput_n: u32, dir: &std::path::Path) -> Result<RunResults, String> {
-    let cacheline = cacheline(a, rtt_n)?;
-    let raw_tcp = raw_tcp(rtt_n)?;
-    let mut peer = Peer::spawn(&[
-        "server".into(),
-        dir.join("server").display().to_string(),
-        "--shm-dir".into(),
-        a.shm_dir.display().to_string(),
-    ])?;
-    let addr = peer.line();
-    // One transport at a time: a live TCP connection would add a read
-    // syscall to every loop of the peer while SHM is measured.
-    let mut shm_c = our_client(dir, &addr, true, &a.shm_dir)?;
-    let shm = our_rtt(&mut shm_c, true, rtt_n)?;
-    let shm_tput = TPUT_SIZES
-        .iter()
-        .map(|&size| our_tput(&mut shm_c, true, size, tput_n))
-        .collect::<Result<Vec<_>, _>>()?;
-    shm_c.stop();
-    let mut tcp_c = our_client(dir, &addr, false, &a.shm_dir)?;
-    let tcp = our_rtt(&mut tcp_c, false, rtt_n)?;
-    let tcp_tput = TPUT_SIZES
-        .iter()
-        .map(|&size| our_tput(&mut tcp_c, false, size, tput_n))
-        .collect::<Result<Vec<_>, _>>()?;
-    tcp_c.stop();
-    // SAFETY: plain syscall; the pid is our child's.
-    unsafe {
-        libc::kill(peer.child.id() as i32, libc::SIGTERM);
+/// Nanoseconds per empty call of a group's poll and of the control part,
+/// in this process: a server with one idle SHM client and one idle TCP
+/// client, each part polled a million times in a row.
+struct EmptyPolls {
+    shm_ns: f64,
+    tcp_ns: f64,
+    ctl_ns: f64,
+}
+
+fn empty_polls(
+    dir: &std::path::Path,
+    shm_dir: &std::path::Path,
+    n: u32,
+) -> Result<EmptyPolls, String> {
+    let mut server = Server::new(
+        "bsrv",
+        dir.join("ep-server"),
+        bench_config(shm_dir),
+        BenchEcho,
+    )
+    .map_err(|e| e.to_string())?;
+    server.start("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = server.local_addr().expect("listening").to_string();
+    let connected = std::sync::atomic::AtomicBool::new(false);
+    let clients = std::thread::scope(|s| {
+        let th =
+            s.spawn(|| serve_loop(&mut server, BenchEcho, || connected.load(Ordering::Relaxed)));
+        let shm = our_client(&dir.join("ep"), &addr, true, shm_dir);
+        let tcp = our_client(&dir.join("ep"), &addr, false, shm_dir);
+        // Let the groups take the logins before the thread stops.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        connected.store(true, Ordering::Relaxed);
+        let _ = th.join();
+        shm.and_then(|a| tcp.map(|b| (a, b)))
+    })?;
+    let (mut ctl, tcp, shm) = server.split();
+    let mut h = BenchEcho;
+    let shm_ns = time_calls(n, || shm[0].poll_shm(&mut h));
+    // These two make a syscall each (a read, an accept): fewer calls.
+    let tcp_ns = time_calls(n / 20, || tcp[0].poll_tcp(now(), &mut h));
+    let ctl_ns = time_calls(n / 20, || ctl.poll(now()));
+    drop(clients);
+    for (s, r) in [("bsrv", "bshm"), ("bshm", "bsrv")] {
+        let _ = std::fs::remove_file(shm_dir.join(format!("{s}_{r}.shm")));
     }
-    let _ = peer.child.wait();
-    for c in ["bshm"] {
-        for (s, r) in [("bsrv", c), (c, "bsrv")] {
-            let _ = std::fs::remove_file(a.shm_dir.join(format!("{s}_{r}.shm")));
+    Ok(EmptyPolls {
+        shm_ns,
+        tcp_ns,
+        ctl_ns,
+    })
+}
+
+// ---------------------------------------------------------------- report
+
+/// A floor and our path, measured in interleaved rounds.
+struct Pair {
+    floor: Series,
+    ours: Series,
+}
+
+impl Pair {
+    fn p50_ratio(&self) -> Spread {
+        spread(&ratios(&self.ours.p50s(), &self.floor.p50s()))
+    }
+    fn avg_ratio(&self) -> Spread {
+        spread(&ratios(&self.ours.avgs(), &self.floor.avgs()))
+    }
+    fn floor_drift(&self) -> f64 {
+        let p = spread(&self.floor.p50s());
+        p.max / p.min.max(1.0)
+    }
+}
+
+/// Runs `rounds` rounds of `floor` and `ours`, alternating which goes
+/// first so a drift in time hits both alike.
+fn interleave(
+    rounds: usize,
+    mut floor: impl FnMut() -> Result<Round, String>,
+    mut ours: impl FnMut() -> Result<Round, String>,
+) -> Result<Pair, String> {
+    let mut p = Pair {
+        floor: Series::new(),
+        ours: Series::new(),
+    };
+    for r in 0..rounds {
+        if r % 2 == 0 {
+            p.floor.rounds.push(floor()?);
+            p.ours.rounds.push(ours()?);
+        } else {
+            p.ours.rounds.push(ours()?);
+            p.floor.rounds.push(floor()?);
         }
     }
-    Ok(RunResults {
-        cacheline,
-        raw_tcp,
-        shm,
-        tcp,
-        shm_tput,
-        tcp_tput,
-    })
+    Ok(p)
 }
 
 pub fn run(mut a: Args) -> Result<(), String> {
     if a.quick {
         a.rtt_count = a.rtt_count.min(3000);
         a.tput_count = a.tput_count.min(5000);
-        a.runs = 1;
+        a.rounds = a.rounds.min(4);
     }
+    a.rounds = a.rounds.max(1);
     if !a.shm_dir.is_dir() {
         return Err(format!(
             "shared-memory directory {} does not exist",
@@ -650,61 +838,135 @@ pub fn run(mut a: Args) -> Result<(), String> {
     }
     let cpus = online_cpus();
     let pinned = pin(0);
+    let per_round = (a.rtt_count / a.rounds as u32).max(10);
     println!(
-        "tcpshm bench: {} round trips and {} streamed messages per measurement, {} run(s); {} CPUs{}",
-        a.rtt_count,
+        "tcpshm bench: {} rounds of {per_round} round trips per pair, {} streamed messages per throughput run; {} CPUs{}",
+        a.rounds,
         a.tput_count,
-        a.runs,
         cpus,
-        if pinned { ", parent on CPU 0, peer on CPU 1" } else { ", not pinned" }
+        if pinned { ", parent on CPU 0, peers on CPU 1" } else { ", not pinned" }
     );
     let dir = std::env::temp_dir().join(format!("tcpshm-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let mut runs = Vec::new();
-    for r in 0..a.runs {
-        println!("  run {}/{}...", r + 1, a.runs);
-        let res = one_run(&a, a.rtt_count, a.tput_count, &dir);
-        let _ = std::fs::remove_dir_all(dir.join("server"));
-        for c in ["bshm", "btcp"] {
-            let _ = std::fs::remove_dir_all(dir.join(c));
-        }
-        runs.push(res?);
-    }
+    let res = measure(&a, per_round, &dir);
     let _ = std::fs::remove_dir_all(&dir);
-    let cl = median_rtt(&runs.iter().map(|r| r.cacheline.clone()).collect::<Vec<_>>());
-    let rt = median_rtt(&runs.iter().map(|r| r.raw_tcp.clone()).collect::<Vec<_>>());
-    let shm = median_rtt(&runs.iter().map(|r| r.shm.clone()).collect::<Vec<_>>());
-    let tcp = median_rtt(&runs.iter().map(|r| r.tcp.clone()).collect::<Vec<_>>());
-    // Ratios per run, then their median (robust to a noisy run).
-    let shm_ratio = median(
-        &runs
-            .iter()
-            .map(|r| r.shm.p50 as f64 / r.cacheline.p50 as f64)
-            .collect::<Vec<_>>(),
-    );
-    let tcp_ratio = median(
-        &runs
-            .iter()
-            .map(|r| r.tcp.p50 as f64 / r.raw_tcp.p50 as f64)
-            .collect::<Vec<_>>(),
-    );
-    let shm_vs_tcp = median(
-        &runs
-            .iter()
-            .map(|r| r.tcp.p50 as f64 / r.shm.p50 as f64)
-            .collect::<Vec<_>>(),
+    for (s, r) in [("bsrv", "bshm"), ("bshm", "bsrv")] {
+        let _ = std::fs::remove_file(a.shm_dir.join(format!("{s}_{r}.shm")));
+    }
+    let (shm, tcp, tput, empty) = res?;
+    report(&a, cpus, pinned, per_round, &shm, &tcp, &tput, &empty)
+}
+
+type Tput = Vec<(usize, f64, f64)>;
+
+fn measure(
+    a: &Args,
+    per_round: u32,
+    dir: &std::path::Path,
+) -> Result<(Pair, Pair, Tput, EmptyPolls), String> {
+    let total = u64::from(per_round) * a.rounds as u64;
+    let mut server = Peer::spawn(&[
+        "server".into(),
+        dir.join("server").display().to_string(),
+        "--shm-dir".into(),
+        a.shm_dir.display().to_string(),
+    ])?;
+    let addr = server.line();
+    // SHM against the cache-line floor. One transport at a time: a live
+    // TCP connection would add a read syscall to every loop of the peer.
+    println!("  SHM and the cache-line floor...");
+    let mut seq = 0;
+    let mut shm_c = our_client(dir, &addr, true, &a.shm_dir)?;
+    let mut cl = CacheLine::start(a, total)?;
+    server.pause();
+    let shm = interleave(
+        a.rounds,
+        || cl.round(per_round),
+        || {
+            server.resume();
+            let r = our_round(&mut shm_c, true, per_round, &mut seq);
+            server.pause();
+            r
+        },
+    )?;
+    drop(cl);
+    server.resume();
+    println!("  streaming...");
+    let tput_runs = a.rounds.min(5);
+    let mut shm_tput = vec![Vec::new(); TPUT_SIZES.len()];
+    for _ in 0..tput_runs {
+        for (i, &size) in TPUT_SIZES.iter().enumerate() {
+            shm_tput[i].push(our_tput(&mut shm_c, true, size, a.tput_count)?);
+        }
+    }
+    shm_c.stop();
+    // TCP against a raw TCP ping-pong.
+    println!("  TCP and the raw TCP floor...");
+    let mut tcp_c = our_client(dir, &addr, false, &a.shm_dir)?;
+    let mut raw = RawTcp::start(total)?;
+    server.pause();
+    let tcp = interleave(
+        a.rounds,
+        || raw.round(per_round),
+        || {
+            server.resume();
+            let r = our_round(&mut tcp_c, false, per_round, &mut seq);
+            server.pause();
+            r
+        },
+    )?;
+    drop(raw);
+    server.resume();
+    let mut tcp_tput = vec![Vec::new(); TPUT_SIZES.len()];
+    for _ in 0..tput_runs {
+        for (i, &size) in TPUT_SIZES.iter().enumerate() {
+            tcp_tput[i].push(our_tput(&mut tcp_c, false, size, a.tput_count)?);
+        }
+    }
+    tcp_c.stop();
+    // SAFETY: plain syscall; the pid is our child's.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGTERM);
+    }
+    let _ = server.child.wait();
+    let tput = TPUT_SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| (size, median(&shm_tput[i]), median(&tcp_tput[i])))
+        .collect();
+    println!("  empty polls...");
+    let empty = empty_polls(dir, &a.shm_dir, if a.quick { 100_000 } else { 2_000_000 })?;
+    Ok((shm, tcp, tput, empty))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    a: &Args,
+    cpus: usize,
+    pinned: bool,
+    per_round: u32,
+    shm: &Pair,
+    tcp: &Pair,
+    tput: &Tput,
+    empty: &EmptyPolls,
+) -> Result<(), String> {
+    let (cl, sh, rt, tc) = (
+        shm.floor.merged(),
+        shm.ours.merged(),
+        tcp.floor.merged(),
+        tcp.ours.merged(),
     );
     println!();
     println!(
-        "  RTT (one message in flight, payload 16/36/68/200 B), medians of {} run(s):",
-        a.runs
+        "  RTT, one message in flight, payload 16/36/68/200 B; {} interleaved rounds of {per_round}:",
+        a.rounds
     );
     println!(
-        "  {:<22} {:>10} {:>10} {:>10} {:>10} {:>10}  ratio p50",
-        "", "p50", "p99", "p99.9", "max", "mean"
+        "  {:<22} {:>10} {:>10} {:>10} {:>10} {:>10}  per-round ratio to the floor: median [p25-p75] (min-max)",
+        "", "p50", "p99", "p99.9", "max", "avg RTT"
     );
-    let row = |name: &str, r: &Rtt, ratio: String| {
+    let row = |name: &str, r: &Rtt, avg: f64, ratio: String| {
         println!(
             "  {:<22} {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
             name,
@@ -712,76 +974,103 @@ pub fn run(mut a: Args) -> Result<(), String> {
             fmt_ns(r.p99 as f64),
             fmt_ns(r.p999 as f64),
             fmt_ns(r.max as f64),
-            fmt_ns(r.mean),
+            fmt_ns(avg),
             ratio
         )
     };
-    row("cache-line ping-pong", &cl, "floor".into());
-    row(
-        "tcpshm SHM",
-        &shm,
-        format!("{shm_ratio:.2}x floor (target <= 2.5x)"),
-    );
-    row("raw TCP ping-pong", &rt, "floor".into());
-    row(
-        "tcpshm TCP",
-        &tcp,
-        format!("{tcp_ratio:.2}x floor (target <= 1.15x)"),
-    );
-    println!("  SHM p50 is {shm_vs_tcp:.1}x lower than TCP p50 (target >= 10x)");
+    let fmt_ratio = |p: &Pair| {
+        let (m, a) = (p.p50_ratio(), p.avg_ratio());
+        format!(
+            "p50 {:.2}x [{:.2}-{:.2}] ({:.2}-{:.2}), avg {:.2}x [{:.2}-{:.2}]",
+            m.median, m.p25, m.p75, m.min, m.max, a.median, a.p25, a.p75
+        )
+    };
+    let avg = |s: &Series| spread(&s.avgs()).median;
+    row("cache-line ping-pong", &cl, avg(&shm.floor), "floor".into());
+    row("tcpshm SHM", &sh, avg(&shm.ours), fmt_ratio(shm));
+    row("raw TCP ping-pong", &rt, avg(&tcp.floor), "floor".into());
+    row("tcpshm TCP", &tc, avg(&tcp.ours), fmt_ratio(tcp));
+    for (name, p) in [("cache-line", shm), ("raw TCP", tcp)] {
+        let d = p.floor_drift();
+        if d > 2.0 {
+            println!(
+                "  WARNING: the {name} floor moved {d:.1}x between rounds: this machine drifts; trust the per-round ratios, not the absolute times"
+            );
+        }
+    }
+    let shm_vs_tcp = tc.p50 as f64 / sh.p50.max(1) as f64;
+    println!("  SHM p50 is {shm_vs_tcp:.1}x lower than TCP p50");
     println!();
-    println!("  Streaming throughput (medians):");
     println!(
-        "  {:<10} {:>16} {:>12} {:>16} {:>12}",
-        "payload", "SHM msg/s", "SHM MB/s", "TCP msg/s", "TCP MB/s"
+        "  Empty polls (one idle client each): poll_shm {:.1} ns, poll_tcp {:.0} ns, poll_ctl {:.0} ns",
+        empty.shm_ns, empty.tcp_ns, empty.ctl_ns
+    );
+    println!();
+    println!(
+        "  Streaming throughput (medians of {} runs):",
+        a.rounds.min(5)
+    );
+    println!(
+        "  {:<10} {:>14} {:>11} {:>14} {:>11} {:>10}",
+        "payload", "SHM msg/s", "SHM MB/s", "TCP msg/s", "TCP MB/s", "SHM/TCP"
     );
     let mut tput_json = Vec::new();
-    for (i, size) in TPUT_SIZES.iter().enumerate() {
-        let s = median(&runs.iter().map(|r| r.shm_tput[i]).collect::<Vec<_>>());
-        let t = median(&runs.iter().map(|r| r.tcp_tput[i]).collect::<Vec<_>>());
+    for &(size, s, t) in tput {
         println!(
-            "  {:<10} {:>16.0} {:>12.1} {:>16.0} {:>12.1}",
+            "  {:<10} {:>14.0} {:>11.1} {:>14.0} {:>11.1} {:>9.2}x",
             format!("{size} B"),
             s,
-            s * *size as f64 / 1e6,
+            s * size as f64 / 1e6,
             t,
-            t * *size as f64 / 1e6
+            t * size as f64 / 1e6,
+            s / t.max(1.0)
         );
         tput_json.push(format!(
             "{{\"payload\":{size},\"shm_msgs_per_s\":{s:.0},\"tcp_msgs_per_s\":{t:.0}}}"
         ));
     }
-    let runs_json: Vec<String> = runs
-        .iter()
-        .map(|r| {
-            format!(
-                "{{\"cacheline\":{},\"raw_tcp\":{},\"shm\":{},\"tcp\":{},\"shm_tput\":{:?},\"tcp_tput\":{:?}}}",
-                r.cacheline.json(),
-                r.raw_tcp.json(),
-                r.shm.json(),
-                r.tcp.json(),
-                r.shm_tput.iter().map(|v| v.round()).collect::<Vec<_>>(),
-                r.tcp_tput.iter().map(|v| v.round()).collect::<Vec<_>>()
-            )
-        })
-        .collect();
+    let pair_json = |p: &Pair| {
+        format!(
+            "{{\"floor\":{},\"ours\":{},\"floor_avg_ns\":{},\"ours_avg_ns\":{},\"p50_ratio\":{},\"avg_ratio\":{},\"floor_drift\":{:.2},\"rounds\":[{}]}}",
+            p.floor.merged().json(),
+            p.ours.merged().json(),
+            spread(&p.floor.avgs()).json(),
+            spread(&p.ours.avgs()).json(),
+            p.p50_ratio().json(),
+            p.avg_ratio().json(),
+            p.floor_drift(),
+            p.floor
+                .rounds
+                .iter()
+                .zip(&p.ours.rounds)
+                .map(|(f, o)| format!(
+                    "{{\"floor_p50_ns\":{},\"ours_p50_ns\":{},\"floor_avg_ns\":{:.1},\"ours_avg_ns\":{:.1}}}",
+                    f.hist.value_at_quantile(0.5),
+                    o.hist.value_at_quantile(0.5),
+                    f.avg_ns,
+                    o.avg_ns
+                ))
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
     let json = format!(
-        "{{\"cpus\":{cpus},\"pinned\":{pinned},\"rtt_count\":{},\"tput_count\":{},\"median\":{{\"cacheline\":{},\"raw_tcp\":{},\"shm\":{},\"tcp\":{},\"shm_p50_over_cacheline_p50\":{shm_ratio:.3},\"tcp_p50_over_raw_tcp_p50\":{tcp_ratio:.3},\"tcp_p50_over_shm_p50\":{shm_vs_tcp:.2},\"throughput\":[{}]}},\"runs\":[{}]}}\n",
-        a.rtt_count,
+        "{{\"schema\":2,\"cpus\":{cpus},\"pinned\":{pinned},\"rounds\":{},\"round_trips_per_round\":{per_round},\"tput_count\":{},\"shm\":{},\"tcp\":{},\"tcp_p50_over_shm_p50\":{shm_vs_tcp:.2},\"empty_poll_ns\":{{\"shm\":{:.2},\"tcp\":{:.1},\"ctl\":{:.1}}},\"throughput\":[{}]}}\n",
+        a.rounds,
         a.tput_count,
-        cl.json(),
-        rt.json(),
-        shm.json(),
-        tcp.json(),
-        tput_json.join(","),
-        runs_json.join(",")
+        pair_json(shm),
+        pair_json(tcp),
+        empty.shm_ns,
+        empty.tcp_ns,
+        empty.ctl_ns,
+        tput_json.join(",")
     );
     std::fs::write(&a.json, json).map_err(|e| format!("cannot write {}: {e}", a.json.display()))?;
     let plot = svg(&[
         ("cache-line floor", &cl, "#999999"),
-        ("tcpshm SHM", &shm, "#d62728"),
+        ("tcpshm SHM", &sh, "#d62728"),
         ("raw TCP floor", &rt, "#1f77b4"),
-        ("tcpshm TCP", &tcp, "#2ca02c"),
+        ("tcpshm TCP", &tc, "#2ca02c"),
     ]);
     std::fs::write(&a.svg, plot).map_err(|e| format!("cannot write {}: {e}", a.svg.display()))?;
     println!();
