@@ -57,7 +57,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
-pub use self::ring::{Corrupt, QueueMemory, BLOCK};
+use self::ring::QueueMemory;
+pub use self::ring::{Corrupt, BLOCK};
 use crate::error::FileError;
 use crate::sys::{HeapRegion, MapOptions, Mapping, Region};
 
@@ -137,7 +138,7 @@ pub fn check_capacity(capacity: usize) -> Result<(), RegionError> {
 /// A [`Region`] seen as the memory of one queue, its layout checked. Both
 /// ends of an in-process queue hold one over the same region.
 #[derive(Debug)]
-pub struct RegionMemory<R> {
+pub(crate) struct RegionMemory<R> {
     region: Arc<R>,
     base: NonNull<u8>,
     capacity: usize,

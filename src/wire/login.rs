@@ -108,7 +108,7 @@ pub struct Login<U: UserData = u8> {
     pub user_data: U,
     /// Whether the client asks for shared-memory transport.
     pub use_shm: bool,
-    /// The client's name, NUL-padded (validate with [`Name::from_wire`]).
+    /// The client's name, NUL-padded (validate with [`Name::from_wire`](super::Name::from_wire)).
     pub client_name: [u8; NAME_SIZE],
     /// The server name the client last logged in to, empty if none.
     pub last_server_name: [u8; NAME_SIZE],
