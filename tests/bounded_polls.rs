@@ -78,6 +78,32 @@ impl ClientHandler for Counter {
     }
 }
 
+/// Echoes one message at a time over `good` for `run_for`, polling both
+/// of its sides; returns the longest wait for an echo.
+fn ping_for(good: &mut Client<Counter>, run_for: Duration) -> Duration {
+    let start = Instant::now();
+    let mut last_echo = Instant::now();
+    let mut longest_gap = Duration::ZERO;
+    let mut sent = 0u64;
+    while start.elapsed() < run_for {
+        if good.handler().echoes == sent {
+            let mut m = good.connection().alloc(2, 16).unwrap();
+            m.payload_mut().fill(1);
+            m.push();
+            sent += 1;
+        }
+        let before = good.handler().echoes;
+        good.poll_shm(); // does nothing over TCP
+        good.poll_tcp(now());
+        if good.handler().echoes > before {
+            longest_gap = longest_gap.max(last_echo.elapsed());
+            last_echo = Instant::now();
+        }
+        std::thread::yield_now();
+    }
+    longest_gap.max(last_echo.elapsed())
+}
+
 #[test]
 fn a_flood_cannot_starve_heartbeats_or_the_group() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -126,27 +152,7 @@ fn a_flood_cannot_starve_heartbeats_or_the_group() {
         });
         let mut good = Client::new("good", dir.join("g"), cfg.clone(), Counter::default()).unwrap();
         good.connect(Transport::Shm, addr, 0).unwrap();
-        let start = Instant::now();
-        let mut last_echo = Instant::now();
-        let mut longest_gap = Duration::ZERO;
-        let mut sent = 0u64;
-        while start.elapsed() < run_for {
-            if good.handler().echoes == sent {
-                let mut m = good.connection().alloc(2, 16).unwrap();
-                m.payload_mut().fill(1);
-                m.push();
-                sent += 1;
-            }
-            let before = good.handler().echoes;
-            good.poll_shm();
-            good.poll_tcp(now());
-            if good.handler().echoes > before {
-                longest_gap = longest_gap.max(last_echo.elapsed());
-                last_echo = Instant::now();
-            }
-            std::thread::yield_now();
-        }
-        longest_gap = longest_gap.max(last_echo.elapsed());
+        let longest_gap = ping_for(&mut good, run_for);
         stop.store(true, Ordering::Relaxed);
         let flood = flood.join().unwrap();
         ((std::mem::take(good.handler()), longest_gap), flood)
@@ -248,30 +254,9 @@ fn a_heartbeat_flood_cannot_hold_the_control_part() {
         });
         let mut good = Client::new("good", dir.join("g"), cfg.clone(), Counter::default()).unwrap();
         good.connect(Transport::Tcp, addr, 0).unwrap();
-        let start = Instant::now();
-        let mut last_echo = Instant::now();
-        let mut longest_gap = Duration::ZERO;
-        let mut sent = 0u64;
-        while start.elapsed() < run_for {
-            if good.handler().echoes == sent {
-                let mut m = good.connection().alloc(2, 16).unwrap();
-                m.payload_mut().fill(1);
-                m.push();
-                sent += 1;
-            }
-            let before = good.handler().echoes;
-            good.poll_tcp(now());
-            if good.handler().echoes > before {
-                longest_gap = longest_gap.max(last_echo.elapsed());
-                last_echo = Instant::now();
-            }
-            std::thread::yield_now();
-        }
+        let longest_gap = ping_for(&mut good, run_for);
         stop.store(true, Ordering::Relaxed);
-        (
-            std::mem::take(good.handler()),
-            longest_gap.max(last_echo.elapsed()),
-        )
+        (std::mem::take(good.handler()), longest_gap)
     });
     eprintln!(
         "good client: {} echoes, longest wait {longest_gap:?}, {} bytes of heartbeats flooded",

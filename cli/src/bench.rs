@@ -580,26 +580,6 @@ fn bench_config(shm_dir: &std::path::Path) -> Config {
     }
 }
 
-/// The single polling loop of a server, as `tcpshm echo-server` runs it.
-fn serve_loop<H: ServerHandler + Clone>(server: &mut Server<H>, h: H, until: impl Fn() -> bool) {
-    let (mut ctl, tcp, shm) = server.split();
-    let mut h = h;
-    let mut last_ctl = 0;
-    while !until() {
-        let t = now();
-        if t - last_ctl > crate::echo_client::TCP_POLL_EVERY_NS {
-            ctl.poll(t);
-            last_ctl = t;
-        }
-        for g in tcp.iter_mut() {
-            g.poll_tcp(t, &mut h);
-        }
-        for g in shm.iter_mut() {
-            g.poll_shm(&mut h);
-        }
-    }
-}
-
 fn peer_server(p: &PeerArgs) -> Result<(), String> {
     let mut server = Server::new("bsrv", &p.target, bench_config(&p.shm_dir), BenchEcho)
         .map_err(|e| e.to_string())?;
@@ -607,7 +587,7 @@ fn peer_server(p: &PeerArgs) -> Result<(), String> {
     println!("{}", server.local_addr().expect("listening"));
     let _ = std::io::stdout().flush();
     crate::util::catch_stop_signals();
-    serve_loop(&mut server, BenchEcho, crate::util::stopping);
+    crate::echo_server::serve_loop(&mut server, BenchEcho, crate::util::stopping);
     Ok(())
 }
 
@@ -752,8 +732,11 @@ fn empty_polls(
     let addr = server.local_addr().expect("listening").to_string();
     let connected = std::sync::atomic::AtomicBool::new(false);
     let clients = std::thread::scope(|s| {
-        let th =
-            s.spawn(|| serve_loop(&mut server, BenchEcho, || connected.load(Ordering::Relaxed)));
+        let th = s.spawn(|| {
+            crate::echo_server::serve_loop(&mut server, BenchEcho, || {
+                connected.load(Ordering::Relaxed)
+            })
+        });
         let shm = our_client(&dir.join("ep"), &addr, true, shm_dir);
         let tcp = our_client(&dir.join("ep"), &addr, false, shm_dir);
         // Let the groups take the logins before the thread stops.

@@ -147,6 +147,31 @@ impl ServerHandler for Echo {
     }
 }
 
+/// One thread polls everything until `until()`: the control part every
+/// 200 us (accepting and shm heartbeats are syscalls, and that is plenty),
+/// every group on every pass, as the C++ example's servers are compared.
+pub fn serve_loop<H: ServerHandler + Clone>(
+    server: &mut Server<H>,
+    mut h: H,
+    until: impl Fn() -> bool,
+) {
+    let (mut ctl, tcp, shm) = server.split();
+    let mut last_ctl = 0;
+    while !until() {
+        let t = now();
+        if t - last_ctl >= crate::echo_client::TCP_POLL_EVERY_NS {
+            ctl.poll(t);
+            last_ctl = t;
+        }
+        for g in tcp.iter_mut() {
+            g.poll_tcp(t, &mut h);
+        }
+        for g in shm.iter_mut() {
+            g.poll_shm(&mut h);
+        }
+    }
+}
+
 pub fn run(a: Args) -> Result<(), String> {
     if a.shm_groups > 0 && !a.shm_dir.is_dir() {
         return Err(format!(
@@ -214,24 +239,7 @@ pub fn run(a: Args) -> Result<(), String> {
             }
         });
     } else {
-        let (mut ctl, tcp, shm) = server.split();
-        let mut h = echo.clone();
-        let mut last_ctl = 0;
-        while !stopping() {
-            let t = now();
-            // Accepting and shm heartbeats are syscalls: every 200 us is
-            // plenty, and keeps the message loop tight.
-            if t - last_ctl >= crate::echo_client::TCP_POLL_EVERY_NS {
-                ctl.poll(t);
-                last_ctl = t;
-            }
-            for g in tcp.iter_mut() {
-                g.poll_tcp(t, &mut h);
-            }
-            for g in shm.iter_mut() {
-                g.poll_shm(&mut h);
-            }
-        }
+        serve_loop(&mut server, echo, stopping);
     }
     server.stop();
     println!("echo-server stopped");
