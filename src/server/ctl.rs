@@ -35,6 +35,20 @@ struct CtlSlot {
     state: SlotState,
 }
 
+/// The slot that serves `name`: the one bound to it (even if busy: the
+/// caller refuses a second login), else a slot never used, else an idle
+/// slot of another name. Slots are capacity for live connections, not for
+/// every name ever seen: a name that left keeps its queue files on disk,
+/// and when it returns any idle slot takes them up again. `None` only
+/// when every slot is serving (or finishing the login of) another name.
+fn choose_slot(slots: &[CtlSlot], name: Name) -> Option<usize> {
+    slots
+        .iter()
+        .position(|s| s.name == Some(name))
+        .or_else(|| slots.iter().position(|s| s.name.is_none()))
+        .or_else(|| slots.iter().position(|s| s.state == SlotState::Idle))
+}
+
 struct PendingLogin {
     stream: TcpStream,
     peer: SocketAddr,
@@ -306,19 +320,13 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
         };
         debug_assert_eq!(g.transport, transport);
         let slots = &mut g.slots;
-        let slot = match slots.iter().position(|s| s.name == Some(name)) {
-            Some(i) => i,
-            None => match slots.iter().position(|s| s.name.is_none()) {
-                Some(i) => {
-                    slots[i].name = Some(name);
-                    i
-                }
-                None => return reject(p.stream, rsp, ERR_MAX_CLIENTS),
-            },
+        let Some(slot) = choose_slot(slots, name) else {
+            return reject(p.stream, rsp, ERR_MAX_CLIENTS);
         };
         if slots[slot].state != SlotState::Idle {
             return reject(p.stream, rsp, ERR_ALREADY_LOGGED_ON);
         }
+        slots[slot].name = Some(name);
         slots[slot].state = SlotState::Pending;
         let handoff = LoginHandoff {
             slot,

@@ -52,7 +52,8 @@ use crate::wire::{Login, LoginResponse, Name, UserData};
 pub const ERR_INVALID_NAME: &str = "Invalid client name";
 /// Default error text when the application rejects a login.
 pub const ERR_LOGIN_REJECT: &str = "Login Reject";
-/// Error text when the group has no free slot.
+/// Error text when every slot of the group serves a live connection (a
+/// slot is capacity for a live connection, not bound to a name forever).
 pub const ERR_MAX_CLIENTS: &str = "Max client cnt exceeded";
 /// Error text when the name is already logged on (sic, as existing
 /// clients match it).
@@ -62,7 +63,9 @@ pub const ERR_SYSTEM: &str = "System error";
 /// Error text when the application names a group that does not exist.
 pub const ERR_INVALID_GROUP: &str = "Invalid group";
 
-/// Which connection: transport, group and slot in the group.
+/// Which connection: transport, group and slot in the group. A slot serves
+/// one name at a time; after that name's session ends, an idle slot may
+/// serve another name (`on_client_logon` tells which).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConnId {
     /// The group's transport.
