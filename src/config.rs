@@ -11,7 +11,8 @@
 //! The library never reads a clock: every poll takes `now` in the caller's
 //! own monotonic unit. The default timeouts assume nanoseconds (heartbeat
 //! every 3 s, a connection silent for 10 s times out, a login must arrive
-//! within 3 s); set them in your unit if you use another (e.g. TSC cycles).
+//! within 3 s and start within 300 ms, acks are delayed up to 100 µs); set
+//! them all in your unit if you use another (e.g. TSC cycles).
 #![forbid(unsafe_code)]
 
 use std::fmt;
@@ -57,9 +58,20 @@ pub struct Config {
     pub new_connection_timeout: i64,
     /// Client: the longest `connect` may block (TCP connect plus login).
     pub connect_timeout: Duration,
-    /// Server: logins being read at once; more connections wait in the
-    /// kernel's backlog.
+    /// Server: logins being read at once (default 5). The accept backlog
+    /// is drained every control poll; when the set is full, a new
+    /// connection evicts a pending one: the oldest of its own source if
+    /// that source is at `max_pending_per_source`, else the oldest that has
+    /// sent nothing, else the oldest. A flood of idle or slow connections
+    /// therefore cannot keep a real login waiting.
     pub max_new_connections: usize,
+    /// Server: logins one source address may have pending at once
+    /// (default 2; see `max_new_connections`).
+    pub max_pending_per_source: usize,
+    /// Server: close a new connection that has sent nothing within this,
+    /// in `now` units (default 300 ms; a client sends its login at once).
+    /// `new_connection_timeout` applies instead if it is shorter.
+    pub silent_login_timeout: i64,
     /// Server: TCP connection groups.
     pub tcp_groups: usize,
     /// Server: connections per TCP group.
@@ -103,6 +115,8 @@ impl Default for Config {
             new_connection_timeout: 3 * SECOND_NS,
             connect_timeout: Duration::from_secs(10),
             max_new_connections: 5,
+            max_pending_per_source: 2,
+            silent_login_timeout: 300_000_000,
             tcp_groups: 1,
             tcp_conns_per_group: 4,
             shm_groups: 1,
@@ -188,6 +202,12 @@ impl Config {
         }
         if self.max_new_connections == 0 {
             return bad("max_new_connections must be at least 1".into());
+        }
+        if self.max_pending_per_source == 0 {
+            return bad("max_pending_per_source must be at least 1".into());
+        }
+        if self.silent_login_timeout <= 0 {
+            return bad("silent_login_timeout must be positive".into());
         }
         if self.file_mode & !0o777 != 0 {
             return bad(format!(

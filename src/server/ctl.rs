@@ -23,6 +23,10 @@ use crate::wire::{
 /// and disconnects, and a bound all the same.
 const GROUP_MSGS_PER_POLL: usize = 64;
 
+/// Connections accepted per poll: enough to drain a flood quickly, and a
+/// bound all the same.
+const ACCEPTS_PER_POLL: usize = 64;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
     Idle,
@@ -217,37 +221,71 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
         }
     }
 
+    /// Drains the accept backlog (at most `ACCEPTS_PER_POLL` a poll), each
+    /// new connection taking a free pending place or evicting one.
     fn accept<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
-        let Some(listener) = &self.listener else {
-            return;
-        };
-        let Some(free) = self.pending.iter().position(Option::is_none) else {
-            return; // the rest wait in the kernel's backlog
-        };
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                if stream.set_nonblocking(true).is_err()
-                    || stream.set_nodelay(self.cfg.tcp_no_delay).is_err()
-                {
+        for _ in 0..ACCEPTS_PER_POLL {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    if stream.set_nonblocking(true).is_err()
+                        || stream.set_nodelay(self.cfg.tcp_no_delay).is_err()
+                    {
+                        continue;
+                    }
+                    let at = self.place_for(peer);
+                    // Replacing a pending login drops (closes) it.
+                    self.pending[at] = Some(PendingLogin {
+                        stream,
+                        peer,
+                        since: now,
+                        buf: vec![0; Login::<U>::FRAME],
+                        got: 0,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // Aborted handshakes and the like: not the server's fault.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => {
+                    // Out of descriptors, say: report, and try again next poll.
+                    handler.on_system_error("accept", &e);
                     return;
                 }
-                self.pending[free] = Some(PendingLogin {
-                    stream,
-                    peer,
-                    since: now,
-                    buf: vec![0; Login::<U>::FRAME],
-                    got: 0,
-                });
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            // Aborted handshakes and the like: not the server's fault.
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => handler.on_system_error("accept", &e),
         }
+    }
+
+    /// Where a new connection from `peer` goes: the oldest pending login
+    /// of the same source if that source is at its cap, else a free place,
+    /// else the oldest pending login that has sent nothing, else the oldest.
+    fn place_for(&self, peer: SocketAddr) -> usize {
+        let oldest = |keep: &dyn Fn(&PendingLogin) -> bool| {
+            self.pending
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.as_ref().filter(|p| keep(p)).map(|p| (p.since, i)))
+                .min()
+                .map(|(_, i)| i)
+        };
+        let same = |p: &PendingLogin| p.peer.ip() == peer.ip();
+        let of_source = self.pending.iter().flatten().filter(|p| same(p)).count();
+        if of_source >= self.cfg.max_pending_per_source {
+            if let Some(i) = oldest(&same) {
+                return i;
+            }
+        }
+        self.pending
+            .iter()
+            .position(Option::is_none)
+            .or_else(|| oldest(&|p: &PendingLogin| p.got == 0))
+            .or_else(|| oldest(&|_: &PendingLogin| true))
+            .unwrap_or(0)
     }
 
     fn poll_pending<H: ServerHandler<U, R>>(&mut self, i: usize, now: i64, handler: &mut H) {
@@ -272,7 +310,9 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
         let bad_header = p.got >= 8
             && MsgHeader::read(&p.buf)
                 .is_ok_and(|h| h.msg_type != MSG_TYPE_LOGIN || h.size as usize != Login::<U>::SIZE);
-        let timed_out = now.wrapping_sub(p.since) > self.cfg.new_connection_timeout;
+        let waited = now.wrapping_sub(p.since);
+        let timed_out = waited > self.cfg.new_connection_timeout
+            || (p.got == 0 && waited > self.cfg.silent_login_timeout);
         if drop_it || bad_header || (timed_out && p.got < p.buf.len()) {
             self.pending[i] = None;
             return;
