@@ -59,10 +59,17 @@ fn lock_step() {
     let deadline = Instant::now() + Duration::from_secs(if cfg!(miri) { 600 } else { 3 });
     let (mut w, mut r, s) = hostile_heap_queue(HeapRegion::new(CAP + TRAILER));
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let (mut pushed, mut popped, mut corrupt) = (0u64, 0u64, 0u64);
+    let (mut filled, mut pushed, mut popped, mut corrupt) = (0u64, 0u64, 0u64, 0u64);
     for step in 0..steps {
         if step % 1024 == 0 && Instant::now() > deadline {
             break;
+        }
+        // A scribbled index can make the ring look full (or corrupt) for
+        // good: start afresh now and then, so allocations keep happening
+        // and the scribbles keep landing between alloc and fill.
+        if step % 100 == 0 {
+            w.reset();
+            r.reload();
         }
         match rng.next() % 8 {
             0 | 1 => {
@@ -74,6 +81,7 @@ fn lock_step() {
             2 => {
                 if let Some(p) = w.pending_payload() {
                     p.fill(step as u8);
+                    filled += 1;
                 }
             }
             3 => {
@@ -96,6 +104,7 @@ fn lock_step() {
         }
     }
     assert!(pushed > 0 && popped > 0);
+    assert!(filled > 50, "only {filled} fills of a pending allocation");
     assert!(
         corrupt > 0,
         "the scribbles never reached the reader's checks"
