@@ -99,6 +99,14 @@ pub struct Config {
     /// receive buffer, at most `tcp_recv_buf_max_size` bytes: a bound of
     /// its own.)
     pub shm_msgs_per_poll: u32,
+    /// The stamped shared-memory fast path between two tcpshm peers
+    /// (default `true`): a reader waits on the message's own cache line
+    /// instead of `write_idx` and then the message, once the writer of the
+    /// session has announced that it stamps. A C++ peer is unaffected
+    /// either way (README, "Shared-memory fast path"). `false` keeps this
+    /// side on the v1 ring protocol, for debugging and comparisons; it
+    /// also makes the largest shm message one block (64 bytes) larger.
+    pub shm_fast_path: bool,
 }
 
 impl Default for Config {
@@ -124,6 +132,7 @@ impl Default for Config {
             file_mode: 0o600,
             shm_dir: PathBuf::from("/dev/shm"),
             shm_msgs_per_poll: 256,
+            shm_fast_path: true,
         }
     }
 }
@@ -225,9 +234,13 @@ impl Config {
         (self.tcp_queue_size - HEADER_SIZE).min(MAX_PAYLOAD)
     }
 
-    /// Largest payload a message may carry over shared memory.
+    /// Largest payload a message may carry over shared memory: the queue
+    /// less the header, and less the block the fast path keeps free.
     pub fn max_shm_payload(&self) -> usize {
-        (self.shm_queue_size - HEADER_SIZE).min(MAX_PAYLOAD)
+        let spare = if self.shm_fast_path { 64 } else { 0 };
+        self.shm_queue_size
+            .saturating_sub(HEADER_SIZE + spare)
+            .min(MAX_PAYLOAD)
     }
 
     /// What `Client::new` and `Server::new` check first: the name, the

@@ -133,8 +133,11 @@ pub fn ptcp_open(data: &[u8]) {
 }
 
 /// The shm queue reader over arbitrary memory: the first 8 bytes are the
-/// write and read indices (so short inputs reach every check), the rest
-/// fills the blocks.
+/// write and read indices (so short inputs reach every check); byte 8, if
+/// odd, announces the fast path from the read index once the reader's
+/// session has started (so the reader waits on stamps, which the input
+/// chose); the rest fills the blocks. Memory changes between reads too:
+/// the input's tail rewrites header words as the reader goes.
 pub fn shm_reader(data: &[u8]) {
     let cap = 1024;
     let mut mem = vec![0u8; cap + TRAILER];
@@ -147,18 +150,36 @@ pub fn shm_reader(data: &[u8]) {
     };
     mem[cap..cap + 4].copy_from_slice(&idx(0)); // write_idx
     mem[cap + 128..cap + 132].copy_from_slice(&idx(4)); // read_idx
-    let body = data.get(8..).unwrap_or(&[]);
+    let announce = data.get(8).is_some_and(|b| b & 1 == 1);
+    let body = data.get(9..).unwrap_or(&[]);
     let n = body.len().min(cap);
     mem[..n].copy_from_slice(&body[..n]);
-    let (_w, mut r) =
-        shm_queue::heap_queue_in(HeapRegion::with_contents(mem.len(), &mem)).expect("capacity");
+    let (_w, mut r, s) = hostile_heap_queue(HeapRegion::with_contents(mem.len(), &mem));
+    if announce {
+        let from = u32::from_le_bytes(idx(4));
+        s.trailer(2, (0x7473_6631u64 << 32) | from as u64);
+    }
+    let mut later = body.get(cap..).unwrap_or(&[]).chunks(9);
     for _ in 0..64 {
-        match r.front() {
+        let idle = match r.front() {
             Ok(Some((_t, p))) => {
                 let _ = p.iter().fold(0u8, |a, b| a ^ b);
                 r.pop();
+                false
             }
-            Ok(None) | Err(_) => return,
+            Ok(None) => true,
+            Err(_) => return,
+        };
+        match later.next() {
+            Some(op) => {
+                let v = u64::from_le_bytes(std::array::from_fn(|i| {
+                    op.get(1 + i).copied().unwrap_or(0)
+                }));
+                // SAFETY: between queue operations no payload slice lives.
+                unsafe { s.header(u32::from(op[0]), v) };
+            }
+            None if idle => return,
+            None => {}
         }
     }
 }
@@ -192,9 +213,9 @@ impl Scribbler {
         (self.capacity / BLOCK) as u32
     }
 
-    /// Stores `v` into trailer word `which` (modulo the five: write_idx,
-    /// the writer's read cache, the writer's record, read_idx, the reader's
-    /// record), with the access size the queue uses for it. Always sound:
+    /// Stores `v` into trailer word `which` (modulo the six: write_idx,
+    /// the writer's read cache, its fast-path announcement, its record,
+    /// read_idx, the reader's record), with the access size the queue uses for it. Always sound:
     /// the queue reaches these words only atomically.
     pub fn trailer(&self, which: usize, v: u64) {
         let (off, size) = TRAILER_WORDS[which % TRAILER_WORDS.len()];

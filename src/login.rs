@@ -72,8 +72,10 @@ pub(crate) fn open_pair(
         Transport::Shm => {
             let sp = shm_path(&cfg.shm_dir, local.as_str(), remote.as_str());
             let rp = shm_path(&cfg.shm_dir, remote.as_str(), local.as_str());
-            let w = ShmWriter::open_file(&sp, cfg.shm_queue_size, opts)?;
-            let r = ShmReader::open_file(&rp, cfg.shm_queue_size, opts)?;
+            let mut w = ShmWriter::open_file(&sp, cfg.shm_queue_size, opts)?;
+            let mut r = ShmReader::open_file(&rp, cfg.shm_queue_size, opts)?;
+            w.set_fast_path(cfg.shm_fast_path);
+            r.set_fast_path(cfg.shm_fast_path);
             conn.set_shm_queues(w, r, cfg);
         }
         Transport::Tcp => {

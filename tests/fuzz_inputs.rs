@@ -147,11 +147,20 @@ fn ptcp_open() {
 fn shm_reader() {
     let mut rng = Rng(4);
     let mut inputs = saved("shm_reader");
-    // write_idx 5, read_idx 0, blocks: a message of 70 bytes, a wrap marker.
-    let mut valid = vec![5, 0, 0, 0, 0, 0, 0, 0];
+    // write_idx 5, read_idx 0, v1, blocks: a message of 70 bytes, a wrap
+    // marker.
+    let mut valid = vec![5, 0, 0, 0, 0, 0, 0, 0, 0];
     valid.extend(header(70, 3, 0));
-    valid.resize(8 + 64 * 2, 9);
-    inputs.extend([vec![], vec![0xff; 8], valid.clone()]);
+    valid.resize(9 + 64 * 2, 9);
+    // The fast path announced at 0: the same message stamped 0, then one
+    // stamped 2, then scribbles after the blocks (a header rewritten).
+    let mut fast = vec![0, 0, 0, 0, 0, 0, 0, 0, 1];
+    fast.extend(header(70, 3, 0));
+    fast.resize(9 + 128, 9);
+    fast.extend(header(20, 4, 2));
+    fast.resize(9 + 1024, 7);
+    fast.extend([3, 30, 0, 5, 0, 3, 0, 0, 0]);
+    inputs.extend([vec![], vec![0xff; 8], valid.clone(), fast.clone()]);
     for _ in 0..N {
         let mut v = rng.bytes(300);
         if v.len() >= 8 {
@@ -161,6 +170,7 @@ fn shm_reader() {
         }
         inputs.push(v);
         inputs.push(rng.mutate(valid.clone()));
+        inputs.push(rng.mutate(fast.clone()));
     }
     inputs.iter().for_each(|i| fuzzing::shm_reader(i));
 }

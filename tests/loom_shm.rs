@@ -9,7 +9,11 @@
 //! stops using a payload. A payload write not ordered after the reader's
 //! last read of those blocks (SYNC POINT block-released weakened), or a
 //! payload read not ordered after its write (SYNC POINT msg-published
-//! weakened), is a causality violation loom reports.
+//! weakened), is a causality violation loom reports. On the fast path,
+//! a weakened SYNC POINT msg-stamped is such a violation too, and a
+//! weakened SYNC POINT announced lets the reader see the announcement but
+//! not the cleared header: it then reads the zeroed header in slot 0 as a
+//! stamped wrap marker and reports corruption, which fails the test.
 #![cfg(loom)]
 
 mod sync {
@@ -32,6 +36,7 @@ struct Mem {
     read: AtomicU32,
     wrec: AtomicU64,
     rrec: AtomicU64,
+    ann: AtomicU64,
     headers: Box<[AtomicU64]>,
     /// One per block: what loom tracks of the payload accesses.
     cells: Box<[loom::cell::UnsafeCell<()>]>,
@@ -80,6 +85,9 @@ unsafe impl QueueMemory for Arc<Mem> {
     fn read_record(&self) -> &AtomicU64 {
         &self.rrec
     }
+    fn announce(&self) -> &AtomicU64 {
+        &self.ann
+    }
 }
 
 fn mem(start: u32) -> Arc<Mem> {
@@ -89,6 +97,7 @@ fn mem(start: u32) -> Arc<Mem> {
         read: AtomicU32::new(start),
         wrec: AtomicU64::new((start as u64) << 32),
         rrec: AtomicU64::new((start as u64) << 32),
+        ann: AtomicU64::new(0),
         headers: (0..BLOCKS).map(|_| AtomicU64::new(0)).collect(),
         cells: (0..BLOCKS)
             .map(|_| loom::cell::UnsafeCell::new(()))
@@ -102,11 +111,13 @@ fn mem(start: u32) -> Arc<Mem> {
 /// Sizes that force a full ring and a wrap marker in a 4-block ring.
 const LENS: [usize; 4] = [100, 20, 150, 60];
 
-fn run(start: u32) {
+fn run(start: u32, fast: bool) {
     loom::model(move || {
         let m = mem(start);
         let mut w = Writer::new(m.clone());
         let mut r = Reader::new(m);
+        w.set_fast(fast);
+        r.set_fast(fast);
         let t = loom::thread::spawn(move || {
             for (i, &len) in LENS.iter().enumerate() {
                 loop {
@@ -119,11 +130,18 @@ fn run(start: u32) {
                 }
             }
         });
+        // Misses of `front`: on the fast path the reader yields only every
+        // third, so loom also runs it twice in a row (a `front` right after
+        // the one that took the fast path, with the writer still going).
+        let mut misses = 0;
         for (i, &len) in LENS.iter().enumerate() {
             loop {
                 // Every other message through `ready` first, as a server's
                 // group polls: both loads of write_idx are then checked.
-                if i % 2 == 0 && !r.ready() {
+                // The first goes straight to `front`, so the reader can
+                // take the fast path before the first message, at the
+                // index of the announcement.
+                if i % 2 == 1 && !r.ready() {
                     loom::thread::yield_now();
                     continue;
                 }
@@ -135,20 +153,44 @@ fn run(start: u32) {
                         r.pop();
                         break;
                     }
-                    None => loom::thread::yield_now(),
+                    None => {
+                        misses += 1;
+                        if !fast || misses % 3 == 0 {
+                            loom::thread::yield_now();
+                        }
+                    }
                 }
             }
         }
         t.join().unwrap();
+        // Caught up, with the writer's announcement made: the fast path
+        // is taken exactly when allowed.
+        assert!(r.front().expect("not corrupt").is_none());
+        assert_eq!(r.is_fast(), fast);
     });
 }
 
+/// The v1 protocol: the reader waits on write_idx.
 #[test]
 fn spsc_index_protocol() {
-    run(0);
+    run(0, false);
 }
 
 #[test]
 fn spsc_index_protocol_across_u32_wrap() {
-    run(u32::MAX - 2);
+    run(u32::MAX - 2, false);
+}
+
+/// The fast path: the reader takes it as soon as it has caught up and
+/// sees the announcement (possibly before the first message), then waits
+/// on stamps. The headers start zeroed, so at index 0 a stale "stamp 0"
+/// sits in slot 0 until the writer's announcement clears it.
+#[test]
+fn fast_path_protocol() {
+    run(0, true);
+}
+
+#[test]
+fn fast_path_protocol_across_u32_wrap() {
+    run(u32::MAX - 2, true);
 }

@@ -193,20 +193,33 @@ proptest! {
         ops in prop::collection::vec(prop_oneof![3 => (0usize..300).prop_map(Some), 1 => (300usize..504).prop_map(Some), 3 => Just(None)], 1..400),
         start in prop_oneof![Just(0u32), Just(u32::MAX - 9), any::<u32>()],
     ) {
-        run_shm(512, start, ops);
+        run_shm(512, start, ops, false);
+    }
+
+    /// The same model on the fast path: the writer keeps one block free.
+    #[test]
+    fn shm_queue_fast_path_matches_model(
+        ops in prop::collection::vec(prop_oneof![3 => (0usize..300).prop_map(Some), 1 => (300usize..440).prop_map(Some), 3 => Just(None)], 1..400),
+        start in prop_oneof![Just(0u32), Just(u32::MAX - 9), any::<u32>()],
+    ) {
+        run_shm(512, start, ops, true);
     }
 }
 
 /// The shm model: published messages in order and the ring positions by
-/// the protocol's rule (a message never straddles the end of the ring).
-fn run_shm(cap: usize, start: u32, ops: Vec<Option<usize>>) {
+/// the protocol's rule (a message never straddles the end of the ring; on
+/// the fast path one block stays free).
+fn run_shm(cap: usize, start: u32, ops: Vec<Option<usize>>, fast: bool) {
     let mut region = HeapRegion::new(cap + TRAILER);
     // Start the indices at `start` to cross the u32 wrap.
     for off in [cap, cap + 4, cap + 128] {
         region.as_mut_slice()[off..off + 4].copy_from_slice(&start.to_le_bytes());
     }
     let (mut w, mut r) = heap_queue_in(region).unwrap();
+    w.set_fast_path(fast);
+    r.set_fast_path(fast);
     let blk_cnt = (cap / BLOCK) as u32;
+    let limit = blk_cnt - fast as u32;
     let (mut widx, mut ridx) = (start, start);
     let mut q: VecDeque<(u16, Vec<u8>, u32)> = VecDeque::new(); // type, payload, end idx
     let mut n = 0u32;
@@ -221,7 +234,7 @@ fn run_shm(cap: usize, start: u32, ops: Vec<Option<usize>>) {
                     widx
                 };
                 let end = begin.wrapping_add(blks);
-                let fits = end.wrapping_sub(ridx) <= blk_cnt;
+                let fits = end.wrapping_sub(ridx) <= limit;
                 let pl = payload(n, len);
                 match w.alloc(n as u16, len) {
                     Some(b) => {
@@ -236,12 +249,12 @@ fn run_shm(cap: usize, start: u32, ops: Vec<Option<usize>>) {
                         assert!(!fits, "alloc refused with room");
                         // A rewinding message that does not fit publishes
                         // the wrap marker alone when the tail is free.
-                        if begin != widx && begin.wrapping_sub(ridx) <= blk_cnt {
+                        if begin != widx && begin.wrapping_sub(ridx) <= limit {
                             widx = begin;
                         }
                         // Liveness: on an empty queue, a message that fits
                         // the ring is accepted at the latest on the retry.
-                        if q.is_empty() && 8 + len <= cap {
+                        if q.is_empty() && 8 + len <= limit as usize * BLOCK {
                             assert!(r.front().unwrap().is_none(), "the queue is empty");
                             ridx = widx;
                             let b = w

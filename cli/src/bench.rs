@@ -74,6 +74,9 @@ pub struct PeerArgs {
     pub shm_dir: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub count: u64,
+    /// server mode: the shared-memory fast path off (v1 ring).
+    #[arg(long)]
+    pub v1: bool,
 }
 
 /// Payload sizes of the RTT measurements (the C++ library's method).
@@ -271,10 +274,13 @@ impl Peer {
     }
 }
 
-/// One round: latency samples and the average RTT (wall time / round
-/// trips).
+/// One round: latency samples, the same split by payload size (one-block
+/// payloads of 16 and 36 bytes; 200 bytes), and the average RTT (wall time
+/// / round trips).
 struct Round {
     hist: Histogram<u64>,
+    one_block: Histogram<u64>,
+    b200: Histogram<u64>,
     avg_ns: f64,
 }
 
@@ -303,6 +309,20 @@ impl Series {
     }
     fn avgs(&self) -> Vec<f64> {
         self.rounds.iter().map(|r| r.avg_ns).collect()
+    }
+    /// Per-round p50 of the one-block payloads (16 and 36 bytes).
+    fn one_block_p50s(&self) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .map(|r| r.one_block.value_at_quantile(0.5) as f64)
+            .collect()
+    }
+    /// Per-round p50 of the 200-byte payloads.
+    fn b200_p50s(&self) -> Vec<f64> {
+        self.rounds
+            .iter()
+            .map(|r| r.b200.value_at_quantile(0.5) as f64)
+            .collect()
     }
 }
 
@@ -345,19 +365,34 @@ fn ratios(ours: &[f64], floor: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// Samples of a round: the first tenth (or 100) is warm-up.
-fn round(n: u32, mut one: impl FnMut(u32) -> Result<u64, String>) -> Result<Round, String> {
-    let mut h = hist();
+/// Samples of a round: the first tenth (or 100) is warm-up. `one`
+/// returns the nanoseconds of a round trip and its payload size (0 for a
+/// floor).
+fn round(
+    n: u32,
+    mut one: impl FnMut(u32) -> Result<(u64, usize), String>,
+) -> Result<Round, String> {
+    let (mut h, mut one_block, mut b200) = (hist(), hist(), hist());
     let warm = (n / 10).min(100);
     let t0 = Instant::now();
     for i in 0..n {
-        let ns = one(i)?;
+        let (ns, size) = one(i)?;
         if i >= warm {
             let _ = h.record(ns.max(1));
+            match size {
+                1..=48 => drop(one_block.record(ns.max(1))),
+                200 => drop(b200.record(ns.max(1))),
+                _ => {}
+            }
         }
     }
     let avg_ns = t0.elapsed().as_nanos() as f64 / f64::from(n.max(1));
-    Ok(Round { hist: h, avg_ns })
+    Ok(Round {
+        hist: h,
+        one_block,
+        b200,
+        avg_ns,
+    })
 }
 
 // ---------------------------------------------------------------- baselines
@@ -415,7 +450,7 @@ impl CacheLine {
             while b_word.load(Ordering::Acquire) != *k {
                 std::hint::spin_loop();
             }
-            Ok(t0.elapsed().as_nanos() as u64)
+            Ok((t0.elapsed().as_nanos() as u64, 0))
         });
         self.peer.pause();
         r
@@ -512,7 +547,7 @@ impl RawTcp {
             let t0 = Instant::now();
             nonblocking_write_all(sock, &buf[..len]).map_err(|e| e.to_string())?;
             nonblocking_read_exact(sock, &mut buf[..len]).map_err(|e| e.to_string())?;
-            Ok(t0.elapsed().as_nanos() as u64)
+            Ok((t0.elapsed().as_nanos() as u64, 0))
         });
         self.peer.pause();
         r
@@ -570,18 +605,26 @@ impl ServerHandler for BenchEcho {
     }
 }
 
-fn bench_config(shm_dir: &std::path::Path) -> Config {
+/// The bench's configuration; `fast` is `Config::shm_fast_path`.
+fn bench_config(shm_dir: &std::path::Path, fast: bool) -> Config {
     Config {
         tcp_queue_size: 1 << 20,
         tcp_recv_buf_init_size: 1 << 16,
         tcp_recv_buf_max_size: (1 << 20) + 4096,
         shm_dir: shm_dir.to_path_buf(),
+        shm_fast_path: fast,
         ..Config::default()
     }
 }
 
+/// Server names of the two bench servers: the default configuration, and
+/// one with the shared-memory fast path off (the v1 ring both ways).
+const SERVER: &str = "bsrv";
+const SERVER_V1: &str = "bsrvv1";
+
 fn peer_server(p: &PeerArgs) -> Result<(), String> {
-    let mut server = Server::new("bsrv", &p.target, bench_config(&p.shm_dir), BenchEcho)
+    let name = if p.v1 { SERVER_V1 } else { SERVER };
+    let mut server = Server::new(name, &p.target, bench_config(&p.shm_dir, !p.v1), BenchEcho)
         .map_err(|e| e.to_string())?;
     server.start("127.0.0.1:0").map_err(|e| e.to_string())?;
     println!("{}", server.local_addr().expect("listening"));
@@ -604,15 +647,26 @@ impl ClientHandler for Echoes {
     }
 }
 
-/// One connected client of the peer's server, over `shm` or TCP.
+/// Client names: over TCP, over shm, over shm with the fast path off.
+const CLIENT_TCP: &str = "btcp";
+const CLIENT_SHM: &str = "bshm";
+const CLIENT_SHM_V1: &str = "bshmv1";
+
+/// One connected client of the peer's server, over `shm` or TCP; `v1`
+/// turns the shared-memory fast path off (the peer must be the v1 server).
 fn our_client(
     dir: &std::path::Path,
     addr: &str,
     shm: bool,
+    v1: bool,
     shm_dir: &std::path::Path,
 ) -> Result<Client<Echoes>, String> {
-    let name = if shm { "bshm" } else { "btcp" };
-    let mut c = Client::new(name, dir.join(name), bench_config(shm_dir), Echoes(0))
+    let name = match (shm, v1) {
+        (false, _) => CLIENT_TCP,
+        (true, false) => CLIENT_SHM,
+        (true, true) => CLIENT_SHM_V1,
+    };
+    let mut c = Client::new(name, dir.join(name), bench_config(shm_dir, !v1), Echoes(0))
         .map_err(|e| e.to_string())?;
     c.connect(tcpshm::Transport::from_use_shm(shm), addr, 0)
         .map_err(|e| e.to_string())?;
@@ -652,7 +706,7 @@ fn our_round(c: &mut Client<Echoes>, shm: bool, n: u32, seq: &mut u32) -> Result
                 return Err("connection closed during the benchmark".into());
             }
         }
-        Ok(t0.elapsed().as_nanos() as u64)
+        Ok((t0.elapsed().as_nanos() as u64, size))
     })
 }
 
@@ -724,7 +778,7 @@ fn empty_polls(
     let mut server = Server::new(
         "bsrv",
         dir.join("ep-server"),
-        bench_config(shm_dir),
+        bench_config(shm_dir, true),
         BenchEcho,
     )
     .map_err(|e| e.to_string())?;
@@ -737,8 +791,8 @@ fn empty_polls(
                 connected.load(Ordering::Relaxed)
             })
         });
-        let shm = our_client(&dir.join("ep"), &addr, true, shm_dir);
-        let tcp = our_client(&dir.join("ep"), &addr, false, shm_dir);
+        let shm = our_client(&dir.join("ep"), &addr, true, false, shm_dir);
+        let tcp = our_client(&dir.join("ep"), &addr, false, false, shm_dir);
         // Let the groups take the logins before the thread stops.
         std::thread::sleep(std::time::Duration::from_millis(50));
         connected.store(true, Ordering::Relaxed);
@@ -764,9 +818,12 @@ fn empty_polls(
 
 // ---------------------------------------------------------------- report
 
-/// A floor and our path, measured in interleaved rounds.
+/// A floor and our path (over SHM also the v1 ring), measured in
+/// interleaved rounds.
 struct Pair {
     floor: Series,
+    /// SHM with the fast path off on both sides; empty for TCP.
+    v1: Series,
     ours: Series,
 }
 
@@ -781,26 +838,54 @@ impl Pair {
         let p = spread(&self.floor.p50s());
         p.max / p.min.max(1.0)
     }
+    fn v1_p50_ratio(&self) -> Spread {
+        spread(&ratios(&self.v1.p50s(), &self.floor.p50s()))
+    }
+    /// Per-round p50 of one payload class of `s` over the floor's p50.
+    fn sized_ratio(&self, s: &Series, p50s: fn(&Series) -> Vec<f64>) -> Spread {
+        spread(&ratios(&p50s(s), &self.floor.p50s()))
+    }
+    /// Per-round p50 of the fast path over that of the v1 ring.
+    fn fast_over_v1(&self) -> Spread {
+        spread(&ratios(&self.ours.p50s(), &self.v1.p50s()))
+    }
 }
 
-/// Runs `rounds` rounds of `floor` and `ours`, alternating which goes
-/// first so a drift in time hits both alike.
+/// `label median [p25-p75] (min-max)` with ratios as `1.23x`.
+fn fmt_spread(label: &str, s: &Spread) -> String {
+    format!(
+        "{label} {:.2}x [{:.2}-{:.2}] ({:.2}-{:.2})",
+        s.median, s.p25, s.p75, s.min, s.max
+    )
+    .trim_start()
+    .to_string()
+}
+
+/// Runs `rounds` rounds of `floor`, `ours` and (if given) `v1`, rotating
+/// which goes first so a drift in time hits all alike.
 fn interleave(
     rounds: usize,
     mut floor: impl FnMut() -> Result<Round, String>,
     mut ours: impl FnMut() -> Result<Round, String>,
+    mut v1: Option<&mut dyn FnMut() -> Result<Round, String>>,
 ) -> Result<Pair, String> {
     let mut p = Pair {
         floor: Series::new(),
+        v1: Series::new(),
         ours: Series::new(),
     };
+    let n = if v1.is_some() { 3 } else { 2 };
     for r in 0..rounds {
-        if r % 2 == 0 {
-            p.floor.rounds.push(floor()?);
-            p.ours.rounds.push(ours()?);
-        } else {
-            p.ours.rounds.push(ours()?);
-            p.floor.rounds.push(floor()?);
+        for k in 0..n {
+            match (r + k) % n {
+                0 => p.floor.rounds.push(floor()?),
+                1 => p.ours.rounds.push(ours()?),
+                _ => {
+                    if let Some(f) = v1.as_mut() {
+                        p.v1.rounds.push(f()?);
+                    }
+                }
+            }
         }
     }
     Ok(p)
@@ -834,14 +919,17 @@ pub fn run(mut a: Args) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let res = measure(&a, per_round, &dir);
     let _ = std::fs::remove_dir_all(&dir);
-    for (s, r) in [("bsrv", "bshm"), ("bshm", "bsrv")] {
+    for (s, r) in [(SERVER, CLIENT_SHM), (SERVER_V1, CLIENT_SHM_V1)] {
         let _ = std::fs::remove_file(a.shm_dir.join(format!("{s}_{r}.shm")));
+        let _ = std::fs::remove_file(a.shm_dir.join(format!("{r}_{s}.shm")));
     }
     let (shm, tcp, tput, empty) = res?;
     report(&a, cpus, pinned, per_round, &shm, &tcp, &tput, &empty)
 }
 
-type Tput = Vec<(usize, f64, f64)>;
+/// Per payload size: messages per second over SHM (fast path), SHM (v1
+/// ring) and TCP.
+type Tput = Vec<(usize, f64, f64, f64)>;
 
 fn measure(
     a: &Args,
@@ -856,13 +944,31 @@ fn measure(
         a.shm_dir.display().to_string(),
     ])?;
     let addr = server.line();
-    // SHM against the cache-line floor. One transport at a time: a live
-    // TCP connection would add a read syscall to every loop of the peer.
-    println!("  SHM and the cache-line floor...");
+    let mut server_v1 = Peer::spawn(&[
+        "server".into(),
+        dir.join("server-v1").display().to_string(),
+        "--shm-dir".into(),
+        a.shm_dir.display().to_string(),
+        "--v1".into(),
+    ])?;
+    let addr_v1 = server_v1.line();
+    // SHM (fast path, and v1 ring) against the cache-line floor. One
+    // transport at a time: a live TCP connection would add a read syscall
+    // to every loop of the peer.
+    println!("  SHM (fast path and v1 ring) and the cache-line floor...");
     let mut seq = 0;
-    let mut shm_c = our_client(dir, &addr, true, &a.shm_dir)?;
+    let mut shm_c = our_client(dir, &addr, true, false, &a.shm_dir)?;
+    let mut v1_c = our_client(dir, &addr_v1, true, true, &a.shm_dir)?;
     let mut cl = CacheLine::start(a, total)?;
     server.pause();
+    server_v1.pause();
+    let mut v1_seq = 0;
+    let mut v1_round = || {
+        server_v1.resume();
+        let r = our_round(&mut v1_c, true, per_round, &mut v1_seq);
+        server_v1.pause();
+        r
+    };
     let shm = interleave(
         a.rounds,
         || cl.round(per_round),
@@ -872,21 +978,27 @@ fn measure(
             server.pause();
             r
         },
+        Some(&mut v1_round),
     )?;
     drop(cl);
     server.resume();
+    server_v1.resume();
     println!("  streaming...");
     let tput_runs = a.rounds.min(5);
     let mut shm_tput = vec![Vec::new(); TPUT_SIZES.len()];
+    let mut v1_tput = vec![Vec::new(); TPUT_SIZES.len()];
     for _ in 0..tput_runs {
         for (i, &size) in TPUT_SIZES.iter().enumerate() {
             shm_tput[i].push(our_tput(&mut shm_c, true, size, a.tput_count)?);
+            v1_tput[i].push(our_tput(&mut v1_c, true, size, a.tput_count)?);
         }
     }
     shm_c.stop();
+    v1_c.stop();
+    drop(server_v1);
     // TCP against a raw TCP ping-pong.
     println!("  TCP and the raw TCP floor...");
-    let mut tcp_c = our_client(dir, &addr, false, &a.shm_dir)?;
+    let mut tcp_c = our_client(dir, &addr, false, false, &a.shm_dir)?;
     let mut raw = RawTcp::start(total)?;
     server.pause();
     let tcp = interleave(
@@ -898,6 +1010,7 @@ fn measure(
             server.pause();
             r
         },
+        None,
     )?;
     drop(raw);
     server.resume();
@@ -916,7 +1029,14 @@ fn measure(
     let tput = TPUT_SIZES
         .iter()
         .enumerate()
-        .map(|(i, &size)| (size, median(&shm_tput[i]), median(&tcp_tput[i])))
+        .map(|(i, &size)| {
+            (
+                size,
+                median(&shm_tput[i]),
+                median(&v1_tput[i]),
+                median(&tcp_tput[i]),
+            )
+        })
         .collect();
     println!("  empty polls...");
     let empty = empty_polls(dir, &a.shm_dir, if a.quick { 100_000 } else { 2_000_000 })?;
@@ -971,6 +1091,12 @@ fn report(
     let avg = |s: &Series| spread(&s.avgs()).median;
     row("cache-line ping-pong", &cl, avg(&shm.floor), "floor".into());
     row("tcpshm SHM", &sh, avg(&shm.ours), fmt_ratio(shm));
+    row(
+        "tcpshm SHM, v1 ring",
+        &shm.v1.merged(),
+        avg(&shm.v1),
+        fmt_spread("p50", &shm.v1_p50_ratio()),
+    );
     row("raw TCP ping-pong", &rt, avg(&tcp.floor), "floor".into());
     row("tcpshm TCP", &tc, avg(&tcp.ours), fmt_ratio(tcp));
     for (name, p) in [("cache-line", shm), ("raw TCP", tcp)] {
@@ -981,6 +1107,30 @@ fn report(
             );
         }
     }
+    println!("  SHM p50 by payload, per-round ratio to the floor: median [p25-p75] (min-max):");
+    for (name, f, v) in [
+        (
+            "16/36 B (one block)",
+            shm.sized_ratio(&shm.ours, Series::one_block_p50s),
+            shm.sized_ratio(&shm.v1, Series::one_block_p50s),
+        ),
+        (
+            "200 B (four blocks)",
+            shm.sized_ratio(&shm.ours, Series::b200_p50s),
+            shm.sized_ratio(&shm.v1, Series::b200_p50s),
+        ),
+    ] {
+        println!(
+            "  {name:<22} fast path {}; v1 ring {}",
+            fmt_spread("", &f),
+            fmt_spread("", &v)
+        );
+    }
+    let fv = shm.fast_over_v1();
+    println!(
+        "  fast path / v1 ring, per-round p50: {}",
+        fmt_spread("", &fv)
+    );
     let shm_vs_tcp = tc.p50 as f64 / sh.p50.max(1) as f64;
     println!("  SHM p50 is {shm_vs_tcp:.1}x lower than TCP p50");
     println!();
@@ -994,27 +1144,51 @@ fn report(
         a.rounds.min(5)
     );
     println!(
-        "  {:<10} {:>14} {:>11} {:>14} {:>11} {:>10}",
-        "payload", "SHM msg/s", "SHM MB/s", "TCP msg/s", "TCP MB/s", "SHM/TCP"
+        "  {:<10} {:>14} {:>11} {:>14} {:>14} {:>11} {:>10} {:>10}",
+        "payload",
+        "SHM msg/s",
+        "SHM MB/s",
+        "SHM v1 msg/s",
+        "TCP msg/s",
+        "TCP MB/s",
+        "SHM/TCP",
+        "SHM/v1"
     );
     let mut tput_json = Vec::new();
-    for &(size, s, t) in tput {
+    for &(size, s, v, t) in tput {
         println!(
-            "  {:<10} {:>14.0} {:>11.1} {:>14.0} {:>11.1} {:>9.2}x",
+            "  {:<10} {:>14.0} {:>11.1} {:>14.0} {:>14.0} {:>11.1} {:>9.2}x {:>9.2}x",
             format!("{size} B"),
             s,
             s * size as f64 / 1e6,
+            v,
             t,
             t * size as f64 / 1e6,
-            s / t.max(1.0)
+            s / t.max(1.0),
+            s / v.max(1.0)
         );
         tput_json.push(format!(
-            "{{\"payload\":{size},\"shm_msgs_per_s\":{s:.0},\"tcp_msgs_per_s\":{t:.0}}}"
+            "{{\"payload\":{size},\"shm_msgs_per_s\":{s:.0},\"shm_v1_msgs_per_s\":{v:.0},\"tcp_msgs_per_s\":{t:.0}}}"
         ));
     }
     let pair_json = |p: &Pair| {
+        let v1 = if p.v1.rounds.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\"v1\":{},\"v1_avg_ns\":{},\"v1_p50_ratio\":{},\"fast_over_v1_p50\":{},\"by_payload\":{{\"one_block\":{{\"p50_ratio\":{},\"v1_p50_ratio\":{}}},\"b200\":{{\"p50_ratio\":{},\"v1_p50_ratio\":{}}}}},",
+                p.v1.merged().json(),
+                spread(&p.v1.avgs()).json(),
+                p.v1_p50_ratio().json(),
+                p.fast_over_v1().json(),
+                p.sized_ratio(&p.ours, Series::one_block_p50s).json(),
+                p.sized_ratio(&p.v1, Series::one_block_p50s).json(),
+                p.sized_ratio(&p.ours, Series::b200_p50s).json(),
+                p.sized_ratio(&p.v1, Series::b200_p50s).json(),
+            )
+        };
         format!(
-            "{{\"floor\":{},\"ours\":{},\"floor_avg_ns\":{},\"ours_avg_ns\":{},\"p50_ratio\":{},\"avg_ratio\":{},\"floor_drift\":{:.2},\"rounds\":[{}]}}",
+            "{{{v1}\"floor\":{},\"ours\":{},\"floor_avg_ns\":{},\"ours_avg_ns\":{},\"p50_ratio\":{},\"avg_ratio\":{},\"floor_drift\":{:.2},\"rounds\":[{}]}}",
             p.floor.merged().json(),
             p.ours.merged().json(),
             spread(&p.floor.avgs()).json(),
@@ -1038,7 +1212,7 @@ fn report(
         )
     };
     let json = format!(
-        "{{\"schema\":2,\"cpus\":{cpus},\"pinned\":{pinned},\"rounds\":{},\"round_trips_per_round\":{per_round},\"tput_count\":{},\"shm\":{},\"tcp\":{},\"tcp_p50_over_shm_p50\":{shm_vs_tcp:.2},\"empty_poll_ns\":{{\"shm\":{:.2},\"tcp\":{:.1},\"ctl\":{:.1}}},\"throughput\":[{}]}}\n",
+        "{{\"schema\":3,\"cpus\":{cpus},\"pinned\":{pinned},\"rounds\":{},\"round_trips_per_round\":{per_round},\"tput_count\":{},\"shm\":{},\"tcp\":{},\"tcp_p50_over_shm_p50\":{shm_vs_tcp:.2},\"empty_poll_ns\":{{\"shm\":{:.2},\"tcp\":{:.1},\"ctl\":{:.1}}},\"throughput\":[{}]}}\n",
         a.rounds,
         a.tput_count,
         pair_json(shm),

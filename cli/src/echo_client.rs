@@ -54,6 +54,10 @@ pub struct Args {
     /// Directory of shared-memory objects.
     #[arg(long, default_value = "/dev/shm")]
     pub shm_dir: PathBuf,
+    /// Keep this side on the v1 shared-memory ring (`Config::shm_fast_path`
+    /// off), as a C++ peer: for comparisons and debugging.
+    #[arg(long)]
+    pub shm_v1: bool,
 }
 
 const RING: usize = 1 << 16;
@@ -146,6 +150,7 @@ pub fn run(a: Args) -> Result<(), String> {
     let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from(&a.name));
     let cfg = Config {
         shm_queue_size: a.shm_queue_size,
+        shm_fast_path: !a.shm_v1,
         shm_dir: a.shm_dir.clone(),
         ..Config::default()
     };

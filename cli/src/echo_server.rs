@@ -48,6 +48,10 @@ pub struct Args {
     /// Directory of shared-memory objects.
     #[arg(long, default_value = "/dev/shm")]
     pub shm_dir: PathBuf,
+    /// Keep this side on the v1 shared-memory ring (`Config::shm_fast_path`
+    /// off), as a C++ peer: for comparisons and debugging.
+    #[arg(long)]
+    pub shm_v1: bool,
     /// TCP delayed ack in microseconds (see `Config::ack_delay`); 0 acks
     /// at once.
     #[arg(long)]
@@ -185,6 +189,7 @@ pub fn run(a: Args) -> Result<(), String> {
         tcp_conns_per_group: a.conns_per_group,
         shm_conns_per_group: a.conns_per_group,
         shm_queue_size: a.shm_queue_size,
+        shm_fast_path: !a.shm_v1,
         shm_dir: a.shm_dir.clone(),
         ack_delay: a
             .ack_delay_us

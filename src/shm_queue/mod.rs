@@ -66,6 +66,9 @@ use crate::sys::{HeapRegion, MapOptions, Mapping, Region};
 const OFF_WRITE: usize = 0;
 /// Offset of the writer's cached `read_idx` after the blocks.
 const OFF_CACHE: usize = 4;
+/// Offset of the writer's fast-path announcement (bytes the C++ queue
+/// leaves unused, in `write_idx`'s cache line).
+const OFF_ANNOUNCE: usize = 8;
 /// Offset of `read_idx` after the blocks (its own cache line pair).
 const OFF_READ: usize = 128;
 /// Offset of the writer's commit record (bytes the C++ queue leaves unused).
@@ -76,9 +79,10 @@ const OFF_READ_RECORD: usize = 192;
 pub const TRAILER: usize = 256;
 /// The trailer words and their sizes (4 or 8 bytes), as offsets after the
 /// blocks: what a peer can write besides the blocks.
-pub(crate) const TRAILER_WORDS: [(usize, usize); 5] = [
+pub(crate) const TRAILER_WORDS: [(usize, usize); 6] = [
     (OFF_WRITE, 4),
     (OFF_CACHE, 4),
+    (OFF_ANNOUNCE, 8),
     (OFF_WRITE_RECORD, 8),
     (OFF_READ, 4),
     (OFF_READ_RECORD, 8),
@@ -176,7 +180,7 @@ impl<R: Region> RegionMemory<R> {
     }
 
     fn word64(&self, off: usize) -> &AtomicU64 {
-        // SAFETY: off is OFF_WRITE_RECORD or OFF_READ_RECORD, so the word
+        // SAFETY: off is OFF_ANNOUNCE, OFF_WRITE_RECORD or OFF_READ_RECORD, so the word
         // lies in the trailer (capacity + off + 8 <= size), 8-aligned
         // because the base is 64-aligned; otherwise as in `word`.
         unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(self.capacity + off).cast()) }
@@ -227,6 +231,10 @@ unsafe impl<R: Region> QueueMemory for RegionMemory<R> {
     #[inline]
     fn read_record(&self) -> &AtomicU64 {
         self.word64(OFF_READ_RECORD)
+    }
+    #[inline]
+    fn announce(&self) -> &AtomicU64 {
+        self.word64(OFF_ANNOUNCE)
     }
 }
 
@@ -321,6 +329,20 @@ impl<R: Region> ShmWriter<R> {
         self.0.memory().capacity
     }
 
+    /// Allows (the default) or forbids the stamped fast path: forbidden,
+    /// this writer never announces it, so its reader stays on the v1 ring
+    /// protocol (for debugging and comparisons; `Config::shm_fast_path`).
+    /// Messages are published for a v1 reader (a C++ peer) either way.
+    pub fn set_fast_path(&mut self, allow: bool) {
+        self.0.set_fast(allow)
+    }
+
+    /// Whether this writer's fast-path announcement stands: every message
+    /// it publishes can be read by waiting on its stamp.
+    pub fn stamping(&self) -> bool {
+        self.0.stamping()
+    }
+
     pub(crate) fn memory(&self) -> &RegionMemory<R> {
         self.0.memory()
     }
@@ -366,7 +388,9 @@ impl<R: Region> ShmReader<R> {
         self.0.ready()
     }
 
-    /// Takes up the indices stored in the region again.
+    /// Takes up the indices stored in the region again and starts a
+    /// session: back on v1, with the writer's fast-path announcement
+    /// cleared, so only the writer of this session can announce again.
     pub fn reload(&mut self) {
         self.0.reload()
     }
@@ -375,6 +399,19 @@ impl<R: Region> ShmReader<R> {
     /// after a crash at any instruction.
     pub fn popped(&self) -> u32 {
         self.0.popped()
+    }
+
+    /// Allows (the default) or forbids the stamped fast path; forbidden,
+    /// this reader waits on `write_idx` as a C++ reader does.
+    pub fn set_fast_path(&mut self, allow: bool) {
+        self.0.set_fast(allow)
+    }
+
+    /// Whether this reader is on the fast path now: its writer announced
+    /// in this session that it stamps, and the reader has caught up with
+    /// the point of that announcement.
+    pub fn is_fast(&self) -> bool {
+        self.0.is_fast()
     }
 
     /// Empties the queue (only while the writer is not writing).
@@ -483,6 +520,7 @@ mod tests {
     #[test]
     fn wrap_marker_and_full() {
         let (mut w, mut r) = pair(256); // 4 blocks
+        w.set_fast_path(false); // v1: every block usable
         for i in 0..3u8 {
             w.alloc(1, 56).unwrap().fill(i); // 1 block each
             w.push();
@@ -538,10 +576,22 @@ mod tests {
     /// Two threads, variable sizes, every byte checked. Under Miri this is
     /// the data-race check of the SYNC POINTs (Miri flags any payload read
     /// that is not ordered after its write by an acquire/release pair).
+    /// On the fast path (after the first message) and on v1.
     #[test]
     fn two_threads_every_byte() {
+        two_threads(true);
+    }
+
+    #[test]
+    fn two_threads_every_byte_v1() {
+        two_threads(false);
+    }
+
+    fn two_threads(fast: bool) {
         let n: u32 = if cfg!(miri) { 300 } else { 200_000 };
         let (mut w, mut r) = pair(1024);
+        w.set_fast_path(fast);
+        r.set_fast_path(fast);
         let t = std::thread::spawn(move || {
             for i in 0..n {
                 let len = (i as usize * 37) % 200;
@@ -574,6 +624,171 @@ mod tests {
             }
         }
         t.join().unwrap();
+        assert_eq!(r.is_fast(), fast);
+    }
+
+    /// Payloads made of header words stamped for every index nearby: a
+    /// block of an earlier lap, or payload bytes, that a reader took for a
+    /// stamped header would show as a wrong message.
+    fn lying_payload(p: &mut [u8], around: u32) {
+        for (k, c) in p.chunks_mut(8).enumerate() {
+            let stamp = around.wrapping_add(k as u32 % 16).wrapping_sub(8);
+            let v = 16u64 | 1 << 16 | (stamp as u64) << 32;
+            c.copy_from_slice(&v.to_le_bytes()[..c.len()]);
+        }
+    }
+
+    /// Many laps of an 8-block ring with small and large messages (up to
+    /// the largest that fits), wrap markers alone and with a message, and
+    /// payloads that look like stamped headers: every message comes out
+    /// once, intact, on the fast path.
+    #[test]
+    fn fast_path_laps_with_large_and_small_messages() {
+        let (mut w, mut r) = pair(512);
+        let mut rng = 0x9e37_79b9_u32;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            rng
+        };
+        let (mut sent, mut got) = (0u32, 0u32);
+        let mut lens = std::collections::VecDeque::new();
+        let mut fast_seen = 0;
+        for _ in 0..20_000 {
+            if next() % 3 != 0 {
+                // The largest message that fits beside the spare block.
+                let len = match next() % 4 {
+                    0 => (next() % 448) as usize,
+                    1 => 7 * 64 - 8,
+                    _ => (next() % 56) as usize,
+                };
+                if let Some(p) = w.alloc(sent as u16, len) {
+                    lying_payload(p, sent.wrapping_mul(3));
+                    p[..len.min(4)].copy_from_slice(&sent.to_le_bytes()[..len.min(4)]);
+                    w.push();
+                    lens.push_back(len);
+                    sent += 1;
+                }
+            } else {
+                match r.front().unwrap() {
+                    Some((t, p)) => {
+                        assert_eq!(t, got as u16);
+                        assert_eq!(p.len(), lens.pop_front().unwrap());
+                        let n = p.len().min(4);
+                        assert_eq!(p[..n], got.to_le_bytes()[..n]);
+                        r.pop();
+                        got += 1;
+                        fast_seen += r.is_fast() as u32;
+                    }
+                    None => assert!(lens.is_empty() || !r.is_fast(), "stamp missed"),
+                }
+            }
+        }
+        assert!(w.lone_markers() > 0, "no lone wrap marker was exercised");
+        assert!(
+            fast_seen > 5000,
+            "the fast path was barely used: {fast_seen}"
+        );
+        assert!(got > 5000);
+    }
+
+    /// Writer and reader of every kind on one ring: a fast writer with a
+    /// v1 reader (as for a C++ reader), and a writer that does not stamp
+    /// (as C++, leaving the stamp bytes of earlier laps in place) with a
+    /// fast-capable reader, which then stays on v1.
+    #[test]
+    fn mixed_pairs_deliver_everything() {
+        for (wf, rf) in [(true, false), (false, true), (false, false), (true, true)] {
+            let (mut w, mut r) = pair(512);
+            w.set_fast_path(wf);
+            r.set_fast_path(rf);
+            for i in 0..5000u32 {
+                let len = (i as usize * 29) % 300;
+                let p = match w.alloc(1, len) {
+                    Some(p) => p,
+                    None => {
+                        // A wrap marker went out alone: the reader takes it.
+                        assert!(r.front().unwrap().is_none());
+                        w.alloc(1, len).unwrap()
+                    }
+                };
+                lying_payload(p, i);
+                w.push();
+                let (_, q) = r.front().unwrap().unwrap();
+                assert_eq!(q.len(), len);
+                r.pop();
+                assert!(r.front().unwrap().is_none());
+            }
+            assert_eq!(r.is_fast(), wf && rf, "writer {wf}, reader {rf}");
+            assert_eq!(w.stamping(), wf);
+        }
+    }
+
+    /// A writer that stops stamping in the middle of a session (a C++
+    /// writer under the same names, or a buggy peer): the fast reader sees
+    /// write_idx move without a stamp and falls back to v1, losing nothing.
+    #[test]
+    fn fast_reader_falls_back_when_stamps_stop() {
+        let (mut w, mut r) = pair(1024);
+        for _ in 0..2 {
+            w.alloc(1, 8).unwrap();
+            w.push();
+            r.front().unwrap().unwrap();
+            r.pop();
+            assert!(r.front().unwrap().is_none());
+        }
+        assert!(r.is_fast());
+        // A v1 writer's message: header without stamp, then write_idx.
+        let reg = reg(w.memory());
+        let cap = reg.size() - TRAILER;
+        let at = word(&reg, OFF_WRITE);
+        assert_eq!(at, 2);
+        poke(&reg, (at as usize % 16) * BLOCK, &[20, 0, 9, 0]);
+        poke(&reg, cap + OFF_WRITE, &(at + 1).to_le_bytes());
+        let mut polls = 0;
+        let got = loop {
+            polls += 1;
+            assert!(polls <= 2 * ring_fallback_polls(), "never fell back");
+            if let Some((t, p)) = r.front().unwrap() {
+                break (t, p.len());
+            }
+        };
+        assert_eq!(got, (9, 12));
+        assert!(!r.is_fast());
+    }
+
+    fn ring_fallback_polls() -> u32 {
+        1 << 12
+    }
+
+    /// A writer killed after stamping a message and before storing
+    /// write_idx, the message consumed by a fast reader: the next writer
+    /// counts it as published and goes on after it.
+    #[test]
+    fn stamped_but_unindexed_message_is_rolled_forward() {
+        let (mut w, mut r) = pair(1024);
+        w.alloc(1, 8).unwrap();
+        w.push();
+        r.front().unwrap();
+        r.pop();
+        assert!(r.front().unwrap().is_none());
+        assert!(r.is_fast());
+        w.alloc(2, 8).unwrap();
+        w.push();
+        // Undo the write_idx store of that push: the crash window.
+        let reg = reg(w.memory());
+        let cap = reg.size() - TRAILER;
+        poke(&reg, cap + OFF_WRITE, &1u32.to_le_bytes());
+        assert_eq!(r.front().unwrap().unwrap().0, 2);
+        r.pop();
+        let mut w2 = ShmWriter::new(reg.clone()).unwrap();
+        assert_eq!(word(&reg, OFF_WRITE), 2);
+        assert_eq!(w2.pushed(), 2);
+        w2.alloc(3, 8).unwrap();
+        w2.push();
+        let mut r2 = ShmReader::new(reg).unwrap();
+        assert_eq!(r2.front().unwrap().unwrap().0, 3);
     }
 
     #[test]

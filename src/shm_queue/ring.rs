@@ -12,6 +12,20 @@
 //! `msg_type` u16 LE, `ack_seq` u32 unused) and takes `ceil(size / 64)`
 //! blocks; a header of size 0 means "skip to slot 0".
 //!
+//! # The stamped fast path (between two tcpshm peers)
+//!
+//! The writer always stamps a message with its starting index in the
+//! header's `ack_seq` field, storing the whole header word last, with
+//! Release. Once it has *announced* that it stamps (the word at `Q + 8`,
+//! which the C++ queue never touches), a reader that knows the announcement
+//! is from this session waits on "stamp == my read index" in the block it
+//! reads next: one cache line per message instead of two (`write_idx`,
+//! then the block). `write_idx` is still advanced as in v1, so a v1 reader
+//! (a C++ peer) sees the same protocol. The rules that keep a block of an
+//! earlier lap, or bytes of a payload, from ever looking like a stamped
+//! header are in `Writer::announce` and `Writer::push`; README's
+//! "Shared-memory fast path" section states them byte by byte.
+//!
 //! # Trust
 //!
 //! The other side may be another process, or a hostile one: every index
@@ -64,6 +78,9 @@ pub unsafe trait QueueMemory {
     fn write_record(&self) -> &AtomicU64;
     /// The reader's commit record; unused by the C++ queue.
     fn read_record(&self) -> &AtomicU64;
+    /// The writer's fast-path announcement (`MAGIC << 32 | from`); bytes
+    /// the C++ queue leaves unused, in `write_idx`'s cache line.
+    fn announce(&self) -> &AtomicU64;
 }
 
 /// A side's commit record: the index it is about to publish, its message
@@ -160,10 +177,35 @@ fn blk_cnt<M: QueueMemory>(m: &M) -> u32 {
     (m.capacity() / BLOCK) as u32
 }
 
-/// A block header: `size` u16, `msg_type` u16, `ack_seq` u32, little-endian
-/// in one word.
-fn header_word(size: u16, msg_type: u16) -> u64 {
-    size as u64 | (msg_type as u64) << 16
+/// A block header: `size` u16, `msg_type` u16, `ack_seq` u32 (the stamp),
+/// little-endian in one word.
+fn header_word(size: u16, msg_type: u16, stamp: u32) -> u64 {
+    size as u64 | (msg_type as u64) << 16 | (stamp as u64) << 32
+}
+
+/// The stamp field of a header word.
+fn stamp_of(v: u64) -> u32 {
+    (v >> 32) as u32
+}
+
+/// What the writer stores in the header of the block at index `idx`, the
+/// next place it will write, before a reader can get there: a stamp that
+/// can never match a reader waiting at that block (`!idx` is in another
+/// slot: `!idx & mask == mask - (idx & mask)`, never `idx & mask` for an odd
+/// mask).
+fn cleared_word(idx: u32) -> u64 {
+    header_word(0, 0, !idx)
+}
+
+/// High half of the announcement word: "this writer stamps".
+const MAGIC: u32 = 0x7473_6631; // "1fst"
+
+/// Empty fast polls between two checks that the writer still stamps.
+const FALLBACK_POLLS: u32 = 1 << 12;
+
+/// `(size, msg_type)` of a header word.
+fn fields(v: u64) -> (u16, u16) {
+    (v as u16, (v >> 16) as u16)
 }
 
 /// `(size, msg_type)` of block `b`'s header, read once.
@@ -171,23 +213,20 @@ fn read_header<M: QueueMemory>(m: &M, b: u32) -> (u16, u16) {
     // Relaxed: the header was published by the write_idx store we loaded
     // with Acquire (SYNC POINT msg-published); a peer rewriting it now
     // gives a value we validate, not a race.
-    let v = m.header(b).load(Ordering::Relaxed);
-    (v as u16, (v >> 16) as u16)
-}
-
-fn write_header<M: QueueMemory>(m: &M, b: u32, size: u16, msg_type: u16) {
-    // Relaxed: published by the Release store of write_idx in push
-    // (SYNC POINT msg-published).
-    m.header(b)
-        .store(header_word(size, msg_type), Ordering::Relaxed);
+    fields(m.header(b).load(Ordering::Relaxed))
 }
 
 /// The message allocated and not yet pushed: our own copy of where it is,
 /// never read back from the ring.
 #[derive(Clone, Copy, Debug)]
 struct Pending {
+    /// Index of its header block (slot 0 after a rewind).
     start: u32,
     blks: u32,
+    size: u16,
+    msg_type: u16,
+    /// The slot of the wrap marker to publish with it, after a rewind.
+    marker: Option<u32>,
     /// Byte offset of the payload in the blocks.
     off: usize,
     len: usize,
@@ -208,6 +247,13 @@ pub struct Writer<M> {
     pushed: u32,
     /// Wrap markers published alone (see `publish_marker`).
     lone_markers: u64,
+    /// Whether this writer may announce the fast path.
+    fast: bool,
+    /// Whether the announcement in memory is ours: every publication then
+    /// clears the block after it and keeps one block free.
+    stamping: bool,
+    /// The announcement word we stored.
+    announced: u64,
 }
 
 impl<M: QueueMemory> Writer<M> {
@@ -223,9 +269,25 @@ impl<M: QueueMemory> Writer<M> {
             pending: None,
             pushed: 0,
             lone_markers: 0,
+            fast: true,
+            stamping: false,
+            announced: 0,
         };
         w.reload();
         w
+    }
+
+    /// Allows (the default) or forbids the fast path. Forbidden, the
+    /// writer never announces, so readers stay on v1.
+    pub fn set_fast(&mut self, fast: bool) {
+        self.fast = fast;
+        self.stamping = false;
+    }
+
+    /// Whether this writer's announcement stands (readers may wait on
+    /// stamps).
+    pub fn stamping(&self) -> bool {
+        self.stamping
     }
 
     /// Takes up the indices stored in memory again (after the peer or a
@@ -233,14 +295,24 @@ impl<M: QueueMemory> Writer<M> {
     pub fn reload(&mut self) {
         // Acquire: this runs at login, after a peer may have reset the
         // queue; the login exchange orders it, Acquire costs nothing here.
-        self.write_idx = self.mem.write_idx().load(Ordering::Acquire);
-        self.read_cache = self.mem.read_idx().load(Ordering::Acquire);
-        self.pending = None;
+        let mut write = self.mem.write_idx().load(Ordering::Acquire);
+        let read = self.mem.read_idx().load(Ordering::Acquire);
         // Relaxed: only this side writes the record.
-        self.pushed = Record::count_at(
-            self.mem.write_record().load(Ordering::Relaxed),
-            self.write_idx,
-        );
+        let rec = self.mem.write_record().load(Ordering::Relaxed);
+        let ahead = read.wrapping_sub(write);
+        if ahead != 0 && ahead <= self.blk_cnt && Record::unpack(rec).idx == read {
+            // A writer died between stamping a publication and storing
+            // write_idx, and a fast-path reader consumed it: the message
+            // was complete (the stamp is stored last), so it counts as
+            // published. Roll write_idx forward to where the record says.
+            write = read;
+            self.mem.write_idx().store(write, Ordering::Release);
+        }
+        self.write_idx = write;
+        self.read_cache = read;
+        self.pending = None;
+        self.stamping = false;
+        self.pushed = Record::count_at(rec, self.write_idx);
     }
 
     /// Messages published since the queue was (re)set, mod 2^31; exact
@@ -255,18 +327,97 @@ impl<M: QueueMemory> Writer<M> {
         self.lone_markers
     }
 
+    /// Loads `read_idx` into the cache.
+    fn reload_read(&mut self) {
+        // SYNC POINT block-released: Acquire pairs with the Release store
+        // of read_idx in Reader::release, so the reader's reads of the
+        // blocks it freed happen before we overwrite them.
+        self.read_cache = self.mem.read_idx().load(Ordering::Acquire);
+        // Relaxed: only this writer reads the cache; it is kept in the
+        // region for layout compatibility with the C++ queue.
+        self.mem
+            .read_idx_cache()
+            .store(self.read_cache, Ordering::Relaxed);
+    }
+
+    /// Whether blocks up to index `end` (exclusive) are free, keeping the
+    /// block at `end` free too while stamping; reloads `read_idx` if the
+    /// cached one says no.
+    fn fits(&mut self, end: u32) -> bool {
+        let limit = self.blk_cnt - self.stamping as u32;
+        if end.wrapping_sub(self.read_cache) <= limit {
+            return true;
+        }
+        self.reload_read();
+        end.wrapping_sub(self.read_cache) <= limit
+    }
+
+    /// The stamp for a header at `slot`, index `idx`: the index itself; a
+    /// writer with the fast path forbidden leaves the field as it was, as
+    /// the C++ writer does (so it is a faithful stand-in for one in tests).
+    fn stamp(&self, slot: u32, idx: u32) -> u32 {
+        if self.fast {
+            idx
+        } else {
+            // Relaxed: our own free block.
+            stamp_of(self.mem.header(slot).load(Ordering::Relaxed))
+        }
+    }
+
+    /// Clears the header of the block at `idx`, the next place we write,
+    /// which is free: a reader waiting there must not find its stamp until
+    /// we publish. Ordered before the Release store that lets a reader get
+    /// to `idx` (SYNC POINT msg-stamped or announced).
+    fn clear(&self, idx: u32) {
+        // Relaxed: see above.
+        self.mem
+            .header(idx & self.mask)
+            .store(cleared_word(idx), Ordering::Relaxed);
+    }
+
+    /// Announces the fast path from `write_idx` on, if the block there is
+    /// free: clears its header, then stores the announcement. From then on
+    /// every publication clears the block after it before storing its
+    /// stamp, and `alloc` keeps that block free. So every index a reader
+    /// can stop at from `from` on holds either a cleared header or the
+    /// stamped header of the message that starts there: never a header of
+    /// an earlier lap, nor payload bytes.
+    fn announce(&mut self) {
+        self.stamping = false;
+        self.reload_read();
+        if self.write_idx.wrapping_sub(self.read_cache) >= self.blk_cnt {
+            return; // full: try again at the next alloc
+        }
+        self.clear(self.write_idx);
+        let word = (MAGIC as u64) << 32 | self.write_idx as u64;
+        // SYNC POINT announced: Release so the cleared header is visible
+        // to a reader that loads the announcement with Acquire (in
+        // Reader::try_fast).
+        self.mem.announce().store(word, Ordering::Release);
+        self.announced = word;
+        self.stamping = true;
+    }
+
     /// Reserves a message of type `msg_type` with `payload_len` bytes of
     /// payload and returns the payload to fill. `None` if the reader has
     /// not freed enough blocks, or if the message can never fit (larger
-    /// than the capacity or than a u16 size).
+    /// than the capacity, less one block on the fast path, or than a u16
+    /// size).
     pub fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.pending = None;
+        // Relaxed: the word is ours; the reader only clears it when a
+        // session starts, and we announce again as soon as we see that.
+        if self.fast
+            && (!self.stamping || self.mem.announce().load(Ordering::Relaxed) != self.announced)
+        {
+            self.announce();
+        }
         let size = HDR + payload_len;
         if size > u16::MAX as usize {
             return None;
         }
         let blks = size.div_ceil(BLOCK) as u32;
-        if blks > self.blk_cnt {
+        if blks > self.blk_cnt - self.stamping as u32 {
             return None;
         }
         let slot = self.write_idx & self.mask;
@@ -277,36 +428,23 @@ impl<M: QueueMemory> Writer<M> {
         } else {
             self.write_idx
         };
-        let end = start.wrapping_add(blks);
-        if end.wrapping_sub(self.read_cache) > self.blk_cnt {
-            // SYNC POINT block-released: Acquire pairs with the Release
-            // store of read_idx in Reader::pop, so the reader's reads of the
-            // blocks it freed happen before we overwrite them.
-            self.read_cache = self.mem.read_idx().load(Ordering::Acquire);
-            // Relaxed: only this writer reads the cache; it is kept in the
-            // region for layout compatibility with the C++ queue.
-            self.mem
-                .read_idx_cache()
-                .store(self.read_cache, Ordering::Relaxed);
-            if end.wrapping_sub(self.read_cache) > self.blk_cnt {
-                if rewind {
-                    self.publish_marker(slot, to_end);
-                }
-                return None;
+        if !self.fits(start.wrapping_add(blks)) {
+            if rewind {
+                self.publish_marker(slot, to_end);
             }
-        }
-        if rewind {
-            // The wrap marker: size 0 at `slot` means "skip to slot 0".
-            write_header(&self.mem, slot, 0, 0);
+            return None;
         }
         let first = start & self.mask;
         // The message starts at slot 0 after a rewind, else at a slot with
         // `blks` blocks before the end (checked above): it ends inside the
-        // ring, and the blocks are free (checked against read_idx).
-        write_header(&self.mem, first, size as u16, msg_type);
+        // ring, and the blocks are free (checked against read_idx). Its
+        // header (and the marker) are stored by push.
         let p = Pending {
             start,
             blks,
+            size: size as u16,
+            msg_type,
+            marker: rewind.then_some(slot),
             off: first as usize * BLOCK + HDR,
             len: payload_len,
         };
@@ -320,8 +458,8 @@ impl<M: QueueMemory> Writer<M> {
         // `[off, off + len)` lies inside the blocks (alloc checked that the
         // message ends before the end of the ring). The blocks are free and
         // unpublished, so the reader does not touch them until push (SYNC
-        // POINTs block-released and msg-published), and `&mut self` makes
-        // the slice the only one this writer gives out.
+        // POINTs block-released, msg-published and msg-stamped), and
+        // `&mut self` makes the slice the only one this writer gives out.
         unsafe { std::slice::from_raw_parts_mut(self.mem.blocks().add(p.off), p.len) }
     }
 
@@ -339,34 +477,65 @@ impl<M: QueueMemory> Writer<M> {
     /// with nothing after it.
     fn publish_marker(&mut self, slot: u32, to_end: u32) {
         let end = self.write_idx.wrapping_add(to_end);
-        if end.wrapping_sub(self.read_cache) > self.blk_cnt {
+        if !self.fits(end) {
             return;
         }
-        // The block is free (checked against read_idx just above).
-        write_header(&self.mem, slot, 0, 0);
+        if self.stamping {
+            self.clear(end);
+        }
         self.pending = None;
         self.lone_markers += 1;
-        self.write_idx = end;
         Record::store(self.mem.write_record(), end, self.pushed, 0);
-        // SYNC POINT msg-published (the marker is a message to skip).
+        // SYNC POINT msg-stamped (the marker is a message to skip).
+        self.mem.header(slot).store(
+            header_word(0, 0, self.stamp(slot, self.write_idx)),
+            Ordering::Release,
+        );
+        self.write_idx = end;
+        // SYNC POINT msg-published.
         self.mem.write_idx().store(end, Ordering::Release);
     }
 
     /// Publishes the message of the last [`alloc`](Self::alloc); without
     /// one it does nothing.
+    ///
+    /// Order: clear the block after the message (fast path), store the
+    /// commit record, the header with its stamp (then the wrap marker),
+    /// and `write_idx`. A writer killed anywhere in between exposes either
+    /// nothing or the whole message.
     pub fn push(&mut self) {
         if let Some(p) = self.pending.take() {
             self.mem.track_write(p.off, p.len);
-            self.write_idx = p.start.wrapping_add(p.blks);
+            let end = p.start.wrapping_add(p.blks);
+            if self.stamping {
+                // Free: alloc kept one block after the message free.
+                self.clear(end);
+            }
             self.pushed = self.pushed.wrapping_add(1) & 0x7fff_ffff;
-            Record::store(self.mem.write_record(), self.write_idx, self.pushed, 1);
+            Record::store(self.mem.write_record(), end, self.pushed, 1);
+            // SYNC POINT msg-stamped: Release so the payload written since
+            // alloc (and the cleared block after it) is visible before the
+            // stamp; pairs with the Acquire load of the header in
+            // Reader::front_fast and Reader::ready.
+            let first = p.start & self.mask;
+            self.mem.header(first).store(
+                header_word(p.size, p.msg_type, self.stamp(first, p.start)),
+                Ordering::Release,
+            );
+            if let Some(slot) = p.marker {
+                // SYNC POINT msg-stamped: after the header at slot 0, so a
+                // reader that follows the marker finds that header stamped.
+                self.mem.header(slot).store(
+                    header_word(0, 0, self.stamp(slot, self.write_idx)),
+                    Ordering::Release,
+                );
+            }
+            self.write_idx = end;
             // SYNC POINT msg-published: Release so the header and payload
-            // written since alloc are visible before the index that
-            // publishes them; pairs with the Acquire load of write_idx in
-            // Reader::front.
-            self.mem
-                .write_idx()
-                .store(self.write_idx, Ordering::Release);
+            // are visible before the index that publishes them; pairs with
+            // the Acquire load of write_idx in Reader::available and
+            // Reader::ready.
+            self.mem.write_idx().store(end, Ordering::Release);
         }
     }
 
@@ -400,6 +569,14 @@ pub struct Reader<M> {
     cur: Option<Current>,
     /// Messages consumed since the queue was (re)set, mod 2^31.
     popped: u32,
+    /// Whether this reader may take the fast path.
+    fast_allowed: bool,
+    /// On the fast path: waiting on stamps, not on write_idx.
+    fast: bool,
+    /// The writer's stamps went missing this session: v1 until reload.
+    fast_failed: bool,
+    /// Empty fast polls since the last fallback check.
+    idle: u32,
 }
 
 impl<M: QueueMemory> Reader<M> {
@@ -414,12 +591,32 @@ impl<M: QueueMemory> Reader<M> {
             write_cache: 0,
             cur: None,
             popped: 0,
+            fast_allowed: true,
+            fast: false,
+            fast_failed: false,
+            idle: 0,
         };
         r.reload();
         r
     }
 
-    /// Takes up the indices stored in memory again.
+    /// Allows (the default) or forbids the fast path.
+    pub fn set_fast(&mut self, fast: bool) {
+        self.fast_allowed = fast;
+        self.fast = false;
+        // The cache went stale while on the fast path: reload it next.
+        self.write_cache = self.read_idx;
+    }
+
+    /// Whether this reader waits on stamps (the fast path) now.
+    pub fn is_fast(&self) -> bool {
+        self.fast
+    }
+
+    /// Takes up the indices stored in memory again, and starts a session:
+    /// back to v1, and the writer's announcement is cleared, so only an
+    /// announcement made after this (by the writer of this session) can
+    /// put this reader on the fast path.
     pub fn reload(&mut self) {
         // Acquire: as in Writer::reload.
         self.read_idx = self.mem.read_idx().load(Ordering::Acquire);
@@ -430,6 +627,14 @@ impl<M: QueueMemory> Reader<M> {
             self.mem.read_record().load(Ordering::Relaxed),
             self.read_idx,
         );
+        self.fast = false;
+        self.fast_failed = false;
+        self.idle = 0;
+        if self.fast_allowed {
+            // Relaxed: this only makes the word stale; the writer stores a
+            // new announcement with Release when it sees it cleared.
+            self.mem.announce().store(0, Ordering::Relaxed);
+        }
     }
 
     /// Messages consumed since the queue was (re)set, mod 2^31; exact
@@ -464,8 +669,57 @@ impl<M: QueueMemory> Reader<M> {
         Record::store(self.mem.read_record(), idx, self.popped, delta);
         // SYNC POINT block-released: Release so our reads of the blocks
         // before `idx` happen before the writer may reuse them; pairs with
-        // the Acquire load of read_idx in Writer::alloc.
+        // the Acquire load of read_idx in Writer::reload_read.
         self.mem.read_idx().store(idx, Ordering::Release);
+    }
+
+    /// Caught up on v1: takes the fast path if the writer of this session
+    /// announced it from an index at or before ours.
+    fn try_fast(&mut self) {
+        if !self.fast_allowed || self.fast_failed {
+            return;
+        }
+        // SYNC POINT announced: Acquire pairs with the Release store in
+        // Writer::announce, so the header it cleared at `from` is visible.
+        let a = self.mem.announce().load(Ordering::Acquire);
+        let from = a as u32;
+        // Every index from `from` to write_idx (where we are) is one the
+        // writer cleared before letting us reach it.
+        if stamp_of(a) == MAGIC && self.read_idx.wrapping_sub(from) < 1 << 31 {
+            self.fast = true;
+            self.idle = 0;
+        }
+    }
+
+    /// On the fast path with nothing stamped at our index: every
+    /// [`FALLBACK_POLLS`] empty polls, checks that write_idx has not moved
+    /// past us without a stamp (a writer that stopped stamping); if it has,
+    /// goes back to v1 for this session. Returns whether it did.
+    #[cold]
+    fn fallback_check(&mut self) -> bool {
+        self.idle = 0;
+        // SYNC POINT msg-published: Acquire, so a stamp stored before this
+        // write_idx is visible to the header load below.
+        let write = self.mem.write_idx().load(Ordering::Acquire);
+        let ahead = write.wrapping_sub(self.read_idx);
+        if ahead == 0 || ahead > self.blk_cnt {
+            // Nothing new, or write_idx behind us (a writer that died
+            // between its stamp and write_idx: it rolls forward at reload).
+            return false;
+        }
+        // Relaxed: a stamp is stored before write_idx, which we loaded
+        // with Acquire; we only compare it (v1 reads what follows).
+        let h = self
+            .mem
+            .header(self.read_idx & self.mask)
+            .load(Ordering::Relaxed);
+        if stamp_of(h) == self.read_idx {
+            return false;
+        }
+        self.fast = false;
+        self.fast_failed = true;
+        self.write_cache = write;
+        true
     }
 
     /// The next message as `(msg_type, payload)`, without consuming it.
@@ -478,9 +732,13 @@ impl<M: QueueMemory> Reader<M> {
     /// nothing out of bounds is read, and the reader stays where it was.
     pub fn front(&mut self) -> Result<Option<(u16, &[u8])>, Corrupt> {
         self.cur = None;
+        if self.fast {
+            return self.front_fast();
+        }
         let mut at = self.read_idx;
         let mut avail = self.available(at)?;
         if avail == 0 {
+            self.try_fast();
             return Ok(None);
         }
         let mut slot = at & self.mask;
@@ -503,7 +761,59 @@ impl<M: QueueMemory> Reader<M> {
             (size, msg_type) = read_header(&self.mem, 0);
         }
         let blks = (size as usize).div_ceil(BLOCK) as u32;
-        if (size as usize) < HDR || blks > avail || slot + blks > self.blk_cnt {
+        if blks > avail {
+            return Err(Corrupt::Size { at, size });
+        }
+        self.accept(at, slot, size, msg_type)
+    }
+
+    /// [`front`](Self::front) on the fast path: the header at our index,
+    /// loaded once with Acquire, is ours to read if its stamp is our index.
+    fn front_fast(&mut self) -> Result<Option<(u16, &[u8])>, Corrupt> {
+        let mut at = self.read_idx;
+        let mut slot = at & self.mask;
+        // SYNC POINT msg-stamped: Acquire pairs with the Release store of
+        // the header in Writer::push, so the payload is visible.
+        let h = self.mem.header(slot).load(Ordering::Acquire);
+        if stamp_of(h) != at {
+            self.idle += 1;
+            if self.idle >= FALLBACK_POLLS && self.fallback_check() {
+                return self.front();
+            }
+            return Ok(None);
+        }
+        let (mut size, mut msg_type) = fields(h);
+        if size == 0 {
+            // A wrap marker: the message continues at slot 0.
+            if slot == 0 {
+                return Err(Corrupt::Size { at, size });
+            }
+            at = at.wrapping_add(self.blk_cnt - slot);
+            // SYNC POINT msg-stamped, as above (push stores this header
+            // before the marker).
+            let h0 = self.mem.header(0).load(Ordering::Acquire);
+            if stamp_of(h0) != at {
+                // The marker alone (the writer cleared slot 0): consume it.
+                self.release(at, 0);
+                return Ok(None);
+            }
+            slot = 0;
+            (size, msg_type) = fields(h0);
+        }
+        self.accept(at, slot, size, msg_type)
+    }
+
+    /// Validates a message header read at index `at` (slot `slot`) and
+    /// makes it the current message.
+    fn accept(
+        &mut self,
+        at: u32,
+        slot: u32,
+        size: u16,
+        msg_type: u16,
+    ) -> Result<Option<(u16, &[u8])>, Corrupt> {
+        let blks = (size as usize).div_ceil(BLOCK) as u32;
+        if (size as usize) < HDR || slot + blks > self.blk_cnt {
             return Err(Corrupt::Size { at, size });
         }
         let cur = Current {
@@ -523,9 +833,9 @@ impl<M: QueueMemory> Reader<M> {
         let c = self.cur?;
         // SAFETY: `c` is our own copy of a message `front` checked to lie
         // inside the ring (slot + blocks <= block count) and to be published
-        // (before write_idx, SYNC POINT msg-published); the writer does not
-        // reuse its blocks until pop releases them (SYNC POINT
-        // block-released).
+        // (before write_idx, SYNC POINT msg-published, or stamped, SYNC
+        // POINT msg-stamped); the writer does not reuse its blocks until
+        // pop releases them (SYNC POINT block-released).
         let payload = unsafe { std::slice::from_raw_parts(self.mem.blocks().add(c.off), c.len) };
         Some((c.msg_type, payload))
     }
@@ -539,10 +849,24 @@ impl<M: QueueMemory> Reader<M> {
         }
     }
 
-    /// Whether something is published past our read index: our cached
-    /// `write_idx` first, else one load. What an empty poll costs.
+    /// Whether something may be waiting: on the fast path one load of the
+    /// header at our index; on v1 our cached `write_idx` first, else one
+    /// load. What an empty poll costs.
     #[inline(always)]
     pub fn ready(&mut self) -> bool {
+        if self.fast {
+            // Relaxed: only compared; front_fast loads the header again with
+            // Acquire before anything is read (SYNC POINT msg-stamped).
+            let h = self
+                .mem
+                .header(self.read_idx & self.mask)
+                .load(Ordering::Relaxed);
+            if stamp_of(h) == self.read_idx {
+                return true;
+            }
+            self.idle += 1;
+            return self.idle >= FALLBACK_POLLS && self.fallback_check();
+        }
         if self.read_idx != self.write_cache {
             return true;
         }
@@ -575,4 +899,5 @@ pub fn reset<M: QueueMemory>(mem: &M) {
     mem.read_idx().store(0, Ordering::Release);
     mem.write_record().store(0, Ordering::Release);
     mem.read_record().store(0, Ordering::Release);
+    mem.announce().store(0, Ordering::Release);
 }
