@@ -168,6 +168,14 @@ impl Connection {
         self.tx.local_name()
     }
 
+    /// Whether messages from the peer arrive over the shared-memory fast
+    /// path now: the peer's writer announced in this session that it
+    /// stamps (a tcpshm peer with `Config::shm_fast_path`), and this side
+    /// allows it. `false` over TCP and with a C++ peer.
+    pub fn shm_fast_path(&self) -> bool {
+        self.rx.shm_fast()
+    }
+
     /// See [`ConnTx::remote_name`].
     pub fn remote_name(&self) -> Option<&Name> {
         self.tx.remote_name()

@@ -63,6 +63,11 @@ impl<U: UserData, R: UserData> Group<U, R> {
         }
     }
 
+    /// Connections of this group with a session up now.
+    pub fn live(&self) -> usize {
+        self.live.len()
+    }
+
     /// A connection of this group, to push to outside callbacks.
     pub fn connection(&mut self, slot: usize) -> Option<&mut Connection> {
         self.conns.get_mut(slot)

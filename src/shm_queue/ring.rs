@@ -203,6 +203,12 @@ const MAGIC: u32 = 0x7473_6631; // "1fst"
 /// Empty fast polls between two checks that the writer still stamps.
 const FALLBACK_POLLS: u32 = 1 << 12;
 
+/// Blocks past a publication whose headers the writer clears after it.
+const CLEAR_AHEAD: u32 = 8;
+
+/// Empty v1 `ready` polls between two looks at the announcement.
+const FAST_CHECK_POLLS: u32 = 64;
+
 /// `(size, msg_type)` of a header word.
 fn fields(v: u64) -> (u16, u16) {
     (v as u16, (v >> 16) as u16)
@@ -254,6 +260,9 @@ pub struct Writer<M> {
     stamping: bool,
     /// The announcement word we stored.
     announced: u64,
+    /// While stamping: every index from the next publication's end up to
+    /// this one (exclusive) holds a header we cleared after its last write.
+    cleared_to: u32,
 }
 
 impl<M: QueueMemory> Writer<M> {
@@ -272,6 +281,7 @@ impl<M: QueueMemory> Writer<M> {
             fast: true,
             stamping: false,
             announced: 0,
+            cleared_to: 0,
         };
         w.reload();
         w
@@ -312,6 +322,7 @@ impl<M: QueueMemory> Writer<M> {
         self.read_cache = read;
         self.pending = None;
         self.stamping = false;
+        self.cleared_to = write;
         self.pushed = Record::count_at(rec, self.write_idx);
     }
 
@@ -343,6 +354,7 @@ impl<M: QueueMemory> Writer<M> {
     /// Whether blocks up to index `end` (exclusive) are free, keeping the
     /// block at `end` free too while stamping; reloads `read_idx` if the
     /// cached one says no.
+    #[inline]
     fn fits(&mut self, end: u32) -> bool {
         let limit = self.blk_cnt - self.stamping as u32;
         if end.wrapping_sub(self.read_cache) <= limit {
@@ -368,11 +380,45 @@ impl<M: QueueMemory> Writer<M> {
     /// which is free: a reader waiting there must not find its stamp until
     /// we publish. Ordered before the Release store that lets a reader get
     /// to `idx` (SYNC POINT msg-stamped or announced).
+    #[inline]
     fn clear(&self, idx: u32) {
         // Relaxed: see above.
         self.mem
             .header(idx & self.mask)
             .store(cleared_word(idx), Ordering::Relaxed);
+    }
+
+    /// Before a publication ending at `end` lets a reader get there: the
+    /// header at `end` must be cleared. Usually `clear_ahead` did it after
+    /// an earlier publication; else now (the block is free: `alloc` kept
+    /// one block after the message free).
+    #[inline]
+    fn ensure_cleared(&mut self, end: u32) {
+        if (self.cleared_to.wrapping_sub(end) as i32) <= 0 {
+            self.clear(end);
+            self.cleared_to = end.wrapping_add(1);
+        }
+    }
+
+    /// After a publication ending at `end`: clears the headers of the next
+    /// few free blocks, so the next publications find their end already
+    /// cleared and the stores (cache misses on blocks last used a lap ago)
+    /// are not in front of their stamps. At most [`CLEAR_AHEAD`] stores.
+    #[inline]
+    fn clear_ahead(&mut self, end: u32) {
+        let mut at = if (self.cleared_to.wrapping_sub(end) as i32) > 0 {
+            self.cleared_to
+        } else {
+            end
+        };
+        // Free blocks only: before read_idx + capacity.
+        let limit = self.read_cache.wrapping_add(self.blk_cnt);
+        let target = end.wrapping_add(CLEAR_AHEAD);
+        while (target.wrapping_sub(at) as i32) > 0 && (limit.wrapping_sub(at) as i32) > 0 {
+            self.clear(at);
+            at = at.wrapping_add(1);
+        }
+        self.cleared_to = at;
     }
 
     /// Announces the fast path from `write_idx` on, if the block there is
@@ -389,6 +435,7 @@ impl<M: QueueMemory> Writer<M> {
             return; // full: try again at the next alloc
         }
         self.clear(self.write_idx);
+        self.cleared_to = self.write_idx.wrapping_add(1);
         let word = (MAGIC as u64) << 32 | self.write_idx as u64;
         // SYNC POINT announced: Release so the cleared header is visible
         // to a reader that loads the announcement with Acquire (in
@@ -403,6 +450,7 @@ impl<M: QueueMemory> Writer<M> {
     /// not freed enough blocks, or if the message can never fit (larger
     /// than the capacity, less one block on the fast path, or than a u16
     /// size).
+    #[inline]
     pub fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.pending = None;
         // Relaxed: the word is ours; the reader only clears it when a
@@ -453,6 +501,7 @@ impl<M: QueueMemory> Writer<M> {
         Some(self.payload(p))
     }
 
+    #[inline]
     fn payload(&mut self, p: Pending) -> &mut [u8] {
         // SAFETY: `p` is our own record of an allocation whose payload
         // `[off, off + len)` lies inside the blocks (alloc checked that the
@@ -464,6 +513,7 @@ impl<M: QueueMemory> Writer<M> {
     }
 
     /// The payload of the message allocated and not yet pushed.
+    #[inline]
     pub fn pending_payload(&mut self) -> Option<&mut [u8]> {
         let p = self.pending?;
         Some(self.payload(p))
@@ -481,7 +531,7 @@ impl<M: QueueMemory> Writer<M> {
             return;
         }
         if self.stamping {
-            self.clear(end);
+            self.ensure_cleared(end);
         }
         self.pending = None;
         self.lone_markers += 1;
@@ -494,6 +544,9 @@ impl<M: QueueMemory> Writer<M> {
         self.write_idx = end;
         // SYNC POINT msg-published.
         self.mem.write_idx().store(end, Ordering::Release);
+        if self.stamping {
+            self.clear_ahead(end);
+        }
     }
 
     /// Publishes the message of the last [`alloc`](Self::alloc); without
@@ -503,13 +556,13 @@ impl<M: QueueMemory> Writer<M> {
     /// commit record, the header with its stamp (then the wrap marker),
     /// and `write_idx`. A writer killed anywhere in between exposes either
     /// nothing or the whole message.
+    #[inline]
     pub fn push(&mut self) {
         if let Some(p) = self.pending.take() {
             self.mem.track_write(p.off, p.len);
             let end = p.start.wrapping_add(p.blks);
             if self.stamping {
-                // Free: alloc kept one block after the message free.
-                self.clear(end);
+                self.ensure_cleared(end);
             }
             self.pushed = self.pushed.wrapping_add(1) & 0x7fff_ffff;
             Record::store(self.mem.write_record(), end, self.pushed, 1);
@@ -536,6 +589,10 @@ impl<M: QueueMemory> Writer<M> {
             // the Acquire load of write_idx in Reader::available and
             // Reader::ready.
             self.mem.write_idx().store(end, Ordering::Release);
+            if self.stamping {
+                // After the stamp: for the next publications.
+                self.clear_ahead(end);
+            }
         }
     }
 
@@ -663,6 +720,7 @@ impl<M: QueueMemory> Reader<M> {
 
     /// Publishes `idx` as consumed, with the message count `popped` and
     /// whether this publication consumed a message.
+    #[inline]
     fn release(&mut self, idx: u32, delta: u32) {
         self.read_idx = idx;
         self.popped = self.popped.wrapping_add(delta) & 0x7fff_ffff;
@@ -730,6 +788,7 @@ impl<M: QueueMemory> Reader<M> {
     /// # Errors
     /// [`Corrupt`] if the memory holds what an honest writer never writes;
     /// nothing out of bounds is read, and the reader stays where it was.
+    #[inline]
     pub fn front(&mut self) -> Result<Option<(u16, &[u8])>, Corrupt> {
         self.cur = None;
         if self.fast {
@@ -769,6 +828,7 @@ impl<M: QueueMemory> Reader<M> {
 
     /// [`front`](Self::front) on the fast path: the header at our index,
     /// loaded once with Acquire, is ours to read if its stamp is our index.
+    #[inline]
     fn front_fast(&mut self) -> Result<Option<(u16, &[u8])>, Corrupt> {
         let mut at = self.read_idx;
         let mut slot = at & self.mask;
@@ -805,6 +865,7 @@ impl<M: QueueMemory> Reader<M> {
 
     /// Validates a message header read at index `at` (slot `slot`) and
     /// makes it the current message.
+    #[inline]
     fn accept(
         &mut self,
         at: u32,
@@ -829,6 +890,7 @@ impl<M: QueueMemory> Reader<M> {
 
     /// The message the last [`front`](Self::front) returned, if it has not
     /// been popped since.
+    #[inline]
     pub fn current(&self) -> Option<(u16, &[u8])> {
         let c = self.cur?;
         // SAFETY: `c` is our own copy of a message `front` checked to lie
@@ -842,6 +904,7 @@ impl<M: QueueMemory> Reader<M> {
 
     /// Consumes the message the last [`front`](Self::front) returned;
     /// without one it does nothing.
+    #[inline]
     pub fn pop(&mut self) {
         if let Some(c) = self.cur.take() {
             self.mem.track_read(c.off, c.len);
@@ -873,7 +936,17 @@ impl<M: QueueMemory> Reader<M> {
         // SYNC POINT msg-published: Acquire pairs with the Release store in
         // Writer::push (what `front` reads next is then visible).
         self.write_cache = self.mem.write_idx().load(Ordering::Acquire);
-        self.read_idx != self.write_cache
+        if self.read_idx != self.write_cache {
+            return true;
+        }
+        // Caught up: now and then, see whether the fast path is announced
+        // (a caller that gates `front` on `ready` never calls it empty).
+        self.idle += 1;
+        if self.idle >= FAST_CHECK_POLLS {
+            self.idle = 0;
+            self.try_fast();
+        }
+        false
     }
 
     /// Whether a message is published and not consumed (checks memory).
