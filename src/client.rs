@@ -322,6 +322,17 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
                 .as_ref()
                 .expect("mapped in last_server_name");
             m.write(0, &server.to_wire());
+            // Both sides have now reset the pair for the new name: the old
+            // name's shm objects hold nothing anyone will read. Remove
+            // those no process holds (an old server still running under
+            // that name keeps them).
+            if let Some(old) = last {
+                crate::pair_files::remove_shm_pair(
+                    &self.cfg.shm_dir,
+                    self.name.as_str(),
+                    old.as_str(),
+                );
+            }
         }
         s.set_nonblocking(true).map_err(io("set non-blocking"))?;
         s.set_read_timeout(None).map_err(io("set timeout"))?;
@@ -401,6 +412,62 @@ impl<H: ClientHandler<R>, U: UserData, R: UserData> Client<H, U, R> {
             _ => return None,
         };
         Some(session.next_deadline())
+    }
+
+    /// This client's connection statistics (see [`crate::stats`]), with
+    /// the heartbeats and the last time heard of the TCP side of an shm
+    /// session.
+    pub fn stats(&self) -> crate::ConnStats {
+        let mut s = self.conn.stats();
+        if let Some(l) = &self.shm_link {
+            s.heartbeats_sent = l.session.heartbeats();
+            s.last_heard = Some(l.session.last_heard());
+        }
+        s
+    }
+
+    /// The server name this client last logged in to (persisted in
+    /// `<dir>/<name>.lastserver`), if any.
+    ///
+    /// # Errors
+    /// The file cannot be opened.
+    pub fn last_server(&mut self) -> Result<Option<String>, ConnectError> {
+        Ok(self.last_server_name()?.map(|n| n.as_str().to_string()))
+    }
+
+    /// Stops the client and moves the files of its pair with the server it
+    /// last logged in to (its `.ptcp` file, the two shm objects and the
+    /// `.lastserver` file) into a timestamped backup directory in its
+    /// directory, returned: the next login reports no last server, so both
+    /// sides start the pair afresh. For a sequence number mismatch (see
+    /// README, "Runbook"); nothing is destroyed (`tcpshm inspect` reads
+    /// the backup).
+    ///
+    /// # Errors
+    /// [`ConnectError::File`]: no server logged in to yet, a file a live
+    /// process holds, or a failed move.
+    pub fn reset_pair(&mut self) -> Result<PathBuf, ConnectError> {
+        let server = self.last_server_name()?.ok_or_else(|| {
+            ConnectError::File(FileError::io(
+                self.dir.join(format!("{}.lastserver", self.name)),
+                "reset",
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no server logged in to yet"),
+            ))
+        })?;
+        self.stop();
+        let backup = crate::pair_files::reset_pair(
+            &self.dir,
+            &self.cfg.shm_dir,
+            self.name.as_str(),
+            server.as_str(),
+        )?;
+        // Forget the server name too (into the backup): the next login then
+        // reports none, and the server starts its side of the pair afresh
+        // as well (PROTOCOL.md §4, rule 5).
+        let last = self.dir.join(format!("{}.lastserver", self.name));
+        crate::sys::files::take_for_removal(&last, None)?
+            .move_to(&backup.join(format!("{}.lastserver", self.name)))?;
+        Ok(backup)
     }
 
     /// Closes the connection and its files; `connect` opens them again.

@@ -93,14 +93,18 @@
 pub mod client;
 pub mod config;
 pub mod conn;
+pub mod cpp_ptcp;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod inspect;
 pub mod login;
+pub mod pair_files;
 pub mod ptcp_queue;
 pub mod server;
 mod session;
 pub mod shm_queue;
+pub mod stats;
 pub mod sys;
 pub mod wire;
 
@@ -111,6 +115,7 @@ pub use error::{FileError, FileErrorKind, SetupError};
 pub use login::SeqMismatch;
 pub use server::{Accept, ConnId, Server, ServerHandler};
 pub use session::CloseReason;
+pub use stats::ConnStats;
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("tcpshm supports little-endian hosts (the wire and shm layouts are little-endian)");

@@ -610,6 +610,11 @@ impl<R: Region> PtcpQueue<R> {
         self.seq_end.wrapping_sub(self.st.read_seq)
     }
 
+    /// Share of the message area in use (0 to 1).
+    pub fn fill(&self) -> f64 {
+        f64::from(self.st.write - self.st.read) / f64::from(self.blk_cnt.max(1))
+    }
+
     /// Whether no message is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -634,6 +639,25 @@ impl<R: Region> PtcpQueue<R> {
         self.seq_end = 0;
         self.send_off = 0;
         ack.set(0);
+    }
+
+    /// Empties the queue and starts it again at sequence number `seq`, with
+    /// the local ack `local_ack`: for carrying another implementation's
+    /// queue over (`tcpshm import-cpp`), whose messages are then pushed in
+    /// order and keep their sequence numbers.
+    ///
+    /// # Panics
+    /// If `ack` is not this file's counter (a caller bug).
+    pub fn restart_at(&mut self, ack: &mut AckCounter<R>, seq: u32, local_ack: u32) {
+        assert!(self.mem.same(&ack.mem), "the AckCounter of another queue");
+        self.pending = None;
+        self.commit(State {
+            read_seq: seq,
+            ..State::default()
+        });
+        self.seq_end = seq;
+        self.send_off = 0;
+        ack.set(local_ack);
     }
 
     /// Closes the queue and gives its region back.

@@ -307,6 +307,8 @@ pub(crate) struct Session {
     last_recv: i64,
     /// The latest `now` seen, to stamp sends made outside a poll.
     now: i64,
+    /// Heartbeats queued this session (statistics).
+    heartbeats: u64,
     hb: [u8; HEADER_SIZE],
     /// Bytes at the end of `hb` still to send (a partially sent heartbeat).
     hb_left: usize,
@@ -336,6 +338,7 @@ impl Session {
             last_send: now,
             last_recv: now,
             now,
+            heartbeats: 0,
             hb: [0; HEADER_SIZE],
             hb_left: 0,
             ack_sent: 0,
@@ -443,6 +446,17 @@ impl Session {
         .encode();
         self.hb_left = HEADER_SIZE;
         self.last_send = now;
+        self.heartbeats += 1;
+    }
+
+    /// Heartbeats (standalone acks included) queued this session.
+    pub fn heartbeats(&self) -> u64 {
+        self.heartbeats
+    }
+
+    /// The `now` at which bytes last came from the peer.
+    pub fn last_heard(&self) -> i64 {
+        self.last_recv
     }
 
     /// Records a read at `now`: `got` bytes (`Some(0)`: none available;

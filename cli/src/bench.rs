@@ -630,7 +630,7 @@ fn peer_server(p: &PeerArgs) -> Result<(), String> {
     println!("{}", server.local_addr().expect("listening"));
     let _ = std::io::stdout().flush();
     crate::util::catch_stop_signals();
-    crate::echo_server::serve_loop(&mut server, BenchEcho, crate::util::stopping);
+    crate::echo_server::serve_loop(&mut server, BenchEcho, crate::util::stopping, None);
     Ok(())
 }
 
@@ -793,9 +793,12 @@ fn empty_polls(
     let connected = std::sync::atomic::AtomicBool::new(false);
     let clients = std::thread::scope(|s| {
         let th = s.spawn(|| {
-            crate::echo_server::serve_loop(&mut server, BenchEcho, || {
-                connected.load(Ordering::Relaxed)
-            })
+            crate::echo_server::serve_loop(
+                &mut server,
+                BenchEcho,
+                || connected.load(Ordering::Relaxed),
+                None,
+            )
         });
         let shm = our_client(&dir.join("ep"), &addr, true, false, shm_dir);
         let tcp = our_client(&dir.join("ep"), &addr, false, false, shm_dir);

@@ -195,6 +195,7 @@ pub fn run(a: Args) -> Result<(), String> {
     let mut next_progress = 0u32;
     let mut last_tcp_poll = 0i64;
     let mut loops = 0u32;
+    let mut last_stats = i64::MIN;
     let step = (a.count / 20).max(1);
     loop {
         if stopping() {
@@ -291,6 +292,15 @@ pub fn run(a: Args) -> Result<(), String> {
                 client.poll_tcp(t);
                 last_tcp_poll = t;
             }
+            if t.saturating_sub(last_stats) >= crate::stats_file::EVERY_NS {
+                let peer = client
+                    .connection()
+                    .remote_name()
+                    .map_or_else(String::new, |n| n.to_string());
+                let conns = [(peer, client.stats())];
+                crate::stats_file::publish(&dir, "echo-client", &a.name, &conns, t);
+                last_stats = t;
+            }
         }
         client.poll_shm();
         let h = client.handler();
@@ -343,6 +353,12 @@ pub fn run(a: Args) -> Result<(), String> {
         fmt_ns(hist.value_at_quantile(0.999) as f64),
         fmt_ns(hist.max() as f64)
     );
+    let peer = client
+        .connection()
+        .remote_name()
+        .map_or_else(String::new, |n| n.to_string());
+    let conns = [(peer, client.stats())];
+    crate::stats_file::publish(&dir, "echo-client", &a.name, &conns, now());
     client.stop();
     Ok(())
 }

@@ -158,9 +158,11 @@ pub fn serve_loop<H: ServerHandler + Clone>(
     server: &mut Server<H>,
     mut h: H,
     until: impl Fn() -> bool,
+    stats_dir: Option<&std::path::Path>,
 ) {
+    let name = server.name().to_string();
     let (mut ctl, tcp, shm) = server.split();
-    let (mut last_ctl, mut t) = (0, 0);
+    let (mut last_ctl, mut t, mut last_stats) = (0, 0, i64::MIN);
     let mut i = 0u32;
     let mut tcp_live = false;
     loop {
@@ -177,6 +179,18 @@ pub fn serve_loop<H: ServerHandler + Clone>(
             if t - last_ctl >= crate::echo_client::TCP_POLL_EVERY_NS {
                 ctl.poll(t);
                 last_ctl = t;
+            }
+            if let Some(d) = stats_dir {
+                if t.saturating_sub(last_stats) >= crate::stats_file::EVERY_NS {
+                    let conns: Vec<_> = tcp
+                        .iter()
+                        .chain(shm.iter())
+                        .flat_map(|g| g.stats())
+                        .map(|(_, peer, s)| (peer, s))
+                        .collect();
+                    crate::stats_file::publish(d, "echo-server", &name, &conns, t);
+                    last_stats = t;
+                }
             }
         }
         i = i.wrapping_add(1);
@@ -257,7 +271,7 @@ pub fn run(a: Args) -> Result<(), String> {
             }
         });
     } else {
-        serve_loop(&mut server, echo, stopping);
+        serve_loop(&mut server, echo, stopping, Some(&a.dir));
     }
     server.stop();
     println!("echo-server stopped");

@@ -1,10 +1,13 @@
 //! The `tcpshm` command: echo server and client (compatible with the C++
-//! library's echo example), a demo, and benchmarks.
+//! library's echo example), a demo, benchmarks, and the operating
+//! commands (inspect, clean, reset, import-cpp, stats).
 
+mod admin;
 mod bench;
 mod demo;
 mod echo_client;
 mod echo_server;
+mod stats_file;
 mod util;
 
 use std::process::ExitCode;
@@ -33,6 +36,21 @@ enum Cmd {
     Demo(demo::Args),
     /// Measure RTT and throughput against same-run baselines.
     Bench(bench::Args),
+    /// What is in queue directories, queue files and shm objects: pairs,
+    /// formats, sequence ranges, pending messages, fill, live holders.
+    Inspect(admin::InspectArgs),
+    /// Remove the files of stale pairs no live process holds (a dry run
+    /// unless --yes).
+    Clean(admin::CleanArgs),
+    /// Move a pair's files to a timestamped backup, so its next login
+    /// starts it afresh (after a sequence number mismatch).
+    Reset(admin::ResetArgs),
+    /// Convert a C++ library `.ptcp` file into this project's format,
+    /// keeping its pending messages and sequence numbers.
+    ImportCpp(admin::ImportArgs),
+    /// Live statistics the echo programs publish (every second, into
+    /// <dir>/<name>.stats): a table, like AeronStat.
+    Stats(stats_file::Args),
     /// The other process of `bench` (not for direct use).
     #[command(hide = true)]
     BenchPeer(bench::PeerArgs),
@@ -46,6 +64,11 @@ fn main() -> ExitCode {
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::BenchPeer(a) => bench::peer(a),
+        Cmd::Inspect(a) => admin::inspect(a),
+        Cmd::Clean(a) => admin::clean(a),
+        Cmd::Reset(a) => admin::reset(a),
+        Cmd::ImportCpp(a) => admin::import_cpp(a),
+        Cmd::Stats(a) => stats_file::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

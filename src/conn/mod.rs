@@ -110,6 +110,10 @@ pub struct Connection {
     pub(crate) tx: ConnTx,
     /// Refuse the peer's login frame after login.
     pub(crate) guard: Option<ReloginGuard>,
+    /// Sessions started and messages resent after their logins
+    /// (statistics).
+    sessions: u64,
+    resent: u64,
 }
 
 const _: () = {
@@ -124,6 +128,8 @@ impl Connection {
             rx: ConnRx::none(),
             tx: ConnTx::new(local),
             guard: None,
+            sessions: 0,
+            resent: 0,
         }
     }
 
@@ -174,6 +180,41 @@ impl Connection {
     /// allows it. `false` over TCP and with a C++ peer.
     pub fn shm_fast_path(&self) -> bool {
         self.rx.shm_fast()
+    }
+
+    /// This connection's statistics (see [`crate::stats`]): cheap, and
+    /// nothing in it is counted with more than a plain add.
+    pub fn stats(&self) -> crate::ConnStats {
+        let mut s = crate::ConnStats {
+            connected: !self.is_closed(),
+            msgs_sent: self.tx.sent.0,
+            bytes_sent: self.tx.sent.1,
+            msgs_received: self.rx.pops_total,
+            bytes_received: self.rx.bytes,
+            resent: self.resent,
+            sessions: self.sessions,
+            last_close: self.close_reason().filter(|_| self.sessions > 0),
+            ..Default::default()
+        };
+        match &self.tx.t {
+            TxTransport::Tcp { queue, link } => {
+                s.transport = Some(Transport::Tcp);
+                s.acked = Some(queue.seq_range().0);
+                s.pending = queue.len();
+                s.queue_fill = queue.fill();
+                if let Some(l) = link {
+                    s.heartbeats_sent = l.session.heartbeats();
+                    s.last_heard = Some(l.session.last_heard());
+                }
+            }
+            TxTransport::Shm(w) => {
+                s.transport = Some(Transport::Shm);
+                s.queue_fill = w.fill();
+                s.pending = w.unread();
+            }
+            TxTransport::None => {}
+        }
+        s
     }
 
     /// See [`ConnTx::remote_name`].
@@ -273,12 +314,16 @@ impl Connection {
         self.tx.state = state;
         self.rx.fault = None;
         self.rx.pops = 0;
+        self.sessions += 1;
         let res = match (&mut self.tx.t, &mut self.rx.t) {
             (TxTransport::Tcp { queue, link: l }, RxTransport::Tcp { buf, ack }) => {
                 buf.clear();
                 let consumed = buf.consumed();
                 *l = link;
-                match queue.login_ack(remote_ack) {
+                let acked = queue.login_ack(remote_ack);
+                // What the peer has not acknowledged goes out again.
+                self.resent += u64::from(queue.len()) * u64::from(acked.is_ok());
+                match acked {
                     Err(_) => Err((CloseReason::AckBeyondSent, 0)),
                     Ok(()) => match l {
                         Some(l) => {

@@ -27,6 +27,9 @@ pub struct ConnRx {
     pub(crate) pops: u64,
     /// A corrupt shm queue seen by `front`, reported by the next poll.
     pub(crate) fault: Option<Closed>,
+    /// Messages and payload bytes popped, ever (statistics).
+    pub(crate) pops_total: u64,
+    pub(crate) bytes: u64,
 }
 
 /// A received message, borrowed from the receive buffer or the shared
@@ -69,6 +72,7 @@ impl Received<'_> {
     /// again; over shared memory the read index is the persistence.
     #[inline]
     pub fn pop(self) {
+        self.rx.bytes += self.len as u64;
         self.rx.pop_current();
     }
 }
@@ -79,6 +83,8 @@ impl ConnRx {
             t: RxTransport::None,
             pops: 0,
             fault: None,
+            pops_total: 0,
+            bytes: 0,
         }
     }
 
@@ -115,6 +121,7 @@ impl ConnRx {
             RxTransport::None => return,
         }
         self.pops += 1;
+        self.pops_total += 1;
     }
 
     /// Application messages popped from this pair since it was (re)set,

@@ -64,6 +64,10 @@ pub struct ConnTx {
     pub(crate) t: TxTransport,
     pub(crate) max_payload: usize,
     pub(crate) state: Arc<LinkState>,
+    /// Messages and payload bytes pushed (statistics).
+    pub(crate) sent: (u64, u64),
+    /// Payload bytes of the message allocated and not yet pushed.
+    pending_len: usize,
 }
 
 /// A message being written in the send queue. [`push`](Alloc::push)
@@ -114,6 +118,8 @@ impl ConnTx {
             t: TxTransport::None,
             max_payload: 0,
             state: LinkState::new_closed(CloseReason::RequestClose),
+            sent: (0, 0),
+            pending_len: 0,
         }
     }
 
@@ -144,6 +150,7 @@ impl ConnTx {
             TxTransport::None => return Err(AllocError::NotOpen),
         };
         if ok {
+            self.pending_len = len;
             Ok(Alloc { tx: self })
         } else {
             Err(AllocError::Full)
@@ -151,6 +158,9 @@ impl ConnTx {
     }
 
     fn push(&mut self, send_now: bool) {
+        self.sent.0 += 1;
+        self.sent.1 += self.pending_len as u64;
+        self.pending_len = 0;
         match &mut self.t {
             TxTransport::Tcp { queue, link } => {
                 let Some(stamped) = queue.push() else { return };

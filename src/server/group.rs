@@ -54,6 +54,32 @@ impl<U: UserData, R: UserData> Group<U, R> {
         }
     }
 
+    /// Statistics of the slots bound to a client name.
+    pub fn stats(&self) -> Vec<(ConnId, String, crate::ConnStats)> {
+        self.conns
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, c)| {
+                let name = c.remote_name()?.as_str().to_string();
+                Some((self.id(slot), name, c.stats()))
+            })
+            .collect()
+    }
+
+    /// Closes the files of the idle slot bound to `client`, if any (for
+    /// [`super::Server::reset_pair`]). `Err` if that slot has a session.
+    pub(super) fn release_pair(&mut self, client: &Name) -> Result<(), ()> {
+        for (slot, c) in self.conns.iter_mut().enumerate() {
+            if c.remote_name() == Some(client) {
+                if self.live.contains(&slot) {
+                    return Err(());
+                }
+                c.release();
+            }
+        }
+        Ok(())
+    }
+
     /// This group's id for slot `slot`.
     fn id(&self, slot: usize) -> ConnId {
         ConnId {

@@ -161,6 +161,9 @@ enum ToCtl {
 /// A server. `U` is the login user data type, `R` the login-response user
 /// data type (both `u8` by default).
 pub struct Server<H, U: UserData = u8, R: UserData = u8> {
+    name: Name,
+    dir: std::path::PathBuf,
+    shm_dir: std::path::PathBuf,
     handler: H,
     ctl: ServerCtl<U, R>,
     tcp: Vec<Group<U, R>>,
@@ -205,8 +208,12 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
         };
         let tcp = groups(Transport::Tcp, cfg.tcp_groups, cfg.tcp_conns_per_group);
         let shm = groups(Transport::Shm, cfg.shm_groups, cfg.shm_conns_per_group);
+        let shm_dir = cfg.shm_dir.clone();
         let ctl = ServerCtl::new(name, cfg, inboxes, from_groups);
         Ok(Server {
+            name,
+            dir,
+            shm_dir,
             handler,
             ctl,
             tcp,
@@ -283,6 +290,51 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
     /// The handler.
     pub fn handler(&mut self) -> &mut H {
         &mut self.handler
+    }
+
+    /// Statistics of every connection slot bound to a client name: its
+    /// id, the client's name, and [`crate::ConnStats`]. Allocates (not for
+    /// the hot path); with the groups on other threads, take them from
+    /// each [`Group::stats`] instead.
+    pub fn stats(&self) -> Vec<(ConnId, String, crate::ConnStats)> {
+        self.tcp
+            .iter()
+            .chain(self.shm.iter())
+            .flat_map(|g| g.stats())
+            .collect()
+    }
+
+    /// This server's name.
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    /// Moves the files of the pair with client `client` (this server's
+    /// `.ptcp` file for it and the two shm objects) into a timestamped
+    /// backup directory in the server's directory, and returns it: the
+    /// client's next login starts the pair afresh. For a sequence number
+    /// mismatch (see README, "Runbook"). The client must not be connected;
+    /// its idle slot lets its files go first.
+    ///
+    /// # Errors
+    /// [`crate::FileErrorKind::InUse`] if the client is connected or
+    /// another process holds a file; see [`crate::pair_files::reset_pair`].
+    pub fn reset_pair(&mut self, client: &str) -> Result<std::path::PathBuf, FileError> {
+        let name = Name::new(client).map_err(|e| {
+            FileError::io(
+                self.dir.join(format!("{}_{client}.ptcp", self.name)),
+                "reset",
+                io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+            )
+        })?;
+        let ptcp = self.dir.join(format!("{}_{client}.ptcp", self.name));
+        for g in self.tcp.iter_mut().chain(self.shm.iter_mut()) {
+            g.release_pair(&name).map_err(|()| FileError {
+                path: ptcp.clone(),
+                kind: crate::FileErrorKind::InUse,
+            })?;
+        }
+        crate::pair_files::reset_pair(&self.dir, &self.shm_dir, self.name.as_str(), client)
     }
 }
 

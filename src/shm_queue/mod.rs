@@ -329,6 +329,25 @@ impl<R: Region> ShmWriter<R> {
         self.0.memory().capacity
     }
 
+    /// Share of the ring in use (0 to 1): published and not yet released
+    /// by the reader.
+    pub fn fill(&self) -> f64 {
+        f64::from(self.0.in_use()) / f64::from(self.0.blocks())
+    }
+
+    /// Messages published and not yet read, as this writer last saw the
+    /// reader's progress (from the reader's commit record).
+    pub fn unread(&self) -> u32 {
+        let rec = self
+            .memory()
+            .read_record()
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // The reader's count, by its commit record (the high half is the
+        // index it published, the low half its count and delta).
+        let popped = ((rec as u32) >> 1) & 0x7fff_ffff;
+        self.0.pushed().wrapping_sub(popped) & 0x7fff_ffff
+    }
+
     /// Allows (the default) or forbids the stamped fast path: forbidden,
     /// this writer never announces it, so its reader stays on the v1 ring
     /// protocol (for debugging and comparisons; `Config::shm_fast_path`).
@@ -438,16 +457,24 @@ fn map_shm(
     check_capacity(capacity).map_err(|e| FileError::corrupt(path, e.to_string()))?;
     // The writer and the reader (often another process) both map the
     // object: no whole-file lock, one lock per end.
-    let m = Mapping::open(
-        path,
-        region_size(capacity),
-        MapOptions {
-            lock: false,
-            ..opts
-        },
-    )?;
-    m.lock_role(role)?;
-    Ok(Arc::new(m))
+    let mut tries = 0;
+    loop {
+        let m = Mapping::open(
+            path,
+            region_size(capacity),
+            MapOptions {
+                lock: false,
+                ..opts
+            },
+        )?;
+        m.lock_role(role)?;
+        // `tcpshm clean` takes both role locks, then unlinks: an object
+        // locked here that is no longer at `path` is opened again.
+        if m.is_linked() || tries == 3 {
+            return Ok(Arc::new(m));
+        }
+        tries += 1;
+    }
 }
 
 impl ShmWriter<Mapping> {

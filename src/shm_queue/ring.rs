@@ -332,6 +332,19 @@ impl<M: QueueMemory> Writer<M> {
         self.pushed
     }
 
+    /// Blocks published and not yet released by the reader now (one load
+    /// of `read_idx`: for statistics, not for the hot path).
+    pub fn in_use(&self) -> u32 {
+        // Relaxed: a number for display, nothing is read because of it.
+        let read = self.mem.read_idx().load(Ordering::Relaxed);
+        self.write_idx.wrapping_sub(read).min(self.blk_cnt)
+    }
+
+    /// Blocks in the ring.
+    pub fn blocks(&self) -> u32 {
+        self.blk_cnt
+    }
+
     /// Wrap markers this writer published alone, because a message that
     /// had to start at slot 0 did not fit yet.
     pub fn lone_markers(&self) -> u64 {

@@ -72,6 +72,25 @@ impl Mapping {
     /// A [`FileError`] naming the path: open, lock, reserve or mmap failure,
     /// or a wrong size.
     pub fn open(path: &Path, len: usize, opts: MapOptions) -> Result<Mapping, FileError> {
+        // `tcpshm clean` and `reset` take a file's lock, then unlink it: a
+        // file locked here that is no longer at `path` is opened again.
+        let mut tries = 0;
+        loop {
+            let m = Self::open_once(path, len, opts)?;
+            if !opts.lock || m.is_linked() || tries == 3 {
+                return Ok(m);
+            }
+            tries += 1;
+        }
+    }
+
+    /// Whether the mapped file is still the one at its path (not unlinked
+    /// or replaced since it was opened).
+    pub(crate) fn is_linked(&self) -> bool {
+        super::files::still_linked(&self._file, &self.path)
+    }
+
+    fn open_once(path: &Path, len: usize, opts: MapOptions) -> Result<Mapping, FileError> {
         let err = |op, e| FileError::io(path, op, e);
         if len == 0 {
             return Err(err("map", io::Error::from(io::ErrorKind::InvalidInput)));

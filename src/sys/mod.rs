@@ -37,6 +37,7 @@
 //! let r = q.region(); // error: no such method
 //! ```
 
+pub mod files;
 mod mapping;
 mod region;
 pub(crate) mod socket;

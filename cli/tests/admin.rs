@@ -1,0 +1,715 @@
+//! The operating commands on real files and processes: `inspect` after a
+//! kill -9 with unacknowledged messages, `clean` keeping a live pair and
+//! removing a dead one, a sequence mismatch recovered with `reset`, and a
+//! C++ queue file imported and resent after login.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tcpshm::cpp_ptcp::CppQueue;
+use tcpshm::server::ConnId;
+use tcpshm::wire::{Login, LoginResponse};
+use tcpshm::{
+    Accept, Client, ClientHandler, Config, ConnTx, ConnectError, Received, Server, ServerHandler,
+    Transport,
+};
+
+const EXE: &str = env!("CARGO_BIN_EXE_tcpshm");
+
+fn now() -> i64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as i64
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tcpshm-admin-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(d.join("shm")).unwrap();
+    d
+}
+
+struct Cleanup(PathBuf);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on every exit path.
+struct Kill(Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cfg(shm: &Path) -> Config {
+    Config {
+        shm_dir: shm.into(),
+        ..Config::default()
+    }
+}
+
+/// Records every message, in order.
+#[derive(Default)]
+struct Sink {
+    got: Vec<(u16, Vec<u8>)>,
+    /// Consume nothing (a stalled application): nothing is acknowledged.
+    paused: bool,
+}
+
+impl ServerHandler for Sink {
+    fn on_new_connection(
+        &mut self,
+        _: std::net::SocketAddr,
+        _: &Login,
+        _: &mut LoginResponse,
+    ) -> Accept {
+        Accept::Group(0)
+    }
+    fn on_client_msg(&mut self, _id: ConnId, msg: Received<'_>, _tx: &mut ConnTx) {
+        if self.paused {
+            return;
+        }
+        self.got.push((msg.msg_type(), msg.payload().to_vec()));
+        msg.pop();
+    }
+}
+
+struct Quiet;
+impl ClientHandler for Quiet {
+    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
+        now()
+    }
+    fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
+        msg.pop();
+    }
+}
+
+fn run(args: &[&str]) -> (bool, String) {
+    let out = Command::new(EXE).args(args).output().expect("run tcpshm");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), text)
+}
+
+fn inspect_json(path: &Path, shm: &Path) -> Value {
+    let (ok, out) = run(&[
+        "inspect",
+        "--json",
+        "--messages",
+        "--shm-dir",
+        shm.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    assert!(ok, "inspect failed: {out}");
+    serde_json::from_str(&out).expect("inspect --json")
+}
+
+fn poll_server<H: ServerHandler>(s: &mut Server<H>) {
+    let t = now();
+    s.poll_ctl(t);
+    s.poll_tcp(t, 0);
+    s.poll_shm(0);
+}
+
+fn poll_client<H: ClientHandler>(c: &mut Client<H>) {
+    c.poll_tcp(now());
+    c.poll_shm();
+}
+
+/// Until the server has seen every session end (a new login would be
+/// "Already logged on" before).
+fn wait_server_idle(server: &mut Server<Sink>) {
+    wait_until(10, "the server to see the disconnect", || {
+        poll_server(server);
+        server.stats().iter().all(|(_, _, s)| !s.connected)
+    });
+}
+
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The child of `inspect_counts_what_a_killed_client_left_unacked`: a
+/// server that answers the login and then reads nothing, and a client that
+/// pushes exactly 7 messages, says so, and waits to be killed.
+#[test]
+fn child_pushes_seven_and_waits() {
+    let Ok(dir) = std::env::var("TCPSHM_ADMIN_CHILD") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let shm = dir.join("shm");
+    let mut server = Server::new("srv", dir.join("srv"), cfg(&shm), Sink::default()).unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut client = Client::new("c", dir.join("c"), cfg(&shm), Quiet).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            // Until the login is answered; after it nothing is read (so
+            // nothing is acknowledged).
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                poll_server(&mut server);
+                std::thread::yield_now();
+            }
+        });
+        let r = client.connect(Transport::Tcp, addr, 0);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        t.join().unwrap();
+        r.unwrap();
+    });
+    for i in 0..7u8 {
+        let mut m = client.connection().alloc(10 + u16::from(i), 5).unwrap();
+        m.payload_mut().copy_from_slice(&[i; 5]);
+        m.push();
+    }
+    println!("pushed 7");
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn inspect_counts_what_a_killed_client_left_unacked() {
+    let dir = scratch("inspect");
+    let _c = Cleanup(dir.clone());
+    let me = std::env::current_exe().unwrap();
+    let child = Command::new(me)
+        .args([
+            "--exact",
+            "child_pushes_seven_and_waits",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("TCPSHM_ADMIN_CHILD", &dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Kill(child);
+    let out = std::io::BufReader::new(child.0.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in std::io::BufRead::lines(out).map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains("pushed 7") => break,
+            Ok(_) => {}
+            Err(_) => panic!("the child never pushed (or died)"),
+        }
+    }
+    // Held while the child lives.
+    let v = inspect_json(&dir.join("c"), &dir.join("shm"));
+    assert_eq!(v["queues"][0]["held"], true, "{v}");
+    drop(child); // kill -9
+    let v = inspect_json(&dir.join("c"), &dir.join("shm"));
+    let q = &v["queues"][0];
+    assert_eq!(q["local"], "c");
+    assert_eq!(q["remote"], "srv");
+    assert_eq!(q["held"], false, "{v}");
+    assert_eq!(q["pending"], 7, "{v}");
+    assert_eq!(q["seq_start"], 0);
+    assert_eq!(q["seq_end"], 7);
+    assert_eq!(q["messages"][6]["type"], 16);
+    assert_eq!(q["messages"][6]["head_hex"], "06 06 06 06 06");
+    assert_eq!(v["last_server"][0]["server"], "srv");
+    let (ok, text) = run(&[
+        "inspect",
+        dir.join("c").join("c_srv.ptcp").to_str().unwrap(),
+        "--messages",
+    ]);
+    assert!(ok && text.contains("7 pending"), "{text}");
+}
+
+#[test]
+fn clean_keeps_a_live_pair_and_removes_a_dead_one() {
+    let dir = scratch("clean");
+    let _c = Cleanup(dir.clone());
+    let (c, shm) = (dir.join("c"), dir.join("shm"));
+    std::fs::create_dir_all(&c).unwrap();
+    let mut name = [0u8; 16];
+    name[..4].copy_from_slice(b"srvB");
+    std::fs::write(c.join("c.lastserver"), name).unwrap();
+    let opts = tcpshm::sys::MapOptions::default();
+    // The current pair (c, srvB), held by a live process; and two pairs
+    // of previous server names: srvA dead, srvL still held by a process.
+    let live =
+        tcpshm::ptcp_queue::PtcpQueue::open_file(&c.join("c_srvB.ptcp"), 2000, opts).unwrap();
+    drop(tcpshm::ptcp_queue::PtcpQueue::open_file(&c.join("c_srvA.ptcp"), 2000, opts).unwrap());
+    let held_old =
+        tcpshm::ptcp_queue::PtcpQueue::open_file(&c.join("c_srvL.ptcp"), 2000, opts).unwrap();
+    drop(tcpshm::shm_queue::ShmWriter::open_file(&shm.join("c_srvA.shm"), 4096, opts).unwrap());
+    drop(tcpshm::shm_queue::ShmReader::open_file(&shm.join("srvA_c.shm"), 4096, opts).unwrap());
+    let live_shm =
+        tcpshm::shm_queue::ShmWriter::open_file(&shm.join("c_srvB.shm"), 4096, opts).unwrap();
+    let args = |yes: bool| {
+        let mut v = vec![
+            "clean",
+            "--json",
+            "--dir",
+            c.to_str().unwrap(),
+            "--shm-dir",
+            shm.to_str().unwrap(),
+        ];
+        if yes {
+            v.push("--yes");
+        }
+        v
+    };
+    // A dry run lists and removes nothing.
+    let (ok, out) = run(&args(false));
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dry_run"], true);
+    let status = |v: &Value, file: &str| -> String {
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(file))
+            .map_or("absent".into(), |f| {
+                f["status"].as_str().unwrap().to_string()
+            })
+    };
+    assert_eq!(status(&v, "c_srvA.ptcp"), "would remove");
+    assert!(c.join("c_srvA.ptcp").exists());
+    let (ok, out) = run(&args(true));
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status(&v, "c_srvA.ptcp"), "removed");
+    assert_eq!(status(&v, "/c_srvA.shm"), "removed");
+    assert_eq!(status(&v, "/srvA_c.shm"), "removed");
+    assert_eq!(status(&v, "c_srvL.ptcp"), "kept: a live process holds it");
+    assert_eq!(
+        status(&v, "c_srvB.ptcp"),
+        "absent",
+        "the current pair is never a candidate"
+    );
+    assert_eq!(status(&v, "c_srvB.shm"), "absent");
+    assert!(!c.join("c_srvA.ptcp").exists() && !shm.join("c_srvA.shm").exists());
+    assert!(c.join("c_srvB.ptcp").exists() && c.join("c_srvL.ptcp").exists());
+    assert!(shm.join("c_srvB.shm").exists());
+    drop((live, held_old, live_shm));
+}
+
+/// The pair's sequence numbers no longer fit (the client's queue file was
+/// replaced by an older copy): the login fails with status 1; `tcpshm
+/// reset` on the client's directory moves its files aside; the next login
+/// starts the pair afresh on both sides, and the backup is still readable.
+#[test]
+fn mismatch_then_reset_then_fresh_login() {
+    let dir = scratch("reset");
+    let _c = Cleanup(dir.clone());
+    let shm = dir.join("shm");
+    let mut server = Server::new("srv", dir.join("srv"), cfg(&shm), Sink::default()).unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let cdir = dir.join("c");
+    let send = |client: &mut Client<Quiet>, server: &mut Server<Sink>, n: usize| {
+        let before = server.handler().got.len();
+        for i in 0..n {
+            let mut m = client.connection().alloc(1, 4).unwrap();
+            m.payload_mut().copy_from_slice(&(i as u32).to_le_bytes());
+            m.push();
+        }
+        wait_until(10, "the server got them", || {
+            poll_server(&mut *server);
+            poll_client(&mut *client);
+            server.handler().got.len() == before + n
+        });
+    };
+    let connect = |client: &mut Client<Quiet>, server: &mut Server<Sink>| {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    poll_server(&mut *server);
+                    std::thread::yield_now();
+                }
+            });
+            let r = client.connect(Transport::Tcp, addr, 0);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            t.join().unwrap();
+            r
+        })
+    };
+    {
+        let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
+        connect(&mut client, &mut server).unwrap();
+        send(&mut client, &mut server, 3);
+        client.stop();
+    }
+    wait_server_idle(&mut server);
+    let old = std::fs::read(cdir.join("c_srv.ptcp")).unwrap();
+    {
+        let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
+        connect(&mut client, &mut server).unwrap();
+        send(&mut client, &mut server, 4);
+        // Let the server's acks arrive, so the client's queue moves on.
+        wait_until(10, "acks", || {
+            poll_server(&mut server);
+            poll_client(&mut client);
+            client.connection().split().1.messages_pushed() == 7
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        for _ in 0..50 {
+            poll_server(&mut server);
+            poll_client(&mut client);
+        }
+        client.stop();
+    }
+    wait_server_idle(&mut server);
+    // Replace the client's file with the copy from before: its sequence
+    // range (3..3) no longer holds the server's ack (7).
+    std::fs::write(cdir.join("c_srv.ptcp"), &old).unwrap();
+    let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
+    match connect(&mut client, &mut server) {
+        Err(ConnectError::SeqMismatch(m)) => assert_eq!(m.remote_ack, 7, "{m:?}"),
+        other => panic!("expected a sequence mismatch, got {other:?}"),
+    }
+    drop(client);
+    let (ok, out) = run(&[
+        "reset",
+        "--dir",
+        cdir.to_str().unwrap(),
+        "--pair",
+        "c_srv",
+        "--shm-dir",
+        shm.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("both sides start the pair afresh"), "{out}");
+    let backup = PathBuf::from(
+        out.lines()
+            .find_map(|l| l.strip_prefix("inspect the old files with: tcpshm inspect "))
+            .expect("the backup path"),
+    );
+    let v = inspect_json(&backup, &shm);
+    assert_eq!(v["queues"][0]["problem"], Value::Null, "{v}");
+    assert_eq!(
+        v["queues"][0]["seq_end"], 3,
+        "the backup is the old file: {v}"
+    );
+    assert_eq!(v["last_server"][0]["server"], "srv");
+    let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
+    connect(&mut client, &mut server).expect("a fresh login after reset");
+    server.handler().got.clear();
+    send(&mut client, &mut server, 2);
+    let (s, e) = {
+        let v = inspect_json(&cdir.join("c_srv.ptcp"), &shm);
+        (
+            v["queues"][0]["seq_start"].clone(),
+            v["queues"][0]["seq_end"].clone(),
+        )
+    };
+    assert_eq!(e, 2, "the pair started again at 0 ({s}..{e})");
+}
+
+/// A C++ client's queue file with 5 unacknowledged messages, imported:
+/// after the login the server receives exactly those 5, once, in order.
+#[test]
+fn import_then_resend_after_login() {
+    let dir = scratch("import");
+    let _c = Cleanup(dir.clone());
+    let shm = dir.join("shm");
+    let cpp = dir.join("cpp");
+    std::fs::create_dir_all(&cpp).unwrap();
+    let msgs: Vec<(u16, Vec<u8>)> = (0..5u8)
+        .map(|i| (20 + u16::from(i), vec![i; 3 + i as usize * 10]))
+        .collect();
+    let refs: Vec<(u16, &[u8])> = msgs.iter().map(|(t, p)| (*t, &p[..])).collect();
+    std::fs::write(
+        cpp.join("c_srv.ptcp"),
+        CppQueue::encode(2000, 0, 0, &refs).unwrap(),
+    )
+    .unwrap();
+    let cdir = dir.join("c");
+    std::fs::create_dir_all(&cdir).unwrap();
+    let mut name = [0u8; 16];
+    name[..3].copy_from_slice(b"srv");
+    std::fs::write(cdir.join("c.lastserver"), name).unwrap();
+    // inspect reads the C++ file as it is.
+    let v = inspect_json(&cpp.join("c_srv.ptcp"), &shm);
+    assert_eq!(v["queues"][0]["format"], "C++");
+    assert_eq!(v["queues"][0]["pending"], 5);
+    let (ok, out) = run(&[
+        "import-cpp",
+        cpp.join("c_srv.ptcp").to_str().unwrap(),
+        "--dir",
+        cdir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("5 pending messages"), "{out}");
+    let (ok, out) = run(&[
+        "import-cpp",
+        cpp.join("c_srv.ptcp").to_str().unwrap(),
+        "--dir",
+        cdir.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && out.contains("exists"),
+        "an import never overwrites: {out}"
+    );
+    let mut server = Server::new("srv", dir.join("srv"), cfg(&shm), Sink::default()).unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                poll_server(&mut server);
+                std::thread::yield_now();
+            }
+        });
+        let r = client.connect(Transport::Tcp, addr, 0);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        t.join().unwrap();
+        r.unwrap();
+    });
+    wait_until(10, "the resent messages", || {
+        poll_server(&mut server);
+        poll_client(&mut client);
+        server.handler().got.len() >= 5
+    });
+    for _ in 0..100 {
+        poll_server(&mut server);
+        poll_client(&mut client);
+    }
+    assert_eq!(
+        server.handler().got,
+        msgs,
+        "each imported message exactly once, in order"
+    );
+}
+
+/// A server renamed (as daily): once the client has logged in to the new
+/// name, the old name's shm objects are gone; the new pair's are there.
+#[test]
+fn rename_removes_the_old_names_shm_objects() {
+    let dir = scratch("rename");
+    let _c = Cleanup(dir.clone());
+    let shm = dir.join("shm");
+    let cdir = dir.join("c");
+    let login = |srv: &str| {
+        let mut server = Server::new(srv, dir.join("srv"), cfg(&shm), Sink::default()).unwrap();
+        server.start("127.0.0.1:0").unwrap();
+        let addr = server.local_addr().unwrap();
+        let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    poll_server(&mut server);
+                    std::thread::yield_now();
+                }
+            });
+            let r = client.connect(Transport::Shm, addr, 0);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            t.join().unwrap();
+            r.unwrap();
+        });
+        let mut m = client.connection().alloc(1, 3).unwrap();
+        m.payload_mut().copy_from_slice(b"abc");
+        m.push();
+        wait_until(10, "the message", || {
+            poll_server(&mut server);
+            server.handler().got.len() == 1
+        });
+    };
+    login("day1");
+    assert!(shm.join("c_day1.shm").exists() && shm.join("day1_c.shm").exists());
+    login("day2");
+    assert!(
+        !shm.join("c_day1.shm").exists(),
+        "the old pair's ring from c"
+    );
+    assert!(!shm.join("day1_c.shm").exists(), "the old pair's ring to c");
+    assert!(shm.join("c_day2.shm").exists() && shm.join("day2_c.shm").exists());
+}
+
+/// The counters of `Client::stats` and `Server::stats` are exact, and a
+/// message unacknowledged when a session ended counts as resent.
+#[test]
+fn stats_count_exactly() {
+    let dir = scratch("stats-lib");
+    let _c = Cleanup(dir.clone());
+    let shm = dir.join("shm");
+    let mut server = Server::new("srv", dir.join("srv"), cfg(&shm), Sink::default()).unwrap();
+    server.start("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut client = Client::new("c", dir.join("c"), cfg(&shm), Quiet).unwrap();
+    let connect = |client: &mut Client<Quiet>, server: &mut Server<Sink>| {
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    poll_server(server);
+                    std::thread::yield_now();
+                }
+            });
+            let r = client.connect(Transport::Tcp, addr, 0);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            t.join().unwrap();
+            r.unwrap();
+        });
+    };
+    connect(&mut client, &mut server);
+    // Three messages the server does not consume in this session.
+    server.handler().paused = true;
+    for i in 0..3u8 {
+        let mut m = client.connection().alloc(7, 10).unwrap();
+        m.payload_mut().fill(i);
+        m.push();
+    }
+    let s = client.stats();
+    assert_eq!(
+        (s.msgs_sent, s.bytes_sent, s.pending, s.sessions),
+        (3, 30, 3, 1)
+    );
+    assert_eq!(s.acked, Some(0));
+    assert!(s.connected);
+    client.connection().close();
+    wait_until(10, "the disconnect", || {
+        poll_client(&mut client);
+        poll_server(&mut server);
+        !client.stats().connected && server.stats().iter().all(|(_, _, s)| !s.connected)
+    });
+    server.handler().paused = false;
+    connect(&mut client, &mut server);
+    wait_until(10, "the resent messages", || {
+        poll_server(&mut server);
+        poll_client(&mut client);
+        server.handler().got.len() == 3
+    });
+    wait_until(10, "their ack", || {
+        poll_server(&mut server);
+        poll_client(&mut client);
+        client.stats().acked == Some(3)
+    });
+    let s = client.stats();
+    assert_eq!(
+        (s.msgs_sent, s.resent, s.sessions, s.pending),
+        (3, 3, 2, 0),
+        "{s:?}"
+    );
+    assert_eq!(s.last_close, None, "connected again: {s:?}");
+    let st = server.stats();
+    let (_, peer, ss) = st
+        .iter()
+        .find(|(_, p, _)| p == "c")
+        .expect("the client's slot");
+    assert_eq!(peer, "c");
+    assert_eq!((ss.msgs_received, ss.bytes_received), (3, 30), "{ss:?}");
+}
+
+/// The echo programs publish their statistics; `tcpshm stats` shows them.
+#[test]
+fn echo_programs_publish_stats() {
+    let dir = scratch("stats-cli");
+    let _c = Cleanup(dir.clone());
+    let shm = dir.join("shm");
+    let port = 24_000 + (std::process::id() % 5000) as u16;
+    let listen = format!("127.0.0.1:{port}");
+    let srv = Kill(
+        Command::new(EXE)
+            .args([
+                "echo-server",
+                "--listen",
+                &listen,
+                "--dir",
+                dir.join("srv").to_str().unwrap(),
+                "--shm-dir",
+                shm.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for (name, shm_flag) in [("ct", None), ("cs", Some("--shm"))] {
+        let mut args = vec![
+            "echo-client",
+            name,
+            "--server",
+            &listen,
+            "--count",
+            "2000",
+            "--retry",
+            "10",
+            "--dir",
+        ];
+        let d = dir.join(name);
+        let d = d.to_str().unwrap().to_string();
+        args.push(&d);
+        args.extend(["--shm-dir", shm.to_str().unwrap()]);
+        args.extend(shm_flag);
+        let (ok, out) = run(&args);
+        assert!(ok, "{out}");
+        let v: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(name).join(format!("{name}.stats"))).unwrap(),
+        )
+        .unwrap();
+        let c = &v["connections"][0];
+        assert_eq!(v["process"], "echo-client");
+        assert_eq!(c["peer"], "server");
+        assert_eq!(
+            (c["msgs_sent"].as_u64(), c["msgs_received"].as_u64()),
+            (Some(2000), Some(2000)),
+            "{v}"
+        );
+        assert_eq!(
+            c["transport"],
+            if shm_flag.is_some() { "shm" } else { "tcp" }
+        );
+        assert_eq!(c["sessions"], 1);
+    }
+    // The server publishes every second.
+    let path = dir.join("srv").join("server.stats");
+    wait_until(10, "the server's stats", || {
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .is_some_and(|v| {
+                v["connections"].as_array().is_some_and(|cs| {
+                    cs.len() == 2 && cs.iter().all(|c| c["msgs_received"].as_u64() == Some(2000))
+                })
+            })
+    });
+    let (ok, out) = run(&[
+        "stats",
+        "--json",
+        dir.join("srv").to_str().unwrap(),
+        dir.join("cs").to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["processes"].as_array().unwrap().len(), 2);
+    let (ok, out) = run(&[
+        "stats",
+        "--watch",
+        "--iterations",
+        "2",
+        "--interval-ms",
+        "10",
+        dir.join("srv").to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        out.matches("echo-server server").count(),
+        4,
+        "two refreshes of two rows:\n{out}"
+    );
+    drop(srv);
+}
