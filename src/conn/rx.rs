@@ -154,12 +154,12 @@ impl ConnRx {
         }
     }
 
-    /// Whether whole messages are waiting (TCP) or may be (shm).
     /// Whether this side reads over the shared-memory fast path now.
     pub(crate) fn shm_fast(&self) -> bool {
         matches!(&self.t, RxTransport::Shm(r) if r.is_fast())
     }
 
+    /// Whether whole messages are waiting (TCP) or may be (shm).
     pub(crate) fn may_have_messages(&self) -> bool {
         match &self.t {
             RxTransport::Tcp { buf, .. } => buf.has_messages(),
