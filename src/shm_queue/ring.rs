@@ -81,6 +81,10 @@ pub unsafe trait QueueMemory {
     /// The writer's fast-path announcement (`MAGIC << 32 | from`); bytes
     /// the C++ queue leaves unused, in `write_idx`'s cache line.
     fn announce(&self) -> &AtomicU64;
+    /// A hint that block `b` will be read soon: no access, no effect on
+    /// what any load returns.
+    #[inline(always)]
+    fn prefetch(&self, _b: u32) {}
 }
 
 /// A side's commit record: the index it is about to publish, its message
@@ -717,6 +721,8 @@ impl<M: QueueMemory> Reader<M> {
     /// when the cached one shows nothing.
     fn available(&mut self, from: u32) -> Result<u32, Corrupt> {
         if from == self.write_cache {
+            // As in `ready`: the block at `from` is what we read next.
+            self.mem.prefetch(from & self.mask);
             // SYNC POINT msg-published: Acquire pairs with the Release store
             // in Writer::push, so the message bytes are visible.
             self.write_cache = self.mem.write_idx().load(Ordering::Acquire);
@@ -946,6 +952,11 @@ impl<M: QueueMemory> Reader<M> {
         if self.read_idx != self.write_cache {
             return true;
         }
+        // While we wait on write_idx, ask for the block we read next too:
+        // when the writer publishes, the two misses (index, then block)
+        // overlap instead of following each other. A hint, not a read: the
+        // header is loaded only after write_idx says it is published.
+        self.mem.prefetch(self.read_idx & self.mask);
         // SYNC POINT msg-published: Acquire pairs with the Release store in
         // Writer::push (what `front` reads next is then visible).
         self.write_cache = self.mem.write_idx().load(Ordering::Acquire);
