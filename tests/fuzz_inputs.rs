@@ -209,3 +209,149 @@ fn shm_writer() {
     }
     inputs.iter().for_each(|i| fuzzing::shm_writer(i));
 }
+
+/// Inputs for the entry points that drive real peers over sockets: fewer
+/// random ones (each starts a server or a client).
+const PEER_N: usize = 150;
+
+/// A `server_login` login op: connection `i`, client range 0..0, name
+/// pick `name` (index into the entry point's dictionary: 0 "a", 1 "b",
+/// 3 "", 4 "../x"), last server pick (0 "srv", 1 none), header ack `ack`,
+/// cut after `cut` bytes.
+fn login_op(i: u8, shm: bool, name: u8, last: u8, ack: u8, cut: u8) -> Vec<u8> {
+    vec![1, i, 0, 0, 0, if shm { 0 } else { 1 }, name, last, ack, cut]
+}
+
+/// Seeds that reach the deep paths of the server's login: a new pair
+/// whose logon pushes 3 messages; the same name back on the existing pair
+/// with ranges that fit, then with an ack beyond them (mismatch); an
+/// invalid name; a path-like name; SHM; a login split in two; a silent
+/// connection past the login timeouts.
+fn server_login_seeds() -> Vec<Vec<u8>> {
+    let fresh = [vec![0, 0, 0, 0, 3, 0, 0], login_op(0, false, 0, 1, 0, 20)].concat();
+    let back = [
+        fresh.clone(),
+        vec![3, 0, 0, 0],                // close it
+        vec![4, 0, 1],                   // a little time
+        vec![0, 0],                      // connect again
+        login_op(0, false, 0, 0, 3, 56), // ack 3 of [0, 3]: fits
+        vec![3, 0, 0, 0, 0],
+        login_op(1, false, 0, 0, 9, 0), // ack 9: mismatch
+    ]
+    .concat();
+    let odd = [
+        vec![2, 0, 3, 0, 0],
+        login_op(0, false, 3, 1, 0, 9), // empty name
+        vec![0, 0],
+        login_op(1, true, 4, 1, 0, 30), // "../x" over shm
+        vec![0, 0],
+        login_op(2, true, 1, 1, 0, 56), // "b" over shm
+        vec![0, 0, 4, 0, 80, 4, 0, 80], // silent, then 8 s
+    ]
+    .concat();
+    vec![vec![], fresh, back, odd]
+}
+
+#[test]
+fn server_login() {
+    let mut rng = Rng(6);
+    let mut inputs = saved("server_login");
+    let seeds = server_login_seeds();
+    inputs.extend(seeds.iter().cloned());
+    for _ in 0..PEER_N {
+        inputs.push(rng.bytes(120));
+        inputs.push(rng.mutate(seeds[2].clone()));
+    }
+    inputs.iter().for_each(|i| fuzzing::server_login(i));
+}
+
+/// Seeds for the client's login: an OK response from "srv" followed by
+/// messages (a heartbeat, types 1 and 7, one with an ack beyond what the
+/// client sent); a mismatch; a rejection; a short raw answer; an OK with a
+/// persisted last server.
+fn client_login_seeds() -> Vec<Vec<u8>> {
+    // persisted, kind, rsp: start, end, user, name pick, ack
+    let ok = vec![0, 0, 0, 0, 7, 0, 0];
+    let frames = vec![
+        4, 0, 0, 1, 0, // heartbeat
+        2, 5, 1, 9, 9, 9, 9, 9, // type 1, 5 bytes
+        3, 20, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+        19, // type 7
+        3, 2, 0, 1, 2, 7, 7, // ack 2: beyond what was sent
+        2, 1, 1, 1, // never delivered
+    ];
+    vec![
+        vec![],
+        [ok.clone(), frames.clone()].concat(),
+        vec![0, 1, 0, 0, 0, 0, 0, 0],
+        vec![0, 2, 0, 0, 0, 0, 0, 0],
+        vec![0, 3, 40, 1, 2, 3],
+        [vec![1], ok[1..].to_vec(), frames].concat(),
+    ]
+}
+
+#[test]
+fn client_login() {
+    let mut rng = Rng(7);
+    let mut inputs = saved("client_login");
+    let seeds = client_login_seeds();
+    inputs.extend(seeds.iter().cloned());
+    for _ in 0..PEER_N {
+        inputs.push(rng.bytes(120));
+        inputs.push(rng.mutate(seeds[1].clone()));
+    }
+    inputs.iter().for_each(|i| fuzzing::client_login(i));
+}
+
+/// Seeds for a logged-in session: pushes both ways with polls; bursts
+/// that fill the small socket buffers (partial sends) and are read later;
+/// a held message delivered again; clock jumps past the heartbeat and the
+/// timeout, then a new login with resends.
+fn session_conn_seeds() -> Vec<Vec<u8>> {
+    let exchange = vec![0, 3, 1, 9, 4, 0, 6, 0, 0, 50, 16, 50, 6, 0, 4, 0];
+    let bursts = vec![22, 0, 23, 0, 4, 0, 6, 0, 4, 0, 6, 0, 4, 0, 6, 0, 4, 0];
+    let hold = vec![24, 0, 0, 5, 6, 0, 8, 0, 6, 0, 4, 0];
+    let timeout = vec![
+        0, 9, 7, 0, 60, 4, 0, 6, 0, 7, 0, 200, 4, 0, 6, 0, 9, 0, 6, 0, 4, 0,
+    ];
+    vec![
+        vec![],
+        exchange.clone(),
+        [exchange.clone(), bursts.clone()].concat(),
+        [hold, exchange.clone()].concat(),
+        [bursts, timeout, exchange].concat(),
+    ]
+}
+
+#[test]
+fn session_conn() {
+    let mut rng = Rng(8);
+    let mut inputs = saved("session_conn");
+    let seeds = session_conn_seeds();
+    inputs.extend(seeds.iter().cloned());
+    for _ in 0..PEER_N {
+        inputs.push(rng.bytes(160));
+        inputs.push(rng.mutate(seeds[4].clone()));
+    }
+    inputs.iter().for_each(|i| fuzzing::session_conn(i));
+}
+
+/// Writes the hand-made seeds of the peer targets into `fuzz/seeds/`,
+/// where `cargo fuzz run` (and CI) start from them:
+/// `cargo test --test fuzz_inputs -- --ignored write_corpus_seeds`.
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand when the seeds change"]
+fn write_corpus_seeds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
+    for (target, seeds) in [
+        ("server_login", server_login_seeds()),
+        ("client_login", client_login_seeds()),
+        ("session_conn", session_conn_seeds()),
+    ] {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, s) in seeds.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+            std::fs::write(dir.join(format!("seed-{i}")), s).unwrap();
+        }
+    }
+}

@@ -67,3 +67,32 @@ pub(crate) fn discard<S: Read>(sock: &mut S) -> Result<usize, Closed> {
     let mut b = [0u8; DISCARD_MAX];
     read_some(sock, &mut b)
 }
+
+/// Shrinks the kernel's send and receive buffers of `sock` to about
+/// `bytes` (the kernel doubles and clamps the value), so a peer that
+/// stops reading makes sends partial after a few kilobytes: for tests and
+/// fuzzing of partial-send resumption.
+///
+/// # Errors
+/// The OS error of `setsockopt`.
+pub(crate) fn shrink_buffers(sock: &std::net::TcpStream, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: a valid open socket fd (borrowed from `sock`), and a
+        // pointer to a c_int with its exact length, as setsockopt wants.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

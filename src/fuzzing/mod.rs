@@ -2,6 +2,14 @@
 //! tests (`tests/fuzz_inputs.rs`), and a hostile shared-memory peer for
 //! tests. Each entry point takes arbitrary bytes and must neither panic
 //! nor hang; none of this is part of the stable API.
+//!
+//! The entry points in `peers` drive the real server, client and TCP
+//! session over loopback sockets and real queue files, the input choosing
+//! what each peer does and when (a fake clock).
+
+mod peers;
+
+pub use self::peers::{client_login, server_login, session_conn};
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
