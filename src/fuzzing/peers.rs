@@ -236,7 +236,9 @@ fn check_answer(p: &RawPeer) {
 /// input sends well-formed logins built from its bytes (names from a
 /// dictionary that includes invalid ones, sequence ranges, last server
 /// names, TCP or SHM), raw bytes, closes, and clock jumps past the login
-/// timeouts. Every answer is checked by [`check_answer`].
+/// timeouts. Every answer is checked against the login it answers: a
+/// well-formed response; "OK" only for a valid name and, on an existing
+/// pair, ranges that fit; "mismatch" only when they do not.
 pub fn server_login(data: &[u8]) {
     let mut inp = Input::new(data);
     let dir = Scratch::new("srv");
