@@ -214,6 +214,26 @@ fn shm_writer() {
 /// random ones (each starts a server or a client).
 const PEER_N: usize = 150;
 
+/// The inputs of a peer target: saved regressions, its seeds, and
+/// `PEER_N` random inputs of up to `max` bytes and mutations of the seed
+/// `mutated`.
+fn peer_inputs(
+    target: &str,
+    rng: u64,
+    seeds: Vec<Vec<u8>>,
+    mutated: usize,
+    max: usize,
+) -> Vec<Vec<u8>> {
+    let mut rng = Rng(rng);
+    let mut inputs = saved(target);
+    for _ in 0..PEER_N {
+        inputs.push(rng.bytes(max));
+        inputs.push(rng.mutate(seeds[mutated].clone()));
+    }
+    inputs.extend(seeds);
+    inputs
+}
+
 /// A `server_login` login op: connection `i`, client range 0..0, name
 /// pick `name` (index into the entry point's dictionary: 0 "a", 1 "b",
 /// 3 "", 4 "../x"), last server pick (0 "srv", 1 none), header ack `ack`,
@@ -254,15 +274,9 @@ fn server_login_seeds() -> Vec<Vec<u8>> {
 
 #[test]
 fn server_login() {
-    let mut rng = Rng(6);
-    let mut inputs = saved("server_login");
-    let seeds = server_login_seeds();
-    inputs.extend(seeds.iter().cloned());
-    for _ in 0..PEER_N {
-        inputs.push(rng.bytes(120));
-        inputs.push(rng.mutate(seeds[2].clone()));
-    }
-    inputs.iter().for_each(|i| fuzzing::server_login(i));
+    peer_inputs("server_login", 6, server_login_seeds(), 2, 120)
+        .iter()
+        .for_each(|i| fuzzing::server_login(i));
 }
 
 /// Seeds for the client's login: an OK response from "srv" followed by
@@ -292,15 +306,9 @@ fn client_login_seeds() -> Vec<Vec<u8>> {
 
 #[test]
 fn client_login() {
-    let mut rng = Rng(7);
-    let mut inputs = saved("client_login");
-    let seeds = client_login_seeds();
-    inputs.extend(seeds.iter().cloned());
-    for _ in 0..PEER_N {
-        inputs.push(rng.bytes(120));
-        inputs.push(rng.mutate(seeds[1].clone()));
-    }
-    inputs.iter().for_each(|i| fuzzing::client_login(i));
+    peer_inputs("client_login", 7, client_login_seeds(), 1, 120)
+        .iter()
+        .for_each(|i| fuzzing::client_login(i));
 }
 
 /// Seeds for a logged-in session: pushes both ways with polls; bursts
@@ -325,15 +333,9 @@ fn session_conn_seeds() -> Vec<Vec<u8>> {
 
 #[test]
 fn session_conn() {
-    let mut rng = Rng(8);
-    let mut inputs = saved("session_conn");
-    let seeds = session_conn_seeds();
-    inputs.extend(seeds.iter().cloned());
-    for _ in 0..PEER_N {
-        inputs.push(rng.bytes(160));
-        inputs.push(rng.mutate(seeds[4].clone()));
-    }
-    inputs.iter().for_each(|i| fuzzing::session_conn(i));
+    peer_inputs("session_conn", 8, session_conn_seeds(), 4, 160)
+        .iter()
+        .for_each(|i| fuzzing::session_conn(i));
 }
 
 /// Writes the hand-made seeds of the peer targets into `fuzz/seeds/`,
