@@ -80,10 +80,8 @@ fn frames() {
     inputs.iter().for_each(|i| fuzzing::frames(i));
 }
 
-#[test]
-fn session_recv() {
-    let mut rng = Rng(2);
-    let mut inputs = saved("session_recv");
+/// `session_recv` inputs: the sent count, the wrap flag, then the stream.
+fn session_recv_seeds() -> Vec<Vec<u8>> {
     let mut valid = Vec::new();
     for k in 0..20u32 {
         valid.extend(header(8 + (k as u16 * 7) % 40, (k % 3) as u16, k % 6));
@@ -92,7 +90,9 @@ fn session_recv() {
             k as u8,
         );
     }
-    inputs.extend([
+    let mut relogin = Login::<u8>::default();
+    relogin.client_name[..4].copy_from_slice(b"peer");
+    let streams = [
         vec![],
         header(3, 1, 0),
         header(0, 0, 0),
@@ -100,46 +100,84 @@ fn session_recv() {
         header(u16::MAX, 9, 0),
         [header(600, 5, 0), vec![1; 600]].concat(),
         [header(52, 1, 0), Login::<u8>::default().encode(0)].concat(),
+        relogin.encode(0),
+        [valid.clone(), relogin.encode(0), valid.clone()].concat(),
         valid.clone(),
-    ]);
-    let mut relogin = Login::<u8>::default();
-    relogin.client_name[..4].copy_from_slice(b"peer");
-    inputs.push(relogin.encode(0));
-    for _ in 0..N {
-        inputs.push(rng.bytes(700));
-        inputs.push(rng.mutate(valid.clone()));
+    ];
+    let mut seeds = Vec::new();
+    for s in streams {
+        seeds.push([&[5u8, 0][..], &s].concat()); // 5 sent, from 0
+        seeds.push([&[39u8, 1][..], &s].concat()); // 39 sent, across the wrap
     }
-    inputs.iter().for_each(|i| fuzzing::session_recv(i));
+    // Acks up to 5 sent (the header's k % 6), then one sent too few.
+    seeds.push([&[4u8, 1][..], &valid].concat());
+    seeds
 }
 
 #[test]
-fn ptcp_open() {
-    let mut rng = Rng(3);
-    let (mut q, ack) = PtcpQueue::heap(256);
+fn session_recv() {
+    let mut rng = Rng(2);
+    let mut inputs = saved("session_recv");
+    let seeds = session_recv_seeds();
+    for _ in 0..N {
+        inputs.push(rng.bytes(700));
+        inputs.push(rng.mutate(seeds[seeds.len() - 3].clone()));
+    }
+    inputs.extend(seeds);
+    inputs.iter().for_each(|i| fuzzing::session_recv(i));
+}
+
+/// `ptcp_open` inputs: the shape byte (capacity `8 * (1 + (shape & 15))`
+/// blocks; top bit: keep the header as given), the file, the operations.
+fn ptcp_open_seeds() -> Vec<Vec<u8>> {
+    // A file the library wrote: 6 messages, 40 bytes sent, 2 acked.
+    let (mut q, ack) = PtcpQueue::heap(32 * 8);
     for i in 0..6 {
         q.alloc(1, i * 5).unwrap();
         q.push();
     }
     q.mark_sent(40);
     q.ack(2).unwrap();
-    let valid = q.into_region(ack).as_slice().to_vec();
-    let mut inputs = saved("ptcp_open");
-    inputs.extend([
+    let file = q.into_region(ack).as_slice().to_vec();
+    let ops: Vec<u8> = [
+        &[0u8, 20, 7][..], // push 20 bytes of 7s
+        &[8, 0, 1],        // push an empty one
+        &[1, 9, 2],        // alloc, no push
+        &[2, 40],          // 40 bytes sent
+        &[3, 1, 0],        // ack the oldest + 1
+        &[3, 9, 0],        // ack beyond what was sent
+        &[4, 11, 1],       // login ack beyond what was pushed
+        &[5],              // reopen
+        &[6],              // every frame checked
+        &[7, 2, 3],        // restart near the wrap
+        &[0, 50, 1, 0, 60, 2, 2, 200, 3, 2, 0, 6],
+    ]
+    .concat();
+    let valid = [&[3u8][..], &file].concat();
+    vec![
         vec![],
-        vec![0; 64],
-        vec![0; 72],
-        vec![0xff; 320],
+        vec![0x80; 80],
+        [&[3u8][..], &[0; 320]].concat(),
         valid.clone(),
-    ]);
+        [valid, ops].concat(),
+    ]
+}
+
+#[test]
+fn ptcp_open() {
+    let mut rng = Rng(3);
+    let mut inputs = saved("ptcp_open");
+    let seeds = ptcp_open_seeds();
     for _ in 0..N {
         inputs.push(rng.bytes(400));
-        inputs.push(rng.mutate(valid.clone()));
+        inputs.push(rng.mutate(seeds[4].clone()));
         // Mutations of the header and state slots only.
-        let mut v = valid.clone();
-        let i = (rng.next() % 64) as usize;
+        let mut v = seeds[4].clone();
+        let i = 1 + (rng.next() % 64) as usize;
         v[i] = rng.next() as u8;
         inputs.push(v);
     }
+    inputs.extend(seeds);
     inputs.iter().for_each(|i| fuzzing::ptcp_open(i));
 }
 
@@ -346,6 +384,8 @@ fn session_conn() {
 fn write_corpus_seeds() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     for (target, seeds) in [
+        ("session_recv", session_recv_seeds()),
+        ("ptcp_open", ptcp_open_seeds()),
         ("server_login", server_login_seeds()),
         ("client_login", client_login_seeds()),
         ("session_conn", session_conn_seeds()),

@@ -8,8 +8,10 @@
 //! what each peer does and when (a fake clock).
 
 mod peers;
+mod ptcp;
 
 pub use self::peers::{client_login, server_login, session_conn};
+pub use self::ptcp::ptcp_open;
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -68,13 +70,68 @@ impl Read for Chunks<'_> {
     }
 }
 
-/// The TCP session's receive path after a login: arbitrary bytes from the
-/// peer, arriving in arbitrary pieces, with a send queue that holds 5 sent
-/// messages (so acks 0..=5 are legal), messages consumed as they come.
+/// What an honest receiver makes of a byte stream after login, worked
+/// out here from the protocol alone: the application messages (type,
+/// payload) up to the first violation, and whether there is one. The
+/// peer may ack up to `start + sent`; a login frame from the peer named
+/// "peer" is a violation after login; frames over `max` bytes are refused.
+fn expected_stream(data: &[u8], start: u32, sent: u32, max: usize) -> (Vec<(u16, Vec<u8>)>, bool) {
+    let (mut out, mut at) = (Vec::new(), 0);
+    // Acks as the C++ queue and PROTOCOL.md take them: one not newer than
+    // the oldest held is ignored; else one past the newest sent is a
+    // violation; else it drops what it covers.
+    let (mut oldest, end) = (start, start.wrapping_add(sent));
+    while data.len() - at >= 8 {
+        let Ok(h) = MsgHeader::decode(&data[at..]) else {
+            return (out, true); // size below 8
+        };
+        let padded = (h.size as usize).div_ceil(8) * 8;
+        let newer = h.ack_seq.wrapping_sub(oldest);
+        let beyond = newer as i32 > 0 && newer > end.wrapping_sub(oldest);
+        if (h.size as usize) < 8 || padded > max || beyond {
+            return (out, true);
+        }
+        if newer as i32 > 0 {
+            oldest = h.ack_seq;
+        }
+        if data.len() - at < padded {
+            break;
+        }
+        let frame = &data[at..at + h.size as usize];
+        let off = Login::<u8>::CLIENT_NAME_OFFSET;
+        if h.msg_type == 1
+            && h.size as usize == Login::<u8>::SIZE
+            && frame[off..off + NAME_SIZE] == *b"peer\0\0\0\0\0\0\0\0\0\0\0\0"
+        {
+            return (out, true);
+        }
+        if h.msg_type != 0 {
+            out.push((h.msg_type, frame[8..].to_vec()));
+        }
+        at += padded;
+    }
+    (out, false)
+}
+
+/// The TCP session's receive path after a login: bytes from the peer in
+/// arbitrary pieces, against a send queue whose sent count (0 to 39) and
+/// first sequence number (0, or just before the u32 wrap) the input
+/// picks, so acks up to, and beyond, what was sent reach the queue. What
+/// is delivered must be exactly the application messages an honest
+/// receiver finds in the stream ([`expected_stream`]), in order, byte for
+/// byte, up to the first violation, which must close the session; the
+/// queue must drop exactly what was acked.
 pub fn session_recv(data: &[u8]) {
-    let (mut q, _ack) = PtcpQueue::heap(512);
-    for i in 0..5u8 {
-        q.alloc(1, 8).expect("room")[0] = i;
+    let (sent, wrap) = match data {
+        [a, b, ..] => (u32::from(*a % 40), b & 1 == 1),
+        _ => (0, false),
+    };
+    let stream = data.get(2..).unwrap_or(&[]);
+    let start = if wrap { u32::MAX - 4 } else { 0 };
+    let (mut q, mut ack) = PtcpQueue::heap(1024);
+    q.restart_at(&mut ack, start, 0);
+    for i in 0..sent {
+        q.alloc(1, 8).expect("room")[0] = i as u8;
         q.push();
     }
     let n = q.sendable().len();
@@ -85,59 +142,50 @@ pub fn session_recv(data: &[u8]) {
         name_off: Login::<u8>::CLIENT_NAME_OFFSET,
         name: *b"peer\0\0\0\0\0\0\0\0\0\0\0\0",
     };
-    let mut buf = RecvBuf::new(64, 512);
+    let max = 512;
+    let (expected, violation) = expected_stream(stream, start, sent, max);
+    let mut buf = RecvBuf::new(64, max);
     let mut src = Chunks {
-        data,
+        data: stream,
         pos: 0,
         step: 1 + data.first().map_or(0, |b| *b as usize % 64),
     };
+    let mut got: Vec<(u16, Vec<u8>)> = Vec::new();
+    let mut closed = false;
     // Every call reads at most one chunk; bound the loop by the input.
-    for round in 0..=data.len() * 2 + 8 {
+    for round in 0..=stream.len() * 2 + 8 {
         if let Some(space) = buf.space() {
             let n = crate::sys::socket::read_some(&mut src, space).unwrap_or(0);
-            if n == 0 && src.pos >= data.len() {
-                return;
-            }
             if buf.received(n, Some(&mut q), Some(&guard)).is_err() {
-                return; // closed with a reason: fine
+                closed = true;
+                break;
             }
         }
         // Consume some of what arrived (all of it on even rounds).
         let mut k = 0;
-        while let Some((_t, off, len)) = buf.front() {
-            let _ = buf.payload(off, len).iter().fold(0u8, |a, b| a ^ b);
+        while let Some((t, off, len)) = buf.front() {
+            got.push((t, buf.payload(off, len).to_vec()));
             buf.pop();
             k += 1;
             if round % 2 == 1 && k == 2 {
                 break;
             }
         }
-        let (s, e) = q.seq_range();
-        assert!(e.wrapping_sub(s) <= 5);
-    }
-}
-
-/// The persisted queue file opened from arbitrary bytes, then used.
-pub fn ptcp_open(data: &[u8]) {
-    let Ok((mut q, ack)) = PtcpQueue::open(HeapRegion::with_contents(data.len(), data)) else {
-        return;
-    };
-    let (s, e) = q.check().expect("open checked it");
-    assert_eq!(q.seq_range(), (s, e));
-    let _ = q.login_ack(s.wrapping_add(data.len() as u32 % 4));
-    let n = q.sendable().len();
-    q.mark_sent(n / 2);
-    let _ = q.ack(s.wrapping_add(1));
-    for i in 0..4usize {
-        if let Some(p) = q.alloc(3, i * 9) {
-            p.fill(i as u8);
-            q.push();
+        if src.pos >= stream.len() && buf.front().is_none() && buf.space().is_some() {
+            break;
         }
     }
-    q.check().expect("still consistent");
-    let range = q.seq_range();
-    let (again, _) = PtcpQueue::open(q.into_region(ack)).expect("reopens");
-    assert_eq!(again.seq_range(), range);
+    assert!(
+        got.len() <= expected.len() && got[..] == expected[..got.len()],
+        "delivered {got:?}, expected {expected:?}"
+    );
+    if !violation {
+        assert!(!closed, "closed an honest stream");
+        assert_eq!(got, expected, "not everything delivered");
+    }
+    let (s, e) = q.seq_range();
+    assert_eq!(e, start.wrapping_add(sent));
+    assert!(e.wrapping_sub(s) <= sent);
 }
 
 /// The shm queue reader over arbitrary memory: the first 8 bytes are the
@@ -297,6 +345,37 @@ pub fn shm_writer(data: &[u8]) {
             }
             4 => r.pop(),
             _ => scribble(&s, op),
+        }
+    }
+}
+
+/// The input, read a value at a time; zeros once it runs out.
+pub(crate) struct Input<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Input<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Input { data, pos: 0 }
+    }
+    pub(crate) fn done(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+    pub(crate) fn byte(&mut self) -> u8 {
+        let b = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
+    }
+    pub(crate) fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.byte()).collect()
+    }
+    /// A sequence number: mostly small (so ranges can fit), sometimes
+    /// anything (wrap-around).
+    pub(crate) fn seq(&mut self) -> u32 {
+        match self.byte() {
+            b @ 0..=239 => u32::from(b % 12),
+            _ => u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()]),
         }
     }
 }

@@ -12,42 +12,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::Input;
 use crate::config::{Config, SECOND_NS};
 use crate::conn::{Connection, TxTransport};
 use crate::server::ConnId;
 use crate::wire::{Login, LoginResponse, LoginStatus, MsgHeader, Name, HEADER_SIZE, NAME_SIZE};
 use crate::{Accept, Client, ClientHandler, ConnTx, Received, Server, ServerHandler, Transport};
-
-/// The input, read a value at a time; zeros once it runs out.
-struct Input<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Input<'a> {
-    fn new(data: &'a [u8]) -> Self {
-        Input { data, pos: 0 }
-    }
-    fn done(&self) -> bool {
-        self.pos >= self.data.len()
-    }
-    fn byte(&mut self) -> u8 {
-        let b = self.data.get(self.pos).copied().unwrap_or(0);
-        self.pos += 1;
-        b
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.byte()).collect()
-    }
-    /// A sequence number: mostly small (so ranges can fit), sometimes
-    /// anything (wrap-around).
-    fn seq(&mut self) -> u32 {
-        match self.byte() {
-            b @ 0..=239 => u32::from(b % 12),
-            _ => u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()]),
-        }
-    }
-}
 
 /// A scratch directory (with `shm/` inside), removed on every exit path.
 struct Scratch(PathBuf);
