@@ -144,26 +144,20 @@ impl ConnRx {
         }
     }
 
-    /// Over shared memory, whether something may be waiting (one load
-    /// when nothing is): the empty-poll check. Other transports: false.
-    #[inline(always)]
-    pub(crate) fn shm_ready(&mut self) -> bool {
-        match &mut self.t {
-            RxTransport::Shm(r) => r.ready(),
-            _ => false,
-        }
-    }
-
     /// Whether this side reads over the shared-memory fast path now.
     pub(crate) fn shm_fast(&self) -> bool {
         matches!(&self.t, RxTransport::Shm(r) if r.is_fast())
     }
 
-    /// Whether whole messages are waiting (TCP) or may be (shm).
-    pub(crate) fn may_have_messages(&self) -> bool {
-        match &self.t {
+    /// Whether whole messages are waiting (TCP), or may be (shm: on the
+    /// fast path one load of the next header, on v1 the cached index or
+    /// one load of `write_idx`). What an empty poll costs, and what ends a
+    /// delivery loop without another `front`.
+    #[inline(always)]
+    pub(crate) fn may_have_messages(&mut self) -> bool {
+        match &mut self.t {
             RxTransport::Tcp { buf, .. } => buf.has_messages(),
-            RxTransport::Shm(_) => true,
+            RxTransport::Shm(r) => r.ready(),
             RxTransport::None => false,
         }
     }

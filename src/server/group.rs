@@ -148,7 +148,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             let conn = &mut self.conns[slot];
             // The empty poll: a cached index, or one load. Closes by the
             // control part come through the mailbox.
-            if !conn.rx.shm_ready() {
+            if !conn.rx.may_have_messages() {
                 i += 1;
                 continue;
             }
