@@ -84,7 +84,7 @@ const RTT_SIZES: [usize; 4] = [16, 36, 68, 200];
 /// Payload sizes of the throughput measurements.
 const TPUT_SIZES: [usize; 4] = [16, 64, 256, 1024];
 /// Messages of this type are consumed without an echo (throughput).
-const SINK_TYPE: u16 = 100;
+pub(crate) const SINK_TYPE: u16 = 100;
 
 /// Pins the calling thread to CPU `cpu` if the machine has it.
 pub fn pin(cpu: usize) -> bool {
@@ -228,13 +228,13 @@ fn rtt_size(i: u32) -> usize {
     RTT_SIZES[(i.wrapping_mul(2_654_435_761) >> 30) as usize]
 }
 
-struct Peer {
+pub(crate) struct Peer {
     child: Child,
     out: BufReader<std::process::ChildStdout>,
 }
 
 impl Peer {
-    fn spawn(args: &[String]) -> Result<Peer, String> {
+    pub(crate) fn spawn(args: &[String]) -> Result<Peer, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
             .arg("bench-peer")
@@ -245,7 +245,7 @@ impl Peer {
         let out = BufReader::new(child.stdout.take().expect("piped"));
         Ok(Peer { child, out })
     }
-    fn line(&mut self) -> String {
+    pub(crate) fn line(&mut self) -> String {
         let mut l = String::new();
         let _ = self.out.read_line(&mut l);
         l.trim().to_string()
@@ -277,11 +277,21 @@ impl Peer {
 /// One round: latency samples, the same split by payload size (one-block
 /// payloads of 16 and 36 bytes; 200 bytes), and the average RTT (wall time
 /// / round trips).
-struct Round {
+pub(crate) struct Round {
     hist: Histogram<u64>,
     one_block: Histogram<u64>,
     b200: Histogram<u64>,
     avg_ns: f64,
+}
+
+impl Round {
+    /// p50 and p99 in nanoseconds.
+    pub(crate) fn p50_p99(&self) -> (f64, f64) {
+        (
+            self.hist.value_at_quantile(0.5) as f64,
+            self.hist.value_at_quantile(0.99) as f64,
+        )
+    }
 }
 
 /// Rounds of one measurement.
@@ -328,15 +338,15 @@ impl Series {
 
 /// Median, 25th and 75th percentiles, min and max of `v`.
 #[derive(Clone, Copy, Debug)]
-struct Spread {
-    median: f64,
-    p25: f64,
-    p75: f64,
-    min: f64,
-    max: f64,
+pub(crate) struct Spread {
+    pub median: f64,
+    pub p25: f64,
+    pub p75: f64,
+    pub min: f64,
+    pub max: f64,
 }
 
-fn spread(v: &[f64]) -> Spread {
+pub(crate) fn spread(v: &[f64]) -> Spread {
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
     let at = |q: f64| s[((s.len() - 1) as f64 * q).round() as usize];
@@ -350,7 +360,7 @@ fn spread(v: &[f64]) -> Spread {
 }
 
 impl Spread {
-    fn json(&self) -> String {
+    pub(crate) fn json(&self) -> String {
         format!(
             "{{\"median\":{:.3},\"p25\":{:.3},\"p75\":{:.3},\"min\":{:.3},\"max\":{:.3}}}",
             self.median, self.p25, self.p75, self.min, self.max
@@ -608,6 +618,9 @@ impl ServerHandler for BenchEcho {
 /// The bench's configuration; `fast` is `Config::shm_fast_path`.
 fn bench_config(shm_dir: &std::path::Path, fast: bool) -> Config {
     Config {
+        // Room for `tcpshm isolation`'s abusers beside the measured client
+        // (a stalled one keeps its slot until the connection timeout).
+        tcp_conns_per_group: 16,
         tcp_queue_size: 1 << 20,
         tcp_recv_buf_init_size: 1 << 16,
         tcp_recv_buf_max_size: (1 << 20) + 4096,
@@ -635,7 +648,7 @@ fn peer_server(p: &PeerArgs) -> Result<(), String> {
 }
 
 #[derive(Default)]
-struct Echoes(u32);
+pub(crate) struct Echoes(u32);
 
 impl ClientHandler for Echoes {
     fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
@@ -654,7 +667,7 @@ const CLIENT_SHM_V1: &str = "bshmv1";
 
 /// One connected client of the peer's server, over `shm` or TCP; `v1`
 /// turns the shared-memory fast path off (the peer must be the v1 server).
-fn our_client(
+pub(crate) fn our_client(
     dir: &std::path::Path,
     addr: &str,
     shm: bool,
@@ -692,7 +705,12 @@ fn poll(c: &mut Client<Echoes>, shm: bool, last_tcp: &mut i64, i: &mut u32) {
     }
 }
 
-fn our_round(c: &mut Client<Echoes>, shm: bool, n: u32, seq: &mut u32) -> Result<Round, String> {
+pub(crate) fn our_round(
+    c: &mut Client<Echoes>,
+    shm: bool,
+    n: u32,
+    seq: &mut u32,
+) -> Result<Round, String> {
     let (mut last_tcp, mut loops) = (0, 0);
     round(n, |_| {
         let i = *seq;
@@ -1253,6 +1271,10 @@ fn report(
 }
 
 pub fn peer(p: PeerArgs) -> Result<(), String> {
+    if let Some(kind) = p.mode.strip_prefix("abuse-") {
+        // Paced, and not pinned: see `isolation`.
+        return crate::isolation::abuse(kind, &p.target);
+    }
     pin(1);
     match p.mode.as_str() {
         "cacheline" => peer_cacheline(&p),

@@ -7,6 +7,7 @@ mod bench;
 mod demo;
 mod echo_client;
 mod echo_server;
+mod isolation;
 mod stats_file;
 mod util;
 
@@ -36,6 +37,9 @@ enum Cmd {
     Demo(demo::Args),
     /// Measure RTT and throughput against same-run baselines.
     Bench(bench::Args),
+    /// Measure how much stalled, flooding or streaming peers slow another
+    /// client of the same connection group (interleaved quiet rounds).
+    Isolation(isolation::Args),
     /// What is in queue directories, queue files and shm objects: pairs,
     /// formats, sequence ranges, pending messages, fill, live holders.
     Inspect(admin::InspectArgs),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Cmd::EchoClient(a) => echo_client::run(a),
         Cmd::Demo(a) => demo::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Isolation(a) => isolation::run(a),
         Cmd::BenchPeer(a) => bench::peer(a),
         Cmd::Inspect(a) => admin::inspect(a),
         Cmd::Clean(a) => admin::clean(a),

@@ -1,0 +1,245 @@
+//! `tcpshm isolation`: does one peer's behaviour degrade another's
+//! service? A good client's echo RTT over TCP is measured in rounds that
+//! alternate between quiet and one abuser in the same connection group of
+//! the same server:
+//! - `stall`: logs in, sends requests and never reads, so its send queue
+//!   on the server fills and its requests wait unanswered;
+//! - `heartbeats`: logs in and floods heartbeat frames;
+//! - `stream`: logs in and streams messages the server consumes, as fast
+//!   as its pacing allows;
+//! - `idle`, the control: logs in and wakes as often as the others, but
+//!   sends nothing. What it costs is what a third process costs on this
+//!   machine, not the server's work for an abuser.
+//!
+//! Abusers are paced (a burst of 64 KiB, then a millisecond's sleep) and
+//! not pinned, so on a 2-CPU machine they take a few percent of a CPU
+//! instead of a whole one: what is measured is the server's work for
+//! them, not a lost core. Every abuser process is killed after its round
+//! (and on every exit path, by `Peer`'s drop). The ratio reported per
+//! abuser is its round's p50 (and p99) over the mean of the two quiet
+//! rounds around it, median over the rounds. This is a measurement, not a
+//! test: the machine's drift decides the spread, which is printed.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use tcpshm::wire::{Login, LoginResponse, MsgHeader};
+
+use crate::bench::{self, Peer};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Rounds per abuser (each between two quiet rounds).
+    #[arg(long, default_value_t = 10)]
+    pub rounds: usize,
+    /// Echo round trips of the good client per round.
+    #[arg(long, default_value_t = 5000)]
+    pub per_round: u32,
+    /// Where to write the JSON results.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+    /// Directory of shared-memory objects (the server's, unused by TCP).
+    #[arg(long, default_value = "/dev/shm")]
+    pub shm_dir: std::path::PathBuf,
+}
+
+/// The abusers, as `bench-peer abuse-<kind>` modes.
+pub const KINDS: [&str; 4] = ["idle", "stall", "heartbeats", "stream"];
+
+/// Bytes an abuser writes per burst, and its sleep between bursts.
+const BURST: usize = 64 * 1024;
+const PAUSE: Duration = Duration::from_millis(1);
+
+/// Logs in over raw TCP as `name` (a new pair), returns the socket.
+fn login(addr: &str, name: &str) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = s.set_nodelay(true);
+    let mut l = Login::<u8>::default();
+    l.client_name[..name.len()].copy_from_slice(name.as_bytes());
+    s.write_all(&l.encode(0)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    let mut rsp = vec![0u8; LoginResponse::<u8>::FRAME];
+    s.read_exact(&mut rsp)
+        .map_err(|e| format!("login response: {e}"))?;
+    let (_, r) = LoginResponse::<u8>::decode(&rsp).map_err(|e| e.to_string())?;
+    if r.status != tcpshm::wire::LoginStatus::Ok {
+        return Err(format!("login refused: {}", r.error_text()));
+    }
+    s.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(s)
+}
+
+/// `n` frames of `msg_type` with `payload` bytes each, padded to 8.
+fn frames(msg_type: u16, payload: usize, bytes: usize) -> Vec<u8> {
+    let size = 8 + payload;
+    let padded = size.div_ceil(8) * 8;
+    let mut f = vec![0u8; padded];
+    MsgHeader {
+        size: size as u16,
+        msg_type,
+        ack_seq: 0,
+    }
+    .encode_into(&mut f);
+    f.repeat(bytes / padded)
+}
+
+/// The abuser process: logs in, says "ready", then abuses until killed.
+pub fn abuse(kind: &str, addr: &str) -> Result<(), String> {
+    // A name of its own: a stalled session that was killed keeps its slot
+    // until the server's connection timeout (it never reads the close from
+    // a socket whose data it cannot consume), so a second abuser of the
+    // same name would be "Already loggned on".
+    let name = format!("{}{}", &kind[..2], std::process::id() % 1_000_000);
+    let mut s = login(addr, &name)?;
+    let burst = match kind {
+        "heartbeats" => frames(0, 0, BURST),
+        "stream" => frames(bench::SINK_TYPE, 56, BURST),
+        "stall" => frames(1, 16, BURST),
+        "idle" => Vec::new(),
+        k => return Err(format!("unknown abuser {k}")),
+    };
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let mut sink = vec![0u8; 1 << 16];
+    loop {
+        let mut off = 0;
+        while off < burst.len() {
+            match s.write(&burst[off..]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("abuser {kind}: {e}")),
+            }
+        }
+        if kind != "stall" && kind != "idle" {
+            // Read what the server sends (acks, heartbeats), as a peer must.
+            while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        std::thread::sleep(PAUSE);
+    }
+}
+
+/// One abused round with the quiet rounds on either side: p50 and p99 of
+/// each (nanoseconds).
+#[derive(Clone, Copy, Debug)]
+struct Around {
+    before: (f64, f64),
+    during: (f64, f64),
+    after: (f64, f64),
+}
+
+impl Around {
+    /// The abused round's p50 and p99 over the mean of the quiet ones.
+    fn ratios(&self) -> (f64, f64) {
+        let q = |i: usize| {
+            let (b, a) = if i == 0 {
+                (self.before.0, self.after.0)
+            } else {
+                (self.before.1, self.after.1)
+            };
+            ((b + a) / 2.0).max(1.0)
+        };
+        (self.during.0 / q(0), self.during.1 / q(1))
+    }
+}
+
+/// Runs the rounds and prints (and writes) the ratios.
+pub fn run(a: Args) -> Result<(), String> {
+    let pinned = bench::pin(0);
+    let dir = std::env::temp_dir().join(format!("tcpshm-isolation-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let r = measure(&a, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    let (quiet_p50, abused) = r?;
+    println!(
+        "tcpshm isolation: {} rounds per abuser of {} echo round trips over TCP; good client on CPU 0{}, server on CPU 1, abusers paced and not pinned",
+        a.rounds,
+        a.per_round,
+        if pinned { "" } else { " (not pinned)" }
+    );
+    let q = bench::spread(&quiet_p50);
+    println!(
+        "  quiet rounds: p50 {} [{}-{}]",
+        crate::util::fmt_ns(q.median),
+        crate::util::fmt_ns(q.p25),
+        crate::util::fmt_ns(q.p75)
+    );
+    println!("  abused round / the quiet rounds around it, median [p25-p75] (max):");
+    let mut json = Vec::new();
+    for (k, rounds) in KINDS.iter().zip(&abused) {
+        let (p50, p99): (Vec<f64>, Vec<f64>) = rounds.iter().map(Around::ratios).unzip();
+        let (s50, s99) = (bench::spread(&p50), bench::spread(&p99));
+        println!(
+            "  {k:<11} p50 {:.2}x [{:.2}-{:.2}] ({:.2})   p99 {:.2}x [{:.2}-{:.2}] ({:.2})",
+            s50.median, s50.p25, s50.p75, s50.max, s99.median, s99.p25, s99.p75, s99.max
+        );
+        json.push(format!(
+            "\"{k}\": {{ \"p50_ratio\": {}, \"p99_ratio\": {} }}",
+            s50.json(),
+            s99.json()
+        ));
+    }
+    if let Some(p) = &a.json {
+        let body = format!(
+            "{{ \"schema\": 1, \"rounds\": {}, \"per_round\": {}, \"pinned\": {pinned}, \"quiet_p50_ns\": {}, {} }}\n",
+            a.rounds,
+            a.per_round,
+            q.json(),
+            json.join(", ")
+        );
+        std::fs::write(p, body).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// The quiet rounds' p50s, and per abuser its rounds with their quiet
+/// neighbours. Order: quiet, idle, quiet, stall, quiet, heartbeats, quiet, stream,
+/// quiet, idle, ...
+fn measure(a: &Args, dir: &std::path::Path) -> Result<(Vec<f64>, Vec<Vec<Around>>), String> {
+    let mut server = Peer::spawn(&[
+        "server".into(),
+        dir.join("server").display().to_string(),
+        "--shm-dir".into(),
+        a.shm_dir.display().to_string(),
+    ])?;
+    let addr = server.line();
+    let mut good = bench::our_client(dir, &addr, false, false, &a.shm_dir)?;
+    let mut seq = 0;
+    let mut round = |good: &mut _| -> Result<(f64, f64), String> {
+        let r = bench::our_round(good, false, a.per_round, &mut seq)?;
+        Ok(r.p50_p99())
+    };
+    let mut before = round(&mut good)?;
+    let mut quiet = vec![before.0];
+    let mut abused = vec![Vec::new(); KINDS.len()];
+    let deadline = Instant::now() + Duration::from_secs(600);
+    for _ in 0..a.rounds.max(1) {
+        for (k, kind) in KINDS.iter().enumerate() {
+            if Instant::now() > deadline {
+                return Err("isolation: still running after 10 minutes, stopped".into());
+            }
+            let mut abuser = Peer::spawn(&[format!("abuse-{kind}"), addr.clone()])?;
+            if abuser.line() != "ready" {
+                return Err(format!("abuser {kind} did not start"));
+            }
+            // Let the abuse reach its steady state (a full queue, a busy
+            // socket) before measuring.
+            std::thread::sleep(Duration::from_millis(20));
+            let during = round(&mut good)?;
+            drop(abuser); // killed, and waited for
+            std::thread::sleep(Duration::from_millis(20));
+            let after = round(&mut good)?;
+            quiet.push(after.0);
+            abused[k].push(Around {
+                before,
+                during,
+                after,
+            });
+            before = after;
+        }
+    }
+    drop(server);
+    Ok((quiet, abused))
+}
