@@ -77,6 +77,12 @@ pub struct PeerArgs {
     /// server mode: the shared-memory fast path off (v1 ring).
     #[arg(long)]
     pub v1: bool,
+    /// abuse modes (`tcpshm isolation`): over shared memory.
+    #[arg(long)]
+    pub shm: bool,
+    /// abuse modes: the directory for a client's queue files.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 /// Payload sizes of the RTT measurements (the C++ library's method).
@@ -244,6 +250,9 @@ impl Peer {
             .map_err(|e| format!("cannot start the bench peer: {e}"))?;
         let out = BufReader::new(child.stdout.take().expect("piped"));
         Ok(Peer { child, out })
+    }
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
     pub(crate) fn line(&mut self) -> String {
         let mut l = String::new();
@@ -616,11 +625,12 @@ impl ServerHandler for BenchEcho {
 }
 
 /// The bench's configuration; `fast` is `Config::shm_fast_path`.
-fn bench_config(shm_dir: &std::path::Path, fast: bool) -> Config {
+pub(crate) fn bench_config(shm_dir: &std::path::Path, fast: bool) -> Config {
     Config {
         // Room for `tcpshm isolation`'s abusers beside the measured client
         // (a stalled one keeps its slot until the connection timeout).
         tcp_conns_per_group: 16,
+        shm_conns_per_group: 16,
         tcp_queue_size: 1 << 20,
         tcp_recv_buf_init_size: 1 << 16,
         tcp_recv_buf_max_size: (1 << 20) + 4096,
@@ -632,7 +642,7 @@ fn bench_config(shm_dir: &std::path::Path, fast: bool) -> Config {
 
 /// Server names of the two bench servers: the default configuration, and
 /// one with the shared-memory fast path off (the v1 ring both ways).
-const SERVER: &str = "bsrv";
+pub(crate) const SERVER: &str = "bsrv";
 const SERVER_V1: &str = "bsrvv1";
 
 fn peer_server(p: &PeerArgs) -> Result<(), String> {
@@ -648,7 +658,7 @@ fn peer_server(p: &PeerArgs) -> Result<(), String> {
 }
 
 #[derive(Default)]
-pub(crate) struct Echoes(u32);
+pub(crate) struct Echoes(pub(crate) u32);
 
 impl ClientHandler for Echoes {
     fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
@@ -662,7 +672,7 @@ impl ClientHandler for Echoes {
 
 /// Client names: over TCP, over shm, over shm with the fast path off.
 const CLIENT_TCP: &str = "btcp";
-const CLIENT_SHM: &str = "bshm";
+pub(crate) const CLIENT_SHM: &str = "bshm";
 const CLIENT_SHM_V1: &str = "bshmv1";
 
 /// One connected client of the peer's server, over `shm` or TCP; `v1`
@@ -1273,7 +1283,7 @@ fn report(
 pub fn peer(p: PeerArgs) -> Result<(), String> {
     if let Some(kind) = p.mode.strip_prefix("abuse-") {
         // Paced, and not pinned: see `isolation`.
-        return crate::isolation::abuse(kind, &p.target);
+        return crate::isolation::abuse(kind, &p);
     }
     pin(1);
     match p.mode.as_str() {

@@ -1,10 +1,11 @@
 //! `tcpshm isolation`: does one peer's behaviour degrade another's
-//! service? A good client's echo RTT over TCP is measured in rounds that
-//! alternate between quiet and one abuser in the same connection group of
-//! the same server:
+//! service? A good client's echo RTT, over TCP or (`--shm`) shared memory,
+//! is measured in rounds that alternate between quiet and one abuser in
+//! the same connection group of the same server:
 //! - `stall`: logs in, sends requests and never reads, so its send queue
-//!   on the server fills and its requests wait unanswered;
-//! - `heartbeats`: logs in and floods heartbeat frames;
+//!   (or ring) on the server fills and its requests wait unanswered;
+//! - `heartbeats`: logs in and floods heartbeat frames (over shared
+//!   memory: the session's TCP socket, which the control part reads);
 //! - `stream`: logs in and streams messages the server consumes, as fast
 //!   as its pacing allows;
 //! - `idle`, the control: logs in and wakes as often as the others, but
@@ -36,6 +37,9 @@ pub struct Args {
     /// Echo round trips of the good client per round.
     #[arg(long, default_value_t = 5000)]
     pub per_round: u32,
+    /// The good client and the abusers over shared memory.
+    #[arg(long)]
+    pub shm: bool,
     /// Where to write the JSON results.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -51,11 +55,22 @@ pub const KINDS: [&str; 4] = ["idle", "stall", "heartbeats", "stream"];
 const BURST: usize = 64 * 1024;
 const PAUSE: Duration = Duration::from_millis(1);
 
+/// The abuser process `pid`'s client name (the parent removes its shm
+/// objects by it): a name of its own, because a stalled TCP session that
+/// was killed keeps its slot until the server's connection timeout (it
+/// never reads the close from a socket whose data it cannot consume).
+fn abuser_name(kind: &str, pid: u32) -> String {
+    format!("ab{}{}", &kind[..2], pid % 1_000_000)
+}
+
 /// Logs in over raw TCP as `name` (a new pair), returns the socket.
-fn login(addr: &str, name: &str) -> Result<TcpStream, String> {
+fn login(addr: &str, name: &str, use_shm: bool) -> Result<TcpStream, String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_nodelay(true);
-    let mut l = Login::<u8>::default();
+    let mut l = Login::<u8> {
+        use_shm,
+        ..Default::default()
+    };
     l.client_name[..name.len()].copy_from_slice(name.as_bytes());
     s.write_all(&l.encode(0)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -86,13 +101,12 @@ fn frames(msg_type: u16, payload: usize, bytes: usize) -> Vec<u8> {
 }
 
 /// The abuser process: logs in, says "ready", then abuses until killed.
-pub fn abuse(kind: &str, addr: &str) -> Result<(), String> {
-    // A name of its own: a stalled session that was killed keeps its slot
-    // until the server's connection timeout (it never reads the close from
-    // a socket whose data it cannot consume), so a second abuser of the
-    // same name would be "Already loggned on".
-    let name = format!("{}{}", &kind[..2], std::process::id() % 1_000_000);
-    let mut s = login(addr, &name)?;
+pub fn abuse(kind: &str, p: &bench::PeerArgs) -> Result<(), String> {
+    let name = abuser_name(kind, std::process::id());
+    if p.shm && (kind == "stall" || kind == "stream") {
+        return abuse_shm_client(kind, &name, p);
+    }
+    let mut s = login(&p.target, &name, p.shm)?;
     let burst = match kind {
         "heartbeats" => frames(0, 0, BURST),
         "stream" => frames(bench::SINK_TYPE, 56, BURST),
@@ -115,6 +129,41 @@ pub fn abuse(kind: &str, addr: &str) -> Result<(), String> {
         if kind != "stall" && kind != "idle" {
             // Read what the server sends (acks, heartbeats), as a peer must.
             while matches!(s.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        std::thread::sleep(PAUSE);
+    }
+}
+
+/// A real client over shared memory that stalls (pushes requests until
+/// its ring is full and never reads the echoes) or streams (pushes up to
+/// 1000 messages the server consumes per burst), keeping its session
+/// alive with the TCP poll.
+fn abuse_shm_client(kind: &str, name: &str, p: &bench::PeerArgs) -> Result<(), String> {
+    let dir = p.dir.clone().ok_or("abuser over shm: no --dir")?.join(name);
+    let cfg = bench::bench_config(&p.shm_dir, true);
+    let mut c = tcpshm::Client::new(name, dir, cfg, bench::Echoes(0)).map_err(|e| e.to_string())?;
+    c.connect(tcpshm::Transport::Shm, p.target.as_str(), 0)
+        .map_err(|e| format!("abuser {kind}: {e}"))?;
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let (t, len) = if kind == "stall" {
+        (1, 16)
+    } else {
+        (bench::SINK_TYPE, 56)
+    };
+    loop {
+        for _ in 0..1000 {
+            match c.connection().alloc(t, len) {
+                Ok(m) => m.push(),
+                Err(_) => break,
+            }
+        }
+        if kind == "stream" {
+            c.poll_shm();
+        }
+        c.poll_tcp(crate::util::now());
+        if c.connection().is_closed() {
+            return Err(format!("abuser {kind}: disconnected"));
         }
         std::thread::sleep(PAUSE);
     }
@@ -154,9 +203,10 @@ pub fn run(a: Args) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&dir);
     let (quiet_p50, abused) = r?;
     println!(
-        "tcpshm isolation: {} rounds per abuser of {} echo round trips over TCP; good client on CPU 0{}, server on CPU 1, abusers paced and not pinned",
+        "tcpshm isolation: {} rounds per abuser of {} echo round trips over {}; good client on CPU 0{}, server on CPU 1, abusers paced and not pinned",
         a.rounds,
         a.per_round,
+        if a.shm { "shared memory" } else { "TCP" },
         if pinned { "" } else { " (not pinned)" }
     );
     let q = bench::spread(&quiet_p50);
@@ -183,7 +233,8 @@ pub fn run(a: Args) -> Result<(), String> {
     }
     if let Some(p) = &a.json {
         let body = format!(
-            "{{ \"schema\": 1, \"rounds\": {}, \"per_round\": {}, \"pinned\": {pinned}, \"quiet_p50_ns\": {}, {} }}\n",
+            "{{ \"schema\": 1, \"transport\": \"{}\", \"rounds\": {}, \"per_round\": {}, \"pinned\": {pinned}, \"quiet_p50_ns\": {}, {} }}\n",
+            if a.shm { "shm" } else { "tcp" },
             a.rounds,
             a.per_round,
             q.json(),
@@ -205,11 +256,15 @@ fn measure(a: &Args, dir: &std::path::Path) -> Result<(Vec<f64>, Vec<Vec<Around>
         a.shm_dir.display().to_string(),
     ])?;
     let addr = server.line();
-    let mut good = bench::our_client(dir, &addr, false, false, &a.shm_dir)?;
+    let mut good = bench::our_client(dir, &addr, a.shm, false, &a.shm_dir)?;
     let mut seq = 0;
     let mut round = |good: &mut _| -> Result<(f64, f64), String> {
-        let r = bench::our_round(good, false, a.per_round, &mut seq)?;
+        let r = bench::our_round(good, a.shm, a.per_round, &mut seq)?;
         Ok(r.p50_p99())
+    };
+    let mut shm = ShmObjects {
+        dir: a.shm_dir.clone(),
+        names: vec![bench::CLIENT_SHM.to_string()],
     };
     let mut before = round(&mut good)?;
     let mut quiet = vec![before.0];
@@ -220,7 +275,14 @@ fn measure(a: &Args, dir: &std::path::Path) -> Result<(Vec<f64>, Vec<Vec<Around>
             if Instant::now() > deadline {
                 return Err("isolation: still running after 10 minutes, stopped".into());
             }
-            let mut abuser = Peer::spawn(&[format!("abuse-{kind}"), addr.clone()])?;
+            let mut args = vec![format!("abuse-{kind}"), addr.clone()];
+            args.extend(["--dir".into(), dir.display().to_string()]);
+            args.extend(["--shm-dir".into(), a.shm_dir.display().to_string()]);
+            if a.shm {
+                args.push("--shm".into());
+            }
+            let mut abuser = Peer::spawn(&args)?;
+            shm.names.push(abuser_name(kind, abuser.pid()));
             if abuser.line() != "ready" {
                 return Err(format!("abuser {kind} did not start"));
             }
@@ -242,4 +304,21 @@ fn measure(a: &Args, dir: &std::path::Path) -> Result<(Vec<f64>, Vec<Vec<Around>
     }
     drop(server);
     Ok((quiet, abused))
+}
+
+/// The shm objects of the run's clients and the server, removed on every
+/// exit path.
+struct ShmObjects {
+    dir: std::path::PathBuf,
+    names: Vec<String>,
+}
+
+impl Drop for ShmObjects {
+    fn drop(&mut self) {
+        for n in &self.names {
+            for (from, to) in [(n.as_str(), bench::SERVER), (bench::SERVER, n.as_str())] {
+                let _ = std::fs::remove_file(tcpshm::shm_queue::shm_path(&self.dir, from, to));
+            }
+        }
+    }
 }
