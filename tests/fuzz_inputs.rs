@@ -198,7 +198,16 @@ fn shm_reader() {
     fast.extend(header(20, 4, 2));
     fast.resize(9 + 1024, 7);
     fast.extend([3, 30, 0, 5, 0, 3, 0, 0, 0]);
-    inputs.extend([vec![], vec![0xff; 8], valid.clone(), fast.clone()]);
+    // The fast path with both commit records set (writer: index 2, count
+    // 1; reader: index 0, count 0) and, after the blocks, a scribble of
+    // write_idx (trailer word 0) to 9.
+    let mut records = vec![0, 0, 0, 0, 0, 0, 0, 0, 3];
+    records.extend((2u64 << 32 | 1 << 1 | 1).to_le_bytes());
+    records.extend(0u64.to_le_bytes());
+    records.extend(header(70, 3, 0));
+    records.resize(25 + 1024, 5);
+    records.extend([0x80, 9, 0, 0, 0, 0, 0, 0, 0]);
+    inputs.extend([vec![], vec![0xff; 8], valid.clone(), fast.clone(), records]);
     for _ in 0..N {
         let mut v = rng.bytes(300);
         if v.len() >= 8 {

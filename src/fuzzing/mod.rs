@@ -192,8 +192,11 @@ pub fn session_recv(data: &[u8]) {
 /// write and read indices (so short inputs reach every check); byte 8, if
 /// odd, announces the fast path from the read index once the reader's
 /// session has started (so the reader waits on stamps, which the input
-/// chose); the rest fills the blocks. Memory changes between reads too:
-/// the input's tail rewrites header words as the reader goes.
+/// chose), and with bit 1 set the next 16 bytes are the writer's and the
+/// reader's commit records (which set the counts a restarted reader takes
+/// up); the rest fills the blocks. Memory changes between reads too: each
+/// 9-byte op of the input's tail rewrites a header word, or (top bit of
+/// its first byte) a trailer word, as the reader goes.
 pub fn shm_reader(data: &[u8]) {
     let cap = 1024;
     let mut mem = vec![0u8; cap + TRAILER];
@@ -206,10 +209,21 @@ pub fn shm_reader(data: &[u8]) {
     };
     mem[cap..cap + 4].copy_from_slice(&idx(0)); // write_idx
     mem[cap + 128..cap + 132].copy_from_slice(&idx(4)); // read_idx
-    let announce = data.get(8).is_some_and(|b| b & 1 == 1);
-    let body = data.get(9..).unwrap_or(&[]);
+    let flags = data.get(8).copied().unwrap_or(0);
+    let announce = flags & 1 == 1;
+    let records = flags & 2 == 2;
+    let word = |o: usize| {
+        u64::from_le_bytes(std::array::from_fn(|i| {
+            data.get(o + i).copied().unwrap_or(0)
+        }))
+    };
+    let body = data.get(if records { 25 } else { 9 }..).unwrap_or(&[]);
     let n = body.len().min(cap);
     mem[..n].copy_from_slice(&body[..n]);
+    if records {
+        mem[cap + 64..cap + 72].copy_from_slice(&word(9).to_le_bytes());
+        mem[cap + 192..cap + 200].copy_from_slice(&word(17).to_le_bytes());
+    }
     let (_w, mut r, s) = hostile_heap_queue(HeapRegion::with_contents(mem.len(), &mem));
     if announce {
         let from = u32::from_le_bytes(idx(4));
@@ -231,8 +245,12 @@ pub fn shm_reader(data: &[u8]) {
                 let v = u64::from_le_bytes(std::array::from_fn(|i| {
                     op.get(1 + i).copied().unwrap_or(0)
                 }));
-                // SAFETY: between queue operations no payload slice lives.
-                unsafe { s.header(u32::from(op[0]), v) };
+                if op[0] & 0x80 != 0 {
+                    s.trailer(usize::from(op[0] & 0x7f), v);
+                } else {
+                    // SAFETY: between queue operations no payload slice lives.
+                    unsafe { s.header(u32::from(op[0]), v) };
+                }
             }
             None if idle => return,
             None => {}
