@@ -224,6 +224,24 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
         logins > client_kills,
         "the client logged in after each kill ({logins})"
     );
+    if shm {
+        // Both writers of the last sessions stamped: the run was on the
+        // shared-memory fast path, not on the v1 ring.
+        for f in &_cleanup.files {
+            let out = std::process::Command::new(EXE)
+                .args(["inspect", "--json"])
+                .arg(f)
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                v["shm"][0]["ring"],
+                "fast path",
+                "{} not on the fast path: {v}",
+                f.display()
+            );
+        }
+    }
     drop(server);
 }
 
