@@ -619,8 +619,11 @@ impl ServerHandler for BenchEcho {
             return;
         };
         rsp.payload_mut().copy_from_slice(msg.payload());
-        msg.pop();
+        // As `tcpshm echo-server` answers: the reply is published first,
+        // then the request consumed (nothing crashes here, so the order
+        // only decides what is on the round trip's critical path).
         rsp.push();
+        msg.pop();
     }
 }
 
