@@ -648,6 +648,28 @@ pub(crate) fn bench_config(shm_dir: &std::path::Path, fast: bool) -> Config {
 pub(crate) const SERVER: &str = "bsrv";
 const SERVER_V1: &str = "bsrvv1";
 
+/// Starts the bench's server (the fast path, or with `v1` the v1 ring) as
+/// a peer process with its queue files in `dir`; returns it and the
+/// address it listens on.
+pub(crate) fn spawn_server(
+    dir: &std::path::Path,
+    shm_dir: &std::path::Path,
+    v1: bool,
+) -> Result<(Peer, String), String> {
+    let mut args = vec![
+        "server".to_string(),
+        dir.display().to_string(),
+        "--shm-dir".into(),
+        shm_dir.display().to_string(),
+    ];
+    if v1 {
+        args.push("--v1".into());
+    }
+    let mut server = Peer::spawn(&args)?;
+    let addr = server.line();
+    Ok((server, addr))
+}
+
 fn peer_server(p: &PeerArgs) -> Result<(), String> {
     let name = if p.v1 { SERVER_V1 } else { SERVER };
     let mut server = Server::new(name, &p.target, bench_config(&p.shm_dir, !p.v1), BenchEcho)
@@ -977,21 +999,8 @@ fn measure(
     dir: &std::path::Path,
 ) -> Result<(Pair, Pair, Tput, EmptyPolls), String> {
     let total = u64::from(per_round) * a.rounds as u64;
-    let mut server = Peer::spawn(&[
-        "server".into(),
-        dir.join("server").display().to_string(),
-        "--shm-dir".into(),
-        a.shm_dir.display().to_string(),
-    ])?;
-    let addr = server.line();
-    let mut server_v1 = Peer::spawn(&[
-        "server".into(),
-        dir.join("server-v1").display().to_string(),
-        "--shm-dir".into(),
-        a.shm_dir.display().to_string(),
-        "--v1".into(),
-    ])?;
-    let addr_v1 = server_v1.line();
+    let (mut server, addr) = spawn_server(&dir.join("server"), &a.shm_dir, false)?;
+    let (server_v1, addr_v1) = spawn_server(&dir.join("server-v1"), &a.shm_dir, true)?;
     // SHM (fast path, and v1 ring) against the cache-line floor. One
     // transport at a time: a live TCP connection would add a read syscall
     // to every loop of the peer.

@@ -249,13 +249,7 @@ pub fn run(a: Args) -> Result<(), String> {
 /// neighbours. Order: quiet, idle, quiet, stall, quiet, heartbeats, quiet, stream,
 /// quiet, idle, ...
 fn measure(a: &Args, dir: &std::path::Path) -> Result<(Vec<f64>, Vec<Vec<Around>>), String> {
-    let mut server = Peer::spawn(&[
-        "server".into(),
-        dir.join("server").display().to_string(),
-        "--shm-dir".into(),
-        a.shm_dir.display().to_string(),
-    ])?;
-    let addr = server.line();
+    let (server, addr) = bench::spawn_server(&dir.join("server"), &a.shm_dir, false)?;
     let mut good = bench::our_client(dir, &addr, a.shm, false, &a.shm_dir)?;
     let mut seq = 0;
     let mut round = |good: &mut _| -> Result<(f64, f64), String> {
