@@ -118,7 +118,7 @@ fn expected_stream(data: &[u8], start: u32, sent: u32, max: usize) -> (Vec<(u16,
 /// first sequence number (0, or just before the u32 wrap) the input
 /// picks, so acks up to, and beyond, what was sent reach the queue. What
 /// is delivered must be exactly the application messages an honest
-/// receiver finds in the stream ([`expected_stream`]), in order, byte for
+/// receiver finds in the stream (worked out from the protocol alone), in order, byte for
 /// byte, up to the first violation, which must close the session; the
 /// queue must drop exactly what was acked.
 pub fn session_recv(data: &[u8]) {

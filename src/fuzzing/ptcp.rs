@@ -88,7 +88,7 @@ fn check_frames(q: &mut PtcpQueue<HeapRegion>, m: &mut Model) {
 }
 
 /// The persisted queue file, from bytes shaped by the input and then used
-/// as the input says, against [`Model`].
+/// as the input says, against a model of what it must hold.
 ///
 /// The first byte picks the capacity (8 to 128 blocks of 8 bytes); unless
 /// its top bit is set, the file header's magic, version and capacity are
