@@ -1293,6 +1293,16 @@ fn report(
 }
 
 pub fn peer(p: PeerArgs) -> Result<(), String> {
+    // A peer spins (or, as an abuser, wakes every millisecond) until it is
+    // killed: if the parent dies first, even by kill -9, the kernel kills
+    // the peer too, so no spinning process outlives a run.
+    // SAFETY: plain syscalls with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() == 1 {
+            return Err("the bench parent is gone".into());
+        }
+    }
     if let Some(kind) = p.mode.strip_prefix("abuse-") {
         // Paced, and not pinned: see `isolation`.
         return crate::isolation::abuse(kind, &p);
