@@ -195,6 +195,12 @@ impl Around {
 
 /// Runs the rounds and prints (and writes) the ratios.
 pub fn run(a: Args) -> Result<(), String> {
+    if a.shm && !a.shm_dir.is_dir() {
+        return Err(format!(
+            "shared-memory directory {} does not exist (is /dev/shm mounted? use --shm-dir)",
+            a.shm_dir.display()
+        ));
+    }
     let pinned = bench::pin(0);
     let dir = std::env::temp_dir().join(format!("tcpshm-isolation-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

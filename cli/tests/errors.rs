@@ -115,6 +115,8 @@ fn shm_dir_missing() {
         missing.to_str().unwrap(),
     ]);
     one_clear_line(code, &err, "does not exist");
+    let (code, err) = run(&["isolation", "--shm", "--shm-dir", missing.to_str().unwrap()]);
+    one_clear_line(code, &err, "does not exist");
     let _ = std::fs::remove_dir_all(&d);
 }
 
