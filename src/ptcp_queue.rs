@@ -68,10 +68,10 @@ use crate::error::FileError;
 use crate::sys::{HeapRegion, MapOptions, Mapping, Region};
 use crate::wire::{padded, MsgHeader, HEADER_SIZE, MAX_PAYLOAD};
 
-const MAGIC: &[u8; 8] = b"TCPSHMPQ";
-const VERSION: u32 = 1;
-const OFF_VERSION: usize = 8;
-const OFF_BLKS: usize = 12;
+pub(crate) const MAGIC: &[u8; 8] = b"TCPSHMPQ";
+pub(crate) const VERSION: u32 = 1;
+pub(crate) const OFF_VERSION: usize = 8;
+pub(crate) const OFF_BLKS: usize = 12;
 const OFF_SELECTOR: usize = 16;
 const OFF_LOCAL_ACK: usize = 20;
 const OFF_PROGRESS: usize = 24;

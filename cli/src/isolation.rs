@@ -25,7 +25,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use tcpshm::wire::{Login, LoginResponse, MsgHeader};
+use tcpshm::wire::{Login, LoginResponse, MsgHeader, HEADER_SIZE};
 
 use crate::bench::{self, Peer};
 
@@ -86,18 +86,17 @@ fn login(addr: &str, name: &str, use_shm: bool) -> Result<TcpStream, String> {
     Ok(s)
 }
 
-/// `n` frames of `msg_type` with `payload` bytes each, padded to 8.
+/// Frames of `msg_type` with `payload` bytes each, padded to 8, as many
+/// as fit in `bytes`.
 fn frames(msg_type: u16, payload: usize, bytes: usize) -> Vec<u8> {
-    let size = 8 + payload;
-    let padded = size.div_ceil(8) * 8;
-    let mut f = vec![0u8; padded];
-    MsgHeader {
-        size: size as u16,
+    let h = MsgHeader {
+        size: (HEADER_SIZE + payload) as u16,
         msg_type,
         ack_seq: 0,
-    }
-    .encode_into(&mut f);
-    f.repeat(bytes / padded)
+    };
+    let mut f = vec![0u8; h.padded_size()];
+    h.encode_into(&mut f);
+    f.repeat(bytes / f.len())
 }
 
 /// The abuser process: logs in, says "ready", then abuses until killed.
@@ -181,15 +180,9 @@ struct Around {
 impl Around {
     /// The abused round's p50 and p99 over the mean of the quiet ones.
     fn ratios(&self) -> (f64, f64) {
-        let q = |i: usize| {
-            let (b, a) = if i == 0 {
-                (self.before.0, self.after.0)
-            } else {
-                (self.before.1, self.after.1)
-            };
-            ((b + a) / 2.0).max(1.0)
-        };
-        (self.during.0 / q(0), self.during.1 / q(1))
+        let over = |x: f64, before: f64, after: f64| x / ((before + after) / 2.0).max(1.0);
+        let (b, d, a) = (self.before, self.during, self.after);
+        (over(d.0, b.0, a.0), over(d.1, b.1, a.1))
     }
 }
 

@@ -70,6 +70,10 @@ impl Read for Chunks<'_> {
     }
 }
 
+/// The peer's name in `session_recv`: its login frame after login is a
+/// violation (the re-login guard).
+const PEER_NAME: [u8; NAME_SIZE] = *b"peer\0\0\0\0\0\0\0\0\0\0\0\0";
+
 /// What an honest receiver makes of a byte stream after login, worked
 /// out here from the protocol alone: the application messages (type,
 /// payload) up to the first violation, and whether there is one. The
@@ -85,10 +89,10 @@ fn expected_stream(data: &[u8], start: u32, sent: u32, max: usize) -> (Vec<(u16,
         let Ok(h) = MsgHeader::decode(&data[at..]) else {
             return (out, true); // size below 8
         };
-        let padded = (h.size as usize).div_ceil(8) * 8;
+        let padded = h.padded_size();
         let newer = h.ack_seq.wrapping_sub(oldest);
         let beyond = newer as i32 > 0 && newer > end.wrapping_sub(oldest);
-        if (h.size as usize) < 8 || padded > max || beyond {
+        if padded > max || beyond {
             return (out, true);
         }
         if newer as i32 > 0 {
@@ -101,7 +105,7 @@ fn expected_stream(data: &[u8], start: u32, sent: u32, max: usize) -> (Vec<(u16,
         let off = Login::<u8>::CLIENT_NAME_OFFSET;
         if h.msg_type == 1
             && h.size as usize == Login::<u8>::SIZE
-            && frame[off..off + NAME_SIZE] == *b"peer\0\0\0\0\0\0\0\0\0\0\0\0"
+            && frame[off..off + NAME_SIZE] == PEER_NAME
         {
             return (out, true);
         }
@@ -140,7 +144,7 @@ pub fn session_recv(data: &[u8]) {
         msg_type: 1,
         size: Login::<u8>::SIZE as u16,
         name_off: Login::<u8>::CLIENT_NAME_OFFSET,
-        name: *b"peer\0\0\0\0\0\0\0\0\0\0\0\0",
+        name: PEER_NAME,
     };
     let max = 512;
     let (expected, violation) = expected_stream(stream, start, sent, max);

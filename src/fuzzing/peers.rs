@@ -91,17 +91,14 @@ fn within(x: u32, start: u32, end: u32) -> bool {
     x.wrapping_sub(start) as i32 >= 0 && end.wrapping_sub(x) as i32 >= 0
 }
 
-/// Reads what the socket has now (non-blocking) into `got`.
-fn drain(sock: &mut TcpStream, got: &mut Vec<u8>) -> bool {
+/// Reads what the socket has now (non-blocking) into `got`, up to 1 MiB
+/// in all.
+fn drain(sock: &mut TcpStream, got: &mut Vec<u8>) {
     let mut b = [0u8; 4096];
-    loop {
+    while got.len() <= 1 << 20 {
         match sock.read(&mut b) {
-            Ok(0) => return false,
-            Ok(n) => got.extend_from_slice(&b[..n]),
-            Err(_) => return true,
-        }
-        if got.len() > 1 << 20 {
-            return true;
+            Ok(n) if n > 0 => got.extend_from_slice(&b[..n]),
+            _ => return,
         }
     }
 }
@@ -197,7 +194,7 @@ fn check_answer(p: &RawPeer) {
     while p.got.len() >= at + HEADER_SIZE {
         let h = MsgHeader::decode(&p.got[at..]).expect("8 bytes decode");
         assert!(h.size as usize >= HEADER_SIZE, "a frame below header size");
-        at += (h.size as usize).div_ceil(8) * 8;
+        at += h.padded_size();
     }
 }
 
@@ -391,7 +388,7 @@ fn script(inp: &mut Input<'_>) -> Script {
         let start = frames.len();
         frames.extend_from_slice(&h.encode());
         frames.extend_from_slice(&payload);
-        frames.resize(start + (HEADER_SIZE + len).div_ceil(8) * 8, 0);
+        frames.resize(start + h.padded_size(), 0);
         honest &= ack as i32 <= 0;
         if honest && msg_type != 0 {
             expected.push((msg_type, payload));
@@ -576,14 +573,9 @@ const SLOT: ConnId = ConnId {
     slot: 0,
 };
 
-/// Logs the client in while another thread polls the server; whether the
-/// session is up.
-fn connect(
-    client: &mut Client<Side>,
-    server: &mut Server<Side>,
-    addr: SocketAddr,
-    now: i64,
-) -> bool {
+/// Logs the client in while another thread polls the server; once the
+/// session is up, shrinks both ends' socket buffers.
+fn connect(client: &mut Client<Side>, server: &mut Server<Side>, addr: SocketAddr, now: i64) {
     client.handler().login_now = now;
     let stop = AtomicBool::new(false);
     let ok = std::thread::scope(|s| {
@@ -599,7 +591,14 @@ fn connect(
         stop.store(true, Ordering::Relaxed);
         ok
     });
-    ok.is_ok()
+    // The server's side of the session is in place: its polling thread,
+    // which answered the login, has been joined.
+    if ok.is_ok() {
+        shrink(client.connection());
+        if let Some(c) = server.connection(SLOT) {
+            shrink(c);
+        }
+    }
 }
 
 /// A logged-in TCP session, driven for real on both sides: a `Server` and
@@ -626,17 +625,11 @@ pub fn session_conn(data: &[u8]) {
         return;
     };
     let mut now = SECOND_NS;
-    let mut up = connect(&mut client, &mut server, addr, now);
+    connect(&mut client, &mut server, addr, now);
     let (mut to_server, mut to_client) = (0u64, 0u64);
     for _ in 0..96 {
         if inp.done() {
             break;
-        }
-        if up {
-            shrink(client.connection());
-            if let Some(c) = server.connection(SLOT) {
-                shrink(c);
-            }
         }
         let op = inp.byte();
         let len = 8 + inp.byte() as usize * 4;
@@ -686,7 +679,7 @@ pub fn session_conn(data: &[u8]) {
             }
             _ => {
                 if client.connection().is_closed() {
-                    up = connect(&mut client, &mut server, addr, now);
+                    connect(&mut client, &mut server, addr, now);
                 }
             }
         }

@@ -5,9 +5,9 @@
 use std::collections::VecDeque;
 
 use super::Input;
-use crate::ptcp_queue::{PtcpQueue, FILE_HEADER_SIZE};
+use crate::ptcp_queue::{PtcpQueue, FILE_HEADER_SIZE, MAGIC, OFF_BLKS, OFF_VERSION, VERSION};
 use crate::sys::HeapRegion;
-use crate::wire::{MsgHeader, HEADER_SIZE};
+use crate::wire::{padded, MsgHeader, HEADER_SIZE};
 
 /// One message the model says the queue holds: its sequence number, its
 /// frame size padded to 8, and (for messages pushed here) its type and
@@ -28,6 +28,11 @@ struct Model {
 }
 
 impl Model {
+    /// The oldest unacknowledged sequence number.
+    fn start(&self) -> u32 {
+        self.held.front().map_or(self.end, |h| h.seq)
+    }
+
     fn bytes(&self) -> usize {
         self.held.iter().map(|h| h.padded).sum()
     }
@@ -36,8 +41,7 @@ impl Model {
     /// ignored; beyond the newest pushed, or (`only_sent`) covering bytes
     /// not completely sent, is refused; else the messages below it go.
     fn ack(&mut self, ack: u32, only_sent: bool) -> bool {
-        let start = self.held.front().map_or(self.end, |h| h.seq);
-        let n = ack.wrapping_sub(start);
+        let n = ack.wrapping_sub(self.start());
         if n as i32 <= 0 {
             return true;
         }
@@ -58,8 +62,7 @@ impl Model {
 /// left to send, and (after a rewind) every frame's size, type and
 /// payload bytes for the messages pushed here.
 fn check(q: &mut PtcpQueue<HeapRegion>, m: &Model) {
-    let start = m.held.front().map_or(m.end, |h| h.seq);
-    assert_eq!(q.seq_range(), (start, m.end), "sequence range");
+    assert_eq!(q.seq_range(), (m.start(), m.end), "sequence range");
     assert_eq!(q.len() as usize, m.held.len());
     assert_eq!(q.sendable().len(), m.bytes() - m.sent, "bytes left to send");
     q.check()
@@ -68,8 +71,7 @@ fn check(q: &mut PtcpQueue<HeapRegion>, m: &Model) {
 
 /// The frames of everything held, from a rewind (as after a login).
 fn check_frames(q: &mut PtcpQueue<HeapRegion>, m: &mut Model) {
-    let start = m.held.front().map_or(m.end, |h| h.seq);
-    q.login_ack(start)
+    q.login_ack(m.start())
         .expect("the oldest held is always a valid ack");
     m.sent = 0;
     let bytes = q.sendable();
@@ -104,9 +106,9 @@ pub fn ptcp_open(data: &[u8]) {
     let size = FILE_HEADER_SIZE + blks * 8;
     let mut file = inp.bytes(size);
     if shape & 0x80 == 0 {
-        file[..8].copy_from_slice(b"TCPSHMPQ");
-        file[8..12].copy_from_slice(&1u32.to_le_bytes());
-        file[12..16].copy_from_slice(&(blks as u32).to_le_bytes());
+        file[..MAGIC.len()].copy_from_slice(MAGIC);
+        file[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&VERSION.to_le_bytes());
+        file[OFF_BLKS..OFF_BLKS + 4].copy_from_slice(&(blks as u32).to_le_bytes());
     }
     let Ok((mut q, mut ack)) = PtcpQueue::open(HeapRegion::with_contents(size, &file)) else {
         return;
@@ -146,7 +148,7 @@ pub fn ptcp_open(data: &[u8]) {
                         q.push();
                         m.held.push_back(Held {
                             seq: m.end,
-                            padded: (HEADER_SIZE + len).div_ceil(8) * 8,
+                            padded: padded(HEADER_SIZE + len),
                             content: Some((t, fill)),
                         });
                         m.end = m.end.wrapping_add(1);
@@ -159,11 +161,7 @@ pub fn ptcp_open(data: &[u8]) {
                 m.sent = (m.sent + n).min(m.bytes());
             }
             3 | 4 => {
-                let a = m
-                    .held
-                    .front()
-                    .map_or(m.end, |h| h.seq)
-                    .wrapping_add(inp.seq());
+                let a = m.start().wrapping_add(inp.seq());
                 let a = if inp.byte() & 1 == 0 {
                     a
                 } else {
@@ -197,6 +195,5 @@ pub fn ptcp_open(data: &[u8]) {
     check_frames(&mut q, &mut m);
     let region = q.into_region(ack);
     let (again, _) = PtcpQueue::open(region).expect("reopens");
-    let start = m.held.front().map_or(m.end, |h| h.seq);
-    assert_eq!(again.seq_range(), (start, m.end));
+    assert_eq!(again.seq_range(), (m.start(), m.end));
 }
