@@ -75,3 +75,67 @@ fn echo_tcp_every_size() {
 fn echo_shm_every_size() {
     echo_every_size(true);
 }
+
+/// Both sides batch with `push_more`: the client pushes bursts and never
+/// flushes, the server echoes with `push_more` from its handler. Polls let
+/// every batch go (over shm: the end of each poll; over TCP: its write),
+/// so every echo comes back, once, in order, with its payload.
+fn echo_in_batches(use_shm: bool) {
+    let dir = scratch(if use_shm { "batch-shm" } else { "batch-tcp" });
+    let _c = Cleanup(dir.clone());
+    let cfg = config(&dir);
+    let handler = EchoServer {
+        batch: true,
+        ..EchoServer::default()
+    };
+    let n = 20_000u64;
+    let server = with_echo_server(&dir, "srv", &cfg, handler, |addr| {
+        let mut client = Client::new(
+            "cli",
+            dir.join("client"),
+            cfg.clone(),
+            CheckingClient::default(),
+        )
+        .unwrap();
+        client
+            .connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0)
+            .unwrap();
+        let mut sent = 0u64;
+        wait_until(120, "all echoes", || {
+            // A burst of 1 to 40 messages, then polls only.
+            for _ in 0..1 + sent % 40 {
+                let len = small_len(sent);
+                if sent == n {
+                    break;
+                }
+                match client.connection().alloc((sent % 1000) as u16 + 1, len) {
+                    Ok(mut a) => {
+                        a.payload_mut().copy_from_slice(&payload(sent, len));
+                        a.push_more();
+                        sent += 1;
+                    }
+                    Err(tcpshm::AllocError::Full) => break,
+                    Err(e) => panic!("alloc: {e}"),
+                }
+            }
+            client.poll_shm();
+            client.poll_tcp(now());
+            client.handler().received == n
+        });
+        assert!(client.handler().disconnects.is_empty());
+        if use_shm {
+            assert!(client.connection().shm_fast_path(), "on the fast path");
+        }
+    });
+    assert_eq!(server.echoed, n);
+}
+
+#[test]
+fn echo_tcp_in_batches() {
+    echo_in_batches(false);
+}
+
+#[test]
+fn echo_shm_in_batches() {
+    echo_in_batches(true);
+}

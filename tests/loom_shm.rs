@@ -112,6 +112,13 @@ fn mem(start: u32) -> Arc<Mem> {
 const LENS: [usize; 4] = [100, 20, 150, 60];
 
 fn run(start: u32, fast: bool) {
+    run_with(start, fast, false);
+}
+
+/// `batch`: the first three messages with `push_more`, the last with
+/// `push`; the third does not fit beside the first two, so the writer lets
+/// the held batch go when its `alloc` finds the ring full.
+fn run_with(start: u32, fast: bool, batch: bool) {
     loom::model(move || {
         let m = mem(start);
         let mut w = Writer::new(m.clone());
@@ -123,7 +130,11 @@ fn run(start: u32, fast: bool) {
                 loop {
                     if let Some(p) = w.alloc(i as u16 + 1, len) {
                         p.fill(i as u8 + 1);
-                        w.push();
+                        if batch && i + 1 < LENS.len() {
+                            w.push_more();
+                        } else {
+                            w.push();
+                        }
                         break;
                     }
                     loom::thread::yield_now();
@@ -193,4 +204,12 @@ fn fast_path_protocol() {
 #[test]
 fn fast_path_protocol_across_u32_wrap() {
     run(u32::MAX - 2, true);
+}
+
+/// The fast path with a batch held back by `push_more` (SYNC POINT
+/// msg-stamped at `Writer::release`): the reader waits on the held header,
+/// then reads the batch.
+#[test]
+fn fast_path_batches() {
+    run_with(0, true, true);
 }

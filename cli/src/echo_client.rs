@@ -272,7 +272,13 @@ pub fn run(a: Args) -> Result<(), String> {
                 c.copy_from_slice(&send_num.wrapping_add(i as u32).to_le_bytes());
             }
             let at = if a.avg_only { 0 } else { now() };
-            m.push();
+            // Streaming: one batch per loop (one write over TCP; over shm a
+            // fast-path reader reads it as a run), sent by the flush below.
+            if a.fast {
+                m.push_more();
+            } else {
+                m.push();
+            }
             send_num = send_num.wrapping_add(n);
             client.handler().sent_at[pushed as usize % RING] = at;
             pushed += 1;
@@ -280,6 +286,9 @@ pub fn run(a: Args) -> Result<(), String> {
                 f.set(send_num);
             }
             budget -= 1;
+        }
+        if a.fast {
+            client.connection().flush();
         }
         // In shm mode the TCP side carries only heartbeats: polling it
         // (a syscall) every 200 us is plenty and keeps the shm loop tight.

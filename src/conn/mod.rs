@@ -409,4 +409,6 @@ pub(crate) fn deliver(
             break;
         }
     }
+    // What the handler pushed with `push_more` goes now.
+    tx.release_batch();
 }

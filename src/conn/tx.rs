@@ -45,6 +45,12 @@ impl fmt::Display for AllocError {
 
 impl std::error::Error for AllocError {}
 
+/// `ConnTx::alloc` over TCP (out of line: see there).
+#[inline(never)]
+fn tcp_alloc(queue: &mut PtcpQueue, msg_type: u16, len: usize) -> bool {
+    queue.alloc(msg_type, len).is_some()
+}
+
 #[derive(Debug)]
 pub(crate) enum TxTransport {
     None,
@@ -101,9 +107,16 @@ impl Alloc<'_> {
         self.tx.push(true);
     }
 
-    /// Publishes the message; over TCP it is sent with the next `push` or
-    /// poll (batching several messages into one write). Same as `push`
-    /// over shared memory.
+    /// Publishes the message, persisted as with `push`, and lets it go out
+    /// with the next `push`, `flush` or poll of this connection: several
+    /// messages then go as one batch.
+    /// - Over TCP they are sent in one write.
+    /// - Over shared memory each is in the queue at once (a C++ peer, or
+    ///   a peer on the v1 ring, may read it right away); a tcpshm peer on
+    ///   the fast path sees the batch at once, so it reads a run of blocks
+    ///   the writer no longer touches instead of following the writer line
+    ///   by line. A batch also goes when it spans 2 KiB, or when `alloc`
+    ///   finds the queue full.
     #[inline]
     pub fn push_more(self) {
         self.tx.push(false);
@@ -136,17 +149,13 @@ impl ConnTx {
             return Err(AllocError::ReservedType);
         }
         if len > self.max_payload {
-            return match self.t {
-                TxTransport::None => Err(AllocError::NotOpen),
-                _ => Err(AllocError::TooLarge {
-                    len,
-                    max: self.max_payload,
-                }),
-            };
+            return Err(self.too_large(len));
         }
+        // The shared-memory path inline, the TCP one a call: what a
+        // latency-minded caller gets in its own loop is the ring's code.
         let ok = match &mut self.t {
-            TxTransport::Tcp { queue, .. } => queue.alloc(msg_type, len).is_some(),
             TxTransport::Shm(w) => w.alloc(msg_type, len).is_some(),
+            TxTransport::Tcp { queue, .. } => tcp_alloc(queue, msg_type, len),
             TxTransport::None => return Err(AllocError::NotOpen),
         };
         if ok {
@@ -157,10 +166,32 @@ impl ConnTx {
         }
     }
 
+    #[cold]
+    fn too_large(&self, len: usize) -> AllocError {
+        match self.t {
+            TxTransport::None => AllocError::NotOpen,
+            _ => AllocError::TooLarge {
+                len,
+                max: self.max_payload,
+            },
+        }
+    }
+
+    #[inline]
     fn push(&mut self, send_now: bool) {
         self.sent.0 += 1;
         self.sent.1 += self.pending_len as u64;
         self.pending_len = 0;
+        match &mut self.t {
+            TxTransport::Shm(w) if send_now => w.push(),
+            TxTransport::Shm(w) => w.push_more(),
+            _ => self.push_tcp(send_now),
+        }
+    }
+
+    /// `push` over TCP (out of line: see `alloc`).
+    #[inline(never)]
+    fn push_tcp(&mut self, send_now: bool) {
         match &mut self.t {
             TxTransport::Tcp { queue, link } => {
                 let Some(stamped) = queue.push() else { return };
@@ -173,13 +204,22 @@ impl ConnTx {
                     }
                 }
             }
-            TxTransport::Shm(w) => w.push(),
-            TxTransport::None => {}
+            TxTransport::Shm(_) | TxTransport::None => {}
         }
     }
 
-    /// Sends what `push_more` left unsent (TCP); polls do this too.
+    /// Over shared memory: lets go a batch `push_more` holds (see there).
+    #[inline]
+    pub(crate) fn release_batch(&mut self) {
+        if let TxTransport::Shm(w) = &mut self.t {
+            w.release();
+        }
+    }
+
+    /// Sends what `push_more` left unsent (over shared memory: lets the
+    /// batch go); polls do this too.
     pub fn flush(&mut self) {
+        self.release_batch();
         if let TxTransport::Tcp {
             queue,
             link: Some(l),

@@ -149,6 +149,9 @@ impl<U: UserData, R: UserData> Group<U, R> {
             // The empty poll: a cached index, or one load. Closes by the
             // control part come through the mailbox.
             if !conn.rx.may_have_messages() {
+                // A batch pushed with `push_more` outside a handler goes
+                // with this poll (a field of ours, no shared memory).
+                conn.tx.release_batch();
                 i += 1;
                 continue;
             }

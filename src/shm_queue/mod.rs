@@ -308,10 +308,38 @@ impl<R: Region> ShmWriter<R> {
         self.0.pending_payload()
     }
 
-    /// Publishes the last allocated message.
+    /// Publishes the last allocated message, and lets go the batch
+    /// [`push_more`](Self::push_more) holds, if any.
     #[inline]
     pub fn push(&mut self) {
         self.0.push()
+    }
+
+    /// Publishes the last allocated message, persisted and visible to a v1
+    /// reader (a C++ peer) as with [`push`](Self::push); a reader on the
+    /// fast path sees a batch of these at once, with the next `push`,
+    /// [`release`](Self::release), an `alloc` that finds the queue full, or
+    /// once the batch spans 32 blocks (2 KiB), or when this writer is
+    /// dropped. A writer killed while it holds a batch leaves it to the
+    /// next session: the reader's `reload` reads it on v1 (or, without a
+    /// new session, the reader goes to v1 once a next writer has published
+    /// 32 blocks after it).
+    #[inline]
+    pub fn push_more(&mut self) {
+        self.0.push_more()
+    }
+
+    /// Lets go the batch [`push_more`](Self::push_more) holds, if any.
+    #[inline]
+    pub fn release(&mut self) {
+        self.0.release()
+    }
+
+    /// Whether [`push_more`](Self::push_more) holds a batch back from a
+    /// fast-path reader.
+    #[inline]
+    pub fn holding(&self) -> bool {
+        self.0.holding()
     }
 
     /// Takes up the indices stored in the region again.
@@ -379,6 +407,14 @@ impl<R: Region> ShmWriter<R> {
 
     pub(crate) fn memory(&self) -> &RegionMemory<R> {
         self.0.memory()
+    }
+}
+
+impl<R: Region> Drop for ShmWriter<R> {
+    /// Lets a held batch go: only a writer killed while it held one leaves
+    /// it to the next session (see [`push_more`](Self::push_more)).
+    fn drop(&mut self) {
+        self.0.release();
     }
 }
 
@@ -615,10 +651,11 @@ mod tests {
         assert_eq!(r.front().unwrap().unwrap().1[0], 42);
     }
 
-    /// Two threads, variable sizes, every byte checked. Under Miri this is
-    /// the data-race check of the SYNC POINTs (Miri flags any payload read
-    /// that is not ordered after its write by an acquire/release pair).
-    /// On the fast path (after the first message) and on v1.
+    /// Two threads, variable sizes, every byte checked, some messages in
+    /// batches (`push_more`). Under Miri this is the data-race check of the
+    /// SYNC POINTs (Miri flags any payload read that is not ordered after
+    /// its write by an acquire/release pair). On the fast path (after the
+    /// first message) and on v1.
     #[test]
     fn two_threads_every_byte() {
         two_threads(true);
@@ -642,7 +679,12 @@ mod tests {
                         for (j, b) in p.iter_mut().enumerate() {
                             *b = (i as usize + j) as u8;
                         }
-                        w.push();
+                        // Batches of 1 to 7 (push_more, then a push).
+                        if i % 7 < i % 5 && i + 1 < n {
+                            w.push_more();
+                        } else {
+                            w.push();
+                        }
                         break;
                     }
                     std::thread::yield_now();
@@ -713,7 +755,11 @@ mod tests {
                 if let Some(p) = w.alloc(sent as u16, len) {
                     lying_payload(p, sent.wrapping_mul(3));
                     p[..len.min(4)].copy_from_slice(&sent.to_le_bytes()[..len.min(4)]);
-                    w.push();
+                    if next() % 4 == 0 {
+                        w.push_more();
+                    } else {
+                        w.push();
+                    }
                     lens.push_back(len);
                     sent += 1;
                 }
@@ -728,6 +774,7 @@ mod tests {
                         got += 1;
                         fast_seen += r.is_fast() as u32;
                     }
+                    None if w.holding() => w.release(),
                     None => assert!(lens.is_empty() || !r.is_fast(), "stamp missed"),
                 }
             }
@@ -740,10 +787,190 @@ mod tests {
         assert!(got > want);
     }
 
+    /// One caught-up fast reader and a writer that batches: the reader sees
+    /// nothing of a batch until it is let go, then all of it in order; a
+    /// v1 reader (a C++ peer) would see each message at once, as write_idx
+    /// shows.
+    #[test]
+    fn push_more_holds_a_batch_from_a_fast_reader() {
+        let (mut w, mut r) = pair(4096);
+        let reg = reg(w.memory());
+        w.alloc(1, 8).unwrap();
+        w.push();
+        r.front().unwrap().unwrap();
+        r.pop();
+        assert!(r.front().unwrap().is_none());
+        assert!(r.is_fast());
+        for round in 0..3u16 {
+            let base = word(&reg, OFF_WRITE);
+            for k in 0..3 {
+                w.alloc(10 * round + k, 20).unwrap().fill(k as u8);
+                w.push_more();
+                assert!(w.holding());
+                assert!(!r.ready() && r.front().unwrap().is_none(), "held");
+            }
+            assert_eq!(word(&reg, OFF_WRITE), base + 3);
+            match round {
+                0 => w.release(),
+                // A push lets the batch go with its own message.
+                1 => {
+                    w.alloc(10 * round + 3, 0).unwrap();
+                    w.push();
+                }
+                // So does a writer that gives up the fast path.
+                _ => w.set_fast_path(false),
+            }
+            assert!(!w.holding());
+            for k in 0..3 {
+                let (t, p) = r.front().unwrap().unwrap();
+                assert_eq!((t, p), (10 * round + k, &[k as u8; 20][..]));
+                r.pop();
+            }
+            if round == 1 {
+                assert_eq!(r.front().unwrap().unwrap().0, 13);
+                r.pop();
+            }
+            assert!(r.front().unwrap().is_none());
+            assert!(round == 2 || r.is_fast());
+        }
+    }
+
+    /// A batch goes by itself once it spans 32 blocks, and when the writer
+    /// finds the ring full (so a writer that only allocates never waits on
+    /// a reader its own batch holds back).
+    #[test]
+    fn a_held_batch_goes_when_long_or_when_the_ring_is_full() {
+        let (mut w, mut r) = pair(64 * 64);
+        w.alloc(1, 0).unwrap();
+        w.push();
+        r.front().unwrap().unwrap();
+        r.pop();
+        assert!(r.front().unwrap().is_none() && r.is_fast());
+        for k in 0..32 {
+            w.alloc(2, 8).unwrap();
+            w.push_more();
+            assert_eq!(w.holding(), k < 31, "after {} blocks", k + 1);
+        }
+        for _ in 0..32 {
+            r.front().unwrap().unwrap();
+            r.pop();
+        }
+        // Full: 63 of 64 blocks (one stays free on the fast path).
+        let mut n = 0;
+        while let Some(p) = w.alloc(3, 100) {
+            p.fill(3);
+            w.push_more();
+            n += 1;
+        }
+        assert!(!w.holding(), "a full ring lets the batch go");
+        for _ in 0..n {
+            assert_eq!(r.front().unwrap().unwrap(), (3, &[3u8; 100][..]));
+            r.pop();
+        }
+        assert!(r.front().unwrap().is_none() && r.is_fast());
+    }
+
+    /// A fast reader waiting on a held batch while write_idx is ahead does
+    /// not take it for a writer that stopped stamping.
+    #[test]
+    fn a_held_batch_is_not_a_missing_stamp() {
+        let (mut w, mut r) = pair(1024);
+        w.alloc(1, 8).unwrap();
+        w.push();
+        r.front().unwrap().unwrap();
+        r.pop();
+        assert!(r.front().unwrap().is_none() && r.is_fast());
+        w.alloc(2, 8).unwrap();
+        w.push_more();
+        for _ in 0..3 * ring_fallback_polls() {
+            assert!(r.front().unwrap().is_none());
+            assert!(!r.ready());
+        }
+        assert!(r.is_fast());
+        w.release();
+        assert_eq!(r.front().unwrap().unwrap().0, 2);
+        r.pop();
+        assert!(r.is_fast());
+    }
+
+    /// A writer killed while it held a batch: the messages are in the ring
+    /// and under write_idx, so the next session's reader (which starts on
+    /// v1) delivers every one, once; the next writer goes on after them and
+    /// the reader gets back on the fast path.
+    #[test]
+    fn a_batch_held_by_a_killed_writer_is_delivered() {
+        let (mut w, mut r) = pair(1024);
+        let reg = reg(w.memory());
+        w.alloc(1, 8).unwrap();
+        w.push();
+        r.front().unwrap().unwrap();
+        r.pop();
+        assert!(r.front().unwrap().is_none() && r.is_fast());
+        for k in 2..6u16 {
+            w.alloc(k, 30).unwrap().fill(k as u8);
+            w.push_more();
+        }
+        assert!(w.holding());
+        // kill -9: no release (a drop would let the batch go); both ends
+        // start a new session.
+        std::mem::forget(w);
+        drop(r);
+        let mut w2 = ShmWriter::new(reg.clone()).unwrap();
+        let mut r2 = ShmReader::new(reg).unwrap();
+        assert_eq!(w2.pushed(), 5);
+        for k in 2..6u16 {
+            assert_eq!(r2.front().unwrap().unwrap(), (k, &[k as u8; 30][..]));
+            r2.pop();
+        }
+        assert!(r2.front().unwrap().is_none());
+        for k in 6..70u16 {
+            w2.alloc(k, 4).unwrap();
+            w2.push();
+            assert_eq!(r2.front().unwrap().unwrap().0, k);
+            r2.pop();
+            assert!(r2.front().unwrap().is_none());
+        }
+        assert!(r2.is_fast(), "back on the fast path");
+    }
+
+    /// A writer killed while it held a batch, and no new session: the
+    /// reader, still waiting at the held header, sees a next writer publish
+    /// 32 blocks past it, knows the holder is gone, and reads on v1.
+    #[test]
+    fn a_dead_holder_without_a_new_session_does_not_stall_the_reader() {
+        let (mut w, mut r) = pair(4096);
+        let reg = reg(w.memory());
+        w.alloc(1, 8).unwrap();
+        w.push();
+        r.front().unwrap().unwrap();
+        r.pop();
+        assert!(r.front().unwrap().is_none() && r.is_fast());
+        for k in 2..4u16 {
+            w.alloc(k, 8).unwrap();
+            w.push_more();
+        }
+        std::mem::forget(w); // kill -9
+        let mut w2 = ShmWriter::new(reg).unwrap();
+        let mut got = vec![];
+        for k in 4..40u16 {
+            w2.alloc(k, 8).unwrap();
+            w2.push();
+            for _ in 0..2 * ring_fallback_polls() {
+                if let Some((t, _)) = r.front().unwrap() {
+                    got.push(t);
+                    r.pop();
+                }
+            }
+        }
+        assert_eq!(got, (2..40).collect::<Vec<_>>(), "all, once, in order");
+        assert!(!r.is_fast());
+    }
+
     /// Writer and reader of every kind on one ring: a fast writer with a
     /// v1 reader (as for a C++ reader), and a writer that does not stamp
     /// (as C++, leaving the stamp bytes of earlier laps in place) with a
-    /// fast-capable reader, which then stays on v1.
+    /// fast-capable reader, which then stays on v1; most messages in
+    /// batches.
     #[test]
     fn mixed_pairs_deliver_everything() {
         for (wf, rf) in [(true, false), (false, true), (false, false), (true, true)] {
@@ -762,9 +989,23 @@ mod tests {
                     }
                 };
                 lying_payload(p, i);
-                w.push();
-                let (_, q) = r.front().unwrap().unwrap();
-                assert_eq!(q.len(), len);
+                // Batches too: a v1 reader reads a held message at once,
+                // and the writer must not store the held word after the
+                // reader freed its block.
+                if i % 4 != 3 {
+                    w.push_more();
+                } else {
+                    w.push();
+                }
+                let q = match r.front().unwrap() {
+                    Some((_, q)) => q.len(),
+                    None => {
+                        assert!(wf && rf && w.holding(), "only a held batch waits");
+                        w.release();
+                        r.front().unwrap().unwrap().1.len()
+                    }
+                };
+                assert_eq!(q, len);
                 r.pop();
                 assert!(r.front().unwrap().is_none());
             }

@@ -123,6 +123,7 @@ impl Record {
     }
 
     /// Stores the record for publishing `idx` with count `count`.
+    #[inline(always)]
     fn store(at: &AtomicU64, idx: u32, count: u32, delta: u32) {
         // Relaxed: ordered before the index store by that store's Release
         // (same thread); a reader of the count (after a crash, or this
@@ -213,6 +214,15 @@ const CLEAR_AHEAD: u32 = 8;
 /// Empty v1 `ready` polls between two looks at the announcement.
 const FAST_CHECK_POLLS: u32 = 64;
 
+/// What a held stamp (see `Writer::push_more`) is XORed with: never the
+/// index itself, nor the cleared form `!idx`.
+const HELD: u32 = 1 << 31;
+
+/// Blocks a held batch spans before `push_more` lets it go anyway: a
+/// fast-path reader then reads a run of blocks that the writer no longer
+/// touches, without waiting for a flush.
+const HOLD_MAX: u32 = 32;
+
 /// `(size, msg_type)` of a header word.
 fn fields(v: u64) -> (u16, u16) {
     (v as u16, (v >> 16) as u16)
@@ -242,6 +252,19 @@ struct Pending {
     len: usize,
 }
 
+/// A batch held back from fast-path readers (`Writer::push_more`): the
+/// first place of the batch a reader stops at, and the stamped header word
+/// that goes there when the batch is let go.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    /// Index of that place.
+    at: u32,
+    /// Its slot.
+    slot: u32,
+    /// The header word with its stamp.
+    word: u64,
+}
+
 /// The producing end.
 #[derive(Debug)]
 pub struct Writer<M> {
@@ -267,6 +290,8 @@ pub struct Writer<M> {
     /// While stamping: every index from the next publication's end up to
     /// this one (exclusive) holds a header we cleared after its last write.
     cleared_to: u32,
+    /// The batch `push_more` holds back from fast-path readers, if any.
+    held: Option<Held>,
 }
 
 impl<M: QueueMemory> Writer<M> {
@@ -286,6 +311,7 @@ impl<M: QueueMemory> Writer<M> {
             stamping: false,
             announced: 0,
             cleared_to: 0,
+            held: None,
         };
         w.reload();
         w
@@ -294,6 +320,7 @@ impl<M: QueueMemory> Writer<M> {
     /// Allows (the default) or forbids the fast path. Forbidden, the
     /// writer never announces, so readers stay on v1.
     pub fn set_fast(&mut self, fast: bool) {
+        self.release();
         self.fast = fast;
         self.stamping = false;
     }
@@ -307,6 +334,7 @@ impl<M: QueueMemory> Writer<M> {
     /// Takes up the indices stored in memory again (after the peer or a
     /// reset changed them while this side was not writing).
     pub fn reload(&mut self) {
+        self.release();
         // Acquire: this runs at login, after a peer may have reset the
         // queue; the login exchange orders it, Acquire costs nothing here.
         let mut write = self.mem.write_idx().load(Ordering::Acquire);
@@ -366,6 +394,14 @@ impl<M: QueueMemory> Writer<M> {
         self.mem
             .read_idx_cache()
             .store(self.read_cache, Ordering::Relaxed);
+        if let Some(h) = self.held {
+            if (self.read_cache.wrapping_sub(h.at) as i32) > 0 {
+                // A v1 reader, which does not wait on stamps, consumed the
+                // held message: its block is free and may be written again
+                // from now on, so the held word must never be stored there.
+                self.held = None;
+            }
+        }
     }
 
     /// Whether blocks up to index `end` (exclusive) are free, keeping the
@@ -446,6 +482,7 @@ impl<M: QueueMemory> Writer<M> {
     /// stamped header of the message that starts there: never a header of
     /// an earlier lap, nor payload bytes.
     fn announce(&mut self) {
+        self.release();
         self.stamping = false;
         self.reload_read();
         if self.write_idx.wrapping_sub(self.read_cache) >= self.blk_cnt {
@@ -497,6 +534,8 @@ impl<M: QueueMemory> Writer<M> {
             if rewind {
                 self.publish_marker(slot, to_end);
             }
+            // A held batch keeps the reader from freeing room: let it go.
+            self.release();
             return None;
         }
         let first = start & self.mask;
@@ -566,8 +605,9 @@ impl<M: QueueMemory> Writer<M> {
         }
     }
 
-    /// Publishes the message of the last [`alloc`](Self::alloc); without
-    /// one it does nothing.
+    /// Publishes the message of the last [`alloc`](Self::alloc), and any
+    /// batch [`push_more`](Self::push_more) holds; without one it does
+    /// nothing.
     ///
     /// Order: clear the block after the message (fast path), store the
     /// commit record, the header with its stamp (then the wrap marker),
@@ -575,6 +615,68 @@ impl<M: QueueMemory> Writer<M> {
     /// nothing or the whole message.
     #[inline]
     pub fn push(&mut self) {
+        self.publish(false);
+        self.release();
+    }
+
+    /// Publishes the message of the last [`alloc`](Self::alloc) as
+    /// [`push`](Self::push) does (commit record, header, `write_idx`: a v1
+    /// reader sees it, and it survives this process), except that on the
+    /// fast path the stamp a reader waits on at the start of a batch is
+    /// held back: the header goes there with the stamp XORed with
+    /// [`HELD`], and the stamped word follows with the next `push`,
+    /// [`release`](Self::release), an `alloc` that finds no room, or once
+    /// the batch spans [`HOLD_MAX`] blocks. Later messages of the batch are
+    /// stamped as usual. So a fast-path reader that has caught up waits on
+    /// one line while the writer fills the others, then reads the batch as
+    /// a run, instead of taking each block's line from the writer while the
+    /// writer is still writing the next.
+    #[inline]
+    pub fn push_more(&mut self) {
+        self.publish(true);
+    }
+
+    /// Lets a batch held by [`push_more`](Self::push_more) go: stores the
+    /// stamped header word at its start. Without one it does nothing.
+    #[inline]
+    pub fn release(&mut self) {
+        if let Some(h) = self.held.take() {
+            // SYNC POINT msg-stamped (a held batch): Release so every
+            // message of the batch, stored before, is visible to a reader
+            // that loads this header with Acquire (Reader::front_fast);
+            // the messages after it were stamped with Release as well.
+            self.mem.header(h.slot).store(h.word, Ordering::Release);
+        }
+    }
+
+    /// Whether [`push_more`](Self::push_more) holds a batch back.
+    pub fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Stores the header word `word` at `slot`, index `at`, where a reader
+    /// may stop next: stamped, or (`hold`, no batch held yet) held back.
+    #[inline(always)]
+    fn store_stop(&mut self, slot: u32, at: u32, word: u64, hold: bool) {
+        if hold && self.stamping && self.held.is_none() {
+            self.held = Some(Held { at, slot, word });
+            // Relaxed: a reader acts on this word only through the
+            // write_idx store below (Release, SYNC POINT msg-published; v1
+            // reads the size and type), or after `release` stores the
+            // stamped word with Release.
+            let held = word ^ (u64::from(HELD) << 32);
+            self.mem.header(slot).store(held, Ordering::Relaxed);
+        } else {
+            // SYNC POINT msg-stamped: Release so the payload written since
+            // alloc (and the cleared block after it) is visible before the
+            // stamp; pairs with the Acquire load of the header in
+            // Reader::front_fast and Reader::ready.
+            self.mem.header(slot).store(word, Ordering::Release);
+        }
+    }
+
+    #[inline(always)]
+    fn publish(&mut self, hold: bool) {
         if let Some(p) = self.pending.take() {
             self.mem.track_write(p.off, p.len);
             let end = p.start.wrapping_add(p.blks);
@@ -583,22 +685,29 @@ impl<M: QueueMemory> Writer<M> {
             }
             self.pushed = self.pushed.wrapping_add(1) & 0x7fff_ffff;
             Record::store(self.mem.write_record(), end, self.pushed, 1);
-            // SYNC POINT msg-stamped: Release so the payload written since
-            // alloc (and the cleared block after it) is visible before the
-            // stamp; pairs with the Acquire load of the header in
-            // Reader::front_fast and Reader::ready.
             let first = p.start & self.mask;
-            self.mem.header(first).store(
-                header_word(p.size, p.msg_type, self.stamp(first, p.start)),
-                Ordering::Release,
-            );
-            if let Some(slot) = p.marker {
-                // SYNC POINT msg-stamped: after the header at slot 0, so a
-                // reader that follows the marker finds that header stamped.
-                self.mem.header(slot).store(
-                    header_word(0, 0, self.stamp(slot, self.write_idx)),
-                    Ordering::Release,
-                );
+            let word = header_word(p.size, p.msg_type, self.stamp(first, p.start));
+            match p.marker {
+                None => self.store_stop(first, p.start, word, hold),
+                Some(slot) => {
+                    // SYNC POINT msg-stamped, as in store_stop.
+                    self.mem.header(first).store(word, Ordering::Release);
+                    // After the header at slot 0, so a reader that follows
+                    // the marker finds that header stamped: the marker is
+                    // where a reader stops.
+                    let marker = header_word(0, 0, self.stamp(slot, self.write_idx));
+                    self.store_stop(slot, self.write_idx, marker, hold);
+                }
+            }
+            if let Some(h) = self.held {
+                // A push, or a batch that reaches HOLD_MAX blocks: let it go
+                // before write_idx. So while write_idx is less than
+                // HOLD_MAX past a held header, its writer is alive or died
+                // holding it; further, a reader knows the writer that held
+                // it is gone (`Reader::fallback_check`).
+                if !hold || end.wrapping_sub(h.at) >= HOLD_MAX {
+                    self.release();
+                }
             }
             self.write_idx = end;
             // SYNC POINT msg-published: Release so the header and payload
@@ -791,6 +900,14 @@ impl<M: QueueMemory> Reader<M> {
             .header(self.read_idx & self.mask)
             .load(Ordering::Relaxed);
         if stamp_of(h) == self.read_idx {
+            return false;
+        }
+        if stamp_of(h) == self.read_idx ^ HELD && ahead < HOLD_MAX {
+            // A batch its writer holds (`Writer::push_more`). A live writer
+            // lets it go before write_idx gets HOLD_MAX past it; one that
+            // died holding it is replaced at the next session (`reload`),
+            // or, without one, found here once the next writer has
+            // published HOLD_MAX blocks.
             return false;
         }
         self.fast = false;

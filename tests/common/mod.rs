@@ -67,6 +67,8 @@ pub struct EchoServer {
     pub reject: Option<String>,
     /// Stop echoing (a stalled application).
     pub paused: bool,
+    /// Echo with `push_more` (sent with the end of the poll).
+    pub batch: bool,
     /// Next sequence number expected per client: every message arrives
     /// exactly once, in order.
     pub next_seq: std::collections::HashMap<String, u64>,
@@ -118,7 +120,11 @@ impl ServerHandler for EchoServer {
             *next += 1;
         }
         msg.pop();
-        rsp.push();
+        if self.batch {
+            rsp.push_more();
+        } else {
+            rsp.push();
+        }
         self.echoed += 1;
     }
     fn on_seq_mismatch(&mut self, _client: &Name, m: &SeqMismatch) {
