@@ -108,8 +108,10 @@ impl Alloc<'_> {
     }
 
     /// Publishes the message, persisted as with `push`, and lets it go out
-    /// with the next `push`, `flush` or poll of this connection: several
-    /// messages then go as one batch.
+    /// with the next `push` or `flush` of this connection, or the next
+    /// poll of its transport (`poll_tcp`; over shared memory `poll_shm`,
+    /// which also lets go what a handler pushed this way when it returns):
+    /// several messages then go as one batch.
     /// - Over TCP they are sent in one write.
     /// - Over shared memory each is in the queue at once (a C++ peer, or
     ///   a peer on the v1 ring, may read it right away); a tcpshm peer on
@@ -209,7 +211,7 @@ impl ConnTx {
     }
 
     /// Over shared memory: lets go a batch `push_more` holds (see there).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release_batch(&mut self) {
         if let TxTransport::Shm(w) = &mut self.t {
             w.release();

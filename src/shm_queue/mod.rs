@@ -330,7 +330,7 @@ impl<R: Region> ShmWriter<R> {
     }
 
     /// Lets go the batch [`push_more`](Self::push_more) holds, if any.
-    #[inline]
+    #[inline(always)]
     pub fn release(&mut self) {
         self.0.release()
     }

@@ -638,9 +638,11 @@ impl<M: QueueMemory> Writer<M> {
 
     /// Lets a batch held by [`push_more`](Self::push_more) go: stores the
     /// stamped header word at its start. Without one it does nothing.
-    #[inline]
+    #[inline(always)]
     pub fn release(&mut self) {
-        if let Some(h) = self.held.take() {
+        // Not `take`: an idle poll calls this, and must not store.
+        if let Some(h) = self.held {
+            self.held = None;
             // SYNC POINT msg-stamped (a held batch): Release so every
             // message of the batch, stored before, is visible to a reader
             // that loads this header with Acquire (Reader::front_fast);
