@@ -586,6 +586,8 @@ impl<M: QueueMemory> Writer<M> {
         if !self.fits(end) {
             return;
         }
+        // Before write_idx moves (see `publish`): a held batch goes first.
+        self.release();
         if self.stamping {
             self.ensure_cleared(end);
         }
