@@ -913,8 +913,8 @@ mod tests {
         assert!(w.holding());
         // kill -9: no release (a drop would let the batch go); both ends
         // start a new session.
-        std::mem::forget(w);
-        drop(r);
+        w.0.abandon_batch();
+        drop((w, r));
         let mut w2 = ShmWriter::new(reg.clone()).unwrap();
         let mut r2 = ShmReader::new(reg).unwrap();
         assert_eq!(w2.pushed(), 5);
@@ -949,7 +949,8 @@ mod tests {
             w.alloc(k, 8).unwrap();
             w.push_more();
         }
-        std::mem::forget(w); // kill -9
+        w.0.abandon_batch(); // kill -9
+        drop(w);
         let mut w2 = ShmWriter::new(reg).unwrap();
         let mut got = vec![];
         for k in 4..40u16 {

@@ -658,6 +658,13 @@ impl<M: QueueMemory> Writer<M> {
         self.held.is_some()
     }
 
+    /// Forgets the held batch without letting it go, as a writer killed
+    /// with kill -9 does (tests: then dropping the writer leaks nothing).
+    #[cfg(test)]
+    pub(crate) fn abandon_batch(&mut self) {
+        self.held = None;
+    }
+
     /// Stores the header word `word` at `slot`, index `at`, where a reader
     /// may stop next: stamped, or (`hold`, no batch held yet) held back.
     #[inline(always)]
