@@ -359,7 +359,12 @@ pub fn shm_writer(data: &[u8]) {
                     p.fill(op.get(1).copied().unwrap_or(0));
                 }
             }
-            2 => w.push(),
+            // A push, a push into a held batch, or letting a batch go.
+            2 => match op.get(1).copied().unwrap_or(0) % 3 {
+                0 => w.push(),
+                1 => w.push_more(),
+                _ => w.release(),
+            },
             3 => {
                 if let Ok(Some((_t, p))) = r.front() {
                     let _ = p.iter().fold(0u8, |a, b| a ^ b);
