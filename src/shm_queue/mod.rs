@@ -561,6 +561,18 @@ mod tests {
         heap_queue(cap).unwrap()
     }
 
+    /// A pair that has passed one message and whose reader, caught up,
+    /// is on the fast path (indices at 1).
+    fn fast_pair(cap: usize) -> (ShmWriter<HeapRegion>, ShmReader<HeapRegion>) {
+        let (mut w, mut r) = pair(cap);
+        w.alloc(1, 8).unwrap();
+        w.push();
+        r.front().unwrap().unwrap();
+        r.pop();
+        assert!(r.front().unwrap().is_none() && r.is_fast());
+        (w, r)
+    }
+
     fn reg(m: &RegionMemory<HeapRegion>) -> Arc<HeapRegion> {
         m.shared_region()
     }
@@ -793,14 +805,8 @@ mod tests {
     /// shows.
     #[test]
     fn push_more_holds_a_batch_from_a_fast_reader() {
-        let (mut w, mut r) = pair(4096);
+        let (mut w, mut r) = fast_pair(4096);
         let reg = reg(w.memory());
-        w.alloc(1, 8).unwrap();
-        w.push();
-        r.front().unwrap().unwrap();
-        r.pop();
-        assert!(r.front().unwrap().is_none());
-        assert!(r.is_fast());
         for round in 0..3u16 {
             let base = word(&reg, OFF_WRITE);
             for k in 0..3 {
@@ -840,12 +846,7 @@ mod tests {
     /// a reader its own batch holds back).
     #[test]
     fn a_held_batch_goes_when_long_or_when_the_ring_is_full() {
-        let (mut w, mut r) = pair(64 * 64);
-        w.alloc(1, 0).unwrap();
-        w.push();
-        r.front().unwrap().unwrap();
-        r.pop();
-        assert!(r.front().unwrap().is_none() && r.is_fast());
+        let (mut w, mut r) = fast_pair(64 * 64);
         for k in 0..32 {
             w.alloc(2, 8).unwrap();
             w.push_more();
@@ -874,12 +875,7 @@ mod tests {
     /// not take it for a writer that stopped stamping.
     #[test]
     fn a_held_batch_is_not_a_missing_stamp() {
-        let (mut w, mut r) = pair(1024);
-        w.alloc(1, 8).unwrap();
-        w.push();
-        r.front().unwrap().unwrap();
-        r.pop();
-        assert!(r.front().unwrap().is_none() && r.is_fast());
+        let (mut w, mut r) = fast_pair(1024);
         w.alloc(2, 8).unwrap();
         w.push_more();
         for _ in 0..3 * ring_fallback_polls() {
@@ -899,13 +895,8 @@ mod tests {
     /// the reader gets back on the fast path.
     #[test]
     fn a_batch_held_by_a_killed_writer_is_delivered() {
-        let (mut w, mut r) = pair(1024);
+        let (mut w, r) = fast_pair(1024);
         let reg = reg(w.memory());
-        w.alloc(1, 8).unwrap();
-        w.push();
-        r.front().unwrap().unwrap();
-        r.pop();
-        assert!(r.front().unwrap().is_none() && r.is_fast());
         for k in 2..6u16 {
             w.alloc(k, 30).unwrap().fill(k as u8);
             w.push_more();
@@ -938,13 +929,8 @@ mod tests {
     /// 32 blocks past it, knows the holder is gone, and reads on v1.
     #[test]
     fn a_dead_holder_without_a_new_session_does_not_stall_the_reader() {
-        let (mut w, mut r) = pair(4096);
+        let (mut w, mut r) = fast_pair(4096);
         let reg = reg(w.memory());
-        w.alloc(1, 8).unwrap();
-        w.push();
-        r.front().unwrap().unwrap();
-        r.pop();
-        assert!(r.front().unwrap().is_none() && r.is_fast());
         for k in 2..4u16 {
             w.alloc(k, 8).unwrap();
             w.push_more();
@@ -1057,13 +1043,7 @@ mod tests {
     /// counts it as published and goes on after it.
     #[test]
     fn stamped_but_unindexed_message_is_rolled_forward() {
-        let (mut w, mut r) = pair(1024);
-        w.alloc(1, 8).unwrap();
-        w.push();
-        r.front().unwrap();
-        r.pop();
-        assert!(r.front().unwrap().is_none());
-        assert!(r.is_fast());
+        let (mut w, mut r) = fast_pair(1024);
         w.alloc(2, 8).unwrap();
         w.push();
         // Undo the write_idx store of that push: the crash window.
