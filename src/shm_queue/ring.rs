@@ -257,10 +257,8 @@ struct Pending {
 /// that goes there when the batch is let go.
 #[derive(Clone, Copy, Debug)]
 struct Held {
-    /// Index of that place.
+    /// Index of that place (its slot is `at & mask`).
     at: u32,
-    /// Its slot.
-    slot: u32,
     /// The header word with its stamp.
     word: u64,
 }
@@ -618,7 +616,6 @@ impl<M: QueueMemory> Writer<M> {
     #[inline]
     pub fn push(&mut self) {
         self.publish(false);
-        self.release();
     }
 
     /// Publishes the message of the last [`alloc`](Self::alloc) as
@@ -649,7 +646,9 @@ impl<M: QueueMemory> Writer<M> {
             // message of the batch, stored before, is visible to a reader
             // that loads this header with Acquire (Reader::front_fast);
             // the messages after it were stamped with Release as well.
-            self.mem.header(h.slot).store(h.word, Ordering::Release);
+            self.mem
+                .header(h.at & self.mask)
+                .store(h.word, Ordering::Release);
         }
     }
 
@@ -665,12 +664,13 @@ impl<M: QueueMemory> Writer<M> {
         self.held = None;
     }
 
-    /// Stores the header word `word` at `slot`, index `at`, where a reader
-    /// may stop next: stamped, or (`hold`, no batch held yet) held back.
+    /// Stores the header word `word` at index `at`, where a reader may
+    /// stop next: stamped, or (`hold`, no batch held yet) held back.
     #[inline(always)]
-    fn store_stop(&mut self, slot: u32, at: u32, word: u64, hold: bool) {
+    fn store_stop(&mut self, at: u32, word: u64, hold: bool) {
+        let slot = at & self.mask;
         if hold && self.stamping && self.held.is_none() {
-            self.held = Some(Held { at, slot, word });
+            self.held = Some(Held { at, word });
             // Relaxed: a reader acts on this word only through the
             // write_idx store below (Release, SYNC POINT msg-published; v1
             // reads the size and type), or after `release` stores the
@@ -688,6 +688,11 @@ impl<M: QueueMemory> Writer<M> {
 
     #[inline(always)]
     fn publish(&mut self, hold: bool) {
+        if !hold {
+            // A push lets a held batch go (before its own message: the
+            // batch was published already).
+            self.release();
+        }
         if let Some(p) = self.pending.take() {
             self.mem.track_write(p.off, p.len);
             let end = p.start.wrapping_add(p.blks);
@@ -699,7 +704,7 @@ impl<M: QueueMemory> Writer<M> {
             let first = p.start & self.mask;
             let word = header_word(p.size, p.msg_type, self.stamp(first, p.start));
             match p.marker {
-                None => self.store_stop(first, p.start, word, hold),
+                None => self.store_stop(p.start, word, hold),
                 Some(slot) => {
                     // SYNC POINT msg-stamped, as in store_stop.
                     self.mem.header(first).store(word, Ordering::Release);
@@ -707,16 +712,16 @@ impl<M: QueueMemory> Writer<M> {
                     // the marker finds that header stamped: the marker is
                     // where a reader stops.
                     let marker = header_word(0, 0, self.stamp(slot, self.write_idx));
-                    self.store_stop(slot, self.write_idx, marker, hold);
+                    self.store_stop(self.write_idx, marker, hold);
                 }
             }
             if let Some(h) = self.held {
-                // A push, or a batch that reaches HOLD_MAX blocks: let it go
-                // before write_idx. So while write_idx is less than
-                // HOLD_MAX past a held header, its writer is alive or died
-                // holding it; further, a reader knows the writer that held
-                // it is gone (`Reader::fallback_check`).
-                if !hold || end.wrapping_sub(h.at) >= HOLD_MAX {
+                // A batch that reaches HOLD_MAX blocks goes before
+                // write_idx. So while write_idx is less than HOLD_MAX past
+                // a held header, its writer is alive or died holding it;
+                // further, a reader knows the writer that held it is gone
+                // (`Reader::fallback_check`).
+                if end.wrapping_sub(h.at) >= HOLD_MAX {
                     self.release();
                 }
             }
