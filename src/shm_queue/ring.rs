@@ -209,7 +209,13 @@ const MAGIC: u32 = 0x7473_6631; // "1fst"
 const FALLBACK_POLLS: u32 = 1 << 12;
 
 /// Blocks past a publication whose headers the writer clears after it.
-const CLEAR_AHEAD: u32 = 8;
+const CLEAR_AHEAD: u32 = 16;
+
+/// Cleared blocks left past a publication below which the writer clears
+/// again, up to [`CLEAR_AHEAD`]: after every publication at least this
+/// many are cleared, so a message of up to this many blocks finds its end
+/// cleared and stores nothing before its stamp.
+const CLEAR_REFILL: u32 = 8;
 
 /// Empty v1 `ready` polls between two looks at the announcement.
 const FAST_CHECK_POLLS: u32 = 64;
@@ -454,22 +460,33 @@ impl<M: QueueMemory> Writer<M> {
     /// After a publication ending at `end`: clears the headers of the next
     /// few free blocks, so the next publications find their end already
     /// cleared and the stores (cache misses on blocks last used a lap ago)
-    /// are not in front of their stamps. At most [`CLEAR_AHEAD`] stores.
-    #[inline]
+    /// are not in front of their stamps. Refills only once fewer than
+    /// [`CLEAR_REFILL`] are left, then up to [`CLEAR_AHEAD`] past `end`
+    /// in one run: most publications only compare.
+    #[inline(always)]
     fn clear_ahead(&mut self, end: u32) {
-        let mut at = if (self.cleared_to.wrapping_sub(end) as i32) > 0 {
-            self.cleared_to
-        } else {
-            end
-        };
-        // Free blocks only: before read_idx + capacity.
-        let limit = self.read_cache.wrapping_add(self.blk_cnt);
-        let target = end.wrapping_add(CLEAR_AHEAD);
-        while (target.wrapping_sub(at) as i32) > 0 && (limit.wrapping_sub(at) as i32) > 0 {
-            self.clear(at);
-            at = at.wrapping_add(1);
+        if (self.cleared_to.wrapping_sub(end) as i32) < CLEAR_REFILL as i32 {
+            self.refill_cleared(end);
         }
-        self.cleared_to = at;
+    }
+
+    /// The refill of [`clear_ahead`](Self::clear_ahead), out of line: one
+    /// publication in several gets here.
+    #[inline(never)]
+    fn refill_cleared(&mut self, end: u32) {
+        let ahead = self.cleared_to.wrapping_sub(end) as i32;
+        let from = if ahead > 0 { self.cleared_to } else { end };
+        // Free blocks only: before read_idx + capacity.
+        let free = self
+            .read_cache
+            .wrapping_add(self.blk_cnt)
+            .wrapping_sub(from) as i32;
+        let want = end.wrapping_add(CLEAR_AHEAD).wrapping_sub(from) as i32;
+        let n = want.min(free).max(0) as u32;
+        for k in 0..n {
+            self.clear(from.wrapping_add(k));
+        }
+        self.cleared_to = from.wrapping_add(n);
     }
 
     /// Announces the fast path from `write_idx` on, if the block there is
