@@ -1034,18 +1034,26 @@ fn measure(
         println!("  WARNING: the SHM client is not on the path it measures (fast path on: {}, v1 client: {})",
             shm_c.connection().shm_fast_path(), v1_c.connection().shm_fast_path());
     }
-    server.resume();
-    server_v1.resume();
+    // Streaming, one server running at a time: the other, busy-polling on
+    // the same CPU, would take half of it from the reader measured.
     println!("  streaming...");
     let tput_runs = a.rounds.min(5);
     let mut shm_tput = vec![Vec::new(); TPUT_SIZES.len()];
     let mut v1_tput = vec![Vec::new(); TPUT_SIZES.len()];
     for _ in 0..tput_runs {
         for (i, &size) in TPUT_SIZES.iter().enumerate() {
-            shm_tput[i].push(our_tput(&mut shm_c, true, size, a.tput_count)?);
-            v1_tput[i].push(our_tput(&mut v1_c, true, size, a.tput_count)?);
+            server.resume();
+            let r = our_tput(&mut shm_c, true, size, a.tput_count);
+            server.pause();
+            shm_tput[i].push(r?);
+            server_v1.resume();
+            let r = our_tput(&mut v1_c, true, size, a.tput_count);
+            server_v1.pause();
+            v1_tput[i].push(r?);
         }
     }
+    server.resume();
+    server_v1.resume();
     shm_c.stop();
     v1_c.stop();
     drop(server_v1);
