@@ -135,25 +135,24 @@ impl RecvBuf {
         self.parsed = 0;
     }
 
-    /// The next application message `(msg_type, offset, len)`, heartbeats
-    /// skipped.
-    pub fn front(&mut self) -> Option<(u16, usize, usize)> {
+    /// The next application message `(msg_type, payload len)`, heartbeats
+    /// skipped; it is at the read position until `pop`.
+    pub fn front(&mut self) -> Option<(u16, u16)> {
         while self.rpos < self.parsed {
             let h = MsgHeader::read(&self.buf[self.rpos..]).ok()?;
             if h.msg_type == MSG_TYPE_HEARTBEAT {
                 self.rpos += h.padded_size();
                 continue;
             }
-            return Some((
-                h.msg_type,
-                self.rpos + HEADER_SIZE,
-                h.size as usize - HEADER_SIZE,
-            ));
+            // A header's size is at least HEADER_SIZE (MsgHeader::read).
+            return Some((h.msg_type, h.size - HEADER_SIZE as u16));
         }
         None
     }
 
-    pub fn payload(&self, off: usize, len: usize) -> &[u8] {
+    /// The payload, `len` bytes, of the message `front` returned.
+    pub fn front_payload(&self, len: usize) -> &[u8] {
+        let off = self.rpos + HEADER_SIZE;
         &self.buf[off..off + len]
     }
 
@@ -682,8 +681,8 @@ mod tests {
         let mut rb = RecvBuf::new(64, 256);
         rb.space().unwrap()[..wire.len()].copy_from_slice(&wire);
         rb.received::<HeapRegion>(wire.len(), None, None).unwrap();
-        let (t, off, len) = rb.front().unwrap();
-        assert_eq!((t, rb.payload(off, len)), (7, &[9u8; 20][..]));
+        let (t, len) = rb.front().unwrap();
+        assert_eq!((t, rb.front_payload(len.into())), (7, &[9u8; 20][..]));
     }
 
     #[test]

@@ -167,8 +167,8 @@ pub fn session_recv(data: &[u8]) {
         }
         // Consume some of what arrived (all of it on even rounds).
         let mut k = 0;
-        while let Some((t, off, len)) = buf.front() {
-            got.push((t, buf.payload(off, len).to_vec()));
+        while let Some((t, len)) = buf.front() {
+            got.push((t, buf.front_payload(len as usize).to_vec()));
             buf.pop();
             k += 1;
             if round % 2 == 1 && k == 2 {
