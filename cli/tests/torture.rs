@@ -225,8 +225,27 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
         "the client logged in after each kill ({logins})"
     );
     if shm {
-        // Both writers of the last sessions stamped: the run was on the
-        // shared-memory fast path, not on the v1 ring.
+        // One more session, without kills, with traffic both ways: a writer
+        // announces the fast path at its first alloc of a session, and the
+        // session above may have found every echo done and written
+        // nothing. Then both rings must be on the fast path, not on v1.
+        count += 100;
+        log.push(format!("-- last session, to {count}"));
+        client = Proc::spawn(&client_args(false, count));
+        let status = loop {
+            client.drain(&mut log);
+            server.drain(&mut log);
+            if let Some(s) = client.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the last client did not finish\n{}",
+                log.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_finished(&client, status, count, &mut log);
         for f in &_cleanup.files {
             let out = std::process::Command::new(EXE)
                 .args(["inspect", "--json"])
