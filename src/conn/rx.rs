@@ -53,6 +53,9 @@ pub struct Received<'a> {
     word: u32,
 }
 
+// Two words, returned in registers (see `Received`).
+const _: () = assert!(std::mem::size_of::<Option<Received<'static>>>() == 16);
+
 impl Received<'_> {
     /// The message type (1..=65535).
     #[inline]
