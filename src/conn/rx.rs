@@ -128,6 +128,7 @@ impl ConnRx {
         })
     }
 
+    #[inline(always)]
     fn pop_current(&mut self) {
         match &mut self.t {
             RxTransport::Tcp { buf, ack } => {

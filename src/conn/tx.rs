@@ -145,7 +145,7 @@ impl ConnTx {
     /// # Errors
     /// [`AllocError`]: too large for the configuration, queue full,
     /// type 0, or no queue yet.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&mut self, msg_type: u16, len: usize) -> Result<Alloc<'_>, AllocError> {
         if msg_type == MSG_TYPE_HEARTBEAT {
             return Err(AllocError::ReservedType);
@@ -179,7 +179,7 @@ impl ConnTx {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, send_now: bool) {
         self.sent.0 += 1;
         self.sent.1 += self.pending_len as u64;

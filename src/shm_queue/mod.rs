@@ -295,7 +295,7 @@ impl<R: Region> ShmWriter<R> {
     /// Reserves a message and returns its payload to fill; `None` when the
     /// reader has not freed enough room, or the message can never fit. A
     /// second `alloc` before `push` replaces the first.
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.0.alloc(msg_type, payload_len)
     }
@@ -310,7 +310,7 @@ impl<R: Region> ShmWriter<R> {
 
     /// Publishes the last allocated message, and lets go the batch
     /// [`push_more`](Self::push_more) holds, if any.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self) {
         self.0.push()
     }
@@ -441,7 +441,7 @@ impl<R: Region> ShmReader<R> {
     }
 
     /// Consumes the message the last `front` returned.
-    #[inline]
+    #[inline(always)]
     pub fn pop(&mut self) {
         self.0.pop()
     }

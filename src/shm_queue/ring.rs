@@ -519,7 +519,7 @@ impl<M: QueueMemory> Writer<M> {
     /// not freed enough blocks, or if the message can never fit (larger
     /// than the capacity, less one block on the fast path, or than a u16
     /// size).
-    #[inline]
+    #[inline(always)]
     pub fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.pending = None;
         // Relaxed: the word is ours; the reader only clears it when a
@@ -630,7 +630,7 @@ impl<M: QueueMemory> Writer<M> {
     /// commit record, the header with its stamp (then the wrap marker),
     /// and `write_idx`. A writer killed anywhere in between exposes either
     /// nothing or the whole message.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self) {
         self.publish(false);
     }
@@ -647,7 +647,7 @@ impl<M: QueueMemory> Writer<M> {
     /// one line while the writer fills the others, then reads the batch as
     /// a run, instead of taking each block's line from the writer while the
     /// writer is still writing the next.
-    #[inline]
+    #[inline(always)]
     pub fn push_more(&mut self) {
         self.publish(true);
     }
@@ -881,7 +881,7 @@ impl<M: QueueMemory> Reader<M> {
 
     /// Publishes `idx` as consumed, with the message count `popped` and
     /// whether this publication consumed a message.
-    #[inline]
+    #[inline(always)]
     fn release(&mut self, idx: u32, delta: u32) {
         self.read_idx = idx;
         self.popped = self.popped.wrapping_add(delta) & 0x7fff_ffff;
@@ -1073,7 +1073,7 @@ impl<M: QueueMemory> Reader<M> {
 
     /// Consumes the message the last [`front`](Self::front) returned;
     /// without one it does nothing.
-    #[inline]
+    #[inline(always)]
     pub fn pop(&mut self) {
         if let Some(c) = self.cur.take() {
             self.mem.track_read(c.off, c.len);
