@@ -140,7 +140,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn serve_shm<H: ServerHandler<U, R>>(&mut self, handler: &mut H) {
         let mut i = 0;
         while i < self.live.len() {
