@@ -113,6 +113,7 @@ impl ConnRx {
         let (msg_type, len) = match &mut self.t {
             RxTransport::Tcp { buf, .. } => buf.front()?,
             RxTransport::Shm(r) => match r.front() {
+                // A header's size is a u16 and counts the header too.
                 Ok(Some((t, p))) => (t, p.len() as u16),
                 Ok(None) => return None,
                 Err(_) => {
