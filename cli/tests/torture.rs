@@ -205,20 +205,7 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
         }
     }
     // Let the last client finish: every echo exactly once, in order.
-    let status = loop {
-        client.drain(&mut log);
-        server.drain(&mut log);
-        if let Some(s) = client.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "client did not finish\n{}",
-            log.join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert_finished(&client, status, count, &mut log);
+    finish(&mut client, &server, count, deadline, &mut log);
     let logins = log.iter().filter(|l| l.starts_with("logged in")).count();
     assert!(
         logins > client_kills,
@@ -232,20 +219,7 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
         count += 100;
         log.push(format!("-- last session, to {count}"));
         client = Proc::spawn(&client_args(false, count));
-        let status = loop {
-            client.drain(&mut log);
-            server.drain(&mut log);
-            if let Some(s) = client.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the last client did not finish\n{}",
-                log.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        assert_finished(&client, status, count, &mut log);
+        finish(&mut client, &server, count, deadline, &mut log);
         for f in &_cleanup.files {
             let out = std::process::Command::new(EXE)
                 .args(["inspect", "--json"])
@@ -265,6 +239,25 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
 }
 
 /// The client exited 0 after all `count` echoes, each checked.
+/// Waits (until `deadline`) for `client` to exit, then checks it
+/// finished with every echo of `count`.
+fn finish(client: &mut Proc, server: &Proc, count: u32, deadline: Instant, log: &mut Vec<String>) {
+    let status = loop {
+        client.drain(log);
+        server.drain(log);
+        if let Some(s) = client.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "client did not finish\n{}",
+            log.join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_finished(client, status, count, log);
+}
+
 fn assert_finished(
     client: &Proc,
     status: std::process::ExitStatus,
