@@ -238,7 +238,6 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
     drop(server);
 }
 
-/// The client exited 0 after all `count` echoes, each checked.
 /// Waits (until `deadline`) for `client` to exit, then checks it
 /// finished with every echo of `count`.
 fn finish(client: &mut Proc, server: &Proc, count: u32, deadline: Instant, log: &mut Vec<String>) {
@@ -258,6 +257,7 @@ fn finish(client: &mut Proc, server: &Proc, count: u32, deadline: Instant, log: 
     assert_finished(client, status, count, log);
 }
 
+/// The client exited 0 after all `count` echoes, each checked.
 fn assert_finished(
     client: &Proc,
     status: std::process::ExitStatus,
