@@ -1034,6 +1034,32 @@ mod tests {
         assert!(!r.is_fast());
     }
 
+    /// The reader starts a session (clearing the announcement) while the
+    /// writer goes on without one: the writer notices at a refill of
+    /// cleared headers, at most 8 blocks later, and announces again; the
+    /// reader reads on v1 meanwhile and misses nothing.
+    #[test]
+    fn a_cleared_announcement_is_made_again() {
+        let (mut w, mut r) = fast_pair(4096); // 64 blocks
+        r.reload();
+        assert!(!r.is_fast());
+        let mut fast_from = None;
+        for i in 0..40u16 {
+            w.alloc(i + 1, 8).unwrap().fill(i as u8);
+            w.push();
+            let (t, p) = r.front().unwrap().unwrap();
+            assert_eq!((t, p), (i + 1, &[i as u8; 8][..]));
+            r.pop();
+            assert!(r.front().unwrap().is_none());
+            if r.is_fast() && fast_from.is_none() {
+                fast_from = Some(i);
+            }
+        }
+        assert!(w.stamping());
+        let from = fast_from.expect("the writer never announced again");
+        assert!(from <= 10, "announced again only after {from} messages");
+    }
+
     fn ring_fallback_polls() -> u32 {
         1 << 12
     }

@@ -472,8 +472,23 @@ impl<M: QueueMemory> Writer<M> {
 
     /// The refill of [`clear_ahead`](Self::clear_ahead), out of line: one
     /// publication in several gets here.
+    ///
+    /// It also checks that our announcement still stands: the reader
+    /// clears it when its session starts, and the next `alloc` announces
+    /// again once `stamping` is off. Here, not in every `alloc`: the word
+    /// shares its cache line with `write_idx`, which a C++ reader spins on,
+    /// so loading it often missed (perf put 62% of the C++-client echo
+    /// handler's samples on that load). A reader whose announcement is
+    /// late reads on v1 meanwhile, as it does until it finds one.
     #[inline(never)]
     fn refill_cleared(&mut self, end: u32) {
+        // Relaxed: the word is ours; the reader only clears it when a
+        // session starts (and only an announcement stored after that, with
+        // Release, puts it on the fast path).
+        if self.mem.announce().load(Ordering::Relaxed) != self.announced {
+            self.stamping = false;
+            return;
+        }
         let ahead = self.cleared_to.wrapping_sub(end) as i32;
         let from = if ahead > 0 { self.cleared_to } else { end };
         // Free blocks only: before read_idx + capacity.
@@ -522,11 +537,9 @@ impl<M: QueueMemory> Writer<M> {
     #[inline(always)]
     pub fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.pending = None;
-        // Relaxed: the word is ours; the reader only clears it when a
-        // session starts, and we announce again as soon as we see that.
-        if self.fast
-            && (!self.stamping || self.mem.announce().load(Ordering::Relaxed) != self.announced)
-        {
+        // Fields only: whether the announcement still stands is checked
+        // by `refill_cleared`, out of line (see there).
+        if self.fast && !self.stamping {
             self.announce();
         }
         let size = HDR + payload_len;
