@@ -395,20 +395,44 @@ impl Connection {
 pub(crate) fn deliver(
     conn: &mut Connection,
     budget: u32,
-    mut f: impl FnMut(Received<'_>, &mut ConnTx),
+    f: impl FnMut(Received<'_>, &mut ConnTx),
 ) {
     let (rx, tx) = conn.split();
-    for _ in 0..budget {
-        if !rx.may_have_messages() {
-            break;
-        }
-        let pops = rx.pops;
-        let Some(msg) = rx.front() else { break };
-        f(msg, tx);
-        if rx.pops == pops {
-            break;
-        }
+    if rx.may_have_messages() {
+        deliver_loop(rx, tx, budget, f);
     }
     // What the handler pushed with `push_more` goes now.
     tx.release_batch();
+}
+
+/// [`deliver`] for a caller that has just seen `may_have_messages()`
+/// return true (a group's poll does, to skip idle connections): the first
+/// round does not check again.
+#[inline(always)]
+pub(crate) fn deliver_ready(
+    conn: &mut Connection,
+    budget: u32,
+    f: impl FnMut(Received<'_>, &mut ConnTx),
+) {
+    let (rx, tx) = conn.split();
+    deliver_loop(rx, tx, budget, f);
+    tx.release_batch();
+}
+
+/// The rounds of [`deliver`], the first one unchecked.
+#[inline(always)]
+fn deliver_loop(
+    rx: &mut ConnRx,
+    tx: &mut ConnTx,
+    budget: u32,
+    mut f: impl FnMut(Received<'_>, &mut ConnTx),
+) {
+    for _ in 0..budget {
+        let pops = rx.pops;
+        let Some(msg) = rx.front() else { break };
+        f(msg, tx);
+        if rx.pops == pops || !rx.may_have_messages() {
+            break;
+        }
+    }
 }

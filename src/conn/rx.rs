@@ -147,6 +147,7 @@ impl ConnRx {
     /// mod 2^31. Persisted with each pop, so exact after a crash at any
     /// instruction: an application can keep its own state consistent with
     /// it (see the echo server of the `tcpshm` command).
+    #[inline]
     pub fn messages_popped(&self) -> u32 {
         match &self.t {
             RxTransport::Tcp { ack, .. } => ack.get() & 0x7fff_ffff,

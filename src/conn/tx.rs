@@ -283,6 +283,7 @@ impl ConnTx {
     /// Application messages pushed to this pair since it was (re)set,
     /// mod 2^31. Persisted with each push, so exact after a crash at any
     /// instruction.
+    #[inline]
     pub fn messages_pushed(&self) -> u32 {
         match &self.t {
             TxTransport::Tcp { queue, .. } => queue.seq_range().1 & 0x7fff_ffff,

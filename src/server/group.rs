@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::mailbox::{Inbox, Outbox};
 use super::{ConnId, LoginHandoff, ServerHandler, ToCtl, ToGroup, ERR_SYSTEM};
 use crate::config::Config;
-use crate::conn::{deliver, Connection, LinkState, TcpLink, Transport};
+use crate::conn::{deliver, deliver_ready, Connection, LinkState, TcpLink, Transport};
 use crate::error::FileError;
 use crate::login::{self, SeqMismatch};
 use crate::wire::{error_msg_field, LoginResponse, LoginStatus, Name, UserData};
@@ -157,7 +157,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             }
             let id = self.id(slot);
             let conn = &mut self.conns[slot];
-            deliver(conn, self.cfg.shm_msgs_per_poll, |msg, tx| {
+            deliver_ready(conn, self.cfg.shm_msgs_per_poll, |msg, tx| {
                 handler.on_client_msg(id, msg, tx)
             });
             if let Some(f) = conn.rx.fault.take() {
