@@ -281,6 +281,13 @@ impl Peer {
         // SAFETY: as in `pause`.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
     }
+    /// Runs `f` with the peer resumed, and pauses it again.
+    fn running<T>(&self, f: impl FnOnce() -> T) -> T {
+        self.resume();
+        let r = f();
+        self.pause();
+        r
+    }
 }
 
 /// One round: latency samples, the same split by payload size (one-block
@@ -1012,21 +1019,11 @@ fn measure(
     server.pause();
     server_v1.pause();
     let mut v1_seq = 0;
-    let mut v1_round = || {
-        server_v1.resume();
-        let r = our_round(&mut v1_c, true, per_round, &mut v1_seq);
-        server_v1.pause();
-        r
-    };
+    let mut v1_round = || server_v1.running(|| our_round(&mut v1_c, true, per_round, &mut v1_seq));
     let shm = interleave(
         a.rounds,
         || cl.round(per_round),
-        || {
-            server.resume();
-            let r = our_round(&mut shm_c, true, per_round, &mut seq);
-            server.pause();
-            r
-        },
+        || server.running(|| our_round(&mut shm_c, true, per_round, &mut seq)),
         Some(&mut v1_round),
     )?;
     drop(cl);
@@ -1042,14 +1039,8 @@ fn measure(
     let mut v1_tput = vec![Vec::new(); TPUT_SIZES.len()];
     for _ in 0..tput_runs {
         for (i, &size) in TPUT_SIZES.iter().enumerate() {
-            server.resume();
-            let r = our_tput(&mut shm_c, true, size, a.tput_count);
-            server.pause();
-            shm_tput[i].push(r?);
-            server_v1.resume();
-            let r = our_tput(&mut v1_c, true, size, a.tput_count);
-            server_v1.pause();
-            v1_tput[i].push(r?);
+            shm_tput[i].push(server.running(|| our_tput(&mut shm_c, true, size, a.tput_count))?);
+            v1_tput[i].push(server_v1.running(|| our_tput(&mut v1_c, true, size, a.tput_count))?);
         }
     }
     server.resume();
@@ -1065,12 +1056,7 @@ fn measure(
     let tcp = interleave(
         a.rounds,
         || raw.round(per_round),
-        || {
-            server.resume();
-            let r = our_round(&mut tcp_c, false, per_round, &mut seq);
-            server.pause();
-            r
-        },
+        || server.running(|| our_round(&mut tcp_c, false, per_round, &mut seq)),
         None,
     )?;
     drop(raw);
