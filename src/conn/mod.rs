@@ -397,12 +397,12 @@ pub(crate) fn deliver(
     budget: u32,
     f: impl FnMut(Received<'_>, &mut ConnTx),
 ) {
-    let (rx, tx) = conn.split();
-    if rx.may_have_messages() {
-        deliver_loop(rx, tx, budget, f);
+    if conn.rx.may_have_messages() {
+        deliver_ready(conn, budget, f);
+    } else {
+        // What was pushed with `push_more` since the last poll goes now.
+        conn.tx.release_batch();
     }
-    // What the handler pushed with `push_more` goes now.
-    tx.release_batch();
 }
 
 /// [`deliver`] for a caller that has just seen `may_have_messages()`
@@ -412,21 +412,9 @@ pub(crate) fn deliver(
 pub(crate) fn deliver_ready(
     conn: &mut Connection,
     budget: u32,
-    f: impl FnMut(Received<'_>, &mut ConnTx),
-) {
-    let (rx, tx) = conn.split();
-    deliver_loop(rx, tx, budget, f);
-    tx.release_batch();
-}
-
-/// The rounds of [`deliver`], the first one unchecked.
-#[inline(always)]
-fn deliver_loop(
-    rx: &mut ConnRx,
-    tx: &mut ConnTx,
-    budget: u32,
     mut f: impl FnMut(Received<'_>, &mut ConnTx),
 ) {
+    let (rx, tx) = conn.split();
     for _ in 0..budget {
         let pops = rx.pops;
         let Some(msg) = rx.front() else { break };
@@ -435,4 +423,6 @@ fn deliver_loop(
             break;
         }
     }
+    // What the handler pushed with `push_more` goes now.
+    tx.release_batch();
 }
