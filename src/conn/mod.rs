@@ -400,8 +400,9 @@ pub(crate) fn deliver(
     if conn.rx.may_have_messages() {
         deliver_ready(conn, budget, f);
     } else {
-        // What was pushed with `push_more` since the last poll goes now.
-        conn.tx.release_batch();
+        // What was pushed with `push_more` since the last poll goes now,
+        // and the last message's lines to the reader's side of the cache.
+        conn.tx.settle();
     }
 }
 
@@ -423,6 +424,7 @@ pub(crate) fn deliver_ready(
             break;
         }
     }
-    // What the handler pushed with `push_more` goes now.
-    tx.release_batch();
+    // What the handler pushed with `push_more` goes now, and the lines
+    // of its last message to the reader's side of the cache.
+    tx.settle();
 }

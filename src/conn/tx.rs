@@ -102,6 +102,13 @@ impl Alloc<'_> {
     /// Publishes the message and, over TCP, sends it now if connected.
     /// Once this returns the message is persisted: it survives a crash and
     /// goes out after the next login if the connection is down.
+    ///
+    /// Over shared memory the reader can read it at once. The next poll
+    /// (or `flush`) of this connection also hands the last message's cache
+    /// lines to the cache both cores share (`CLDEMOTE`, on x86 CPUs that
+    /// have it), so a reader waiting for it fetches them from there
+    /// instead of from this core's cache, which is slower (README's bench
+    /// section): poll after pushing, as an event loop does.
     #[inline]
     pub fn push(self) {
         self.tx.push(true);
@@ -210,18 +217,22 @@ impl ConnTx {
         }
     }
 
-    /// Over shared memory: lets go a batch `push_more` holds (see there).
+    /// Over shared memory, when this side has nothing more to write for
+    /// now (every poll, and `flush`): lets go a batch `push_more` holds
+    /// (see there), and hands the last message's blocks to the reader's
+    /// side of the cache (`ShmWriter::hand_over`).
     #[inline(always)]
-    pub(crate) fn release_batch(&mut self) {
+    pub(crate) fn settle(&mut self) {
         if let TxTransport::Shm(w) = &mut self.t {
             w.release();
+            w.hand_over();
         }
     }
 
     /// Sends what `push_more` left unsent (over shared memory: lets the
     /// batch go); polls do this too.
     pub fn flush(&mut self) {
-        self.release_batch();
+        self.settle();
         if let TxTransport::Tcp {
             queue,
             link: Some(l),

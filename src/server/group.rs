@@ -150,8 +150,9 @@ impl<U: UserData, R: UserData> Group<U, R> {
             // control part come through the mailbox.
             if !conn.rx.may_have_messages() {
                 // A batch pushed with `push_more` outside a handler goes
-                // with this poll (a field of ours, no shared memory).
-                conn.tx.release_batch();
+                // with this poll, and a message pushed outside one is handed
+                // over (fields of ours, no shared-memory load).
+                conn.tx.settle();
                 i += 1;
                 continue;
             }

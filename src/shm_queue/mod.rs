@@ -251,6 +251,25 @@ unsafe impl<R: Region> QueueMemory for RegionMemory<R> {
         #[cfg(not(all(target_arch = "x86_64", not(miri))))]
         let _ = b;
     }
+    #[inline(always)]
+    fn demote(&self, b: u32) {
+        // Not under Miri: a hint has no semantics to check.
+        #[cfg(all(target_arch = "x86_64", not(miri)))]
+        // SAFETY: CLDEMOTE is a hint (Intel SDM): it reads and writes no
+        // memory the program sees, raises no page or protection fault, and
+        // a CPU without it executes its encoding (0F 1C /0, reserved-NOP
+        // space) as a NOP. The address is inside the blocks anyway (the
+        // ring passes a slot below the block count).
+        unsafe {
+            std::arch::asm!(
+                "cldemote [{0}]",
+                in(reg) self.base.as_ptr().add(b as usize * BLOCK),
+                options(nostack, preserves_flags)
+            );
+        }
+        #[cfg(not(all(target_arch = "x86_64", not(miri))))]
+        let _ = b;
+    }
 }
 
 /// The producing end of a queue in region `R`: the only one.
@@ -333,6 +352,23 @@ impl<R: Region> ShmWriter<R> {
     #[inline(always)]
     pub fn release(&mut self) {
         self.0.release()
+    }
+
+    /// Hands the blocks of the last publication (its first 16) to the
+    /// other side, once: asks the CPU to move their lines from this core's
+    /// cache towards the cache both cores share (`CLDEMOTE` on x86_64; a
+    /// no-op elsewhere and on CPUs without it). A reader waiting for them then fetches them from there, not
+    /// from this core's cache: on the Xeon measured, a 200-byte round trip
+    /// went from 1.7x to 1.4x the cache-line floor. A hint: no byte and no
+    /// ordering changes.
+    ///
+    /// For a caller with nothing more to write for now (the connection
+    /// calls it at every poll and flush). Not in `push`: a writer that
+    /// demoted every message while streaming ran at a half to a third of
+    /// its rate.
+    #[inline(always)]
+    pub fn hand_over(&mut self) {
+        self.0.hand_over()
     }
 
     /// Whether [`push_more`](Self::push_more) holds a batch back from a
@@ -1062,6 +1098,88 @@ mod tests {
 
     fn ring_fallback_polls() -> u32 {
         1 << 12
+    }
+
+    /// A queue memory that records the blocks the writer demotes.
+    struct Demotes {
+        mem: RegionMemory<HeapRegion>,
+        demoted: std::sync::Mutex<Vec<u32>>,
+    }
+
+    // SAFETY: every method but `demote` is the checked RegionMemory's.
+    unsafe impl ring::QueueMemory for Demotes {
+        fn capacity(&self) -> usize {
+            self.mem.capacity()
+        }
+        fn header(&self, b: u32) -> &AtomicU64 {
+            self.mem.header(b)
+        }
+        fn write_idx(&self) -> &AtomicU32 {
+            self.mem.write_idx()
+        }
+        fn read_idx_cache(&self) -> &AtomicU32 {
+            self.mem.read_idx_cache()
+        }
+        fn read_idx(&self) -> &AtomicU32 {
+            self.mem.read_idx()
+        }
+        fn blocks(&self) -> *mut u8 {
+            self.mem.blocks()
+        }
+        fn write_record(&self) -> &AtomicU64 {
+            self.mem.write_record()
+        }
+        fn read_record(&self) -> &AtomicU64 {
+            self.mem.read_record()
+        }
+        fn announce(&self) -> &AtomicU64 {
+            self.mem.announce()
+        }
+        fn demote(&self, b: u32) {
+            self.mem.demote(b); // the instruction too: it must not fault
+            self.demoted.lock().unwrap().push(b);
+        }
+    }
+
+    /// `hand_over` demotes the blocks of the last publication, once, up
+    /// to 16, wherever in the ring it lies; nothing after nothing new.
+    #[test]
+    fn hand_over_demotes_the_last_publication_once() {
+        let region = Arc::new(HeapRegion::new(region_size(64 * 64)));
+        let mem = |r: &Arc<HeapRegion>| Demotes {
+            mem: RegionMemory::new(r.clone()).unwrap(),
+            demoted: Default::default(),
+        };
+        let mut w = ring::Writer::new(mem(&region));
+        let mut r = ring::Reader::new(RegionMemory::new(region.clone()).unwrap());
+        let take = |w: &mut ring::Writer<Demotes>| {
+            w.hand_over();
+            std::mem::take(&mut *w.memory().demoted.lock().unwrap())
+        };
+        let mut pass = |w: &mut ring::Writer<Demotes>, len: usize| {
+            w.alloc(1, len).unwrap();
+            w.push();
+            r.front().unwrap().unwrap();
+            r.pop();
+        };
+        assert_eq!(take(&mut w), [0u32; 0], "nothing published");
+        pass(&mut w, 8); // block 0
+        assert_eq!(take(&mut w), [0]);
+        assert_eq!(take(&mut w), [0u32; 0], "handed over once");
+        pass(&mut w, 8); // block 1
+        pass(&mut w, 150); // blocks 2-4
+        assert_eq!(take(&mut w), [2, 3, 4], "the last publication only");
+        pass(&mut w, 20 * 64); // blocks 5-25: the first 16
+        assert_eq!(take(&mut w), (5..21).collect::<Vec<_>>());
+        // Around the end: a message that does not fit before it starts at
+        // slot 0 (after a wrap marker).
+        pass(&mut w, 30 * 64); // blocks 26-56
+        pass(&mut w, 10 * 64); // 11 blocks: 57-63 left, so slot 0
+        assert_eq!(take(&mut w), (0..11).collect::<Vec<_>>());
+        // A new session forgets what the last one published.
+        pass(&mut w, 8);
+        w.reload();
+        assert_eq!(take(&mut w), [0u32; 0]);
     }
 
     /// A writer killed after stamping a message and before storing

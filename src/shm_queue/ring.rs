@@ -85,6 +85,11 @@ pub unsafe trait QueueMemory {
     /// what any load returns.
     #[inline(always)]
     fn prefetch(&self, _b: u32) {}
+    /// A hint that block `b` (below the block count), just written, is for
+    /// the other side to read: move its line towards the cache both cores
+    /// share. No access, no effect on what any load returns.
+    #[inline(always)]
+    fn demote(&self, _b: u32) {}
 }
 
 /// A side's commit record: the index it is about to publish, its message
@@ -229,6 +234,10 @@ const HELD: u32 = 1 << 31;
 /// touches, without waiting for a flush.
 const HOLD_MAX: u32 = 32;
 
+/// Blocks of a publication that [`Writer::hand_over`] demotes at most
+/// (1 KiB: a reader loads the lines of a larger message in parallel anyway).
+const HANDOVER_MAX: u32 = 16;
+
 /// `(size, msg_type)` of a header word.
 fn fields(v: u64) -> (u16, u16) {
     (v as u16, (v >> 16) as u16)
@@ -296,6 +305,10 @@ pub struct Writer<M> {
     cleared_to: u32,
     /// The batch `push_more` holds back from fast-path readers, if any.
     held: Option<Held>,
+    /// The blocks of the last publication not yet handed over
+    /// (`hand_over`): its first slot and how many (0: none). A message
+    /// never crosses the end of the ring, so `slot + count <= blk_cnt`.
+    handover: (u32, u32),
 }
 
 impl<M: QueueMemory> Writer<M> {
@@ -316,6 +329,7 @@ impl<M: QueueMemory> Writer<M> {
             announced: 0,
             cleared_to: 0,
             held: None,
+            handover: (0, 0),
         };
         w.reload();
         w
@@ -359,6 +373,7 @@ impl<M: QueueMemory> Writer<M> {
         self.pending = None;
         self.stamping = false;
         self.cleared_to = write;
+        self.handover = (0, 0);
         self.pushed = Record::count_at(rec, self.write_idx);
     }
 
@@ -682,6 +697,20 @@ impl<M: QueueMemory> Writer<M> {
         }
     }
 
+    /// Hands the blocks of the last publication (up to [`HANDOVER_MAX`])
+    /// to the reader's side of the cache, once; see
+    /// [`ShmWriter::hand_over`](crate::shm_queue::ShmWriter::hand_over).
+    #[inline(always)]
+    pub fn hand_over(&mut self) {
+        let (first, blks) = self.handover;
+        if blks != 0 {
+            self.handover.1 = 0;
+            for b in first..first + blks {
+                self.mem.demote(b);
+            }
+        }
+    }
+
     /// Whether [`push_more`](Self::push_more) holds a batch back.
     pub fn holding(&self) -> bool {
         self.held.is_some()
@@ -756,6 +785,7 @@ impl<M: QueueMemory> Writer<M> {
                 }
             }
             self.write_idx = end;
+            self.handover = (first, p.blks.min(HANDOVER_MAX));
             // SYNC POINT msg-published: Release so the header and payload
             // are visible before the index that publishes them; pairs with
             // the Acquire load of write_idx in Reader::available and
