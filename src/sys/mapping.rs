@@ -21,6 +21,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use crate::error::{FileError, FileErrorKind};
 
+/// The largest mapping [`Mapping::open`] populates (64 MiB): filling the
+/// page tables of 16,384 pages takes milliseconds, on the thread that
+/// logs a connection in; a larger queue faults its pages in on first use
+/// rather than stall that thread (and, for a file on disk, read it all).
+pub const POPULATE_MAX: usize = 64 << 20;
+
 /// How to create and map a file.
 #[derive(Clone, Copy, Debug)]
 pub struct MapOptions {
@@ -60,10 +66,11 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Opens or creates `path` with exactly `len` bytes and maps it, the
-    /// whole mapping populated (`MAP_POPULATE`: the page tables are filled
-    /// here, so the hot path takes no page fault on a shared-memory
-    /// object; a failure to populate only leaves pages to fault later).
+    /// Opens or creates `path` with exactly `len` bytes and maps it. Up to
+    /// [`POPULATE_MAX`] bytes the whole mapping is populated
+    /// (`MAP_POPULATE`: the page tables are filled here, so the hot path
+    /// takes no page fault on a shared-memory object; a failure to
+    /// populate only leaves pages to fault later).
     ///
     /// A file that does not exist (or has size 0, left by a crash during
     /// creation) is created with `opts.mode` and its full size reserved with
@@ -141,6 +148,11 @@ impl Mapping {
                 },
             });
         }
+        let populate = if len <= POPULATE_MAX {
+            libc::MAP_POPULATE
+        } else {
+            0
+        };
         // SAFETY: fd is a valid open descriptor of a file at least `len`
         // bytes long (checked or reserved above); we ask the kernel for a
         // fresh address and check the result before using it.
@@ -151,7 +163,7 @@ impl Mapping {
                 libc::PROT_READ | libc::PROT_WRITE,
                 // Populated: every page table entry is made now, so no
                 // message pays a page fault on its first lap of a ring.
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                libc::MAP_SHARED | populate,
                 fd,
                 0,
             )

@@ -42,5 +42,5 @@ mod mapping;
 mod region;
 pub(crate) mod socket;
 
-pub use mapping::{MapOptions, Mapping};
+pub use mapping::{MapOptions, Mapping, POPULATE_MAX};
 pub use region::{HeapRegion, Region, HEAP_ALIGN};
