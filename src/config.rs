@@ -30,7 +30,9 @@ pub const SECOND_NS: i64 = 1_000_000_000;
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Bytes of each shared-memory queue: a power of two, the same on both
-    /// sides (default 1 MiB).
+    /// sides (default 1 MiB). Up to 64 MiB its pages are mapped when the
+    /// connection logs in, so no message pays a page fault on the ring's
+    /// first lap; a larger queue faults them in on first use.
     pub shm_queue_size: usize,
     /// Bytes of the persistent TCP send queue, a multiple of 8 (default 2000).
     pub tcp_queue_size: usize,
@@ -107,6 +109,14 @@ pub struct Config {
     /// side on the v1 ring protocol, for debugging and comparisons; it
     /// also makes the largest shm message one block (64 bytes) larger.
     pub shm_fast_path: bool,
+    /// Hand the lines of the last message written over shared memory to
+    /// the cache both cores share at every poll (default `true`;
+    /// `CLDEMOTE` on x86 CPUs that have it, nothing elsewhere), so a
+    /// reader waiting on another core fetches them from there instead of
+    /// from this core's cache. A hint, no byte changes. Turn it off when
+    /// the two sides run on cores that share a cache below the last level
+    /// (SMT siblings), where the reader would have found the lines closer.
+    pub shm_hand_over: bool,
 }
 
 impl Default for Config {
@@ -133,6 +143,7 @@ impl Default for Config {
             shm_dir: PathBuf::from("/dev/shm"),
             shm_msgs_per_poll: 256,
             shm_fast_path: true,
+            shm_hand_over: true,
         }
     }
 }

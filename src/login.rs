@@ -75,6 +75,7 @@ pub(crate) fn open_pair(
             let mut w = ShmWriter::open_file(&sp, cfg.shm_queue_size, opts)?;
             let mut r = ShmReader::open_file(&rp, cfg.shm_queue_size, opts)?;
             w.set_fast_path(cfg.shm_fast_path);
+            w.set_hand_over(cfg.shm_hand_over);
             r.set_fast_path(cfg.shm_fast_path);
             conn.set_shm_queues(w, r, cfg);
         }

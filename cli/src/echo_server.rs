@@ -52,6 +52,11 @@ pub struct Args {
     /// off), as a C++ peer: for comparisons and debugging.
     #[arg(long)]
     pub shm_v1: bool,
+    /// Do not hand the last message's cache lines to the shared cache at
+    /// each poll (`Config::shm_hand_over` off): for comparisons, and for
+    /// peers on SMT siblings.
+    #[arg(long)]
+    pub shm_no_hand_over: bool,
     /// TCP delayed ack in microseconds (see `Config::ack_delay`); 0 acks
     /// at once.
     #[arg(long)]
@@ -217,6 +222,7 @@ pub fn run(a: Args) -> Result<(), String> {
         shm_conns_per_group: a.conns_per_group,
         shm_queue_size: a.shm_queue_size,
         shm_fast_path: !a.shm_v1,
+        shm_hand_over: !a.shm_no_hand_over,
         shm_dir: a.shm_dir.clone(),
         ack_delay: a
             .ack_delay_us

@@ -435,6 +435,12 @@ impl<R: Region> ShmWriter<R> {
         self.0.set_fast(allow)
     }
 
+    /// Turns [`hand_over`](Self::hand_over) on (the default) or off
+    /// (`Config::shm_hand_over`).
+    pub fn set_hand_over(&mut self, on: bool) {
+        self.0.set_hand_over(on)
+    }
+
     /// Whether this writer's fast-path announcement stands: every message
     /// it publishes can be read by waiting on its stamp.
     pub fn stamping(&self) -> bool {
@@ -1180,6 +1186,13 @@ mod tests {
         pass(&mut w, 8);
         w.reload();
         assert_eq!(take(&mut w), [0u32; 0]);
+        // Turned off (`Config::shm_hand_over`): nothing; on again: as before.
+        w.set_hand_over(false);
+        pass(&mut w, 150);
+        assert_eq!(take(&mut w), [0u32; 0]);
+        w.set_hand_over(true);
+        pass(&mut w, 8);
+        assert_eq!(take(&mut w).len(), 1);
     }
 
     /// A writer killed after stamping a message and before storing

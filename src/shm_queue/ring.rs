@@ -309,6 +309,9 @@ pub struct Writer<M> {
     /// (`hand_over`): its first slot and how many (0: none). A message
     /// never crosses the end of the ring, so `slot + count <= blk_cnt`.
     handover: (u32, u32),
+    /// Blocks of a publication to hand over: [`HANDOVER_MAX`], or 0 when
+    /// turned off.
+    handover_max: u32,
 }
 
 impl<M: QueueMemory> Writer<M> {
@@ -330,6 +333,7 @@ impl<M: QueueMemory> Writer<M> {
             cleared_to: 0,
             held: None,
             handover: (0, 0),
+            handover_max: HANDOVER_MAX,
         };
         w.reload();
         w
@@ -341,6 +345,12 @@ impl<M: QueueMemory> Writer<M> {
         self.release();
         self.fast = fast;
         self.stamping = false;
+    }
+
+    /// Turns [`hand_over`](Self::hand_over) on (the default) or off.
+    pub fn set_hand_over(&mut self, on: bool) {
+        self.handover_max = if on { HANDOVER_MAX } else { 0 };
+        self.handover = (0, 0);
     }
 
     /// Whether this writer's announcement stands (readers may wait on
@@ -785,7 +795,7 @@ impl<M: QueueMemory> Writer<M> {
                 }
             }
             self.write_idx = end;
-            self.handover = (first, p.blks.min(HANDOVER_MAX));
+            self.handover = (first, p.blks.min(self.handover_max));
             // SYNC POINT msg-published: Release so the header and payload
             // are visible before the index that publishes them; pairs with
             // the Acquire load of write_idx in Reader::available and
