@@ -224,8 +224,7 @@ impl ConnTx {
     #[inline(always)]
     pub(crate) fn settle(&mut self) {
         if let TxTransport::Shm(w) = &mut self.t {
-            w.release();
-            w.hand_over();
+            w.settle();
         }
     }
 

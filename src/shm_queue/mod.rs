@@ -371,6 +371,14 @@ impl<R: Region> ShmWriter<R> {
         self.0.hand_over()
     }
 
+    /// [`release`](Self::release) and [`hand_over`](Self::hand_over), for
+    /// a caller with nothing more to write for now (each poll): one
+    /// compare when nothing was published since the last call.
+    #[inline(always)]
+    pub fn settle(&mut self) {
+        self.0.settle()
+    }
+
     /// Whether [`push_more`](Self::push_more) holds a batch back from a
     /// fast-path reader.
     #[inline]
@@ -1193,6 +1201,12 @@ mod tests {
         w.set_hand_over(true);
         pass(&mut w, 8);
         assert_eq!(take(&mut w).len(), 1);
+        // `settle` (what a poll calls) hands over too, once.
+        pass(&mut w, 8);
+        w.settle();
+        assert_eq!(w.memory().demoted.lock().unwrap().len(), 1);
+        w.settle();
+        assert_eq!(w.memory().demoted.lock().unwrap().len(), 1);
     }
 
     /// A writer killed after stamping a message and before storing

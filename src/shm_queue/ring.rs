@@ -312,6 +312,9 @@ pub struct Writer<M> {
     /// Blocks of a publication to hand over: [`HANDOVER_MAX`], or 0 when
     /// turned off.
     handover_max: u32,
+    /// Something was published since the last `settle`: a held batch or
+    /// blocks to hand over may be waiting (a held batch implies it).
+    unsettled: bool,
 }
 
 impl<M: QueueMemory> Writer<M> {
@@ -334,6 +337,7 @@ impl<M: QueueMemory> Writer<M> {
             held: None,
             handover: (0, 0),
             handover_max: HANDOVER_MAX,
+            unsettled: false,
         };
         w.reload();
         w
@@ -721,6 +725,20 @@ impl<M: QueueMemory> Writer<M> {
         }
     }
 
+    /// For a caller with nothing more to write for now (a poll): lets a
+    /// held batch go ([`release`](Self::release)) and hands the last
+    /// publication over ([`hand_over`](Self::hand_over)); one compare
+    /// when nothing was published since the last call.
+    #[inline(always)]
+    pub fn settle(&mut self) {
+        debug_assert!(self.unsettled || self.held.is_none());
+        if self.unsettled {
+            self.unsettled = false;
+            self.release();
+            self.hand_over();
+        }
+    }
+
     /// Whether [`push_more`](Self::push_more) holds a batch back.
     pub fn holding(&self) -> bool {
         self.held.is_some()
@@ -796,6 +814,7 @@ impl<M: QueueMemory> Writer<M> {
             }
             self.write_idx = end;
             self.handover = (first, p.blks.min(self.handover_max));
+            self.unsettled = true;
             // SYNC POINT msg-published: Release so the header and payload
             // are visible before the index that publishes them; pairs with
             // the Acquire load of write_idx in Reader::available and
