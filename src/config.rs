@@ -105,7 +105,7 @@ pub struct Config {
     /// (default `true`): a reader waits on the message's own cache line
     /// instead of `write_idx` and then the message, once the writer of the
     /// session has announced that it stamps. A C++ peer is unaffected
-    /// either way (README, "Shared-memory fast path"). `false` keeps this
+    /// either way (`docs/shm-fast-path.md`). `false` keeps this
     /// side on the v1 ring protocol, for debugging and comparisons; it
     /// also makes the largest shm message one block (64 bytes) larger.
     pub shm_fast_path: bool,
