@@ -255,11 +255,11 @@ unsafe impl<R: Region> QueueMemory for RegionMemory<R> {
     fn demote(&self, b: u32) {
         // Not under Miri: a hint has no semantics to check.
         #[cfg(all(target_arch = "x86_64", not(miri)))]
-        // SAFETY: CLDEMOTE is a hint (Intel SDM): it reads and writes no
-        // memory the program sees, raises no page or protection fault, and
-        // a CPU without it executes its encoding (0F 1C /0, reserved-NOP
-        // space) as a NOP. The address is inside the blocks anyway (the
-        // ring passes a slot below the block count).
+        // SAFETY: CLDEMOTE (Intel SDM) is a hint: it changes no memory and
+        // no value any load returns. Its address is a block inside the live
+        // mapping (the ring passes a slot below the block count), valid in
+        // any case. A CPU without CLDEMOTE executes its encoding (0F 1C /0,
+        // in the reserved-NOP space) as a NOP.
         unsafe {
             std::arch::asm!(
                 "cldemote [{0}]",
@@ -357,10 +357,10 @@ impl<R: Region> ShmWriter<R> {
     /// Hands the blocks of the last publication (its first 16) to the
     /// other side, once: asks the CPU to move their lines from this core's
     /// cache towards the cache both cores share (`CLDEMOTE` on x86_64; a
-    /// no-op elsewhere and on CPUs without it). A reader waiting for them then fetches them from there, not
-    /// from this core's cache: on the Xeon measured, a 200-byte round trip
-    /// went from 1.7x to 1.4x the cache-line floor. A hint: no byte and no
-    /// ordering changes.
+    /// no-op elsewhere and on CPUs without it). A reader waiting for them
+    /// then fetches them from there, not from this core's cache: on the
+    /// Xeon measured, a 200-byte round trip went from 1.7x to 1.4x the
+    /// cache-line floor. A hint: no byte and no ordering changes.
     ///
     /// For a caller with nothing more to write for now (the connection
     /// calls it at every poll and flush). Not in `push`: a writer that
