@@ -220,7 +220,7 @@ impl ConnTx {
     /// Over shared memory, when this side has nothing more to write for
     /// now (every poll, and `flush`): lets go a batch `push_more` holds
     /// (see there), and hands the last message's blocks to the reader's
-    /// side of the cache (`ShmWriter::hand_over`).
+    /// side of the cache (`ShmWriter::settle`).
     #[inline(always)]
     pub(crate) fn settle(&mut self) {
         if let TxTransport::Shm(w) = &mut self.t {

@@ -354,26 +354,20 @@ impl<R: Region> ShmWriter<R> {
         self.0.release()
     }
 
-    /// Hands the blocks of the last publication (its first 16) to the
-    /// other side, once: asks the CPU to move their lines from this core's
-    /// cache towards the cache both cores share (`CLDEMOTE` on x86_64; a
-    /// no-op elsewhere and on CPUs without it). A reader waiting for them
-    /// then fetches them from there, not from this core's cache: on the
-    /// Xeon measured, a 200-byte round trip went from 1.7x to 1.4x the
-    /// cache-line floor. A hint: no byte and no ordering changes.
-    ///
     /// For a caller with nothing more to write for now (the connection
-    /// calls it at every poll and flush). Not in `push`: a writer that
-    /// demoted every message while streaming ran at a half to a third of
-    /// its rate.
-    #[inline(always)]
-    pub fn hand_over(&mut self) {
-        self.0.hand_over()
-    }
-
-    /// [`release`](Self::release) and [`hand_over`](Self::hand_over), for
-    /// a caller with nothing more to write for now (each poll): one
-    /// compare when nothing was published since the last call.
+    /// calls it at every poll and flush): lets the held batch go, as
+    /// [`release`](Self::release), and hands the blocks of the last
+    /// publication (its first 16) to the other side, once. One compare
+    /// when nothing was published since the last call.
+    ///
+    /// Handing over asks the CPU to move the blocks' lines from this
+    /// core's cache towards the cache both cores share (`CLDEMOTE` on
+    /// x86_64; a no-op elsewhere and on CPUs without it). A reader waiting
+    /// for them then fetches them from there, not from this core's cache:
+    /// on the Xeon measured, a 200-byte round trip went from 1.7x to 1.4x
+    /// the cache-line floor. A hint: no byte and no ordering changes. Not
+    /// in `push`: a writer that demoted every message while streaming ran
+    /// at a half to a third of its rate.
     #[inline(always)]
     pub fn settle(&mut self) {
         self.0.settle()
@@ -443,8 +437,8 @@ impl<R: Region> ShmWriter<R> {
         self.0.set_fast(allow)
     }
 
-    /// Turns [`hand_over`](Self::hand_over) on (the default) or off
-    /// (`Config::shm_hand_over`).
+    /// Turns the hand-over of [`settle`](Self::settle) on (the default) or
+    /// off (`Config::shm_hand_over`).
     pub fn set_hand_over(&mut self, on: bool) {
         self.0.set_hand_over(on)
     }

@@ -713,7 +713,7 @@ impl<M: QueueMemory> Writer<M> {
 
     /// Hands the blocks of the last publication (up to [`HANDOVER_MAX`])
     /// to the reader's side of the cache, once; see
-    /// [`ShmWriter::hand_over`](crate::shm_queue::ShmWriter::hand_over).
+    /// [`ShmWriter::settle`](crate::shm_queue::ShmWriter::settle).
     #[inline(always)]
     pub fn hand_over(&mut self) {
         let (first, blks) = self.handover;
