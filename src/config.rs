@@ -3,31 +3,43 @@
 //! Defaults equal the C++ library's echo example (name size 16, TCP queue
 //! 2000 bytes, receive buffer 2000 growing to 8000, 5 pending logins, one
 //! TCP and one SHM group of 4 connections each), except the shared-memory
-//! queue, which is 1 MiB as in `PROTOCOL.md` §5. Both peers must agree on
-//! the shm queue size.
+//! queue, which is 1 MiB as in `docs/protocol.md` §5. Both peers must agree
+//! on the shm queue size.
 //!
 //! # Time
 //!
-//! The library never reads a clock: every poll takes `now` in the caller's
-//! own monotonic unit. The default timeouts assume nanoseconds (heartbeat
-//! every 3 s, a connection silent for 10 s times out, a login must arrive
-//! within 3 s and start within 300 ms, acks are delayed up to 100 µs); set
-//! them all in your unit if you use another (e.g. TSC cycles).
+//! The library never reads a clock: every poll takes `now`, a monotonic
+//! count of ticks from a clock of your choice. Timeouts are set here as
+//! [`Duration`]s and converted once into ticks by
+//! [`Config::ticks_per_second`] (default 1,000,000,000: nanoseconds, as
+//! `Instant::elapsed().as_nanos()` gives). A TSC user sets it to the TSC
+//! frequency.
 #![forbid(unsafe_code)]
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::{FileError, SetupError};
+use crate::error::{ConfigError, FileError, SetupError};
+use crate::session::Timers;
 use crate::shm_queue::check_capacity;
 use crate::wire::{Name, HEADER_SIZE, MAX_PAYLOAD};
 
-/// Nanoseconds in a second, for building timeouts in the default unit.
-pub const SECOND_NS: i64 = 1_000_000_000;
-
 /// Settings shared by [`Client`](crate::Client) and [`Server`](crate::Server).
+///
+/// Start from the defaults and change what you need (new settings may be
+/// added, so the struct cannot be built field by field):
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let mut cfg = tcpshm::Config::default();
+/// cfg.shm_queue_size = 1 << 16;
+/// cfg.heartbeat_interval = Duration::from_secs(1);
+/// cfg.validate()?;
+/// # Ok::<(), tcpshm::ConfigError>(())
+/// ```
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Config {
     /// Bytes of each shared-memory queue: a power of two, the same on both
     /// sides (default 1 MiB). Up to 64 MiB its pages are mapped when the
@@ -43,23 +55,45 @@ pub struct Config {
     pub tcp_recv_buf_max_size: usize,
     /// Set TCP_NODELAY on connections (default true).
     pub tcp_no_delay: bool,
-    /// Send a heartbeat after this much send silence, in `now` units.
-    pub heartbeat_interval: i64,
-    /// Close a connection after this much receive silence, in `now` units.
-    pub connection_timeout: i64,
-    /// TCP delayed ack, in `now` units (default 100 µs): a message the
-    /// application consumed is acknowledged by the next data frame sent
-    /// within this delay, else by a heartbeat of its own. So a reply
-    /// carries the ack of its request (one send per reply), and a peer
-    /// streaming into a queue we drain waits at most this long for room
-    /// (or not at all: an ack also goes out at once when half of
-    /// `tcp_queue_size` has been consumed unacknowledged). 0: acknowledge
-    /// at once, with a frame of its own when there is nothing to send.
-    pub ack_delay: i64,
-    /// Server: close a new connection that has not logged in within this.
-    pub new_connection_timeout: i64,
-    /// Client: the longest `connect` may block (TCP connect plus login).
+    /// Ticks of the caller's clock per second: the unit of every `now`
+    /// passed to a poll (default 1,000,000,000, nanoseconds).
+    pub ticks_per_second: u64,
+    /// Send a heartbeat after this much send silence (default 3 s).
+    pub heartbeat_interval: Duration,
+    /// Close a connection after this much receive silence (default 10 s).
+    pub connection_timeout: Duration,
+    /// TCP delayed ack (default 100 µs): a message the application
+    /// consumed is acknowledged by the next data frame sent within this
+    /// delay, else by a heartbeat of its own. So a reply carries the ack
+    /// of its request (one send per reply), and a peer streaming into a
+    /// queue we drain waits at most this long for room (or not at all: an
+    /// ack also goes out at once when half of `tcp_queue_size` has been
+    /// consumed unacknowledged). Zero: acknowledge at once, with a frame
+    /// of its own when there is nothing to send.
+    pub ack_delay: Duration,
+    /// Server: close a new connection that has not logged in within this
+    /// (default 3 s).
+    pub new_connection_timeout: Duration,
+    /// Server: close a new connection that has sent nothing within this
+    /// (default 300 ms; a client sends its login at once).
+    /// `new_connection_timeout` applies instead if it is shorter.
+    pub silent_login_timeout: Duration,
+    /// Client: the longest `connect` may block, TCP connect plus login
+    /// (default 10 s).
     pub connect_timeout: Duration,
+    /// How often the one-call polls make their system calls while the
+    /// shared memory needs none (default 200 µs; zero: at every call):
+    /// [`Server::poll`](crate::Server::poll) runs the control part
+    /// (accepts, logins, the heartbeat sockets of SHM sessions) at most
+    /// this often, and [`Client::poll`](crate::Client::poll) reads an SHM
+    /// session's heartbeat socket at most this often. Heartbeats are
+    /// seconds apart, so this costs nothing but up to this much delay in
+    /// a login or in noticing a disconnect, and keeps a loop over shared
+    /// memory free of system calls. TCP groups and TCP sessions are polled
+    /// at every call; the parts polled on their own
+    /// ([`Server::parts`](crate::Server::parts), [`Client::parts`](crate::Client::parts))
+    /// at every call too.
+    pub socket_poll_interval: Duration,
     /// Server: logins being read at once (default 5). The accept backlog
     /// is drained every control poll; when the set is full, a new
     /// connection evicts a pending one: the oldest of its own source if
@@ -70,10 +104,6 @@ pub struct Config {
     /// Server: logins one source address may have pending at once
     /// (default 2; see `max_new_connections`).
     pub max_pending_per_source: usize,
-    /// Server: close a new connection that has sent nothing within this,
-    /// in `now` units (default 300 ms; a client sends its login at once).
-    /// `new_connection_timeout` applies instead if it is shorter.
-    pub silent_login_timeout: i64,
     /// Server: TCP connection groups.
     pub tcp_groups: usize,
     /// Server: connections per TCP group.
@@ -127,14 +157,16 @@ impl Default for Config {
             tcp_recv_buf_init_size: 2000,
             tcp_recv_buf_max_size: 8000,
             tcp_no_delay: true,
-            heartbeat_interval: 3 * SECOND_NS,
-            connection_timeout: 10 * SECOND_NS,
-            ack_delay: 100_000,
-            new_connection_timeout: 3 * SECOND_NS,
+            ticks_per_second: 1_000_000_000,
+            heartbeat_interval: Duration::from_secs(3),
+            connection_timeout: Duration::from_secs(10),
+            ack_delay: Duration::from_micros(100),
+            new_connection_timeout: Duration::from_secs(3),
+            silent_login_timeout: Duration::from_millis(300),
             connect_timeout: Duration::from_secs(10),
+            socket_poll_interval: Duration::from_micros(200),
             max_new_connections: 5,
             max_pending_per_source: 2,
-            silent_login_timeout: 300_000_000,
             tcp_groups: 1,
             tcp_conns_per_group: 4,
             shm_groups: 1,
@@ -148,17 +180,16 @@ impl Default for Config {
     }
 }
 
-/// A configuration that cannot work, and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: {}", self.0)
-    }
+/// The durations of a [`Config`] in ticks of the caller's clock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticks {
+    pub socket_poll_interval: i64,
+    pub heartbeat_interval: i64,
+    pub connection_timeout: i64,
+    pub ack_delay: i64,
+    pub new_connection_timeout: i64,
+    pub silent_login_timeout: i64,
 }
-
-impl std::error::Error for ConfigError {}
 
 impl Config {
     /// Checks every setting.
@@ -166,76 +197,147 @@ impl Config {
     /// # Errors
     /// A [`ConfigError`] naming the first bad setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |s: String| Err(ConfigError(s));
+        let bad = |setting: &'static str, why: String| Err(ConfigError { setting, why });
         if check_capacity(self.shm_queue_size).is_err() {
-            return bad(format!(
-                "shm_queue_size {} is not a power of two of at least 64",
-                self.shm_queue_size
-            ));
+            return bad(
+                "shm_queue_size",
+                format!(
+                    "{} is not a power of two of at least 64",
+                    self.shm_queue_size
+                ),
+            );
         }
-        for (name, v) in [
+        for (setting, v) in [
             ("tcp_queue_size", self.tcp_queue_size),
             ("tcp_recv_buf_init_size", self.tcp_recv_buf_init_size),
             ("tcp_recv_buf_max_size", self.tcp_recv_buf_max_size),
         ] {
             if v < 64 || v % 8 != 0 || v > u32::MAX as usize / 2 {
-                return bad(format!("{name} {v} is not a multiple of 8 of at least 64"));
+                return bad(
+                    setting,
+                    format!("{v} is not a multiple of 8 of at least 64"),
+                );
             }
         }
         if self.tcp_recv_buf_init_size > self.tcp_recv_buf_max_size {
-            return bad(format!(
-                "tcp_recv_buf_init_size {} exceeds tcp_recv_buf_max_size {}",
-                self.tcp_recv_buf_init_size, self.tcp_recv_buf_max_size
-            ));
+            return bad(
+                "tcp_recv_buf_init_size",
+                format!(
+                    "{} exceeds tcp_recv_buf_max_size {}",
+                    self.tcp_recv_buf_init_size, self.tcp_recv_buf_max_size
+                ),
+            );
         }
         if self.tcp_recv_buf_max_size < self.tcp_queue_size + 64 {
-            return bad(format!(
-                "tcp_recv_buf_max_size {} must be at least tcp_queue_size {} + 64: unconsumed messages \
-                 stay in the peer's queue, and the receive buffer must still have room for the acks \
-                 that follow them (or two echoing peers can wait on each other forever)",
-                self.tcp_recv_buf_max_size, self.tcp_queue_size
-            ));
+            return bad(
+                "tcp_recv_buf_max_size",
+                format!(
+                    "{} must be at least tcp_queue_size {} + 64: unconsumed messages stay in the \
+                     peer's queue, and the receive buffer must still have room for the acks that \
+                     follow them (or two echoing peers can wait on each other forever)",
+                    self.tcp_recv_buf_max_size, self.tcp_queue_size
+                ),
+            );
         }
-        for (name, v) in [
-            ("heartbeat_interval", self.heartbeat_interval),
-            ("connection_timeout", self.connection_timeout),
-            ("new_connection_timeout", self.new_connection_timeout),
+        if self.ticks_per_second == 0 {
+            return bad("ticks_per_second", "must be at least 1".into());
+        }
+        let t = self.try_ticks()?;
+        for (setting, v) in [
+            ("heartbeat_interval", t.heartbeat_interval),
+            ("connection_timeout", t.connection_timeout),
+            ("new_connection_timeout", t.new_connection_timeout),
+            ("silent_login_timeout", t.silent_login_timeout),
         ] {
             if v <= 0 {
-                return bad(format!("{name} must be positive"));
+                return bad(setting, "must be at least one tick".into());
             }
         }
-        if self.ack_delay < 0 || self.ack_delay >= self.heartbeat_interval {
-            return bad(format!(
-                "ack_delay {} must be at least 0 and below heartbeat_interval {}",
-                self.ack_delay, self.heartbeat_interval
-            ));
+        if t.ack_delay >= t.heartbeat_interval {
+            return bad(
+                "ack_delay",
+                format!(
+                    "{:?} must be below heartbeat_interval {:?}",
+                    self.ack_delay, self.heartbeat_interval
+                ),
+            );
         }
-        if self.heartbeat_interval >= self.connection_timeout {
-            return bad(format!(
-                "heartbeat_interval {} must be below connection_timeout {}, or live peers time out",
-                self.heartbeat_interval, self.connection_timeout
-            ));
+        if t.heartbeat_interval >= t.connection_timeout {
+            return bad(
+                "heartbeat_interval",
+                format!(
+                    "{:?} must be below connection_timeout {:?}, or live peers time out",
+                    self.heartbeat_interval, self.connection_timeout
+                ),
+            );
+        }
+        if self.connect_timeout.is_zero() {
+            return bad("connect_timeout", "must be above zero".into());
         }
         if self.shm_msgs_per_poll == 0 {
-            return bad("shm_msgs_per_poll must be at least 1".into());
+            return bad("shm_msgs_per_poll", "must be at least 1".into());
         }
         if self.max_new_connections == 0 {
-            return bad("max_new_connections must be at least 1".into());
+            return bad("max_new_connections", "must be at least 1".into());
         }
         if self.max_pending_per_source == 0 {
-            return bad("max_pending_per_source must be at least 1".into());
-        }
-        if self.silent_login_timeout <= 0 {
-            return bad("silent_login_timeout must be positive".into());
+            return bad("max_pending_per_source", "must be at least 1".into());
         }
         if self.file_mode & !0o777 != 0 {
-            return bad(format!(
-                "file_mode {:o} has bits beyond 0777",
-                self.file_mode
-            ));
+            return bad(
+                "file_mode",
+                format!("{:o} has bits beyond 0777", self.file_mode),
+            );
         }
         Ok(())
+    }
+
+    /// The durations in ticks, each at most 2^61 (so sums of a few never
+    /// wrap).
+    fn try_ticks(&self) -> Result<Ticks, ConfigError> {
+        let tps = u128::from(self.ticks_per_second);
+        let conv = |setting: &'static str, d: Duration| {
+            let t = d.as_nanos().saturating_mul(tps) / 1_000_000_000;
+            i64::try_from(t)
+                .ok()
+                .filter(|&t| t <= 1 << 61)
+                .ok_or_else(|| ConfigError {
+                    setting,
+                    why: format!("{d:?} is too long at {tps} ticks per second"),
+                })
+        };
+        Ok(Ticks {
+            socket_poll_interval: conv("socket_poll_interval", self.socket_poll_interval)?,
+            heartbeat_interval: conv("heartbeat_interval", self.heartbeat_interval)?,
+            connection_timeout: conv("connection_timeout", self.connection_timeout)?,
+            ack_delay: conv("ack_delay", self.ack_delay)?,
+            new_connection_timeout: conv("new_connection_timeout", self.new_connection_timeout)?,
+            silent_login_timeout: conv("silent_login_timeout", self.silent_login_timeout)?,
+        })
+    }
+
+    /// The durations in ticks, for a configuration `validate` accepted
+    /// (the constructors check it first).
+    pub(crate) fn ticks(&self) -> Ticks {
+        self.try_ticks().unwrap_or(Ticks {
+            socket_poll_interval: 0,
+            heartbeat_interval: i64::MAX / 4,
+            connection_timeout: i64::MAX / 2,
+            ack_delay: 0,
+            new_connection_timeout: i64::MAX / 2,
+            silent_login_timeout: i64::MAX / 2,
+        })
+    }
+
+    /// The timers of a TCP session.
+    pub(crate) fn timers(&self) -> Timers {
+        let t = self.ticks();
+        Timers {
+            heartbeat_interval: t.heartbeat_interval,
+            connection_timeout: t.connection_timeout,
+            ack_delay: t.ack_delay,
+            ack_backlog: (self.tcp_queue_size / 2) as u64,
+        }
     }
 
     /// Largest payload a message may carry over TCP: it must fit the send
@@ -276,38 +378,63 @@ impl Config {
 mod tests {
     use super::*;
 
+    fn err(f: impl FnOnce(&mut Config)) -> ConfigError {
+        let mut c = Config::default();
+        f(&mut c);
+        c.validate().unwrap_err()
+    }
+
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         Config::default().validate().unwrap();
-        let e = Config {
-            shm_queue_size: 1000,
-            ..Config::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(e.to_string().contains("shm_queue_size 1000"), "{e}");
-        let e = Config {
-            tcp_queue_size: 2001,
-            ..Config::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(e.to_string().contains("tcp_queue_size"), "{e}");
-        let e = Config {
-            tcp_queue_size: 8000,
-            ..Config::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(e.to_string().contains("tcp_recv_buf_max_size 8000"), "{e}");
-        let e = Config {
-            heartbeat_interval: 20 * SECOND_NS,
-            ..Config::default()
-        }
-        .validate()
-        .unwrap_err();
-        assert!(e.to_string().contains("heartbeat_interval"), "{e}");
+        let e = err(|c| c.shm_queue_size = 1000);
+        assert_eq!(e.setting, "shm_queue_size");
+        assert_eq!(
+            e.to_string(),
+            "shm_queue_size: 1000 is not a power of two of at least 64"
+        );
+        assert_eq!(err(|c| c.tcp_queue_size = 2001).setting, "tcp_queue_size");
+        let e = err(|c| c.tcp_queue_size = 8000);
+        assert_eq!(
+            (e.setting, e.why.starts_with("8000 must")),
+            ("tcp_recv_buf_max_size", true)
+        );
+        let e = err(|c| c.heartbeat_interval = Duration::from_secs(20));
+        assert_eq!(e.setting, "heartbeat_interval");
+        assert_eq!(err(|c| c.ticks_per_second = 0).setting, "ticks_per_second");
         assert_eq!(Config::default().max_tcp_payload(), 1992);
         assert_eq!(Config::default().max_shm_payload(), 65527);
+    }
+
+    #[test]
+    fn durations_become_ticks_of_the_callers_clock() {
+        let mut c = Config::default();
+        let t = c.ticks();
+        assert_eq!(
+            (t.heartbeat_interval, t.ack_delay),
+            (3_000_000_000, 100_000)
+        );
+        c.ticks_per_second = 3_000_000_000; // a 3 GHz TSC
+        let t = c.ticks();
+        assert_eq!(
+            (t.heartbeat_interval, t.ack_delay),
+            (9_000_000_000, 300_000)
+        );
+        c.ticks_per_second = 1000; // milliseconds: 100 µs rounds down to 0
+        assert_eq!(c.ticks().ack_delay, 0);
+        c.validate().unwrap();
+        // A timeout that does not fit in ticks is refused, never wrapped.
+        c.ticks_per_second = u64::MAX;
+        let ns = Duration::from_nanos(1);
+        (
+            c.heartbeat_interval,
+            c.new_connection_timeout,
+            c.silent_login_timeout,
+        ) = (ns, ns, ns);
+        c.ack_delay = Duration::ZERO;
+        c.connection_timeout = Duration::from_millis(10);
+        c.validate().unwrap();
+        c.connection_timeout = Duration::from_secs(1 << 40);
+        assert_eq!(c.validate().unwrap_err().setting, "connection_timeout");
     }
 }

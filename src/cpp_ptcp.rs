@@ -13,16 +13,16 @@
 //! carries no magic.
 #![forbid(unsafe_code)]
 
-use std::path::Path;
-
-use crate::wire::{padded, MsgHeader, HEADER_SIZE};
+#[cfg(test)]
+use crate::wire::padded;
+use crate::wire::{MsgHeader, HEADER_SIZE};
 
 /// Bytes after the blocks.
-pub const TRAILER: usize = 20;
+pub(crate) const TRAILER: usize = 20;
 
 /// A C++ send queue, read and checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CppQueue {
+pub(crate) struct CppQueue {
     /// `Bytes`: the block area in bytes.
     pub capacity: usize,
     /// Index one past the newest message, in 8-byte blocks.
@@ -41,7 +41,7 @@ pub struct CppQueue {
 
 /// Whether a file of `len` bytes has the size of a C++ queue (and could
 /// not be one of ours, whose size is 64 plus a multiple of 8).
-pub fn has_cpp_size(len: usize) -> bool {
+pub(crate) fn has_cpp_size(len: usize) -> bool {
     len >= TRAILER + 8 && len % 8 == 4
 }
 
@@ -56,7 +56,7 @@ impl CppQueue {
     ///
     /// # Errors
     /// What is wrong, in one line.
-    pub fn parse(b: &[u8]) -> Result<CppQueue, String> {
+    pub(crate) fn parse(b: &[u8]) -> Result<CppQueue, String> {
         if !has_cpp_size(b.len()) {
             return Err(format!(
                 "{} bytes is not the size of a C++ send queue (8 x blocks + 20)",
@@ -108,13 +108,14 @@ impl CppQueue {
 
     /// Sequence numbers `(start, end)`: the oldest unacknowledged message
     /// and one past the newest.
-    pub fn seq_range(&self) -> (u32, u32) {
+    pub(crate) fn seq_range(&self) -> (u32, u32) {
         (
             self.read_seq,
             self.read_seq.wrapping_add(self.messages.len() as u32),
         )
     }
 
+    #[cfg(test)]
     /// The file's bytes: a queue of `capacity` bytes holding `messages`
     /// (type and payload; each stamped with `ack_seq`) from sequence number
     /// `read_seq` on, none sent yet. What the C++ library leaves behind, for
@@ -122,7 +123,7 @@ impl CppQueue {
     ///
     /// # Errors
     /// If the messages do not fit or `capacity` is not a multiple of 8.
-    pub fn encode(
+    pub(crate) fn encode(
         capacity: usize,
         read_seq: u32,
         ack_seq: u32,
@@ -152,15 +153,6 @@ impl CppQueue {
             b[capacity + 4 * i..capacity + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
         }
         Ok(b)
-    }
-
-    /// Reads the C++ queue file at `path`.
-    ///
-    /// # Errors
-    /// One line naming the file and what is wrong.
-    pub fn read_file(path: &Path) -> Result<CppQueue, String> {
-        let b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        CppQueue::parse(&b).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 

@@ -1,42 +1,45 @@
-//! tcpshm: recoverable, low-latency messaging between two named peers,
-//! over TCP or shared memory, with one API for both, wire- and
+//! tcpshm: recoverable, low-latency messaging between two named peers on
+//! Linux, over TCP or shared memory, with one API for both; wire- and
 //! shared-memory-compatible with the C++ library of the same name
-//! (`PROTOCOL.md`).
+//! (`docs/protocol.md`).
 //!
-//! Each side keeps the messages it sends in a memory-mapped queue until the
-//! peer acknowledges them; after a disconnect or a crash (kill -9
+//! Each side keeps the messages it sends in a memory-mapped queue until
+//! the peer has consumed them. After a disconnect or a crash (kill -9
 //! included) the two sides log in again, compare sequence numbers and
-//! resend what was not consumed. Nothing is lost or duplicated, with no
-//! work from the application.
+//! resend what was not consumed: every message is delivered in order,
+//! and is delivered again until the receiver pops it. What the
+//! application does between receiving a message and popping it is its
+//! own to make exactly-once: see "Delivery" below.
 //!
-//! The library creates no threads, reads no clock (every poll takes `now`
-//! in your unit), takes no locks, prints nothing and does not allocate per
-//! message. Only [`Client::connect`] blocks.
+//! The library creates no threads, reads no clock (every poll takes
+//! `now` in ticks of your clock, `Config::ticks_per_second`), takes no
+//! locks, prints nothing and does not allocate per message. Only
+//! [`Client::connect`] blocks.
 //!
 //! # Example: an echo server and a client
 //!
 //! ```
-//! use std::time::Instant;
-//! use tcpshm::wire::{Login, LoginResponse};
-//! use tcpshm::{Accept, Client, ClientHandler, ConnId, ConnTx, Received, Server, ServerHandler, Transport};
+//! use std::time::{Duration, Instant};
+//! use tcpshm::*;
 //!
 //! struct Echo;
-//! impl ServerHandler for Echo {
-//!     fn on_new_connection(&mut self, _: std::net::SocketAddr, _: &Login, _: &mut LoginResponse) -> Accept {
-//!         Accept::Group(0) // serve every client in group 0
+//! impl ControlHandler for Echo {
+//!     fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+//!         Accept::group(0) // every client to group 0 of its transport
 //!     }
+//! }
+//! impl GroupHandler for Echo {
 //!     fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
-//!         // No room to reply yet: leave the message, it comes back next poll.
-//!         let Ok(mut rsp) = tx.alloc(msg.msg_type(), msg.payload().len()) else { return };
-//!         rsp.payload_mut().copy_from_slice(msg.payload());
-//!         msg.pop(); // pop, then push: a crash in between cannot duplicate the reply
-//!         rsp.push();
+//!         // No room yet: leave the message, it comes back at the next poll.
+//!         let Ok(mut reply) = tx.alloc(msg.msg_type(), msg.payload().len()) else { return };
+//!         reply.payload_mut().copy_from_slice(msg.payload());
+//!         reply.push();
+//!         msg.pop();
 //!     }
 //! }
 //!
 //! struct Count(u32);
 //! impl ClientHandler for Count {
-//!     fn on_login_success(&mut self, _: &LoginResponse) -> i64 { now() }
 //!     fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
 //!         assert_eq!(msg.payload(), b"hello");
 //!         msg.pop();
@@ -44,33 +47,34 @@
 //!     }
 //! }
 //!
-//! fn now() -> i64 { // nanoseconds, the unit of the default timeouts
-//!     static T0: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-//!     T0.get_or_init(Instant::now).elapsed().as_nanos() as i64
-//! }
-//!
+//! let t0 = Instant::now();
+//! let now = || t0.elapsed().as_nanos() as i64; // the default tick: 1 ns
 //! # let tmp = std::env::temp_dir().join(format!("tcpshm-doc-{}", std::process::id()));
-//! let cfg = tcpshm::Config::default();
-//! let mut server = Server::new("server", tmp.join("server"), cfg.clone(), Echo)?;
-//! server.start("127.0.0.1:0")?;
+//! # let mut cfg = Config::default();
+//! # cfg.shm_dir = tmp.join("shm");
+//! # std::fs::create_dir_all(&cfg.shm_dir)?;
+//! let mut server: Server = Server::new("server", tmp.join("server"), cfg.clone())?;
+//! server.listen("127.0.0.1:0")?;
 //! let addr = server.local_addr().unwrap();
-//! let stop = std::sync::atomic::AtomicBool::new(false);
+//! let done = std::sync::atomic::AtomicBool::new(false);
 //! std::thread::scope(|s| {
-//!     // One thread polls the whole server here; see Server::split for more.
-//!     s.spawn(|| while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-//!         server.poll_ctl(now());
-//!         server.poll_tcp(now(), 0);
+//!     s.spawn(|| while !done.load(std::sync::atomic::Ordering::Relaxed) {
+//!         server.poll(now(), &mut Echo);
 //!         std::thread::yield_now();
 //!     });
-//!     let mut client = Client::new("client1", tmp.join("client1"), cfg, Count(0))?;
-//!     client.connect(Transport::Tcp, addr, 0)?; // or Transport::Shm
-//!     let mut msg = client.connection().alloc(1, 5)?;
-//!     msg.payload_mut().copy_from_slice(b"hello");
-//!     msg.push();
-//!     while client.handler().0 == 0 {
-//!         client.poll_tcp(now());
+//!     for transport in [Transport::Tcp, Transport::Shm] {
+//!         let mut client: Client = Client::new("client1", tmp.join("client1"), cfg.clone())?;
+//!         client.connect(transport, addr, 0)?;
+//!         let mut hello = client.connection().alloc(1, 5)?;
+//!         hello.payload_mut().copy_from_slice(b"hello");
+//!         hello.push();
+//!         let (mut got, deadline) = (Count(0), Instant::now() + Duration::from_secs(10));
+//!         while got.0 == 0 && Instant::now() < deadline {
+//!             client.poll(now(), &mut got);
+//!         }
+//!         assert_eq!(got.0, 1, "the echo over {transport:?}");
 //!     }
-//!     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+//!     done.store(true, std::sync::atomic::Ordering::Relaxed);
 //!     Ok::<(), Box<dyn std::error::Error>>(())
 //! })?;
 //! # drop(server);
@@ -78,49 +82,66 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! # Modules
-//! - [`wire`]: headers and login frames, encode and decode;
-//! - [`ptcp_queue`]: the persistent TCP send queue;
-//! - [`shm_queue`]: the shared-memory SPSC variable-length queue;
-//! - [`conn`]: [`Connection`], one API over TCP and shared memory;
-//! - [`login`]: the login rules both sides apply;
-//! - [`client`], [`server`]: logins, sessions, recovery, groups;
-//! - [`config`]: settings and their validation;
-//! - [`sys`]: the operating system: mappings, the memory queues may own,
-//!   sockets.
+//! # Delivery
+//!
+//! - A pushed message is persisted before `push` returns and reaches the
+//!   peer, in order, across disconnects and crashes of either side.
+//! - A received message stays in the queue until the receiver pops it:
+//!   after a crash before the pop, it is delivered again; once popped,
+//!   never again.
+//! - So a handler that replies and then pops can, if the process dies
+//!   between the two, reply twice; one that pops first can lose the
+//!   reply. Exactly once takes the pair's own counters:
+//!   `examples/exactly_once.rs` shows how.
+//!
+//! # Parts
+//!
+//! - [`Client`] with its [`ClientHandler`];
+//! - [`Server`] with its [`Control`] part ([`ControlHandler`]: logins) and
+//!   its [`Group`]s ([`GroupHandler`]: connections and their messages);
+//! - [`Connection`], split into [`ConnRx`] and [`ConnTx`]: messages are
+//!   read in place ([`Received`]) and written in place ([`Alloc`]);
+//! - [`Config`], [`ConnStats`], the errors, and [`admin`] for the
+//!   operator's tools.
+#![warn(unreachable_pub)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
-pub mod client;
-pub mod config;
-pub mod conn;
-pub mod cpp_ptcp;
-pub mod error;
+pub mod admin;
+mod client;
+mod close;
+mod config;
+mod conn;
+mod cpp_ptcp;
+mod error;
+#[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod inspect;
-pub mod login;
-pub mod pair_files;
-pub mod ptcp_queue;
-pub mod server;
+mod login;
+mod pair_files;
+mod ptcp_queue;
+mod server;
 mod session;
-pub mod shm_queue;
-pub mod stats;
-pub mod sys;
-pub mod wire;
+mod shm_queue;
+mod stats;
+mod sys;
+mod wire;
 
-pub use client::{Client, ClientHandler, ConnectError};
-pub use config::{Config, ConfigError};
+pub use client::{Client, ClientHandler, ClientShm, ClientTcp};
+pub use close::{Close, CloseReason};
+pub use config::Config;
 pub use conn::{Alloc, AllocError, ConnRx, ConnTx, Connection, Received, Transport};
-pub use error::{FileError, FileErrorKind, SetupError};
+pub use error::{ConfigError, ConnectError, FileError, FileErrorKind, SetupError};
 pub use login::SeqMismatch;
-pub use server::{Accept, ConnId, Server, ServerHandler};
-pub use session::CloseReason;
+pub use server::{
+    Accept, ConnId, Control, ControlHandler, Group, GroupHandler, LoginRequest, Server, ServerParts,
+};
 pub use stats::ConnStats;
+pub use wire::{Name, NameError, UserData};
 
 #[cfg(not(target_endian = "little"))]
 compile_error!("tcpshm supports little-endian hosts (the wire and shm layouts are little-endian)");
 
-/// The README's example, compiled and run as a doctest.
+/// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

@@ -1,17 +1,18 @@
-//! The login rules of `PROTOCOL.md` §4 that both sides apply, in one
+//! The login rules of `docs/protocol.md` §4 that both sides apply, in one
 //! place: which files a pair uses, when a pair starts afresh, whether two
 //! sides' sequence numbers fit, and which frame the peer must not send
 //! again after login.
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::Config;
 use crate::conn::{Connection, Transport};
 use crate::error::FileError;
+use crate::pair_files::{pair_tag, ptcp_path, shm_path};
 use crate::ptcp_queue::PtcpQueue;
 use crate::session::ReloginGuard;
-use crate::shm_queue::{shm_path, ShmReader, ShmWriter};
+use crate::shm_queue::{ShmReader, ShmWriter};
 use crate::wire::{
     seq_within, Login, LoginResponse, Name, UserData, MSG_TYPE_LOGIN, MSG_TYPE_LOGIN_RESPONSE,
 };
@@ -19,6 +20,7 @@ use crate::wire::{
 /// The six numbers of a sequence mismatch: each side's ack and the range
 /// of messages it holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SeqMismatch {
     /// Messages this side consumed from the peer.
     pub local_ack: u32,
@@ -34,6 +36,21 @@ pub struct SeqMismatch {
     pub remote_seq_end: u32,
 }
 
+impl std::fmt::Display for SeqMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this side acked {} and holds {}..{}; the peer acked {} and holds {}..{}",
+            self.local_ack,
+            self.local_seq_start,
+            self.local_seq_end,
+            self.remote_ack,
+            self.remote_seq_start,
+            self.remote_seq_end
+        )
+    }
+}
+
 impl SeqMismatch {
     /// The two sides fit when each one's ack lies within what the other
     /// holds (rule 7): nothing acknowledged was never sent, nothing
@@ -42,11 +59,6 @@ impl SeqMismatch {
         seq_within(self.remote_ack, self.local_seq_start, self.local_seq_end)
             && seq_within(self.local_ack, self.remote_seq_start, self.remote_seq_end)
     }
-}
-
-/// The TCP queue file of the pair `local` → `remote` in `dir`.
-pub fn ptcp_path(dir: &Path, local: &Name, remote: &Name) -> PathBuf {
-    dir.join(format!("{local}_{remote}.ptcp"))
 }
 
 /// Opens the queues of the pair `local` ↔ `remote` into `conn`, unless it
@@ -70,10 +82,11 @@ pub(crate) fn open_pair(
     let opts = cfg.map_options(true);
     match transport {
         Transport::Shm => {
-            let sp = shm_path(&cfg.shm_dir, local.as_str(), remote.as_str());
-            let rp = shm_path(&cfg.shm_dir, remote.as_str(), local.as_str());
-            let mut w = ShmWriter::open_file(&sp, cfg.shm_queue_size, opts)?;
-            let mut r = ShmReader::open_file(&rp, cfg.shm_queue_size, opts)?;
+            let sp = shm_path(&cfg.shm_dir, local, remote);
+            let rp = shm_path(&cfg.shm_dir, remote, local);
+            let size = cfg.shm_queue_size;
+            let mut w = ShmWriter::open_file(&sp, size, opts, pair_tag(local, remote))?;
+            let mut r = ShmReader::open_file(&rp, size, opts, pair_tag(remote, local))?;
             w.set_fast_path(cfg.shm_fast_path);
             w.set_hand_over(cfg.shm_hand_over);
             r.set_fast_path(cfg.shm_fast_path);
@@ -81,7 +94,8 @@ pub(crate) fn open_pair(
         }
         Transport::Tcp => {
             let p = ptcp_path(dir, local, remote);
-            conn.set_tcp_queue(PtcpQueue::open_file(&p, cfg.tcp_queue_size, opts)?, cfg);
+            let q = PtcpQueue::open_pair(&p, cfg.tcp_queue_size, opts, pair_tag(local, remote))?;
+            conn.set_tcp_queue(q, cfg);
         }
     }
     conn.tx.remote = Some(*remote);
@@ -90,7 +104,7 @@ pub(crate) fn open_pair(
 
 /// Whether a login starts the pair afresh: the client last logged in to
 /// another server name (or none), so both sides empty their queues.
-pub fn is_new_pair(last_server: Option<Name>, server: Name) -> bool {
+pub(crate) fn is_new_pair(last_server: Option<Name>, server: Name) -> bool {
     last_server != Some(server)
 }
 

@@ -11,92 +11,15 @@
 //!   resumed without corrupting the stream.
 #![forbid(unsafe_code)]
 
+use crate::close::{Close, CloseReason};
 use crate::ptcp_queue::{AckError, PtcpQueue};
 use crate::sys::Region;
 use crate::wire::{MsgHeader, HEADER_SIZE, MSG_TYPE_HEARTBEAT};
 
-/// Why a connection was closed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The peer closed the connection.
-    RemoteClose,
-    /// Reading from the socket failed (errno given).
-    ReadError,
-    /// Writing to the socket failed (errno given).
-    SendError,
-    /// Nothing was received for `connection_timeout`.
-    Timeout,
-    /// The application closed the connection.
-    RequestClose,
-    /// The peer sent a message larger than the receive buffer's maximum.
-    MsgTooLarge,
-    /// The peer sent a header whose size is below 8.
-    SizeTooSmall,
-    /// The peer acknowledged a message that was not sent.
-    AckBeyondSent,
-    /// The peer sent its login (or login response) again after login.
-    LoginAfterLogin,
-    /// The peer's shared-memory queue holds what an honest writer never writes.
-    ShmCorrupt,
-    /// Our own send queue file was altered under us.
-    QueueCorrupt,
-}
-
-impl CloseReason {
-    /// The reason's text: the C++ library's texts for the reasons it has.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            CloseReason::RemoteClose => "Remote close",
-            CloseReason::ReadError => "Read error",
-            CloseReason::SendError => "Send error",
-            CloseReason::Timeout => "Timeout",
-            CloseReason::RequestClose => "Request close",
-            CloseReason::MsgTooLarge => "Msg size larger than recv buf max size",
-            CloseReason::SizeTooSmall => "Protocol violation: header size below 8",
-            CloseReason::AckBeyondSent => "Protocol violation: ack beyond what was sent",
-            CloseReason::LoginAfterLogin => "Protocol violation: login frame after login",
-            CloseReason::ShmCorrupt => "Protocol violation: corrupt shm queue",
-            CloseReason::QueueCorrupt => "Send queue file corrupt",
-        }
-    }
-
-    pub(crate) fn code(self) -> u32 {
-        self as u32 + 1
-    }
-
-    pub(crate) fn from_code(c: u32) -> Option<CloseReason> {
-        use CloseReason::*;
-        [
-            RemoteClose,
-            ReadError,
-            SendError,
-            Timeout,
-            RequestClose,
-            MsgTooLarge,
-            SizeTooSmall,
-            AckBeyondSent,
-            LoginAfterLogin,
-            ShmCorrupt,
-            QueueCorrupt,
-        ]
-        .get((c as usize).checked_sub(1)?)
-        .copied()
-    }
-}
-
-impl std::fmt::Display for CloseReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A close: the reason and the OS errno (0 if none).
-pub(crate) type Closed = (CloseReason, i32);
-
 /// A frame the peer must not send again after login: its type, its size
 /// and its 16-byte name field (the peer's own name) at `name_off`.
 #[derive(Clone, Copy, Debug)]
-pub struct ReloginGuard {
+pub(crate) struct ReloginGuard {
     pub msg_type: u16,
     pub size: u16,
     pub name_off: usize,
@@ -106,7 +29,7 @@ pub struct ReloginGuard {
 /// The receive buffer: bytes `[rpos, parsed)` are whole messages not yet
 /// consumed, `[parsed, wpos)` a message still arriving.
 #[derive(Debug)]
-pub struct RecvBuf {
+pub(crate) struct RecvBuf {
     /// Bytes of messages the application consumed, ever (wire footprint,
     /// padding included): how much of the peer's queue our pops free.
     consumed: u64,
@@ -118,7 +41,7 @@ pub struct RecvBuf {
 }
 
 impl RecvBuf {
-    pub fn new(init: usize, max: usize) -> Self {
+    pub(crate) fn new(init: usize, max: usize) -> Self {
         RecvBuf {
             consumed: 0,
             buf: vec![0; init],
@@ -129,7 +52,7 @@ impl RecvBuf {
         }
     }
 
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.rpos = 0;
         self.wpos = 0;
         self.parsed = 0;
@@ -137,7 +60,7 @@ impl RecvBuf {
 
     /// The next application message `(msg_type, payload len)`, heartbeats
     /// skipped; it is at the read position until `pop`.
-    pub fn front(&mut self) -> Option<(u16, u16)> {
+    pub(crate) fn front(&mut self) -> Option<(u16, u16)> {
         while self.rpos < self.parsed {
             let h = MsgHeader::read(&self.buf[self.rpos..]).ok()?;
             if h.msg_type == MSG_TYPE_HEARTBEAT {
@@ -151,13 +74,13 @@ impl RecvBuf {
     }
 
     /// The payload, `len` bytes, of the message `front` returned.
-    pub fn front_payload(&self, len: usize) -> &[u8] {
+    pub(crate) fn front_payload(&self, len: usize) -> &[u8] {
         let off = self.rpos + HEADER_SIZE;
         &self.buf[off..off + len]
     }
 
     /// Consumes the message at the read position (after `front`).
-    pub fn pop(&mut self) {
+    pub(crate) fn pop(&mut self) {
         if self.rpos < self.parsed {
             if let Ok(h) = MsgHeader::read(&self.buf[self.rpos..]) {
                 self.rpos += h.padded_size();
@@ -167,12 +90,12 @@ impl RecvBuf {
     }
 
     /// Bytes of messages consumed since this buffer was made.
-    pub fn consumed(&self) -> u64 {
+    pub(crate) fn consumed(&self) -> u64 {
         self.consumed
     }
 
     /// Whether whole messages are waiting.
-    pub fn has_messages(&self) -> bool {
+    pub(crate) fn has_messages(&self) -> bool {
         self.rpos < self.parsed
     }
 
@@ -180,7 +103,7 @@ impl RecvBuf {
     /// bytes to the front, growing up to the maximum for a large message).
     /// `None`: the buffer is full of messages the application has not
     /// consumed (back-pressure: read nothing, which is not silence).
-    pub fn space(&mut self) -> Option<&mut [u8]> {
+    pub(crate) fn space(&mut self) -> Option<&mut [u8]> {
         if self.rpos == self.wpos {
             self.clear();
         } else if self.rpos > 0 && (self.rpos * 2 > self.wpos || self.wpos == self.buf.len()) {
@@ -213,12 +136,12 @@ impl RecvBuf {
     ///
     /// # Errors
     /// The close a protocol violation calls for.
-    pub fn received<R: Region>(
+    pub(crate) fn received<R: Region>(
         &mut self,
         n: usize,
         queue: Option<&mut PtcpQueue<R>>,
         guard: Option<&ReloginGuard>,
-    ) -> Result<(), Closed> {
+    ) -> Result<(), Close> {
         self.wpos = (self.wpos + n).min(self.buf.len());
         self.parse(queue, guard)
     }
@@ -234,22 +157,22 @@ impl RecvBuf {
         &mut self,
         mut queue: Option<&mut PtcpQueue<R>>,
         guard: Option<&ReloginGuard>,
-    ) -> Result<(), Closed> {
+    ) -> Result<(), Close> {
         while self.wpos - self.parsed >= HEADER_SIZE {
             let h = MsgHeader::read(&self.buf[self.parsed..self.wpos])
-                .map_err(|_| (CloseReason::SizeTooSmall, 0))?;
+                .map_err(|_| Close::new(CloseReason::SizeTooSmall))?;
             if (h.size as usize) < HEADER_SIZE {
-                return Err((CloseReason::SizeTooSmall, 0));
+                return Err(Close::new(CloseReason::SizeTooSmall));
             }
             let sz = h.padded_size();
             if sz > self.max {
-                return Err((CloseReason::MsgTooLarge, 0));
+                return Err(Close::new(CloseReason::MsgTooLarge));
             }
             if let Some(q) = queue.as_deref_mut() {
                 match q.ack(h.ack_seq) {
                     Ok(()) => {}
-                    Err(AckError::Corrupt) => return Err((CloseReason::QueueCorrupt, 0)),
-                    Err(_) => return Err((CloseReason::AckBeyondSent, 0)),
+                    Err(AckError::Corrupt) => return Err(Close::new(CloseReason::QueueCorrupt)),
+                    Err(_) => return Err(Close::new(CloseReason::AckBeyondSent)),
                 }
             }
             if self.wpos - self.parsed < sz {
@@ -260,7 +183,7 @@ impl RecvBuf {
                     && h.size == g.size
                     && self.buf[self.parsed + g.name_off..self.parsed + g.name_off + 16] == g.name
                 {
-                    return Err((CloseReason::LoginAfterLogin, 0));
+                    return Err(Close::new(CloseReason::LoginAfterLogin));
                 }
             }
             if h.msg_type == MSG_TYPE_HEARTBEAT && self.rpos == self.parsed {
@@ -272,7 +195,8 @@ impl RecvBuf {
     }
 }
 
-/// The timer settings a session runs by, in `now` units (from `Config`).
+/// The timer settings a session runs by, in `now` ticks (converted once
+/// from `Config`'s durations).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Timers {
     /// A heartbeat after this much send silence.
@@ -287,21 +211,14 @@ pub(crate) struct Timers {
     pub ack_backlog: u64,
 }
 
-impl Timers {
-    pub fn of(cfg: &crate::Config) -> Self {
-        Timers {
-            heartbeat_interval: cfg.heartbeat_interval,
-            connection_timeout: cfg.connection_timeout,
-            ack_delay: cfg.ack_delay,
-            ack_backlog: (cfg.tcp_queue_size / 2) as u64,
-        }
-    }
-}
-
 /// The timers and send state of a live TCP session.
 #[derive(Debug)]
 pub(crate) struct Session {
     timers: Timers,
+    /// Whether the timers run: they start at the session's first poll
+    /// (the first `handle_recv`), so a session made outside a poll needs
+    /// no `now`.
+    started: bool,
     last_send: i64,
     last_recv: i64,
     /// The latest `now` seen, to stamp sends made outside a poll.
@@ -331,12 +248,13 @@ pub(crate) enum Source {
 }
 
 impl Session {
-    pub fn new(now: i64, timers: Timers) -> Self {
+    pub(crate) fn new(timers: Timers) -> Self {
         Session {
             timers,
-            last_send: now,
-            last_recv: now,
-            now,
+            started: false,
+            last_send: 0,
+            last_recv: 0,
+            now: 0,
             heartbeats: 0,
             hb: [0; HEADER_SIZE],
             hb_left: 0,
@@ -350,7 +268,7 @@ impl Session {
     /// What to send now: the rest of a heartbeat first (a frame is never
     /// interleaved with another), then the queue's unsent bytes. Empty when
     /// there is nothing to send.
-    pub fn transmit<'a, R: Region>(
+    pub(crate) fn transmit<'a, R: Region>(
         &'a self,
         queue: Option<&'a PtcpQueue<R>>,
     ) -> (&'a [u8], Source) {
@@ -362,7 +280,7 @@ impl Session {
 
     /// `n` bytes of what [`transmit`](Self::transmit) returned from `src`
     /// went out.
-    pub fn handle_sent<R: Region>(
+    pub(crate) fn handle_sent<R: Region>(
         &mut self,
         n: usize,
         src: Source,
@@ -383,7 +301,7 @@ impl Session {
     }
 
     /// A message carrying `ack` was pushed: the peer learns it from there.
-    pub fn handle_ack_stamped(&mut self, ack: u32) {
+    pub(crate) fn handle_ack_stamped(&mut self, ack: u32) {
         self.ack_sent = ack;
         if ack == self.seen.0 {
             // All the last poll saw is told; what was consumed since waits
@@ -395,7 +313,7 @@ impl Session {
 
     /// The session starts with the peer knowing our ack `ack` (from the
     /// login frame) and `consumed` bytes consumed so far.
-    pub fn handle_login_ack(&mut self, ack: u32, consumed: u64) {
+    pub(crate) fn handle_login_ack(&mut self, ack: u32, consumed: u64) {
         self.ack_sent = ack;
         self.consumed_acked = consumed;
         self.seen = (ack, consumed);
@@ -414,7 +332,7 @@ impl Session {
     ///
     /// A heartbeat the socket does not take at once still counts as sent:
     /// its rest goes out first next time.
-    pub fn poll_heartbeat(&mut self, now: i64, local_ack: u32, consumed: u64, idle: bool) {
+    pub(crate) fn poll_heartbeat(&mut self, now: i64, local_ack: u32, consumed: u64, idle: bool) {
         self.now = now;
         self.seen = (local_ack, consumed);
         let ack_due = if local_ack == self.ack_sent {
@@ -449,12 +367,12 @@ impl Session {
     }
 
     /// Heartbeats (standalone acks included) queued this session.
-    pub fn heartbeats(&self) -> u64 {
+    pub(crate) fn heartbeats(&self) -> u64 {
         self.heartbeats
     }
 
     /// The `now` at which bytes last came from the peer.
-    pub fn last_heard(&self) -> i64 {
+    pub(crate) fn last_heard(&self) -> i64 {
         self.last_recv
     }
 
@@ -464,11 +382,17 @@ impl Session {
     ///
     /// # Errors
     /// "Timeout" after more than `connection_timeout` of silence.
-    pub fn handle_recv(&mut self, now: i64, got: Option<usize>) -> Result<(), Closed> {
+    pub(crate) fn handle_recv(&mut self, now: i64, got: Option<usize>) -> Result<(), Close> {
         self.now = now;
+        if !self.started {
+            // The first poll: the timers start now.
+            self.started = true;
+            self.last_send = now;
+            self.last_recv = now;
+        }
         match got {
             Some(0) if now.wrapping_sub(self.last_recv) > self.timers.connection_timeout => {
-                Err((CloseReason::Timeout, 0))
+                Err(Close::new(CloseReason::Timeout))
             }
             Some(0) => Ok(()),
             _ => {
@@ -479,8 +403,12 @@ impl Session {
     }
 
     /// The next moment a poll has timer work: a heartbeat, a delayed ack
-    /// or a timeout.
-    pub fn next_deadline(&self) -> i64 {
+    /// or a timeout; `None` before the first poll (which starts the
+    /// timers: poll now).
+    pub(crate) fn next_deadline(&self) -> Option<i64> {
+        if !self.started {
+            return None;
+        }
         let t = &self.timers;
         let mut next = self.last_send.wrapping_add(t.heartbeat_interval);
         let mut earlier = |d: i64| {
@@ -496,7 +424,7 @@ impl Session {
         if let Some(since) = self.ack_waiting_since {
             earlier(since.wrapping_add(t.ack_delay));
         }
-        next
+        Some(next)
     }
 }
 
@@ -515,16 +443,17 @@ mod tests {
     const ACK_DELAY: i64 = 10;
     const BACKLOG: u64 = 64;
 
+    /// A session whose timers started at `now` (its first poll).
     fn session(now: i64) -> Session {
-        Session::new(
-            now,
-            Timers {
-                heartbeat_interval: HB,
-                connection_timeout: TIMEOUT,
-                ack_delay: ACK_DELAY,
-                ack_backlog: BACKLOG,
-            },
-        )
+        let mut s = Session::new(Timers {
+            heartbeat_interval: HB,
+            connection_timeout: TIMEOUT,
+            ack_delay: ACK_DELAY,
+            ack_backlog: BACKLOG,
+        });
+        assert_eq!(s.next_deadline(), None, "not started before its first poll");
+        s.handle_recv(now, Some(0)).unwrap();
+        s
     }
 
     fn is_heartbeat(bytes: &[u8], ack: u32) -> bool {
@@ -568,7 +497,7 @@ mod tests {
         assert_eq!(MsgHeader::decode(&data).unwrap().ack_seq, 3);
         s.poll_heartbeat(2 * HB + 49, ack.get(), 0, true);
         assert!(send(&mut s, &mut q, 64).is_empty());
-        assert_eq!(s.next_deadline(), 2 * HB + 50);
+        assert_eq!(s.next_deadline(), Some(2 * HB + 50));
     }
 
     #[test]
@@ -623,7 +552,7 @@ mod tests {
         ack.advance();
         s.poll_heartbeat(1, ack.get(), 16, true);
         assert!(send(&mut s, &mut q, 64).is_empty(), "delayed");
-        assert_eq!(s.next_deadline(), 1 + ACK_DELAY);
+        assert_eq!(s.next_deadline(), Some(1 + ACK_DELAY));
         s.poll_heartbeat(ACK_DELAY, ack.get(), 16, true);
         assert!(
             send(&mut s, &mut q, 64).is_empty(),
@@ -662,7 +591,7 @@ mod tests {
         s.handle_recv(2 * TIMEOUT + 1, Some(0)).unwrap();
         assert_eq!(
             s.handle_recv(2 * TIMEOUT + 2, Some(0)),
-            Err((CloseReason::Timeout, 0))
+            Err(Close::new(CloseReason::Timeout))
         );
     }
 
@@ -707,14 +636,14 @@ mod tests {
         let beyond = MsgHeader { ack_seq: 5, ..ack1 };
         assert_eq!(
             feed(&mut rb, &mut q, &beyond.encode()),
-            Err((CloseReason::AckBeyondSent, 0))
+            Err(Close::new(CloseReason::AckBeyondSent))
         );
         // (The session closes there; a new one starts with a clear buffer.)
         rb.clear();
         let tiny = MsgHeader { size: 3, ..ack1 };
         assert_eq!(
             feed(&mut rb, &mut q, &tiny.encode()),
-            Err((CloseReason::SizeTooSmall, 0))
+            Err(Close::new(CloseReason::SizeTooSmall))
         );
     }
 }

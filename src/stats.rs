@@ -8,11 +8,12 @@
 //! `<dir>/<name>.stats` (JSON, replaced atomically), which `tcpshm stats`
 //! shows as a table.
 
+use crate::close::Close;
 use crate::conn::Transport;
-use crate::session::CloseReason;
 
 /// One connection's statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ConnStats {
     /// Its transport, once a queue is open.
     pub transport: Option<Transport>,
@@ -42,7 +43,7 @@ pub struct ConnStats {
     /// Share of the send queue in use (0 to 1).
     pub queue_fill: f64,
     /// Why the last session ended, with the OS error (0 if none).
-    pub last_close: Option<(CloseReason, i32)>,
+    pub last_close: Option<Close>,
     /// The caller's `now` when bytes last came from the peer (TCP side of
     /// the current session; for a server's shm connections the control
     /// part has it, and this is `None`).

@@ -10,11 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use tcpshm::config::SECOND_NS;
-use tcpshm::server::ConnId;
-use tcpshm::wire::{Login, LoginResponse, Name};
 use tcpshm::{
-    Accept, Client, ClientHandler, CloseReason, ConnTx, Received, Server, ServerHandler, Transport,
+    Accept, Client, ClientHandler, Close, CloseReason, ConnId, ConnTx, ControlHandler,
+    GroupHandler, LoginRequest, Name, Received, Server, Transport,
 };
 
 /// Consumes the flood slowly (a little work per message, so the producer
@@ -25,17 +23,15 @@ struct SlowSink {
     flood_consumed: u64,
 }
 
-impl ServerHandler for SlowSink {
-    fn on_new_connection(
-        &mut self,
-        _: std::net::SocketAddr,
-        _: &Login,
-        _: &mut LoginResponse,
-    ) -> Accept {
-        Accept::Group(0)
+impl ControlHandler for SlowSink {
+    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+        Accept::group(0)
     }
-    fn on_client_disconnected(&mut self, c: &Name, _: ConnId, reason: CloseReason, _: i32) {
-        self.disconnects.push((c.to_string(), reason));
+}
+
+impl GroupHandler for SlowSink {
+    fn on_client_disconnected(&mut self, _: ConnId, c: &Name, close: Close) {
+        self.disconnects.push((c.to_string(), close.reason));
     }
     fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
         if tx.remote_name().is_some_and(|n| n.as_str() == "flood") {
@@ -66,36 +62,32 @@ struct Counter {
 }
 
 impl ClientHandler for Counter {
-    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
-        now()
-    }
     fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
         msg.pop();
         self.echoes += 1;
     }
-    fn on_disconnected(&mut self, reason: CloseReason, _: i32) {
-        self.disconnects.push(reason);
+    fn on_disconnected(&mut self, close: Close) {
+        self.disconnects.push(close.reason);
     }
 }
 
 /// Echoes one message at a time over `good` for `run_for`, polling both
 /// of its sides; returns the longest wait for an echo.
-fn ping_for(good: &mut Client<Counter>, run_for: Duration) -> Duration {
+fn ping_for(good: &mut Client, h: &mut Counter, run_for: Duration) -> Duration {
     let start = Instant::now();
     let mut last_echo = Instant::now();
     let mut longest_gap = Duration::ZERO;
     let mut sent = 0u64;
     while start.elapsed() < run_for {
-        if good.handler().echoes == sent {
+        if h.echoes == sent {
             let mut m = good.connection().alloc(2, 16).unwrap();
             m.payload_mut().fill(1);
             m.push();
             sent += 1;
         }
-        let before = good.handler().echoes;
-        good.poll_shm(); // does nothing over TCP
-        good.poll_tcp(now());
-        if good.handler().echoes > before {
+        let before = h.echoes;
+        good.poll(now(), h);
+        if h.echoes > before {
             longest_gap = longest_gap.max(last_echo.elapsed());
             last_echo = Instant::now();
         }
@@ -109,31 +101,25 @@ fn a_flood_cannot_starve_heartbeats_or_the_group() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("starve");
     let _c = Cleanup(dir.clone());
-    let timeout = SECOND_NS / 2;
-    let cfg = tcpshm::Config {
-        heartbeat_interval: timeout / 5,
-        connection_timeout: timeout,
-        ..config(&dir)
-    };
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), SlowSink::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let timeout = Duration::from_millis(500);
+    let cfg = config_with(&dir, |c| {
+        c.heartbeat_interval = timeout / 5;
+        c.connection_timeout = timeout;
+    });
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let stop = AtomicBool::new(false);
     let ring_full = AtomicU64::new(0);
-    let run_for = Duration::from_nanos(3 * timeout as u64);
+    let run_for = 3 * timeout;
+    let mut sink = SlowSink::default();
     let (good, flood) = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
         // The server: one thread, as the C++ example runs it.
-        s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
-                server.poll_ctl(now());
-                server.poll_shm(0);
-                std::thread::yield_now();
-            }
-        });
+        serve(s, &mut server, &mut sink, &stop);
         let flood = s.spawn(|| {
-            let mut c =
-                Client::new("flood", dir.join("f"), cfg.clone(), Counter::default()).unwrap();
+            let mut c = client(&dir, "flood", &cfg);
+            let mut h = Counter::default();
             c.connect(Transport::Shm, addr, 0).unwrap();
             let deadline = Instant::now() + run_for + Duration::from_secs(2);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
@@ -145,24 +131,24 @@ fn a_flood_cannot_starve_heartbeats_or_the_group() {
                     m.payload_mut().fill(7);
                     m.push();
                 }
-                c.poll_tcp(now());
+                c.parts().0.poll(now(), &mut h);
                 std::thread::yield_now();
             }
-            std::mem::take(c.handler())
+            h
         });
-        let mut good = Client::new("good", dir.join("g"), cfg.clone(), Counter::default()).unwrap();
+        let mut good = client(&dir, "good", &cfg);
+        let mut h = Counter::default();
         good.connect(Transport::Shm, addr, 0).unwrap();
-        let longest_gap = ping_for(&mut good, run_for);
+        let longest_gap = ping_for(&mut good, &mut h, run_for);
         stop.store(true, Ordering::Relaxed);
         let flood = flood.join().unwrap();
-        ((std::mem::take(good.handler()), longest_gap), flood)
+        ((h, longest_gap), flood)
     });
     let ((good, longest_gap), flood) = (good, flood);
     eprintln!(
         "good client: {} echoes, longest wait {longest_gap:?}",
         good.echoes
     );
-    let sink = server.handler();
     assert!(
         sink.disconnects.is_empty(),
         "server saw {:?}",
@@ -184,7 +170,7 @@ fn a_flood_cannot_starve_heartbeats_or_the_group() {
         good.echoes
     );
     assert!(
-        longest_gap < Duration::from_nanos(timeout as u64 / 10),
+        longest_gap < timeout / 10,
         "the good client waited {longest_gap:?} for an echo"
     );
     assert!(
@@ -198,50 +184,32 @@ fn a_flood_cannot_starve_heartbeats_or_the_group() {
 /// single-threaded server keeps serving another client.
 #[test]
 fn a_heartbeat_flood_cannot_hold_the_control_part() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("hbflood");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), SlowSink::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let stop = AtomicBool::new(false);
     let flooded = AtomicU64::new(0);
     let run_for = Duration::from_secs(1);
+    let mut sink = SlowSink::default();
     let (good, longest_gap) = std::thread::scope(|s| {
         let _stop = StopOnDrop(&stop);
-        s.spawn(|| {
-            while !stop.load(Ordering::Relaxed) {
-                server.poll_ctl(now());
-                server.poll_shm(0);
-                server.poll_tcp(now(), 0);
-                std::thread::yield_now();
-            }
-        });
+        serve(s, &mut server, &mut sink, &stop);
         // A raw shm login, then nothing but heartbeats, as fast as the
         // socket takes them.
-        let mut raw = std::net::TcpStream::connect(addr).unwrap();
-        let mut login = Login::<u8> {
-            use_shm: true,
-            ..Default::default()
-        };
-        login.client_name[..7].copy_from_slice(b"hbflood");
-        raw.write_all(&login.encode(0)).unwrap();
-        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut rsp = [0u8; LoginResponse::<u8>::FRAME];
-        raw.read_exact(&mut rsp).unwrap();
-        let (_, rsp) = LoginResponse::<u8>::decode(&rsp).unwrap();
-        assert_eq!(rsp.status, tcpshm::wire::LoginStatus::Ok);
+        let mut login = tcpshm_v1::Login::new("hbflood");
+        login.use_shm = true;
+        let (peer, rsp) = tcpshm_v1::Peer::login(addr, &login, Duration::from_secs(10)).unwrap();
+        assert_eq!(rsp.status, tcpshm_v1::STATUS_OK);
+        let mut raw = peer.stream;
         let flooded = &flooded;
         let stop = &stop;
         s.spawn(move || {
-            let hb = tcpshm::wire::MsgHeader {
-                size: 8,
-                msg_type: 0,
-                ack_seq: 0,
-            }
-            .encode();
+            let hb = tcpshm_v1::heartbeat(0);
             let burst: Vec<u8> = hb.iter().copied().cycle().take(8 * 1024).collect();
             raw.set_write_timeout(Some(Duration::from_millis(50)))
                 .unwrap();
@@ -252,11 +220,12 @@ fn a_heartbeat_flood_cannot_hold_the_control_part() {
                 }
             }
         });
-        let mut good = Client::new("good", dir.join("g"), cfg.clone(), Counter::default()).unwrap();
+        let mut good = client(&dir, "good", &cfg);
+        let mut h = Counter::default();
         good.connect(Transport::Tcp, addr, 0).unwrap();
-        let longest_gap = ping_for(&mut good, run_for);
+        let longest_gap = ping_for(&mut good, &mut h, run_for);
         stop.store(true, Ordering::Relaxed);
-        (std::mem::take(good.handler()), longest_gap)
+        (h, longest_gap)
     });
     eprintln!(
         "good client: {} echoes, longest wait {longest_gap:?}, {} bytes of heartbeats flooded",

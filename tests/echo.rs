@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use tcpshm::{Client, Server};
+use tcpshm::{Server, Transport};
 
 fn echo_every_size(use_shm: bool) {
     let dir = scratch(if use_shm { "echo-shm" } else { "echo-tcp" });
@@ -16,14 +16,9 @@ fn echo_every_size(use_shm: bool) {
     } else {
         cfg.max_tcp_payload()
     };
-    let mut server = Server::new(
-        "srv",
-        dir.join("server"),
-        cfg.clone(),
-        EchoServer::default(),
-    )
-    .unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let mut server: Server = Server::new("srv", dir.join("server"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let mut echo = EchoServer::default();
     let addr = server.local_addr().unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
     // Sizes 8..=max, every one of them for small sizes, then strided, then
@@ -35,34 +30,32 @@ fn echo_every_size(use_shm: bool) {
     let sizes_ref = &sizes;
     std::thread::scope(|s| {
         let stop = &stop;
+        let echo = &mut echo;
         s.spawn(move || {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                server.poll_ctl(now());
-                if use_shm {
-                    server.poll_shm(0);
-                } else {
-                    server.poll_tcp(now(), 0);
-                }
+                server.poll(now(), echo);
                 std::thread::yield_now();
             }
         });
         let _stop = StopOnDrop(stop);
-        let mut client =
-            Client::new("cli", dir.join("client"), cfg, CheckingClient::default()).unwrap();
-        client
-            .connect(tcpshm::Transport::from_use_shm(use_shm), addr, 7)
-            .unwrap();
+        let mut client = client(&dir, "cli", &cfg);
+        let mut h = CheckingClient::default();
+        let transport = if use_shm {
+            Transport::Shm
+        } else {
+            Transport::Tcp
+        };
+        // The server's login response carries its user data.
+        assert_eq!(client.connect(transport, addr, 7).unwrap(), 42);
         let mut sent = 0u64;
         wait_until(120, "all echoes", || {
             while sent < n && send(client.connection(), sent, sizes_ref[sent as usize]) {
                 sent += 1;
             }
-            client.poll_tcp(now());
-            client.poll_shm();
-            client.handler().received == n
+            client.poll(now(), &mut h);
+            h.received == n
         });
-        assert!(client.handler().disconnects.is_empty());
-        assert_eq!(client.handler().login_user_data, vec![42]);
+        assert!(h.disconnects.is_empty());
     });
 }
 
@@ -90,16 +83,14 @@ fn echo_in_batches(use_shm: bool) {
     };
     let n = 20_000u64;
     let server = with_echo_server(&dir, "srv", &cfg, handler, |addr| {
-        let mut client = Client::new(
-            "cli",
-            dir.join("client"),
-            cfg.clone(),
-            CheckingClient::default(),
-        )
-        .unwrap();
-        client
-            .connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0)
-            .unwrap();
+        let mut client = client(&dir, "cli", &cfg);
+        let mut h = CheckingClient::default();
+        let transport = if use_shm {
+            Transport::Shm
+        } else {
+            Transport::Tcp
+        };
+        client.connect(transport, addr, 0).unwrap();
         let mut sent = 0u64;
         wait_until(120, "all echoes", || {
             // A burst of 1 to 40 messages, then polls only.
@@ -118,11 +109,10 @@ fn echo_in_batches(use_shm: bool) {
                     Err(e) => panic!("alloc: {e}"),
                 }
             }
-            client.poll_shm();
-            client.poll_tcp(now());
-            client.handler().received == n
+            client.poll(now(), &mut h);
+            h.received == n
         });
-        assert!(client.handler().disconnects.is_empty());
+        assert!(h.disconnects.is_empty());
         if use_shm {
             assert!(client.connection().shm_fast_path(), "on the fast path");
         }

@@ -1,37 +1,19 @@
-//! Broken files give clear errors through the callbacks (server:
-//! on_file_error and a "System error" reject; client: on_system_error and a
-//! ConnectError::File), never a SIGBUS or a panic, and no existing file is
-//! overwritten.
+//! Broken files give clear errors (server: on_file_error and a "System
+//! error" reject; client: a ConnectError::File), never a SIGBUS or a
+//! panic, and no existing file is overwritten.
 
 mod common;
 
 use std::path::Path;
 
 use common::*;
-use tcpshm::SetupError;
-use tcpshm::{
-    Client, ClientHandler, Config, ConnTx, ConnectError, FileErrorKind, Received, Server,
-};
+use tcpshm::{Client, ConnectError, FileErrorKind, Server, SetupError};
 
-/// A client that records system errors.
-#[derive(Default)]
-struct Recorder {
-    errors: Vec<String>,
-}
+/// Bytes of a queue file's header, before its message area
+/// (`docs/protocol.md`, "The send queue file").
+const FILE_HEADER_SIZE: usize = 64;
 
-impl ClientHandler for Recorder {
-    fn on_system_error(&mut self, e: &ConnectError) {
-        self.errors.push(e.to_string());
-    }
-    fn on_login_success(&mut self, _: &tcpshm::wire::LoginResponse) -> i64 {
-        now()
-    }
-    fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
-        msg.pop();
-    }
-}
-
-fn rejected_system_error(r: Result<(), ConnectError>) {
+fn rejected_system_error(r: Result<u8, ConnectError>) {
     match r {
         Err(ConnectError::Rejected(t)) => assert_eq!(t, "System error"),
         other => panic!("expected a System error reject, got {other:?}"),
@@ -44,15 +26,14 @@ fn server_side_queue_files_broken() {
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
     std::fs::create_dir_all(dir.join("s")).unwrap();
-    let size = tcpshm::ptcp_queue::FILE_HEADER_SIZE + cfg.tcp_queue_size;
+    let size = FILE_HEADER_SIZE + cfg.tcp_queue_size;
     // garbage of the right size, a truncated file, a directory in its place
     std::fs::write(dir.join("s/srv_garbage.ptcp"), vec![0x42u8; size]).unwrap();
     std::fs::write(dir.join("s/srv_short.ptcp"), b"TCPSHMPQ").unwrap();
     std::fs::create_dir_all(dir.join("s/srv_adir.ptcp")).unwrap();
     let h = with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         for name in ["garbage", "short", "adir"] {
-            let mut c =
-                Client::new(name, dir.join(name), cfg.clone(), CheckingClient::default()).unwrap();
+            let mut c = client(&dir, name, &cfg);
             rejected_system_error(c.connect(tcpshm::Transport::Tcp, addr, 0));
         }
     });
@@ -100,7 +81,7 @@ fn client_side_files_broken() {
             std::fs::create_dir_all(&d).unwrap();
             let f = d.join(format!("{name}.lastserver"));
             std::fs::write(&f, bytes).unwrap();
-            let mut c = Client::new(name, &d, cfg.clone(), Recorder::default()).unwrap();
+            let mut c: Client = Client::new(name, &d, cfg.clone()).unwrap();
             match c.connect(tcpshm::Transport::Tcp, addr, 0) {
                 Err(ConnectError::File(e)) => {
                     assert_eq!(e.path, f);
@@ -108,18 +89,17 @@ fn client_side_files_broken() {
                 }
                 other => panic!("{name}: expected a file error, got {other:?}"),
             }
-            assert_eq!(c.handler().errors.len(), 1);
             assert_eq!(std::fs::read(&f).unwrap(), bytes, "not overwritten");
         }
         // The pair's queue file is corrupt on the client side.
-        let mut c = Client::new("cq", dir.join("cq"), cfg.clone(), Recorder::default()).unwrap();
+        let mut c = client(&dir, "cq", &cfg);
         c.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         c.stop();
         let q = dir.join("cq/cq_srv.ptcp");
         let mut b = std::fs::read(&q).unwrap();
         b[0] = b'Z';
         std::fs::write(&q, &b).unwrap();
-        let mut c = Client::new("cq", dir.join("cq"), cfg.clone(), Recorder::default()).unwrap();
+        let mut c = client(&dir, "cq", &cfg);
         match c.connect(tcpshm::Transport::Tcp, addr, 0) {
             Err(ConnectError::File(e)) => {
                 assert!(matches!(e.kind, FileErrorKind::Corrupt(_)), "{e}");
@@ -140,8 +120,7 @@ fn shm_object_of_the_wrong_size() {
     let obj = cfg.shm_dir.join("srv_w.shm");
     std::fs::write(&obj, vec![7u8; 1000]).unwrap();
     let h = with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
-        let mut c =
-            Client::new("w", dir.join("w"), cfg.clone(), CheckingClient::default()).unwrap();
+        let mut c = client(&dir, "w", &cfg);
         rejected_system_error(c.connect(tcpshm::Transport::Shm, addr, 0));
     });
     assert!(
@@ -159,17 +138,12 @@ fn directory_not_writable() {
     let file = dir.join("a-file");
     std::fs::write(&file, b"x").unwrap();
     // A directory below a regular file cannot be created (root included).
-    match Client::<_>::new(
-        "c",
-        file.join("sub"),
-        config(&dir),
-        CheckingClient::default(),
-    ) {
+    match Client::<u8, u8>::new("c", file.join("sub"), config(&dir)) {
         Err(SetupError::Dir(e)) => assert!(e.to_string().contains("a-file/sub"), "{e}"),
         Err(e) => panic!("expected a directory error, got {e}"),
         Ok(_) => panic!("expected a directory error"),
     }
-    assert!(Server::<_>::new("s", file.join("sub"), config(&dir), EchoServer::default()).is_err());
+    assert!(Server::<u8, u8>::new("s", file.join("sub"), config(&dir)).is_err());
 }
 
 /// Mounts a 1 MiB tmpfs at `at` if this machine allows it (root in a
@@ -191,20 +165,23 @@ fn full_shm_filesystem_is_a_clear_error_at_login() {
     std::fs::create_dir_all(&small).unwrap();
     let mounted = small_tmpfs(&small);
     let _umount = Umount(mounted.then(|| small.clone()));
-    let cfg = Config {
-        shm_dir: small.clone(),
-        // On the 1 MiB tmpfs a 2 MiB queue cannot be reserved; without the
-        // mount, a queue larger than any /dev/shm stands in for "full".
-        shm_queue_size: if mounted { 2 << 20 } else { 1 << 36 },
-        ..config(&dir)
+    // On the 1 MiB tmpfs a 2 MiB queue cannot be reserved; without the
+    // mount, a queue larger than the directory's free space stands in for
+    // "full" (whatever the size of the disk).
+    let size = if mounted {
+        2 << 20
+    } else {
+        beyond_free_space(&small)
     };
+    let cfg = config_with(&dir, |c| {
+        c.shm_dir = small.clone();
+        c.shm_queue_size = size;
+    });
     let h = with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
-        let mut c =
-            Client::new("f", dir.join("f"), cfg.clone(), CheckingClient::default()).unwrap();
+        let mut c = client(&dir, "f", &cfg);
         rejected_system_error(c.connect(tcpshm::Transport::Shm, addr, 0));
         // A TCP client of the same server is unaffected.
-        let mut t =
-            Client::new("t", dir.join("t"), cfg.clone(), CheckingClient::default()).unwrap();
+        let mut t = client(&dir, "t", &cfg);
         t.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
     });
     let e = &h.file_errors[0];
@@ -214,6 +191,21 @@ fn full_shm_filesystem_is_a_clear_error_at_login() {
     );
     // Nothing half-made is left behind.
     assert!(!small.join("srv_f.shm").exists());
+}
+
+/// A queue size that cannot be reserved in `dir` now: a power of two
+/// above its free space.
+fn beyond_free_space(dir: &Path) -> usize {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a zeroed statvfs is a valid value; the path is a valid C
+    // string and the struct valid for the call.
+    let free = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0);
+        st.f_bavail as u64 * st.f_frsize as u64
+    };
+    (free as usize + 1).next_power_of_two()
 }
 
 /// Unmounts on drop, so a failing test leaves no mount behind.
@@ -231,13 +223,9 @@ impl Drop for Umount {
 fn file_mode_option_shares_with_the_group() {
     let dir = scratch("mode");
     let _c = Cleanup(dir.clone());
-    let cfg = Config {
-        file_mode: 0o660,
-        ..config(&dir)
-    };
+    let cfg = config_with(&dir, |c| c.file_mode = 0o660);
     with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
-        let mut c =
-            Client::new("m", dir.join("m"), cfg.clone(), CheckingClient::default()).unwrap();
+        let mut c = client(&dir, "m", &cfg);
         c.connect(tcpshm::Transport::Shm, addr, 0).unwrap();
     });
     use std::os::unix::fs::PermissionsExt;
@@ -254,8 +242,7 @@ fn file_mode_option_shares_with_the_group() {
     let _c2 = Cleanup(d2.clone());
     let cfg2 = config(&d2);
     with_echo_server(&d2, "srv", &cfg2, EchoServer::default(), |addr| {
-        let mut c =
-            Client::new("m", d2.join("m"), cfg2.clone(), CheckingClient::default()).unwrap();
+        let mut c = client(&d2, "m", &cfg2);
         c.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
     });
     let mode = std::fs::metadata(d2.join("s/srv_m.ptcp"))

@@ -4,81 +4,79 @@
 
 mod common;
 
-use common::*;
-use tcpshm::{Client, CloseReason, Config, Server};
+use std::time::Duration;
 
+use common::*;
+use tcpshm::{CloseReason, Server, Transport};
+
+/// The fake clock's tick is the default one, a nanosecond.
 const HB: i64 = 100;
 const TIMEOUT: i64 = 5000;
 
 fn heartbeat(use_shm: bool) {
     let dir = scratch("hb");
     let _c = Cleanup(dir.clone());
-    let cfg = Config {
-        heartbeat_interval: HB,
-        ack_delay: HB / 4,
-        connection_timeout: TIMEOUT,
-        new_connection_timeout: TIMEOUT,
-        ..config(&dir)
-    };
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let cfg = config_with(&dir, |c| {
+        let ticks = |t: i64| Duration::from_nanos(t as u64);
+        c.heartbeat_interval = ticks(HB);
+        c.ack_delay = ticks(HB / 4);
+        c.connection_timeout = ticks(TIMEOUT);
+        c.new_connection_timeout = ticks(TIMEOUT);
+        // The fake clock moves 10 ticks a step: poll the sockets at every
+        // step, not every 200 µs of real time.
+        c.socket_poll_interval = Duration::ZERO;
+    });
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let mut t: i64 = 0;
-    let handler = CheckingClient {
-        login_now: Some(0),
-        ..Default::default()
-    };
-    let mut client = Client::new("cli", dir.join("c"), cfg, handler).unwrap();
+    let mut echo = EchoServer::default();
+    let mut h = CheckingClient::default();
+    let mut client = client(&dir, "cli", &cfg);
     // Login: the client blocks in connect while the server must be polled,
     // so connect from a helper thread and poll the server here.
+    let transport = if use_shm {
+        Transport::Shm
+    } else {
+        Transport::Tcp
+    };
     std::thread::scope(|s| {
-        let h = s.spawn(|| client.connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0));
-        while !h.is_finished() {
-            server.poll_ctl(t);
-            server.poll_tcp(t, 0);
-            server.poll_shm(0);
+        let c = s.spawn(|| client.connect(transport, addr, 0));
+        while !c.is_finished() {
+            server.poll(t, &mut echo);
             std::thread::yield_now();
         }
-        h.join().unwrap().unwrap();
+        c.join().unwrap().unwrap();
     });
-    let poll_server = |server: &mut Server<EchoServer>, t| {
-        server.poll_ctl(t);
-        server.poll_tcp(t, 0);
-        server.poll_shm(0);
-    };
     // Quiet but live: 10 timeouts of fake time, 10 ticks a step, with real
     // pauses so the heartbeats cross loopback.
     let end = 10 * TIMEOUT;
     while t < end {
         t += 10;
         for _ in 0..3 {
-            poll_server(&mut server, t);
-            client.poll_tcp(t);
-            client.poll_shm();
+            server.poll(t, &mut echo);
+            client.poll(t, &mut h);
         }
-        std::thread::sleep(std::time::Duration::from_micros(50));
+        std::thread::sleep(Duration::from_micros(50));
     }
-    assert!(
-        client.handler().disconnects.is_empty(),
-        "live peer disconnected"
-    );
-    assert!(
-        server.handler().disconnects.is_empty(),
-        "live peer disconnected"
-    );
+    assert!(h.disconnects.is_empty(), "live peer disconnected");
+    assert!(echo.disconnects.is_empty(), "live peer disconnected");
     assert!(!client.connection().is_closed());
     // The client stops polling: the server times it out after TIMEOUT.
     let silent_from = t;
     wait_until(30, "server timeout", || {
         t += 10;
-        poll_server(&mut server, t);
-        std::thread::sleep(std::time::Duration::from_micros(50));
-        !server.handler().disconnects.is_empty()
+        server.poll(t, &mut echo);
+        std::thread::sleep(Duration::from_micros(50));
+        !echo.disconnects.is_empty()
     });
-    let (who, reason) = server.handler().disconnects[0].clone();
+    let (who, reason) = echo.disconnects[0].clone();
     assert_eq!((who.as_str(), reason), ("cli", CloseReason::Timeout));
+    // The client's last heartbeat went out at most one interval before it
+    // fell silent (its timers started at its first poll, in no phase with
+    // this loop): the timeout counts from there.
     assert!(
-        t - silent_from > TIMEOUT,
+        t - silent_from > TIMEOUT - HB,
         "closed after {} ticks",
         t - silent_from
     );
@@ -89,8 +87,8 @@ fn heartbeat(use_shm: bool) {
     );
     // The client sees the server's close when it polls again.
     wait_until(30, "client sees the close", || {
-        client.poll_tcp(t);
-        !client.handler().disconnects.is_empty()
+        client.poll(t, &mut h);
+        !h.disconnects.is_empty()
     });
     assert!(client.connection().is_closed());
 }

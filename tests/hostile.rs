@@ -11,72 +11,67 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tcpshm::config::SECOND_NS;
-use tcpshm::server::ConnId;
-use tcpshm::wire::{Login, LoginResponse, LoginStatus, Name};
 use tcpshm::{
-    Accept, AllocError, Client, ClientHandler, CloseReason, Config, ConnTx, Connection, Received,
-    Server, ServerHandler,
+    Accept, AllocError, ClientHandler, Close, Config, ConnId, ConnTx, Connection, ControlHandler,
+    GroupHandler, LoginRequest, Name, Received, Server,
 };
+use tcpshm_v1::{Login, Response, STATUS_OK, STATUS_REJECTED};
 
 fn login_frame(name: &[u8]) -> Vec<u8> {
-    let mut login = Login::<u8>::default();
-    login.client_name[..name.len()].copy_from_slice(name);
-    login.encode(0)
+    let mut login = Login::new("");
+    login.client[..name.len()].copy_from_slice(name);
+    login.encode()
 }
 
-fn read_response(s: &mut TcpStream) -> Option<LoginResponse> {
+fn read_response(s: &mut TcpStream) -> Option<Response> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut b = vec![0u8; LoginResponse::<u8>::FRAME];
+    let mut b = vec![0u8; Response::frame_len(Login::U8)];
     s.read_exact(&mut b).ok()?;
-    Some(LoginResponse::<u8>::decode(&b).unwrap().1)
+    Some(Response::decode(&b, Login::U8).unwrap())
 }
 
 /// Keeps a good client exchanging messages while `f` runs its abuse.
 fn with_good_client(cfg: Config, f: impl FnOnce(SocketAddr, &mut dyn FnMut())) -> EchoServer {
     let dir = cfg.shm_dir.parent().unwrap().to_path_buf();
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let stop = AtomicBool::new(false);
+    let mut echo = EchoServer::default();
     std::thread::scope(|s| {
-        serve(s, &mut server, false, &stop);
+        serve(s, &mut server, &mut echo, &stop);
         let _stop = StopOnDrop(&stop);
-        let handler = CheckingClient {
+        let mut h = CheckingClient {
             len_of: Some(small_len),
             ..Default::default()
         };
-        let mut good = Client::new("good", dir.join("g"), cfg.clone(), handler).unwrap();
+        let mut good = client(&dir, "g", &cfg);
         good.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         let mut sent = 0u64;
         let mut keep_going = || {
             if sent < 1_000_000 && send(good.connection(), sent, small_len(sent)) {
                 sent += 1;
             }
-            good.poll_tcp(now());
+            good.poll(now(), &mut h);
         };
         f(addr, &mut keep_going);
         // The good client still gets everything back.
         wait_until(30, "good client's echoes", || {
-            good.poll_tcp(now());
-            good.handler().received == sent
+            good.poll(now(), &mut h);
+            h.received == sent
         });
         assert!(sent > 0);
-        assert!(
-            good.handler().disconnects.is_empty(),
-            "good client disturbed"
-        );
+        assert!(h.disconnects.is_empty(), "good client disturbed");
     });
-    std::mem::take(server.handler())
+    echo
 }
 
 fn cfg(tag: &str) -> (Config, Cleanup) {
     let dir = scratch(tag);
-    let c = Config {
-        new_connection_timeout: SECOND_NS / 5,
-        tcp_conns_per_group: 8,
-        ..config(&dir)
-    };
+    let c = config_with(&dir, |c| {
+        c.new_connection_timeout = Duration::from_millis(200);
+        c.tcp_conns_per_group = 8;
+    });
     (c, Cleanup(dir))
 }
 
@@ -94,7 +89,7 @@ fn slow_loris_login_in_one_byte_writes_succeeds() {
             }
         }
         let r = read_response(&mut s).expect("answer");
-        assert_eq!(r.status, LoginStatus::Ok);
+        assert_eq!(r.status, STATUS_OK);
     });
     assert!(h.logons.contains(&"loris".to_string()));
 }
@@ -138,7 +133,7 @@ fn garbage_before_login_and_bad_names_are_refused() {
             let mut f = login_frame(&bad[..bad.len().min(16)]);
             if bad.len() == 16 {
                 // 16 bytes, no NUL terminator in the field.
-                let off = Login::<u8>::CLIENT_NAME_OFFSET;
+                let off = Login::client_offset(Login::U8);
                 f[off..off + 16].copy_from_slice(bad);
             }
             let mut s = TcpStream::connect(addr).unwrap();
@@ -146,7 +141,7 @@ fn garbage_before_login_and_bad_names_are_refused() {
             let r = read_response(&mut s).expect("an answer");
             assert_eq!(
                 (r.status, r.error_text().as_str()),
-                (LoginStatus::Rejected, "Invalid client name"),
+                (STATUS_REJECTED, "Invalid client name"),
                 "{bad:?}"
             );
             tick();
@@ -155,7 +150,7 @@ fn garbage_before_login_and_bad_names_are_refused() {
         let mut s = TcpStream::connect(addr).unwrap();
         s.write_all(&login_frame(b"ab\0cd")).unwrap();
         let r = read_response(&mut s).expect("an answer");
-        assert_eq!(r.status, LoginStatus::Ok);
+        assert_eq!(r.status, STATUS_OK);
     });
 }
 
@@ -173,7 +168,7 @@ fn connection_flood_beyond_the_pending_limit() {
             tick();
         }
         // A new client still gets in while the flood drains.
-        let mut late = Client::new("late", &dir2, cfg2.clone(), CheckingClient::default()).unwrap();
+        let mut late: tcpshm::Client = tcpshm::Client::new("late", &dir2, cfg2.clone()).unwrap();
         std::thread::scope(|s| {
             let h = s.spawn(|| late.connect(tcpshm::Transport::Tcp, addr, 0));
             while !h.is_finished() {
@@ -194,11 +189,14 @@ struct Pusher {
     conns: Vec<ConnId>,
 }
 
-impl ServerHandler for Pusher {
-    fn on_new_connection(&mut self, _: SocketAddr, _: &Login, _: &mut LoginResponse) -> Accept {
-        Accept::Group(0)
+impl ControlHandler for Pusher {
+    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+        Accept::group(0)
     }
-    fn on_client_logon(&mut self, _: SocketAddr, id: ConnId, _: &mut Connection) {
+}
+
+impl GroupHandler for Pusher {
+    fn on_client_logon(&mut self, id: ConnId, _: &LoginRequest, _: &mut Connection) {
         self.conns.push(id);
     }
     fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, _: &mut ConnTx) {
@@ -210,9 +208,6 @@ impl ServerHandler for Pusher {
 struct Counter(u64);
 
 impl ClientHandler for Counter {
-    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
-        now()
-    }
     fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
         assert_eq!(
             u64::from_le_bytes(msg.payload()[..8].try_into().unwrap()),
@@ -221,8 +216,8 @@ impl ClientHandler for Counter {
         msg.pop();
         self.0 += 1;
     }
-    fn on_disconnected(&mut self, r: CloseReason, _: i32) {
-        panic!("disconnected: {r}");
+    fn on_disconnected(&mut self, close: Close) {
+        panic!("disconnected: {close}");
     }
 }
 
@@ -230,36 +225,34 @@ impl ClientHandler for Counter {
 fn stalled_client_fills_only_its_own_queue() {
     let dir = scratch("stall");
     let _c = Cleanup(dir.clone());
-    let cfg = Config {
-        tcp_queue_size: 4096,
-        tcp_recv_buf_max_size: 8192,
-        ..config(&dir)
-    };
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), Pusher::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let cfg = config_with(&dir, |c| {
+        c.tcp_queue_size = 4096;
+        c.tcp_recv_buf_max_size = 8192;
+    });
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
-    let mut live = Client::new("live", dir.join("l"), cfg.clone(), Counter::default()).unwrap();
-    let mut stalled =
-        Client::new("stalled", dir.join("t"), cfg.clone(), Counter::default()).unwrap();
+    let mut pusher = Pusher::default();
+    let mut live = client(&dir, "live", &cfg);
+    let mut live_h = Counter::default();
+    let mut stalled = client(&dir, "stalled", &cfg);
     std::thread::scope(|s| {
         let h = s.spawn(|| {
             live.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
             stalled.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         });
         while !h.is_finished() {
-            server.poll_ctl(now());
-            server.poll_tcp(now(), 0);
+            server.poll(now(), &mut pusher);
         }
         h.join().unwrap();
     });
     {
         wait_until(10, "both logged on", || {
-            server.poll_ctl(now());
-            server.poll_tcp(now(), 0);
-            server.handler().conns.len() == 2
+            server.poll(now(), &mut pusher);
+            pusher.conns.len() == 2
         });
-        let ids = server.handler().conns.clone();
-        let id_of = |server: &mut Server<Pusher>, name: &str| {
+        let ids = pusher.conns.clone();
+        let id_of = |server: &mut Server, name: &str| {
             *ids.iter()
                 .find(|id| {
                     server
@@ -295,10 +288,9 @@ fn stalled_client_fills_only_its_own_queue() {
                         Err(e) => panic!("{e}"),
                     }
                 }
-                server.poll_ctl(now());
-                server.poll_tcp(now(), 0);
-                live.poll_tcp(now());
-                stalled_full && live.handler().0 >= 20_000
+                server.poll(now(), &mut pusher);
+                live.poll(now(), &mut live_h);
+                stalled_full && live_h.0 >= 20_000
             },
         );
         // The stalled connection's queue holds what it could: a few hundred

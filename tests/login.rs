@@ -9,21 +9,21 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use common::*;
-use tcpshm::wire::{Login, LoginResponse, LoginStatus, Name};
-use tcpshm::{Client, Config, ConnectError, Server};
+use tcpshm::{Client, ConnectError, Server};
+use tcpshm_v1::{Login, Response, STATUS_REJECTED};
 
-fn raw_login(addr: std::net::SocketAddr, frame: &[u8]) -> Option<LoginResponse> {
+fn raw_login(addr: std::net::SocketAddr, frame: &[u8]) -> Option<Response> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(frame).unwrap();
-    let mut b = vec![0u8; LoginResponse::<u8>::FRAME];
+    let mut b = vec![0u8; Response::frame_len(Login::U8)];
     match s.read_exact(&mut b) {
-        Ok(()) => Some(LoginResponse::<u8>::decode(&b).unwrap().1),
+        Ok(()) => Some(Response::decode(&b, Login::U8).unwrap()),
         Err(_) => None, // closed without an answer
     }
 }
 
-fn rejected(r: Result<(), ConnectError>) -> String {
+fn rejected(r: Result<u8, ConnectError>) -> String {
     match r {
         Err(ConnectError::Rejected(t)) => t,
         other => panic!("expected a rejection, got {other:?}"),
@@ -34,57 +34,46 @@ fn rejected(r: Result<(), ConnectError>) -> String {
 fn rejects_carry_the_protocol_texts() {
     let dir = scratch("login");
     let _c = Cleanup(dir.clone());
-    let cfg = Config {
-        tcp_conns_per_group: 1,
-        ..config(&dir)
-    };
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let cfg = config_with(&dir, |c| c.tcp_conns_per_group = 1);
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let stop = AtomicBool::new(false);
+    let mut echo = EchoServer::default();
     std::thread::scope(|s| {
-        serve(s, &mut server, false, &stop);
+        serve(s, &mut server, &mut echo, &stop);
         let _stop = StopOnDrop(&stop);
 
         // Empty client name (only a raw peer can send one).
-        let login = Login::<u8>::default();
-        let r = raw_login(addr, &login.encode(0)).expect("an answer");
+        let r = raw_login(addr, &Login::new("").encode()).expect("an answer");
         assert_eq!(
             (r.status, r.error_text().as_str()),
-            (LoginStatus::Rejected, "Invalid client name")
+            (STATUS_REJECTED, "Invalid client name")
         );
-        assert_eq!(Name::from_wire(&r.server_name).unwrap().as_str(), "srv");
+        assert_eq!(r.server_name(), "srv");
 
         // A name that would escape the directory.
-        let mut login = Login::<u8>::default();
-        login.client_name[..5].copy_from_slice(b"../x\0");
-        let r = raw_login(addr, &login.encode(0)).expect("an answer");
+        let r = raw_login(addr, &Login::new("../x").encode()).expect("an answer");
         assert_eq!(r.error_text(), "Invalid client name");
 
         // A wrong frame: dropped with the connection, no answer.
-        let mut junk = Login::<u8>::default().encode(0);
+        let mut junk = Login::new("").encode();
         junk[2] = 9; // msg_type 9
         assert!(raw_login(addr, &junk).is_none());
-        let mut junk = Login::<u8>::default().encode(0);
+        let mut junk = Login::new("").encode();
         junk[0] = 40; // size 40
         assert!(raw_login(addr, &junk).is_none());
 
         // Max clients (one slot), and already logged on (same name).
-        let mut a =
-            Client::new("a", dir.join("a"), cfg.clone(), CheckingClient::default()).unwrap();
+        let mut a = client(&dir, "a", &cfg);
+        let mut ah = CheckingClient::default();
         a.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
-        let mut b =
-            Client::new("b", dir.join("b"), cfg.clone(), CheckingClient::default()).unwrap();
+        let mut b = client(&dir, "b", &cfg);
         assert_eq!(
             rejected(b.connect(tcpshm::Transport::Tcp, addr, 0)),
             "Max client cnt exceeded"
         );
-        assert_eq!(
-            b.handler().rejects,
-            vec!["Max client cnt exceeded".to_string()]
-        );
-        let mut a2 =
-            Client::new("a", dir.join("a2"), cfg.clone(), CheckingClient::default()).unwrap();
+        let mut a2: Client = Client::new("a", dir.join("a2"), cfg.clone()).unwrap();
         assert_eq!(
             rejected(a2.connect(tcpshm::Transport::Tcp, addr, 0)),
             "Already loggned on"
@@ -92,8 +81,8 @@ fn rejects_carry_the_protocol_texts() {
         // The logged-on client is not disturbed.
         assert!(send(a.connection(), 0, 16));
         wait_until(30, "echo", || {
-            a.poll_tcp(now());
-            a.handler().received == 1
+            a.poll(now(), &mut ah);
+            ah.received == 1
         });
     });
 }
@@ -103,16 +92,23 @@ fn application_reject_with_its_text_or_the_default() {
     let dir = scratch("reject");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    for (text, want) in [("Go away", "Go away"), ("", "Login Reject")] {
+    // A text longer than the response's 31 bytes is cut at a character
+    // boundary: 20 two-byte characters become 15.
+    let long = "é".repeat(20);
+    let cut = "é".repeat(15);
+    for (text, want) in [("Go away", "Go away"), ("", "Login Reject"), (&long, &cut)] {
         let handler = EchoServer {
             reject: Some(text.to_string()),
             ..Default::default()
         };
         with_echo_server(&dir, "srv", &cfg, handler, |addr| {
-            let mut c =
-                Client::new("c", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
+            let mut c = client(&dir, "c", &cfg);
             assert_eq!(rejected(c.connect(tcpshm::Transport::Tcp, addr, 0)), want);
             assert!(c.connection().is_closed());
+            // A rejected client has logged in to nothing: it records no
+            // last server, and no pair file.
+            assert!(!dir.join("c/c.lastserver").exists());
+            assert!(!dir.join("c/c_srv.ptcp").exists());
         });
     }
 }
@@ -126,7 +122,7 @@ fn connect_errors_are_values() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut c = Client::new("c", dir.join("c"), config(&dir), CheckingClient::default()).unwrap();
+    let mut c = client(&dir, "c", &config(&dir));
     match c.connect(tcpshm::Transport::Tcp, port, 0) {
         Err(ConnectError::Io {
             op: "connect",
@@ -137,21 +133,15 @@ fn connect_errors_are_values() {
         other => panic!("expected connection refused, got {other:?}"),
     }
     // Bad names and configs are refused at construction.
-    assert!(Client::<_>::new(
-        "a/b",
-        dir.join("x"),
-        config(&dir),
-        CheckingClient::default()
-    )
-    .is_err());
-    let bad = Config {
-        shm_queue_size: 3000,
-        ..config(&dir)
-    };
-    let e = Server::<_>::new("srv", dir.join("y"), bad, EchoServer::default())
-        .err()
-        .unwrap();
-    assert!(e.to_string().contains("shm_queue_size 3000"), "{e}");
+    assert!(Client::<u8, u8>::new("a/b", dir.join("x"), config(&dir)).is_err());
+    let bad = config_with(&dir, |c| c.shm_queue_size = 3000);
+    match Server::<u8, u8>::new("srv", dir.join("y"), bad) {
+        Err(tcpshm::SetupError::Config(e)) => {
+            assert_eq!(e.setting, "shm_queue_size");
+            assert!(e.to_string().contains("shm_queue_size: 3000"), "{e}");
+        }
+        other => panic!("expected a config error, got {other:?}"),
+    }
 }
 
 #[test]
@@ -159,29 +149,29 @@ fn ipv6_and_bound_port() {
     let dir = scratch("v6");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-    if server.start("[::1]:0").is_err() {
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    if server.listen("[::1]:0").is_err() {
         eprintln!("no IPv6 loopback here: skipped");
         return;
     }
     let addr = server.local_addr().unwrap();
     assert!(addr.is_ipv6() && addr.port() != 0);
     // A second server on the same port: a clear error value.
-    let mut other =
-        Server::new("srv2", dir.join("s2"), cfg.clone(), EchoServer::default()).unwrap();
-    let e = other.start(addr).unwrap_err();
+    let mut other: Server = Server::new("srv2", dir.join("s2"), cfg.clone()).unwrap();
+    let e = other.listen(addr).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
     let stop = AtomicBool::new(false);
+    let mut echo = EchoServer::default();
     std::thread::scope(|s| {
-        serve(s, &mut server, false, &stop);
+        serve(s, &mut server, &mut echo, &stop);
         let _stop = StopOnDrop(&stop);
-        let mut c =
-            Client::new("c", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
+        let mut c = client(&dir, "c", &cfg);
+        let mut h = CheckingClient::default();
         c.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         assert!(send(c.connection(), 0, 8));
         wait_until(30, "echo", || {
-            c.poll_tcp(now());
-            c.handler().received == 1
+            c.poll(now(), &mut h);
+            h.received == 1
         });
     });
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tcpshm::{Client, Server, Transport};
+use tcpshm::{Server, Transport};
 
 const FLOOD: usize = 1000;
 
@@ -46,16 +46,14 @@ fn login_within_a_second(kind: &str, flood_byte: Option<u8>) {
     raise_fd_limit();
     let dir = scratch(kind);
     let _c = Cleanup(dir.clone());
-    let cfg = tcpshm::Config {
-        connect_timeout: Duration::from_secs(5),
-        ..config(&dir)
-    };
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let cfg = config_with(&dir, |c| c.connect_timeout = Duration::from_secs(5));
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let stop = AtomicBool::new(false);
+    let mut echo = EchoServer::default();
     std::thread::scope(|s| {
-        serve(s, &mut server, false, &stop);
+        serve(s, &mut server, &mut echo, &stop);
         let _stop = StopOnDrop(&stop);
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut flood = Vec::with_capacity(FLOOD);
@@ -70,13 +68,8 @@ fn login_within_a_second(kind: &str, flood_byte: Option<u8>) {
                 "{kind}: the server stopped draining its accept backlog (connects block)"
             );
         }
-        let mut client = Client::new(
-            "real",
-            dir.join("real"),
-            cfg.clone(),
-            CheckingClient::default(),
-        )
-        .unwrap();
+        let mut client = client(&dir, "real", &cfg);
+        let mut h = CheckingClient::default();
         let t = Instant::now();
         client
             .connect(Transport::Tcp, addr, 0)
@@ -89,8 +82,8 @@ fn login_within_a_second(kind: &str, flood_byte: Option<u8>) {
         );
         assert!(send(client.connection(), 0, 16));
         wait_until(10, "an echo", || {
-            client.poll_tcp(now());
-            client.handler().received == 1
+            client.poll(now(), &mut h);
+            h.received == 1
         });
         drop(flood);
     });

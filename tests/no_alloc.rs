@@ -1,8 +1,8 @@
 //! No heap allocation per message on the hot path: a counting global
 //! allocator around a loop of alloc/push/front/pop on both sides, over
 //! both transports, after a warm-up (buffers reach their working size).
-//! And no page fault on a shared-memory ring's first lap: its mapping is
-//! populated when it is opened.
+//! (That a shared-memory ring takes no page fault on its first lap is a
+//! test of the queue's, in `src/shm_queue/tests`.)
 
 mod common;
 
@@ -10,22 +10,21 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
 use common::{config, now, scratch, small_len, Cleanup};
-use tcpshm::server::ConnId;
-use tcpshm::wire::{Login, LoginResponse};
-use tcpshm::{Accept, Client, ClientHandler, ConnTx, Connection, Received, Server, ServerHandler};
+use tcpshm::{
+    Accept, Client, ClientHandler, ConnId, ConnTx, Connection, ControlHandler, GroupHandler,
+    LoginRequest, Received, Server, Transport,
+};
 
 /// Echoes without allocating.
 struct Echo;
 
-impl ServerHandler for Echo {
-    fn on_new_connection(
-        &mut self,
-        _: std::net::SocketAddr,
-        _: &Login,
-        _: &mut LoginResponse,
-    ) -> Accept {
-        Accept::Group(0)
+impl ControlHandler for Echo {
+    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+        Accept::group(0)
     }
+}
+
+impl GroupHandler for Echo {
     fn on_client_msg(&mut self, _id: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
         let Ok(mut rsp) = tx.alloc(msg.msg_type(), msg.payload().len()) else {
             return;
@@ -47,9 +46,6 @@ fn byte(seq: u64, j: usize) -> u8 {
 }
 
 impl ClientHandler for Check {
-    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
-        now()
-    }
     fn on_server_msg(&mut self, msg: Received<'_>, _tx: &mut ConnTx) {
         let p = msg.payload();
         assert_eq!(
@@ -115,26 +111,14 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
-fn ping_pong(
-    server: &mut Server<Echo>,
-    client: &mut Client<Check>,
-    use_shm: bool,
-    from: u64,
-    to: u64,
-) {
+fn ping_pong(server: &mut Server, client: &mut Client, check: &mut Check, from: u64, to: u64) {
     for seq in from..to {
         assert!(send(client.connection(), seq, small_len(seq)));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while client.handler().received <= seq {
+        while check.received <= seq {
             let t = now();
-            server.poll_ctl(t);
-            if use_shm {
-                server.poll_shm(0);
-            } else {
-                server.poll_tcp(t, 0);
-            }
-            client.poll_tcp(t);
-            client.poll_shm();
+            server.poll(t, &mut Echo);
+            client.poll(t, check);
             assert!(std::time::Instant::now() < deadline, "echo {seq} lost");
         }
     }
@@ -144,25 +128,29 @@ fn no_alloc(use_shm: bool) {
     let dir = scratch("noalloc");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), Echo).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
-    let mut client = Client::new("cli", dir.join("c"), cfg, Check::default()).unwrap();
+    let mut client: Client = Client::new("cli", dir.join("c"), cfg).unwrap();
+    let mut check = Check::default();
+    let transport = if use_shm {
+        Transport::Shm
+    } else {
+        Transport::Tcp
+    };
     std::thread::scope(|s| {
-        let h = s.spawn(|| client.connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0));
+        let h = s.spawn(|| client.connect(transport, addr, 0));
         while !h.is_finished() {
-            server.poll_ctl(now());
-            server.poll_tcp(now(), 0);
-            server.poll_shm(0);
+            server.poll(now(), &mut Echo);
             std::thread::yield_now();
         }
         h.join().unwrap().unwrap();
     });
     // Warm-up: the login handoff finishes and buffers reach their size.
-    ping_pong(&mut server, &mut client, use_shm, 0, 2000);
+    ping_pong(&mut server, &mut client, &mut check, 0, 2000);
     COUNT.with(|n| n.set(0));
     COUNTING.with(|c| c.set(true));
-    ping_pong(&mut server, &mut client, use_shm, 2000, 12_000);
+    ping_pong(&mut server, &mut client, &mut check, 2000, 12_000);
     COUNTING.with(|c| c.set(false));
     let n = COUNT.with(|n| n.get());
     assert_eq!(n, 0, "heap allocations in 10,000 round trips");
@@ -176,56 +164,4 @@ fn no_allocation_per_message_tcp() {
 #[test]
 fn no_allocation_per_message_shm() {
     no_alloc(true);
-}
-
-/// The minor page faults this thread has taken.
-fn minor_faults() -> i64 {
-    // SAFETY: getrusage writes the struct we pass; zeroed is a valid one.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid pointer to a rusage, RUSAGE_THREAD (Linux).
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) }, 0);
-    u.ru_minflt
-}
-
-/// A fresh 1 MiB shared-memory ring (tmpfs, as in production) carries a
-/// whole lap of messages without a page fault: without `MAP_POPULATE`
-/// the writer's and the reader's first touch of each of its 256 pages
-/// faulted (512 faults).
-#[test]
-fn no_page_fault_on_the_first_lap_of_a_shm_ring() {
-    use tcpshm::shm_queue::{ShmReader, ShmWriter};
-    use tcpshm::sys::MapOptions;
-    let shm = std::path::Path::new("/dev/shm");
-    if !shm.is_dir() {
-        eprintln!("no /dev/shm: skipped");
-        return;
-    }
-    let path = shm.join(format!("tcpshm-it-{}-faults.shm", std::process::id()));
-    struct Remove(std::path::PathBuf);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-    let _rm = Remove(path.clone());
-    let cap = 1 << 20;
-    let mut w = ShmWriter::open_file(&path, cap, MapOptions::default()).unwrap();
-    let mut r = ShmReader::open_file(&path, cap, MapOptions::default()).unwrap();
-    let src = [7u8; 48];
-    let mut sum = 0u64;
-    let before = minor_faults();
-    // One-block messages: a lap and a half of the 16,384 blocks.
-    for i in 0..(cap / 64 * 3 / 2) as u32 {
-        let p = w.alloc(1, 48).expect("room: the reader keeps up");
-        p.copy_from_slice(&src);
-        p[..4].copy_from_slice(&i.to_le_bytes());
-        w.push();
-        let (_, got) = r.front().unwrap().expect("published");
-        sum += u64::from(u32::from_le_bytes(got[..4].try_into().unwrap()));
-        r.pop();
-    }
-    let faults = minor_faults() - before;
-    let n = (cap / 64 * 3 / 2) as u64;
-    assert_eq!(sum, n * (n - 1) / 2, "every message read once");
-    assert!(faults < 16, "{faults} page faults in a lap of the ring");
 }

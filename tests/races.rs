@@ -5,8 +5,8 @@
 //! - `Client::connect` fails when the session cannot start, instead of
 //!   returning Ok with a closed connection;
 //! - `on_client_msg` never runs for a connection after its
-//!   `on_client_disconnected`, with the control part and the group on two
-//!   threads.
+//!   `on_client_disconnected`, with the control part (which sees the TCP
+//!   side end) and the group on two threads.
 
 mod common;
 
@@ -17,12 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use tcpshm::server::ConnId;
-use tcpshm::wire::{Login, LoginResponse, LoginStatus, Name};
 use tcpshm::{
-    Accept, Client, ClientHandler, CloseReason, ConnTx, ConnectError, Connection, Received, Server,
-    ServerHandler, Transport,
+    Accept, ClientHandler, Close, CloseReason, ConnId, ConnTx, ConnectError, Connection,
+    ControlHandler, GroupHandler, LoginRequest, Name, Received, Server, ServerParts, Transport,
 };
+use tcpshm_v1::{Login, Response, STATUS_OK};
 
 /// Greets every client in `on_client_logon`, then echoes.
 #[derive(Default)]
@@ -30,16 +29,14 @@ struct Greeter;
 
 const WELCOME: u16 = 77;
 
-impl ServerHandler for Greeter {
-    fn on_new_connection(
-        &mut self,
-        _: std::net::SocketAddr,
-        _: &Login,
-        _: &mut LoginResponse,
-    ) -> Accept {
-        Accept::Group(0)
+impl ControlHandler for Greeter {
+    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+        Accept::group(0)
     }
-    fn on_client_logon(&mut self, _: std::net::SocketAddr, _: ConnId, conn: &mut Connection) {
+}
+
+impl GroupHandler for Greeter {
+    fn on_client_logon(&mut self, _: ConnId, _: &LoginRequest, conn: &mut Connection) {
         let mut m = conn.alloc(WELCOME, 7).unwrap();
         m.payload_mut().copy_from_slice(b"welcome");
         m.push();
@@ -60,9 +57,6 @@ struct Log {
 }
 
 impl ClientHandler for Log {
-    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
-        now()
-    }
     fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
         self.got.push((msg.msg_type(), msg.payload().to_vec()));
         msg.pop();
@@ -72,29 +66,29 @@ impl ClientHandler for Log {
 /// Logs in to a server named `server`, waits for its welcome, echoes one
 /// message; returns what arrived.
 fn session(dir: &std::path::Path, server: &str, cfg: &tcpshm::Config) -> Vec<(u16, Vec<u8>)> {
-    let mut srv = Server::new(server, dir.join("s"), cfg.clone(), Greeter).unwrap();
-    srv.start("127.0.0.1:0").unwrap();
+    let mut srv: Server = Server::new(server, dir.join("s"), cfg.clone()).unwrap();
+    srv.listen("127.0.0.1:0").unwrap();
     let addr = srv.local_addr().unwrap();
     let stop = AtomicBool::new(false);
+    let mut greeter = Greeter;
     std::thread::scope(|s| {
-        serve(s, &mut srv, true, &stop);
+        serve(s, &mut srv, &mut greeter, &stop);
         let _stop = StopOnDrop(&stop);
-        let mut c = Client::new("cli", dir.join("c"), cfg.clone(), Log::default()).unwrap();
+        let mut c = client(dir, "cli", cfg);
+        let mut log = Log::default();
         c.connect(Transport::Shm, addr, 0).unwrap();
         wait_until(10, "the welcome", || {
-            c.poll_shm();
-            c.poll_tcp(now());
-            !c.handler().got.is_empty()
+            c.poll(now(), &mut log);
+            !log.got.is_empty()
         });
         let mut m = c.connection().alloc(5, 4).unwrap();
         m.payload_mut().copy_from_slice(b"ping");
         m.push();
         wait_until(10, "the echo", || {
-            c.poll_shm();
-            c.poll_tcp(now());
-            c.handler().got.len() == 2
+            c.poll(now(), &mut log);
+            log.got.len() == 2
         });
-        std::mem::take(&mut c.handler().got)
+        log.got
     })
 }
 
@@ -126,23 +120,27 @@ fn connect_fails_when_the_session_cannot_start() {
     let fake = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut login = vec![0u8; Login::<u8>::FRAME];
+        let mut login = vec![0u8; tcpshm_v1::padded(Login::size(Login::U8))];
         s.read_exact(&mut login).unwrap();
-        let mut rsp = LoginResponse::<u8> {
-            status: LoginStatus::Ok,
-            ..Default::default()
+        let rsp = Response {
+            ack: 1000,
+            seq_start: 0,
+            seq_end: 0,
+            user_data: vec![0],
+            status: STATUS_OK,
+            server: tcpshm_v1::name16("fake"),
+            error: [0; 32],
         };
-        rsp.server_name[..4].copy_from_slice(b"fake");
-        s.write_all(&rsp.encode(1000)).unwrap();
+        s.write_all(&rsp.encode(Login::U8)).unwrap();
         let mut rest = [0u8; 64];
         let _ = s.read(&mut rest); // until the client closes
     });
-    let mut c = Client::new("cli", dir.join("c"), cfg, Log::default()).unwrap();
+    let mut c = client(&dir, "cli", &cfg);
     match c.connect(Transport::Tcp, addr, 0) {
-        Err(ConnectError::Session {
+        Err(ConnectError::Session(Close {
             reason: CloseReason::AckBeyondSent,
             ..
-        }) => {}
+        })) => {}
         other => panic!("expected a session error, got {other:?}"),
     }
     assert!(c.connection().is_closed());
@@ -163,16 +161,14 @@ struct Recorder {
     log: Arc<Mutex<Vec<Event>>>,
 }
 
-impl ServerHandler for Recorder {
-    fn on_new_connection(
-        &mut self,
-        _: std::net::SocketAddr,
-        _: &Login,
-        _: &mut LoginResponse,
-    ) -> Accept {
-        Accept::Group(0)
+impl ControlHandler for Recorder {
+    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+        Accept::group(0)
     }
-    fn on_client_disconnected(&mut self, _: &Name, _: ConnId, _: CloseReason, _: i32) {
+}
+
+impl GroupHandler for Recorder {
+    fn on_client_disconnected(&mut self, _: ConnId, _: &Name, _: Close) {
         self.log.lock().unwrap().push(Event::Disconnected);
     }
     fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, _: &mut ConnTx) {
@@ -191,29 +187,29 @@ fn no_message_is_delivered_after_the_disconnect_is_reported() {
     for round in 0..5 {
         let log = Arc::new(Mutex::new(Vec::new()));
         let rec = Recorder { log: log.clone() };
-        let mut server = Server::new("srv", dir.join("s"), cfg.clone(), rec.clone()).unwrap();
-        server.start("127.0.0.1:0").unwrap();
+        let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+        server.listen("127.0.0.1:0").unwrap();
         let addr = server.local_addr().unwrap();
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
             let _stop = StopOnDrop(&stop);
-            let (mut ctl, _tcp, shm) = server.split();
+            let ServerParts { control, shm, .. } = server.parts();
             let group = &mut shm[0];
-            let mut group_handler = rec.clone();
+            let (mut group_handler, mut control_handler) = (rec.clone(), rec.clone());
             let stop = &stop;
             s.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    group.poll_shm(&mut group_handler);
+                    group.poll(now(), &mut group_handler);
                     std::thread::yield_now();
                 }
             });
             s.spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    ctl.poll(now());
+                    control.poll(now(), &mut control_handler);
                     std::thread::yield_now();
                 }
             });
-            let mut c = Client::new("cli", dir.join("c"), cfg.clone(), Log::default()).unwrap();
+            let mut c = client(&dir, "cli", &cfg);
             c.connect(Transport::Shm, addr, 0).unwrap();
             let mut n = 0;
             while n < 2000 {

@@ -9,49 +9,58 @@ mod common;
 use std::sync::atomic::AtomicBool;
 
 use common::*;
-use tcpshm::{Client, ConnectError, Server};
+use tcpshm::{ConnectError, Server, Transport};
+
+fn transport(use_shm: bool) -> Transport {
+    if use_shm {
+        Transport::Shm
+    } else {
+        Transport::Tcp
+    }
+}
 
 /// Sends what fits (up to `n`), polls, and reconnects when closed.
 fn pump(
-    client: &mut Client<CheckingClient>,
+    client: &mut TestClient,
+    h: &mut CheckingClient,
     use_shm: bool,
     addr: std::net::SocketAddr,
     sent: &mut u64,
     n: u64,
 ) {
     if client.connection().is_closed() {
-        let _ = client.connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0);
+        let _ = client.connect(transport(use_shm), addr, 0);
     }
     while *sent < n && send(client.connection(), *sent, small_len(*sent)) {
         *sent += 1;
     }
-    client.poll_tcp(now());
-    client.poll_shm();
+    client.poll(now(), h);
 }
 
 fn cut_mid_stream(use_shm: bool) {
     let dir = scratch("cut");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let proxy = Proxy::new(server.local_addr().unwrap());
     let stop = AtomicBool::new(false);
     let n = 20_000u64;
     let cuts = 6u64;
+    let mut echo = EchoServer::default();
     std::thread::scope(|s| {
-        serve(s, &mut server, use_shm, &stop);
+        serve(s, &mut server, &mut echo, &stop);
         let _stop = StopOnDrop(&stop);
-        let handler = CheckingClient {
+        let mut h = CheckingClient {
             len_of: Some(small_len),
             ..Default::default()
         };
-        let mut client = Client::new("cli", dir.join("c"), cfg, handler).unwrap();
+        let mut client = client(&dir, "cli", &cfg);
         let mut sent = 0;
         let mut done_cuts = 0;
         wait_until(150, "all echoes across cuts", || {
-            pump(&mut client, use_shm, proxy.addr, &mut sent, n);
-            let got = client.handler().received;
+            pump(&mut client, &mut h, use_shm, proxy.addr, &mut sent, n);
+            let got = h.received;
             if done_cuts < cuts && got >= (done_cuts + 1) * n / (cuts + 1) {
                 proxy.cut();
                 done_cuts += 1;
@@ -59,11 +68,11 @@ fn cut_mid_stream(use_shm: bool) {
             got == n
         });
         assert_eq!(done_cuts, cuts);
-        let d = &client.handler().disconnects;
+        let d = &h.disconnects;
         assert!(d.len() as u64 >= cuts, "disconnects seen: {d:?}");
     });
-    assert_eq!(server.handler().next_seq["cli"], n);
-    assert!(server.handler().disconnects.len() as u64 >= cuts);
+    assert_eq!(echo.next_seq["cli"], n);
+    assert!(echo.disconnects.len() as u64 >= cuts);
 }
 
 #[test]
@@ -90,37 +99,21 @@ fn restart(use_shm: bool, restart_server: bool) {
         ..Default::default()
     };
     let mut sent = 0u64;
-    let mut client: Option<Client<CheckingClient>> = None;
+    let mut client: Option<TestClient> = None;
     for phase in 0..4u64 {
-        let mut server = Server::new(
-            "srv",
-            dir.join("s"),
-            cfg.clone(),
-            std::mem::take(&mut server_state),
-        )
-        .unwrap();
-        server.start("127.0.0.1:0").unwrap();
+        let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+        server.listen("127.0.0.1:0").unwrap();
         let addr = server.local_addr().unwrap();
         let stop = AtomicBool::new(false);
         let target = if phase == 3 { n } else { (phase + 1) * n / 4 };
         std::thread::scope(|s| {
-            serve(s, &mut server, use_shm, &stop);
+            serve(s, &mut server, &mut server_state, &stop);
             let _stop = StopOnDrop(&stop);
-            if client.is_none() {
-                client = Some(
-                    Client::new(
-                        "cli",
-                        dir.join("c"),
-                        cfg.clone(),
-                        std::mem::take(&mut client_state),
-                    )
-                    .unwrap(),
-                );
-            }
-            let c = client.as_mut().unwrap();
+            let c = client.get_or_insert_with(|| common::client(&dir, "cli", &cfg));
+            let h = &mut client_state;
             wait_until(120, "echoes", || {
-                pump(c, use_shm, addr, &mut sent, n);
-                c.handler().received >= target
+                pump(c, h, use_shm, addr, &mut sent, n);
+                h.received >= target
             });
             // Messages in flight at the drop: pushed, not yet echoed.
             if phase < 3 {
@@ -129,19 +122,16 @@ fn restart(use_shm: bool, restart_server: bool) {
                         sent += 1;
                     }
                 }
-                assert!(sent > c.handler().received, "nothing in flight");
+                assert!(sent > h.received, "nothing in flight");
             }
         });
         if !restart_server && phase < 3 {
             // Drop the client object with its messages in flight.
-            let mut c = client.take().unwrap();
-            client_state = std::mem::take(c.handler());
-            drop(c);
+            drop(client.take());
         }
-        server_state = std::mem::take(server.handler());
         drop(server);
     }
-    assert_eq!(client.unwrap().handler().received, n);
+    assert_eq!(client_state.received, n);
     assert_eq!(server_state.next_seq["cli"], n);
 }
 
@@ -172,16 +162,14 @@ fn name_change(use_shm: bool) {
     let dir = scratch("rename");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    let mut client =
-        Client::new("cli", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
+    let mut client = client(&dir, "cli", &cfg);
+    let mut h = CheckingClient::default();
     with_echo_server(&dir, "day1", &cfg, EchoServer::default(), |addr| {
-        client
-            .connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0)
-            .unwrap();
+        client.connect(transport(use_shm), addr, 0).unwrap();
         let mut sent = 0;
         wait_until(60, "day1 echoes", || {
-            pump(&mut client, use_shm, addr, &mut sent, 100);
-            client.handler().received == 100
+            pump(&mut client, &mut h, use_shm, addr, &mut sent, 100);
+            h.received == 100
         });
     });
     {
@@ -192,10 +180,8 @@ fn name_change(use_shm: bool) {
     }
     let day2 = with_echo_server(&dir, "day2", &cfg, EchoServer::default(), |addr| {
         wait_until(30, "day2 login", || {
-            client.poll_tcp(now());
-            client
-                .connect(tcpshm::Transport::from_use_shm(use_shm), addr, 0)
-                .is_ok()
+            client.poll(now(), &mut h);
+            client.connect(transport(use_shm), addr, 0).is_ok()
         });
         if !use_shm {
             assert_eq!(
@@ -206,16 +192,16 @@ fn name_change(use_shm: bool) {
         }
         assert_eq!(client.connection().split().0.local_ack(), 0);
         // The client application starts its own numbering again too.
-        *client.handler() = CheckingClient::default();
+        h = CheckingClient::default();
         let mut sent = 0;
         wait_until(60, "day2 echoes", || {
-            pump(&mut client, use_shm, addr, &mut sent, 50);
-            client.handler().received == 50
+            pump(&mut client, &mut h, use_shm, addr, &mut sent, 50);
+            h.received == 50
         });
     });
     // The server saw 0..50 in order: nothing of day1's 100..110.
     assert_eq!(day2.next_seq["cli"], 50);
-    let last = std::fs::read(dir.join("c").join("cli.lastserver")).unwrap();
+    let last = std::fs::read(dir.join("cli").join("cli.lastserver")).unwrap();
     assert_eq!(&last[..5], b"day2\0");
 }
 
@@ -234,15 +220,14 @@ fn sequence_mismatch_reports_six_numbers_and_fails_login() {
     let dir = scratch("mismatch");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    let mut client =
-        Client::new("cli", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
+    let mut client = client(&dir, "cli", &cfg);
+    let mut h = CheckingClient::default();
     with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
         client.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         let mut sent = 0;
         wait_until(60, "echoes", || {
-            pump(&mut client, false, addr, &mut sent, 5);
-            client.handler().received == 5
-                && client.connection().split().1.seq_range() == Some((5, 5))
+            pump(&mut client, &mut h, false, addr, &mut sent, 5);
+            h.received == 5 && client.connection().split().1.seq_range() == Some((5, 5))
         });
     });
     client.stop();
@@ -267,7 +252,6 @@ fn sequence_mismatch_reports_six_numbers_and_fails_login() {
         assert_eq!((m.local_ack, m.local_seq_start, m.local_seq_end), (5, 5, 5));
         assert_eq!((m.remote_ack, m.remote_seq_end), (1000, 5));
         assert!(m.remote_seq_start <= 5);
-        assert_eq!(client.handler().mismatches, vec![m]);
         assert!(client.connection().is_closed());
         seen = Some(m);
     });

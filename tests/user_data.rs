@@ -7,10 +7,9 @@ mod common;
 use std::sync::atomic::AtomicBool;
 
 use common::*;
-use tcpshm::server::ConnId;
-use tcpshm::wire::{Login, LoginResponse, UserData};
 use tcpshm::{
-    Accept, Client, ClientHandler, ConnTx, ConnectError, Received, Server, ServerHandler,
+    Accept, Client, ConnId, ConnTx, ConnectError, ControlHandler, GroupHandler, LoginRequest,
+    Received, Server, UserData,
 };
 
 #[derive(Clone, Copy, Default, Debug, PartialEq)]
@@ -38,80 +37,56 @@ impl UserData for Token {
 
 struct Gate;
 
-impl ServerHandler<Token, [u8; 4]> for Gate {
-    fn on_new_connection(
-        &mut self,
-        _: std::net::SocketAddr,
-        l: &Login<Token>,
-        r: &mut LoginResponse<[u8; 4]>,
-    ) -> Accept {
+impl ControlHandler<Token, [u8; 4]> for Gate {
+    fn on_new_connection(&mut self, l: &LoginRequest<Token>) -> Accept<[u8; 4]> {
         if l.user_data.secret != 0xfeed_beef {
-            return Accept::Reject("bad token".into());
+            return Accept::reject("bad token");
         }
-        r.user_data = l.user_data.user.to_le_bytes();
-        Accept::Group(0)
-    }
-    fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, _: &mut ConnTx) {
-        msg.pop();
+        Accept::Serve {
+            group: 0,
+            user_data: l.user_data.user.to_le_bytes(),
+        }
     }
 }
 
-#[derive(Default)]
-struct Seen(Vec<[u8; 4]>);
-
-impl ClientHandler<[u8; 4]> for Seen {
-    fn on_login_success(&mut self, r: &LoginResponse<[u8; 4]>) -> i64 {
-        self.0.push(r.user_data);
-        now()
-    }
-    fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
+impl GroupHandler<Token> for Gate {
+    fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, _: &mut ConnTx) {
         msg.pop();
     }
 }
 
 #[test]
 fn custom_login_user_data_types() {
-    assert_eq!(Login::<Token>::SIZE, 8 + 8 + 16 + 1 + 32 + 7);
+    // 8 (seqs) + 16 (token, 8-aligned) + 1 (use_shm) + 32 (names), padded
+    // to 8: the C layout a C++ peer with the same type uses.
+    let token = tcpshm_v1::UserLayout { size: 16, align: 8 };
+    assert_eq!(tcpshm_v1::Login::size(token), 8 + 8 + 16 + 1 + 32 + 7);
     let dir = scratch("userdata");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    let mut server =
-        Server::<Gate, Token, [u8; 4]>::new("srv", dir.join("s"), cfg.clone(), Gate).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let mut server = Server::<Token, [u8; 4]>::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         s.spawn(|| {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                server.poll_ctl(now());
-                server.poll_tcp(now(), 0);
+                server.poll(now(), &mut Gate);
                 std::thread::yield_now();
             }
         });
         let _stop = StopOnDrop(&stop);
-        let mut bad =
-            Client::<Seen, Token, [u8; 4]>::new("bad", dir.join("b"), cfg.clone(), Seen::default())
-                .unwrap();
+        let mut bad = Client::<Token, [u8; 4]>::new("bad", dir.join("b"), cfg.clone()).unwrap();
         match bad.connect(tcpshm::Transport::Tcp, addr, Token { user: 1, secret: 2 }) {
             Err(ConnectError::Rejected(t)) => assert_eq!(t, "bad token"),
             other => panic!("{other:?}"),
         }
-        let mut good = Client::<Seen, Token, [u8; 4]>::new(
-            "good",
-            dir.join("g"),
-            cfg.clone(),
-            Seen::default(),
-        )
-        .unwrap();
-        good.connect(
-            tcpshm::Transport::Tcp,
-            addr,
-            Token {
-                user: 0x0102_0304,
-                secret: 0xfeed_beef,
-            },
-        )
-        .unwrap();
-        assert_eq!(good.handler().0, vec![[4, 3, 2, 1]]);
+        let mut good = Client::<Token, [u8; 4]>::new("good", dir.join("g"), cfg.clone()).unwrap();
+        let token = Token {
+            user: 0x0102_0304,
+            secret: 0xfeed_beef,
+        };
+        let reply = good.connect(tcpshm::Transport::Tcp, addr, token).unwrap();
+        assert_eq!(reply, [4, 3, 2, 1]);
     });
 }

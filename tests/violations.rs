@@ -10,52 +10,45 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use common::*;
-use tcpshm::wire::{Login, LoginResponse, LoginStatus, MsgHeader};
-use tcpshm::{AllocError, Client, CloseReason, Server};
+use tcpshm::{AllocError, CloseReason, Server};
+use tcpshm_v1::{Header, Login, Peer, STATUS_OK};
 
 /// Logs in as `name` over TCP from a raw socket.
 fn raw_logged_in(addr: std::net::SocketAddr, name: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut login = Login::<u8>::default();
-    login.client_name[..name.len()].copy_from_slice(name.as_bytes());
-    s.write_all(&login.encode(0)).unwrap();
-    let mut b = vec![0u8; LoginResponse::<u8>::FRAME];
-    s.read_exact(&mut b).unwrap();
-    let (_, r) = LoginResponse::<u8>::decode(&b).unwrap();
-    assert_eq!(r.status, LoginStatus::Ok, "{}", r.error_text());
-    s
+    let (p, r) = Peer::login(addr, &Login::new(name), Duration::from_secs(10)).unwrap();
+    assert_eq!(r.status, STATUS_OK, "{}", r.error_text());
+    p.stream
 }
 
 fn header(size: u16, msg_type: u16, ack: u32) -> [u8; 8] {
-    MsgHeader {
+    Header {
         size,
         msg_type,
-        ack_seq: ack,
+        ack,
     }
-    .encode()
+    .bytes()
 }
 
 #[test]
 fn violations_close_only_the_offending_connection() {
     let dir = scratch("viol");
     let _c = Cleanup(dir.clone());
-    let cfg = tcpshm::Config {
-        tcp_conns_per_group: 8,
-        tcp_queue_size: 8192,
-        tcp_recv_buf_max_size: 16384,
-        ..config(&dir)
-    };
+    let cfg = config_with(&dir, |c| {
+        c.tcp_conns_per_group = 8;
+        c.tcp_queue_size = 8192;
+        c.tcp_recv_buf_max_size = 16384;
+    });
     assert!((u16::MAX as usize) > cfg.tcp_recv_buf_max_size);
-    let mut server = Server::new("srv", dir.join("s"), cfg.clone(), EchoServer::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let stop = AtomicBool::new(false);
-    let handler = CheckingClient {
+    let mut h = CheckingClient {
         len_of: Some(small_len),
         ..Default::default()
     };
-    let mut good = Client::new("good", dir.join("g"), cfg.clone(), handler).unwrap();
+    let mut echo = EchoServer::default();
+    let mut good = client(&dir, "good", &cfg);
     let cases: Vec<(&str, Vec<u8>, CloseReason)> = vec![
         ("tiny", header(3, 7, 0).to_vec(), CloseReason::SizeTooSmall),
         ("zero", header(0, 0, 0).to_vec(), CloseReason::SizeTooSmall),
@@ -71,16 +64,12 @@ fn violations_close_only_the_offending_connection() {
         ),
         (
             "relogin",
-            {
-                let mut login = Login::<u8>::default();
-                login.client_name[..7].copy_from_slice(b"relogin");
-                login.encode(0)
-            },
+            Login::new("relogin").encode(),
             CloseReason::LoginAfterLogin,
         ),
     ];
     std::thread::scope(|s| {
-        serve(s, &mut server, false, &stop);
+        serve(s, &mut server, &mut echo, &stop);
         let _stop = StopOnDrop(&stop);
         good.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();
         let mut sent = 0u64;
@@ -102,13 +91,13 @@ fn violations_close_only_the_offending_connection() {
                 while sent < target && send(good.connection(), sent, small_len(sent)) {
                     sent += 1;
                 }
-                good.poll_tcp(now());
-                closed && good.handler().received == target
+                good.poll(now(), &mut h);
+                closed && h.received == target
             });
         }
-        assert!(good.handler().disconnects.is_empty());
+        assert!(h.disconnects.is_empty());
     });
-    let d = &server.handler().disconnects;
+    let d = &echo.disconnects;
     for (name, _, reason) in &cases {
         assert!(
             d.contains(&(name.to_string(), *reason)),
@@ -116,7 +105,7 @@ fn violations_close_only_the_offending_connection() {
         );
     }
     assert!(!d.iter().any(|(n, _)| n == "good"));
-    assert_eq!(server.handler().next_seq["good"], 200 * cases.len() as u64);
+    assert_eq!(echo.next_seq["good"], 200 * cases.len() as u64);
 }
 
 #[test]
@@ -125,8 +114,7 @@ fn too_large_is_refused_at_alloc_never_truncated() {
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
     with_echo_server(&dir, "srv", &cfg, EchoServer::default(), |addr| {
-        let mut c =
-            Client::new("c", dir.join("c"), cfg.clone(), CheckingClient::default()).unwrap();
+        let mut c = client(&dir, "c", &cfg);
         // Before any login there is no queue.
         assert_eq!(c.connection().alloc(1, 8).err(), Some(AllocError::NotOpen));
         c.connect(tcpshm::Transport::Tcp, addr, 0).unwrap();

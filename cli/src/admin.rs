@@ -1,17 +1,15 @@
-//! Operating commands: `inspect`, `clean`, `reset`, `import-cpp`. Each
-//! reads files without disturbing live processes (`tcpshm::inspect`), and
-//! changes one only after taking its lock (`tcpshm::pair_files`).
+//! Operating commands: `inspect`, `clean`, `reset`, `import-cpp`, thin
+//! layers over `tcpshm::admin`: it reads files without disturbing live
+//! processes, and changes one only after taking its lock.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{json, Value};
-use tcpshm::cpp_ptcp::CppQueue;
-use tcpshm::inspect::{self, QueueFileReport, ShmReport};
-use tcpshm::pair_files::{self, PairPaths};
-use tcpshm::ptcp_queue::PtcpQueue;
-use tcpshm::sys::files;
-use tcpshm::sys::MapOptions;
+use tcpshm::admin::{self, QueueFileReport, ShmReport};
+use tcpshm::Name;
+
+use crate::util::CliError;
 
 /// Version of the `--json` output of `inspect` and `clean`.
 const JSON_SCHEMA: u32 = 1;
@@ -44,8 +42,8 @@ pub struct CleanArgs {
     /// except the current pair of a client directory.
     #[arg(long)]
     pub older_than: Option<String>,
-    /// Remove the current pair LOCAL_REMOTE too (its files are otherwise
-    /// always kept).
+    /// Remove the pair LOCAL/REMOTE too (current pairs are otherwise
+    /// always kept). LOCAL_REMOTE works where the names hold no `_`.
     #[arg(long)]
     pub pair: Vec<String>,
     /// Remove; without it, only list what would be removed.
@@ -61,7 +59,9 @@ pub struct ResetArgs {
     /// The queue directory of the side to reset.
     #[arg(long)]
     pub dir: PathBuf,
-    /// The pair, LOCAL_REMOTE (as in the file name LOCAL_REMOTE.ptcp).
+    /// The pair, LOCAL/REMOTE (this side's name, then the peer's).
+    /// LOCAL_REMOTE, as in the file name LOCAL_REMOTE.ptcp, works where
+    /// the names hold no `_`.
     #[arg(long)]
     pub pair: String,
     /// Directory of shared-memory objects.
@@ -103,16 +103,23 @@ fn held_text(pids: &[i32], held: bool) -> String {
     }
 }
 
+fn pair_strings(p: Option<(Name, Name)>) -> (Option<String>, Option<String>) {
+    match p {
+        Some((a, b)) => (Some(a.to_string()), Some(b.to_string())),
+        None => (None, None),
+    }
+}
+
 fn queue_json(r: &QueueFileReport, messages: bool) -> Value {
-    let pids: Vec<i32> = r.held.iter().filter_map(|h| h.pid).collect();
+    let (local, remote) = pair_strings(r.pair);
     let mut v = json!({
         "path": r.path,
-        "local": r.pair.as_ref().map(|p| &p.0),
-        "remote": r.pair.as_ref().map(|p| &p.1),
+        "local": local,
+        "remote": remote,
         "format": r.format.to_string(),
         "capacity": r.capacity,
-        "held": r.is_held(),
-        "holder_pids": pids,
+        "held": r.held,
+        "holder_pids": r.holder_pids,
         "local_ack": r.local_ack,
         "seq_start": r.seq_start,
         "seq_end": r.seq_end,
@@ -133,10 +140,11 @@ fn queue_json(r: &QueueFileReport, messages: bool) -> Value {
 }
 
 fn shm_json(r: &ShmReport) -> Value {
+    let (sender, receiver) = pair_strings(r.pair);
     json!({
         "path": r.path,
-        "sender": r.pair.as_ref().map(|p| &p.0),
-        "receiver": r.pair.as_ref().map(|p| &p.1),
+        "sender": sender,
+        "receiver": receiver,
         "capacity": r.capacity,
         "write_idx": r.write_idx,
         "read_idx": r.read_idx,
@@ -151,12 +159,14 @@ fn shm_json(r: &ShmReport) -> Value {
 
 fn print_queue(r: &QueueFileReport, messages: bool) {
     println!("{}", r.path.display());
-    if let Some((l, rm)) = &r.pair {
-        println!("  pair        {l} -> {rm}");
+    match &r.pair {
+        Some((l, rm)) => println!("  pair        {l} -> {rm}"),
+        None => {
+            println!("  pair        unknown (names with '_': the name splits more than one way)")
+        }
     }
-    let pids: Vec<i32> = r.held.iter().filter_map(|h| h.pid).collect();
     println!("  format      {}, {} bytes", r.format, r.capacity);
-    println!("  held        {}", held_text(&pids, r.is_held()));
+    println!("  held        {}", held_text(&r.holder_pids, r.held));
     if let Some(p) = &r.problem {
         println!("  PROBLEM     {p}");
         return;
@@ -217,78 +227,35 @@ fn print_shm(r: &ShmReport) {
     );
 }
 
-/// What a queue directory holds: its queue files, the shm objects of
-/// their pairs, and the last server names (file, name) of its clients.
-struct DirEntries {
-    ptcp: Vec<PathBuf>,
-    shm: Vec<PathBuf>,
-    last: Vec<(PathBuf, String)>,
-}
-
-/// Files of a directory: queue files, last server names, and the shm
-/// objects of its pairs.
-fn dir_entries(dir: &Path, shm_dir: &Path) -> Result<DirEntries, String> {
-    let mut ptcp = Vec::new();
-    let mut last = Vec::new();
-    let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for e in rd.flatten() {
-        let p = e.path();
-        match p.extension().and_then(|x| x.to_str()) {
-            Some("ptcp") => ptcp.push(p),
-            Some("lastserver") => {
-                let b = std::fs::read(&p).unwrap_or_default();
-                let name: String = b
-                    .iter()
-                    .take_while(|&&c| c != 0)
-                    .map(|&c| c as char)
-                    .collect();
-                last.push((p, name));
-            }
-            _ => {}
-        }
-    }
-    ptcp.sort();
-    let mut shm = Vec::new();
-    for q in &ptcp {
-        if let Some((l, r)) = inspect::split_pair(q) {
-            let pp = PairPaths::new(dir, shm_dir, &l, &r);
-            for s in [pp.shm_out, pp.shm_in] {
-                if s.exists() && !shm.contains(&s) {
-                    shm.push(s);
-                }
-            }
-        }
-    }
-    Ok(DirEntries { ptcp, shm, last })
-}
-
-pub fn inspect(a: InspectArgs) -> Result<(), String> {
+pub fn inspect(a: InspectArgs) -> Result<(), CliError> {
     let mut queues = Vec::new();
     let mut shms = Vec::new();
     let mut lasts = Vec::new();
     for p in &a.paths {
         if p.is_dir() {
-            let DirEntries {
-                ptcp: q,
-                shm: s,
-                last: l,
-            } = dir_entries(p, &a.shm_dir)?;
-            if q.is_empty() && s.is_empty() && l.is_empty() {
-                return Err(format!(
+            let r = admin::dir(p, &a.shm_dir)?;
+            if r.queues.is_empty() && r.shm.is_empty() && r.last_servers.is_empty() {
+                return Err(CliError::Usage(format!(
                     "{}: no queue files (*.ptcp) here; is it the directory given to Client::new or Server::new?",
                     p.display()
-                ));
+                )));
             }
-            queues.extend(q.iter().map(|q| inspect::queue_file(q)));
-            shms.extend(s.iter().map(|s| inspect::shm_object(s)));
-            lasts.extend(l);
+            queues.extend(r.queues);
+            shms.extend(r.shm);
+            lasts.extend(
+                r.last_servers
+                    .into_iter()
+                    .map(|(c, s)| (p.join(format!("{c}.lastserver")), s)),
+            );
         } else if !p.exists() {
-            return Err(format!("{}: no such file or directory", p.display()));
+            return Err(CliError::Usage(format!(
+                "{}: no such file or directory",
+                p.display()
+            )));
+        } else if p.extension().is_some_and(|x| x == "shm") {
+            shms.push(admin::shm_object(p));
         } else {
-            match inspect::kind_of(p) {
-                Some("shm") => shms.push(inspect::shm_object(p)),
-                _ => queues.push(inspect::queue_file(p)),
-            }
+            queues.push(admin::queue_file(p));
         }
     }
     if a.json {
@@ -296,17 +263,14 @@ pub fn inspect(a: InspectArgs) -> Result<(), String> {
             "schema": JSON_SCHEMA,
             "queues": queues.iter().map(|q| queue_json(q, a.messages)).collect::<Vec<_>>(),
             "shm": shms.iter().map(shm_json).collect::<Vec<_>>(),
-            "last_server": lasts.iter().map(|(p, n)| json!({"path": p, "server": n})).collect::<Vec<_>>(),
+            "last_server": lasts.iter().map(|(p, n)| json!({"path": p, "server": n.map(|n| n.to_string()).unwrap_or_default()})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return Ok(());
     }
     for (p, n) in &lasts {
-        println!(
-            "{}\n  last server {}",
-            p.display(),
-            if n.is_empty() { "(none)" } else { n }
-        );
+        let n = n.map_or_else(|| "(none)".to_string(), |n| n.to_string());
+        println!("{}\n  last server {n}", p.display());
     }
     for q in &queues {
         print_queue(q, a.messages);
@@ -333,148 +297,55 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(n * secs))
 }
 
-struct Candidate {
-    path: PathBuf,
-    size: u64,
-    why: String,
-}
-
-fn age(p: &Path) -> Option<Duration> {
-    let m = std::fs::metadata(p).ok()?.modified().ok()?;
-    SystemTime::now().duration_since(m).ok()
-}
-
-fn shm_objects(shm_dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(shm_dir) else {
-        return Vec::new();
-    };
-    let mut v: Vec<PathBuf> = rd
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| inspect::kind_of(p) == Some("shm") && inspect::split_pair(p).is_some())
+/// A pair given as `LOCAL/REMOTE` (a `/` is never in a name), or as
+/// `LOCAL_REMOTE` where that splits only one way.
+pub fn parse_pair(s: &str) -> Result<(Name, Name), String> {
+    let name = |x: &str| Name::new(x).map_err(|e| format!("pair {s:?}: {x:?}: {e}"));
+    if let Some((l, r)) = s.split_once('/') {
+        return Ok((name(l)?, name(r)?));
+    }
+    let splits: Vec<_> = s
+        .match_indices('_')
+        .filter_map(|(i, _)| Some((Name::new(&s[..i]).ok()?, Name::new(&s[i + 1..]).ok()?)))
         .collect();
-    v.sort();
-    v
+    match splits.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(format!("pair {s:?}: expected LOCAL/REMOTE")),
+        _ => Err(format!(
+            "pair {s:?} splits more than one way (names with '_'): write LOCAL/REMOTE"
+        )),
+    }
 }
 
-pub fn clean(a: CleanArgs) -> Result<(), String> {
-    let older = a.older_than.as_deref().map(parse_duration).transpose()?;
+pub fn clean(a: CleanArgs) -> Result<(), CliError> {
+    let older = a
+        .older_than
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(CliError::Usage)?;
     if a.dirs.is_empty() && older.is_none() {
-        return Err("nothing to look at: give --dir DIR (repeatable) and/or --older-than".into());
+        return Err(CliError::Usage(
+            "nothing to look at: give --dir DIR (repeatable) and/or --older-than".into(),
+        ));
     }
-    // Current pairs (client, last server) are kept unless named by --pair.
-    let mut current: Vec<(String, String)> = Vec::new();
-    let mut cands: Vec<Candidate> = Vec::new();
-    let push = |path: PathBuf, why: String, cands: &mut Vec<Candidate>| {
-        if cands.iter().any(|c| c.path == path) {
-            return;
-        }
-        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-        cands.push(Candidate { path, size, why });
-    };
-    let named = |l: &str, r: &str| a.pair.iter().any(|p| *p == format!("{l}_{r}"));
-    let mut ptcps = Vec::new();
-    for d in &a.dirs {
-        let DirEntries {
-            ptcp, last: lasts, ..
-        } = dir_entries(d, &a.shm_dir)?;
-        for (p, server) in &lasts {
-            let client = p
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("")
-                .to_string();
-            if !server.is_empty() {
-                current.push((client.clone(), server.clone()));
-            }
-        }
-        ptcps.extend(ptcp.into_iter().map(|p| (d.clone(), p)));
-    }
-    let is_current = |l: &str, r: &str| {
-        current
-            .iter()
-            .any(|(c, s)| (c == l && s == r) || (c == r && s == l))
-    };
-    for (d, p) in &ptcps {
-        let Some((l, r)) = inspect::split_pair(p) else {
-            continue;
-        };
-        if is_current(&l, &r) && !named(&l, &r) {
-            continue;
-        }
-        let prev = current.iter().find(|(c, s)| *c == l && *s != r);
-        if let Some((_, s)) = prev {
-            push(
-                p.clone(),
-                format!("previous server name of client {l} (now {s})"),
-                &mut cands,
-            );
-            let pp = PairPaths::new(d, &a.shm_dir, &l, &r);
-            for s2 in [pp.shm_out, pp.shm_in] {
-                if s2.exists() {
-                    push(s2, format!("shm of {l}'s previous server {r}"), &mut cands);
-                }
-            }
-        } else if named(&l, &r) {
-            push(p.clone(), "asked for by --pair".into(), &mut cands);
-        } else if let Some(lim) = older {
-            if age(p).is_some_and(|x| x > lim) {
-                push(
-                    p.clone(),
-                    format!(
-                        "not modified for over {}",
-                        a.older_than.as_deref().unwrap_or("")
-                    ),
-                    &mut cands,
-                );
-            }
-        }
-    }
-    // Shm objects of previous server names of the clients seen, and (with
-    // --older-than) any old queue object.
-    for s in shm_objects(&a.shm_dir) {
-        let Some((x, y)) = inspect::split_pair(&s) else {
-            continue;
-        };
-        if is_current(&x, &y) && !named(&x, &y) && !named(&y, &x) {
-            continue;
-        }
-        let prev = current
-            .iter()
-            .find(|(c, srv)| (*c == x && *srv != y) || (*c == y && *srv != x));
-        if let Some((c, srv)) = prev {
-            push(
-                s.clone(),
-                format!("shm of client {c}'s previous server (now {srv})"),
-                &mut cands,
-            );
-        } else if named(&x, &y) || named(&y, &x) {
-            push(s.clone(), "asked for by --pair".into(), &mut cands);
-        } else if let Some(lim) = older {
-            if age(&s).is_some_and(|v| v > lim) {
-                push(
-                    s.clone(),
-                    format!(
-                        "not modified for over {}",
-                        a.older_than.as_deref().unwrap_or("")
-                    ),
-                    &mut cands,
-                );
-            }
-        }
-    }
+    let pairs = a
+        .pair
+        .iter()
+        .map(|p| parse_pair(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(CliError::Usage)?;
+    let stale = admin::stale_files(&a.dirs, &a.shm_dir, older, &pairs)?;
     let mut out = Vec::new();
-    for c in &cands {
-        let held = !files::locks_on(&c.path).unwrap_or_default().is_empty();
-        let status = if held {
+    for c in &stale {
+        let status = if c.held {
             "kept: a live process holds it".to_string()
         } else if !a.yes {
             "would remove".to_string()
         } else {
-            let roles = (inspect::kind_of(&c.path) == Some("shm")).then_some(c.size);
-            match files::take_for_removal(&c.path, roles).and_then(|t| t.remove()) {
+            match admin::remove(&c.path) {
                 Ok(()) => "removed".into(),
-                Err(e) if pair_files::is_in_use(&e) => "kept: a live process took it".into(),
+                Err(e) if e.is_in_use() => "kept: a live process took it".into(),
                 Err(e) => format!("failed: {e}"),
             }
         };
@@ -485,7 +356,7 @@ pub fn clean(a: CleanArgs) -> Result<(), String> {
             "schema": JSON_SCHEMA,
             "dry_run": !a.yes,
             "files": out.iter().map(|(c, st)| json!({
-                "path": c.path, "bytes": c.size, "reason": c.why, "status": st,
+                "path": c.path, "bytes": c.bytes, "reason": c.reason, "status": st,
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
@@ -499,12 +370,12 @@ pub fn clean(a: CleanArgs) -> Result<(), String> {
     for (c, st) in &out {
         println!(
             "{st:<32} {:>10} B  {}  ({})",
-            c.size,
+            c.bytes,
             c.path.display(),
-            c.why
+            c.reason
         );
         if st == "would remove" || st == "removed" {
-            total += c.size;
+            total += c.bytes;
         }
     }
     println!(
@@ -519,90 +390,47 @@ pub fn clean(a: CleanArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub fn reset(a: ResetArgs) -> Result<(), String> {
-    let (local, remote) = a
-        .pair
-        .split_once('_')
-        .filter(|(l, r)| !l.is_empty() && !r.is_empty())
-        .ok_or_else(|| {
-            format!(
-                "--pair {}: expected LOCAL_REMOTE, as in LOCAL_REMOTE.ptcp",
-                a.pair
-            )
-        })?;
-    let backup = pair_files::reset_pair(&a.dir, &a.shm_dir, local, remote)
-        .map_err(|e| format!("{e}: stop the process using it first"))?;
-    // A client directory whose last server is this remote: forget it too,
-    // so the next login makes the server start its side afresh as well.
-    let last = a.dir.join(format!("{local}.lastserver"));
-    let names_remote = std::fs::read(&last)
-        .map(|b| {
-            b.iter()
-                .take_while(|&&c| c != 0)
-                .copied()
-                .collect::<Vec<u8>>()
-                == remote.as_bytes()
-        })
-        .unwrap_or(false);
-    if names_remote {
-        files::take_for_removal(&last, None)
-            .and_then(|t| t.move_to(&backup.join(format!("{local}.lastserver"))))
-            .map_err(|e| format!("{e}: stop the process using it first"))?;
-    }
+pub fn reset(a: ResetArgs) -> Result<(), CliError> {
+    let (local, remote) = parse_pair(&a.pair).map_err(CliError::Usage)?;
+    let done = admin::reset_pair(&a.dir, &a.shm_dir, &local, &remote).map_err(|e| {
+        CliError::Failed(format!(
+            "{}: stop the process using it first",
+            CliError::from(e)
+        ))
+    })?;
     println!(
-        "moved the files of pair {local}_{remote} to {}",
-        backup.display()
+        "moved the files of pair {local}/{remote} to {}",
+        done.backup.display()
     );
-    if names_remote {
+    if done.forgot_last_server {
         println!("{local} forgot its last server {remote}: at its next login both sides start the pair afresh (sequence 0)");
     } else {
         println!("this side starts the pair afresh at the next login; reset the client's side too (tcpshm reset on its directory) so the server does");
     }
     println!(
         "inspect the old files with: tcpshm inspect {}",
-        backup.display()
+        done.backup.display()
     );
     Ok(())
 }
 
-pub fn import_cpp(a: ImportArgs) -> Result<(), String> {
-    let q = CppQueue::read_file(&a.file)?;
-    let name = a
-        .file
-        .file_name()
-        .ok_or_else(|| format!("{}: not a file", a.file.display()))?;
-    let out = a.dir.join(name);
-    if out.exists() {
-        return Err(format!(
+pub fn import_cpp(a: ImportArgs) -> Result<(), CliError> {
+    let r = admin::import_cpp(&a.file, &a.dir, a.capacity).map_err(|e| match &e.kind {
+        tcpshm::FileErrorKind::Exists => CliError::Usage(format!(
             "{} exists: move it away first (tcpshm reset), the import never overwrites",
-            out.display()
-        ));
-    }
-    std::fs::create_dir_all(&a.dir).map_err(|e| format!("{}: {e}", a.dir.display()))?;
-    let capacity = a.capacity.unwrap_or(q.capacity);
-    let (mut pq, mut ack) =
-        PtcpQueue::open_file(&out, capacity, MapOptions::default()).map_err(|e| e.to_string())?;
-    pq.restart_at(&mut ack, q.read_seq, q.ack_seq);
-    for (i, (h, p)) in q.messages.iter().enumerate() {
-        let Some(buf) = pq.alloc(h.msg_type, p.len()) else {
-            drop((pq, ack));
-            let _ = std::fs::remove_file(&out);
-            return Err(format!(
-                "message {} of {} does not fit a queue of {capacity} bytes: give a larger --capacity",
-                i + 1,
-                q.messages.len()
-            ));
-        };
-        buf.copy_from_slice(p);
-        pq.push();
-    }
-    let (s, e) = pq.seq_range();
+            e.path.display()
+        )),
+        _ => CliError::from(e),
+    })?;
     println!(
-        "imported {}: {} pending messages (sequence {s}..{e}), local ack {}, into {} ({capacity} bytes)",
+        "imported {}: {} pending messages (sequence {}..{}), local ack {}, into {} ({} bytes)",
         a.file.display(),
-        q.messages.len(),
-        q.ack_seq,
-        out.display()
+        r.pending(),
+        r.seq_start,
+        r.seq_end,
+        r.local_ack,
+        r.path.display(),
+        r.capacity
     );
     Ok(())
 }
@@ -618,5 +446,16 @@ mod tests {
         assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("3w").is_err());
+    }
+
+    #[test]
+    fn pairs() {
+        let n = |s: &str| Name::new(s).unwrap();
+        assert_eq!(parse_pair("c1_srv").unwrap(), (n("c1"), n("srv")));
+        assert_eq!(parse_pair("desk_1/srv").unwrap(), (n("desk_1"), n("srv")));
+        assert!(parse_pair("desk_1_srv")
+            .unwrap_err()
+            .contains("more than one way"));
+        assert!(parse_pair("nounderscore").is_err());
     }
 }

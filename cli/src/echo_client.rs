@@ -7,19 +7,18 @@
 //! to send (receive) follows from the number of messages pushed (popped),
 //! which the connection keeps exact across kill -9. The counter files
 //! (`<dir>/<name>_<server>.send_num` and `.recv_num`, as in the C++
-//! example) are written after every message; at login they are checked
-//! against the connection's counts and corrected (they can be one message
-//! behind after a kill between a push or pop and the file write).
+//! example) follow every second and at the end; at login they are checked
+//! against the connection's counts and corrected (after a kill -9 they
+//! are behind).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tcpshm::wire::LoginResponse;
-use tcpshm::{Client, ClientHandler, CloseReason, Config, ConnTx, ConnectError, Received};
+use tcpshm::{Client, ClientHandler, Close, Config, ConnTx, ConnectError, Received, Transport};
 
 use crate::util::{
-    catch_stop_signals, fmt_ns, ints_before, msg_type, now, stopping, CounterFile, INTS,
+    catch_stop_signals, fmt_ns, ints_before, msg_type, now, stopping, CliError, CounterFile, INTS,
 };
 
 #[derive(clap::Args, Debug)]
@@ -72,30 +71,21 @@ pub struct Args {
 
 const RING: usize = 1 << 16;
 
-/// How often the TCP side of an shm session is polled (heartbeats are
-/// seconds apart; a syscall every 200 us is invisible in the median and
-/// rare in the tail).
-pub const TCP_POLL_EVERY_NS: i64 = 200_000;
-
 struct Checker {
     /// Next integer expected.
     recv_num: u32,
     /// Echoes popped in this pair.
     popped: u32,
     error: Option<String>,
-    disconnected: Option<(CloseReason, i32)>,
+    disconnected: Option<Close>,
     /// Send time of message k at k % RING (0: unknown, e.g. sent before a restart).
     sent_at: Vec<i64>,
     /// Per-message timestamps on (not `--avg-only`).
     timed: bool,
     hist: Histogram<u64>,
-    recv_file: Option<CounterFile>,
 }
 
 impl ClientHandler for Checker {
-    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
-        now()
-    }
     fn on_server_msg(&mut self, msg: Received<'_>, _tx: &mut ConnTx) {
         if self.error.is_some() {
             return;
@@ -142,43 +132,54 @@ impl ClientHandler for Checker {
             *slot = 0;
         }
         self.popped += 1;
-        if let Some(f) = &mut self.recv_file {
-            f.set(self.recv_num);
-        }
     }
-    fn on_disconnected(&mut self, reason: CloseReason, errno: i32) {
-        self.disconnected = Some((reason, errno));
+    fn on_disconnected(&mut self, close: Close) {
+        self.disconnected = Some(close);
     }
 }
 
-fn connect_error(e: &ConnectError, server: &str) -> String {
+fn connect_error(e: ConnectError, server: &str) -> CliError {
     match e {
         ConnectError::Io {
             op: "connect",
             source,
-        } => {
-            format!("cannot connect to {server}: {source} (is the echo-server running?)")
+        } => CliError::Failed(format!(
+            "cannot connect to {server}: {source} (is the echo-server running?)"
+        )),
+        other => {
+            let e = CliError::from(other);
+            CliError::Failed(format!("cannot log in to {server}: {e}"))
         }
-        other => format!("cannot log in to {server}: {other}"),
     }
 }
 
-pub fn run(a: Args) -> Result<(), String> {
+/// The counter files of a pair, brought up to the counts.
+struct Counters {
+    send: CounterFile,
+    recv: CounterFile,
+}
+
+impl Counters {
+    fn set(&mut self, send_num: u32, recv_num: u32) {
+        self.send.set(send_num);
+        self.recv.set(recv_num);
+    }
+}
+
+pub fn run(a: Args) -> Result<(), CliError> {
     if a.shm && !a.shm_dir.is_dir() {
-        return Err(format!(
+        return Err(CliError::Usage(format!(
             "shared-memory directory {} does not exist (is /dev/shm mounted? use --shm-dir, or TCP)",
             a.shm_dir.display()
-        ));
+        )));
     }
     let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from(&a.name));
-    let cfg = Config {
-        shm_queue_size: a.shm_queue_size,
-        shm_fast_path: !a.shm_v1,
-        shm_hand_over: !a.shm_no_hand_over,
-        shm_dir: a.shm_dir.clone(),
-        ..Config::default()
-    };
-    let checker = Checker {
+    let mut cfg = Config::default();
+    cfg.shm_queue_size = a.shm_queue_size;
+    cfg.shm_fast_path = !a.shm_v1;
+    cfg.shm_hand_over = !a.shm_no_hand_over;
+    cfg.shm_dir = a.shm_dir.clone();
+    let mut h = Checker {
         recv_num: 0,
         popped: 0,
         error: None,
@@ -186,30 +187,33 @@ pub fn run(a: Args) -> Result<(), String> {
         sent_at: vec![0; RING],
         timed: !a.avg_only,
         hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
-        recv_file: None,
     };
-    let mut client = Client::new(&a.name, &dir, cfg, checker).map_err(|e| e.to_string())?;
+    let mut client: Client = Client::new(&a.name, &dir, cfg)?;
     catch_stop_signals();
-    let mode = if a.shm { "shm" } else { "tcp" };
+    let (mode, transport) = if a.shm {
+        ("shm", Transport::Shm)
+    } else {
+        ("tcp", Transport::Tcp)
+    };
     // From the first login on (the C++ client's clock starts there too).
     let mut started = Instant::now();
     let mut logged_in = false;
     let mut pushed = 0u32;
     let mut send_num = 0u32;
-    let mut send_file: Option<CounterFile> = None;
+    let mut counters: Option<Counters> = None;
     let mut retry_until = Instant::now() + Duration::from_secs(a.retry);
     let mut next_progress = 0u32;
-    let mut last_tcp_poll = 0i64;
     let mut loops = 0u32;
+    let mut t = now();
     let mut last_stats = i64::MIN;
     let step = (a.count / 20).max(1);
     loop {
         if stopping() {
-            return Err("interrupted".into());
+            return Err(CliError::Failed("interrupted".into()));
         }
         if client.connection().is_closed() {
-            match client.connect(tcpshm::Transport::from_use_shm(a.shm), &a.server, 0) {
-                Ok(()) => {
+            match client.connect(transport, &a.server, 0) {
+                Ok(_) => {
                     if !logged_in {
                         started = Instant::now();
                         logged_in = true;
@@ -219,33 +223,28 @@ pub fn run(a: Args) -> Result<(), String> {
                         .remote_name()
                         .expect("logged in")
                         .to_string();
-                    let (rx, tx) = client.connection().split();
-                    pushed = tx.messages_pushed();
-                    let popped = rx.messages_popped();
+                    let conn = client.connection();
+                    pushed = conn.messages_pushed();
+                    let popped = conn.messages_popped();
                     send_num = ints_before(pushed);
                     let recv_num = ints_before(popped);
-                    // Release the files of the previous session (their locks) first.
-                    drop(send_file.take());
-                    client.handler().recv_file = None;
                     let base = dir.join(format!("{}_{}", a.name, server));
-                    let open = |ext: &str| {
-                        CounterFile::open(&base.with_extension(ext)).map_err(|e| e.to_string())
+                    let open = |ext: &str| CounterFile::open(&base.with_extension(ext));
+                    let mut c = Counters {
+                        send: open("send_num")?,
+                        recv: open("recv_num")?,
                     };
-                    let (mut sf, mut rf) = (open("send_num")?, open("recv_num")?);
-                    if sf.get() != send_num || rf.get() != recv_num {
+                    if c.send.get() != send_num || c.recv.get() != recv_num {
                         println!(
                             "counter files were behind the connection (send {} vs {send_num}, recv {} vs {recv_num}): corrected",
-                            sf.get(),
-                            rf.get()
+                            c.send.get(),
+                            c.recv.get()
                         );
                     }
-                    sf.set(send_num);
-                    rf.set(recv_num);
-                    send_file = Some(sf);
-                    let h = client.handler();
+                    c.set(send_num, recv_num);
+                    counters = Some(c);
                     h.recv_num = recv_num;
                     h.popped = popped;
-                    h.recv_file = Some(rf);
                     h.disconnected = None;
                     println!(
                         "logged in to {server} over {mode}: {pushed} sent, {popped} echoed so far"
@@ -253,7 +252,7 @@ pub fn run(a: Args) -> Result<(), String> {
                 }
                 Err(e) => {
                     if Instant::now() >= retry_until {
-                        return Err(connect_error(&e, &a.server));
+                        return Err(connect_error(e, &a.server));
                     }
                     std::thread::sleep(Duration::from_millis(20));
                     continue;
@@ -261,7 +260,6 @@ pub fn run(a: Args) -> Result<(), String> {
             }
         }
         // Send.
-        let h = client.handler();
         let in_flight = pushed.wrapping_sub(h.popped);
         let mut budget = if a.fast {
             u32::MAX
@@ -286,27 +284,19 @@ pub fn run(a: Args) -> Result<(), String> {
                 m.push();
             }
             send_num = send_num.wrapping_add(n);
-            client.handler().sent_at[pushed as usize % RING] = at;
+            h.sent_at[pushed as usize % RING] = at;
             pushed += 1;
-            if let Some(f) = &mut send_file {
-                f.set(send_num);
-            }
             budget -= 1;
         }
         if a.fast {
             client.connection().flush();
         }
-        // In shm mode the TCP side carries only heartbeats: polling it
-        // (a syscall) every 200 us is plenty and keeps the shm loop tight.
         // The clock costs about 30 ns here: over shm read it every 64
-        // loops only.
+        // loops only (`Client::poll` reads the heartbeat socket every
+        // 200 µs of it, and the shm loop stays free of system calls).
         loops = loops.wrapping_add(1);
         if !a.shm || loops % 64 == 0 {
-            let t = now();
-            if !a.shm || t - last_tcp_poll >= TCP_POLL_EVERY_NS {
-                client.poll_tcp(t);
-                last_tcp_poll = t;
-            }
+            t = now();
             if t.saturating_sub(last_stats) >= crate::stats_file::EVERY_NS {
                 let peer = client
                     .connection()
@@ -314,26 +304,21 @@ pub fn run(a: Args) -> Result<(), String> {
                     .map_or_else(String::new, |n| n.to_string());
                 let conns = [(peer, client.stats())];
                 crate::stats_file::publish(&dir, "echo-client", &a.name, &conns, t);
+                if let Some(c) = &mut counters {
+                    c.set(send_num, h.recv_num);
+                }
                 last_stats = t;
             }
         }
-        client.poll_shm();
-        let h = client.handler();
+        client.poll(t, &mut h);
         if let Some(e) = h.error.take() {
-            return Err(format!("bad echo: {e}"));
+            return Err(CliError::BadEcho(e));
         }
-        if let Some((reason, errno)) = h.disconnected.take() {
-            if errno != 0 {
-                println!(
-                    "disconnected: {reason} ({})",
-                    std::io::Error::from_raw_os_error(errno)
-                );
-            } else {
-                println!("disconnected: {reason}");
-            }
+        if let Some(close) = h.disconnected.take() {
+            println!("disconnected: {close}");
             retry_until = Instant::now() + Duration::from_secs(a.retry.max(1));
             if a.retry == 0 {
-                return Err(format!("disconnected: {reason}"));
+                return Err(CliError::Failed(format!("disconnected: {close}")));
             }
         }
         if a.progress && h.popped >= next_progress {
@@ -345,7 +330,9 @@ pub fn run(a: Args) -> Result<(), String> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    let h = client.handler();
+    if let Some(c) = &mut counters {
+        c.set(send_num, h.recv_num);
+    }
     let hist = &h.hist;
     println!(
         "done: messages={} avg_rtt_ns={:.1} rtt_samples={} rtt_mean_ns={:.0} rtt_p50_ns={} rtt_p99_ns={} rtt_p999_ns={} rtt_max_ns={} seconds={secs:.2}",

@@ -8,15 +8,14 @@
 //! first could lose a reply to a crash between the two.)
 
 use std::hash::{Hash, Hasher};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use tcpshm::wire::{Login, LoginResponse, Name};
 use tcpshm::{
-    Accept, CloseReason, Config, ConnId, ConnTx, Connection, Received, Server, ServerHandler,
+    Accept, Close, Config, ConnId, ConnTx, Connection, ControlHandler, GroupHandler, LoginRequest,
+    Name, Received, SeqMismatch, Server, ServerParts, Transport,
 };
 
-use crate::util::{catch_stop_signals, now, stopping};
+use crate::util::{catch_stop_signals, now, stopping, CliError};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -60,7 +59,7 @@ pub struct Args {
     /// TCP delayed ack in microseconds (see `Config::ack_delay`); 0 acks
     /// at once.
     #[arg(long)]
-    pub ack_delay_us: Option<i64>,
+    pub ack_delay_us: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -69,73 +68,55 @@ struct Echo {
     shm_groups: usize,
 }
 
-fn transport(shm: bool) -> &'static str {
-    if shm {
+fn transport(t: Transport) -> &'static str {
+    if t.is_shm() {
         "shm"
     } else {
         "tcp"
     }
 }
 
-impl ServerHandler for Echo {
+impl ControlHandler for Echo {
     fn on_system_error(&mut self, what: &str, e: &std::io::Error) {
         println!("system error: {what}: {e}");
     }
-    fn on_new_connection(
-        &mut self,
-        peer: SocketAddr,
-        login: &Login,
-        _rsp: &mut LoginResponse,
-    ) -> Accept {
-        let name = Name::from_wire(&login.client_name)
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let groups = if login.use_shm {
-            self.shm_groups
-        } else {
-            self.tcp_groups
+    fn on_new_connection(&mut self, login: &LoginRequest) -> Accept {
+        let groups = match login.transport {
+            Transport::Shm => self.shm_groups,
+            _ => self.tcp_groups,
         };
         if groups == 0 {
-            return Accept::Reject(format!("{} disabled", transport(login.use_shm)));
+            return Accept::reject(format!("{} disabled", transport(login.transport)));
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        name.hash(&mut h);
+        login.client.as_str().hash(&mut h);
         let g = (h.finish() % groups as u64) as usize;
         println!(
-            "login from {peer}: {name} over {} -> group {g}",
-            transport(login.use_shm)
+            "login from {}: {} over {} -> group {g}",
+            login.peer,
+            login.client,
+            transport(login.transport)
         );
-        Accept::Group(g)
+        Accept::group(g)
     }
-    fn on_client_logon(&mut self, _peer: SocketAddr, id: ConnId, conn: &mut Connection) {
-        let (rx, tx) = conn.split();
+}
+
+impl GroupHandler for Echo {
+    fn on_client_logon(&mut self, id: ConnId, login: &LoginRequest, conn: &mut Connection) {
         println!(
             "client {} logged on ({} group {}): {} received, {} echoed so far",
-            tx.remote_name().map(|n| n.as_str()).unwrap_or("?"),
-            transport(id.transport.is_shm()),
+            login.client,
+            transport(id.transport),
             id.group,
-            rx.messages_popped(),
-            tx.messages_pushed()
+            conn.messages_popped(),
+            conn.messages_pushed()
         );
     }
-    fn on_client_disconnected(
-        &mut self,
-        client: &Name,
-        _id: ConnId,
-        reason: CloseReason,
-        errno: i32,
-    ) {
-        if errno != 0 {
-            println!(
-                "client {client} disconnected: {reason} ({})",
-                std::io::Error::from_raw_os_error(errno)
-            );
-        } else {
-            println!("client {client} disconnected: {reason}");
-        }
+    fn on_client_disconnected(&mut self, _id: ConnId, client: &Name, close: Close) {
+        println!("client {client} disconnected: {close}");
     }
-    fn on_seq_mismatch(&mut self, client: &Name, m: &tcpshm::SeqMismatch) {
-        println!("client {client}: sequence number mismatch, login refused: {m:?}");
+    fn on_seq_mismatch(&mut self, client: &Name, m: &SeqMismatch) {
+        println!("client {client}: sequence number mismatch, login refused: {m}");
     }
     fn on_file_error(&mut self, client: &Name, e: &tcpshm::FileError) {
         println!("client {client}: file error, login refused: {e}");
@@ -156,91 +137,79 @@ impl ServerHandler for Echo {
     }
 }
 
-/// One thread polls everything until `until()`: the control part every
-/// 200 us (accepting and shm heartbeats are syscalls, and that is plenty),
-/// every group on every pass, as the C++ example's servers are compared.
-pub fn serve_loop<H: ServerHandler + Clone>(
-    server: &mut Server<H>,
-    mut h: H,
+/// One thread polls the server until `until()` ([`Server::poll`]: every
+/// group at every pass, the control part every 200 µs), reading the clock
+/// and the stop flag every loop while a TCP connection is live (its poll
+/// makes a system call anyway, and its timers want a fresh `now`), else
+/// every 128 loops (an empty shm poll is a few ns: `now` is then at most a
+/// microsecond old); with `stats_dir`, it publishes the statistics there
+/// every second.
+fn serve_loop<H: ControlHandler + GroupHandler>(
+    server: &mut Server,
+    h: &mut H,
     until: impl Fn() -> bool,
     stats_dir: Option<&std::path::Path>,
 ) {
-    let name = server.name().to_string();
-    let (mut ctl, tcp, shm) = server.split();
-    let (mut last_ctl, mut t, mut last_stats) = (0, 0, i64::MIN);
+    let (mut t, mut last_stats) = (0, i64::MIN);
     let mut i = 0u32;
     let mut tcp_live = false;
     loop {
-        // The clock (about 30 ns here) and the stop flag: every loop while
-        // a TCP connection is live (its poll makes a syscall anyway, and
-        // its timers want a fresh `now`), else every 128 loops (an empty
-        // shm poll is a few ns: `t` is then at most a microsecond old).
         if tcp_live || i % 128 == 0 {
-            tcp_live = tcp.iter().any(|g| g.live() > 0);
+            let p = server.parts();
+            tcp_live = p.tcp.iter().any(|g| g.live() > 0);
             if until() {
                 break;
             }
             t = now();
-            if t - last_ctl >= crate::echo_client::TCP_POLL_EVERY_NS {
-                ctl.poll(t);
-                last_ctl = t;
-            }
             if let Some(d) = stats_dir {
                 if t.saturating_sub(last_stats) >= crate::stats_file::EVERY_NS {
-                    let conns: Vec<_> = tcp
-                        .iter()
-                        .chain(shm.iter())
-                        .flat_map(|g| g.stats())
-                        .map(|(_, peer, s)| (peer, s))
+                    let conns: Vec<_> = server
+                        .stats()
+                        .into_iter()
+                        .map(|(_, peer, s)| (peer.to_string(), s))
                         .collect();
+                    let name = server.name().to_string();
                     crate::stats_file::publish(d, "echo-server", &name, &conns, t);
                     last_stats = t;
                 }
             }
         }
         i = i.wrapping_add(1);
-        for g in tcp.iter_mut() {
-            g.poll_tcp(t, &mut h);
-        }
-        for g in shm.iter_mut() {
-            g.poll_shm(&mut h);
-        }
+        server.poll(t, h);
     }
 }
 
-pub fn run(a: Args) -> Result<(), String> {
+pub fn run(a: Args) -> Result<(), CliError> {
     if a.shm_groups > 0 && !a.shm_dir.is_dir() {
-        return Err(format!(
+        return Err(CliError::Usage(format!(
             "shared-memory directory {} does not exist (is /dev/shm mounted? use --shm-dir, or --shm-groups 0)",
             a.shm_dir.display()
-        ));
+        )));
     }
-    let cfg = Config {
-        tcp_groups: a.tcp_groups,
-        shm_groups: a.shm_groups,
-        tcp_conns_per_group: a.conns_per_group,
-        shm_conns_per_group: a.conns_per_group,
-        shm_queue_size: a.shm_queue_size,
-        shm_fast_path: !a.shm_v1,
-        shm_hand_over: !a.shm_no_hand_over,
-        shm_dir: a.shm_dir.clone(),
-        ack_delay: a
-            .ack_delay_us
-            .map_or(Config::default().ack_delay, |us| us * 1000),
-        ..Config::default()
-    };
-    let echo = Echo {
+    let mut cfg = Config::default();
+    cfg.tcp_groups = a.tcp_groups;
+    cfg.shm_groups = a.shm_groups;
+    cfg.tcp_conns_per_group = a.conns_per_group;
+    cfg.shm_conns_per_group = a.conns_per_group;
+    cfg.shm_queue_size = a.shm_queue_size;
+    cfg.shm_fast_path = !a.shm_v1;
+    cfg.shm_hand_over = !a.shm_no_hand_over;
+    cfg.shm_dir = a.shm_dir.clone();
+    if let Some(us) = a.ack_delay_us {
+        cfg.ack_delay = std::time::Duration::from_micros(us);
+    }
+    let mut echo = Echo {
         tcp_groups: a.tcp_groups,
         shm_groups: a.shm_groups,
     };
-    let mut server = Server::new(&a.name, &a.dir, cfg, echo.clone()).map_err(|e| e.to_string())?;
-    server.start(&a.listen).map_err(|e| {
+    let mut server: Server = Server::new(&a.name, &a.dir, cfg)?;
+    server.listen(&a.listen).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             " (is another echo-server running? use --listen with another port)"
         } else {
             ""
         };
-        format!("cannot listen on {}: {e}{hint}", a.listen)
+        CliError::Failed(format!("cannot listen on {}: {e}{hint}", a.listen))
     })?;
     catch_stop_signals();
     let addr = server.local_addr().expect("listening");
@@ -253,31 +222,25 @@ pub fn run(a: Args) -> Result<(), String> {
         if a.threads { ", a thread each" } else { "" }
     );
     if a.threads {
-        let (mut ctl, tcp, shm) = server.split();
+        let ServerParts {
+            control, tcp, shm, ..
+        } = server.parts();
         std::thread::scope(|s| {
-            for g in tcp.iter_mut() {
+            for g in tcp.iter_mut().chain(shm.iter_mut()) {
                 let mut h = echo.clone();
                 s.spawn(move || {
                     while !stopping() {
-                        g.poll_tcp(now(), &mut h);
-                    }
-                });
-            }
-            for g in shm.iter_mut() {
-                let mut h = echo.clone();
-                s.spawn(move || {
-                    while !stopping() {
-                        g.poll_shm(&mut h);
+                        g.poll(now(), &mut h);
                     }
                 });
             }
             while !stopping() {
-                ctl.poll(now());
+                control.poll(now(), &mut echo);
                 std::thread::yield_now();
             }
         });
     } else {
-        serve_loop(&mut server, echo, stopping, Some(&a.dir));
+        serve_loop(&mut server, &mut echo, stopping, Some(&a.dir));
     }
     server.stop();
     println!("echo-server stopped");

@@ -33,8 +33,8 @@ fn conn_json(peer: &str, s: &ConnStats, now: i64) -> Value {
         "reconnects": s.sessions.saturating_sub(1),
         "heartbeats_sent": s.heartbeats_sent,
         "queue_fill": s.queue_fill,
-        "last_close": s.last_close.map(|(r, _)| r.to_string()),
-        "last_close_errno": s.last_close.map(|(_, e)| e),
+        "last_close": s.last_close.map(|c| c.reason.to_string()),
+        "last_close_errno": s.last_close.map(|c| c.os_error.unwrap_or(0)),
         "heard_ago_ns": s.last_heard.map(|t| now.saturating_sub(t).max(0)),
     })
 }

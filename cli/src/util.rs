@@ -1,10 +1,73 @@
-//! Shared pieces of the command: the clock, signals, the echo payload
-//! convention, counter files.
+//! Shared pieces of the command: its errors, the clock, signals, the echo
+//! payload convention, counter files.
 
+use std::fmt;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use tcpshm::sys::{MapOptions, Mapping};
+/// Why a command failed, by kind: the exit code follows from the kind,
+/// the message is one line for the operator.
+#[derive(Debug)]
+pub enum CliError {
+    /// The echoes came back wrong: lost, duplicated, out of order or
+    /// altered (exit code 2, what a checking script looks for).
+    BadEcho(String),
+    /// The command was asked for something that cannot be (exit code 1).
+    Usage(String),
+    /// Something failed on the way (exit code 1).
+    Failed(String),
+}
+
+impl CliError {
+    /// The process's exit code for this error.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::BadEcho(_) => ExitCode::from(2),
+            CliError::Usage(_) | CliError::Failed(_) => ExitCode::FAILURE,
+        }
+    }
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::BadEcho(m) => write!(f, "bad echo: {m}"),
+            CliError::Usage(m) | CliError::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// A library error with its causes, as one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut at = e.source();
+    while let Some(c) = at {
+        s += ": ";
+        s += &c.to_string();
+        at = c.source();
+    }
+    s
+}
+
+impl From<tcpshm::SetupError> for CliError {
+    fn from(e: tcpshm::SetupError) -> Self {
+        CliError::Usage(chain(&e))
+    }
+}
+
+impl From<tcpshm::FileError> for CliError {
+    fn from(e: tcpshm::FileError) -> Self {
+        CliError::Failed(chain(&e))
+    }
+}
+
+impl From<tcpshm::ConnectError> for CliError {
+    fn from(e: tcpshm::ConnectError) -> Self {
+        CliError::Failed(chain(&e))
+    }
+}
 
 /// Nanoseconds of the monotonic clock: the `now` passed to the library.
 /// One vDSO call and a multiply-add (`Instant::elapsed` costs some 70
@@ -67,23 +130,30 @@ pub fn ints_before(k: u32) -> u32 {
 }
 
 /// A 4-byte little-endian counter in a file (the C++ echo client's
-/// `send_num`/`recv_num` files).
-pub struct CounterFile(Mapping);
+/// `send_num`/`recv_num` files), written with one `pwrite` (a 4-byte
+/// aligned write is never torn by a kill -9).
+pub struct CounterFile(std::fs::File);
 
 impl CounterFile {
-    pub fn open(path: &Path) -> Result<CounterFile, tcpshm::FileError> {
-        Mapping::open(path, 4, MapOptions::default()).map(CounterFile)
+    pub fn open(path: &Path) -> Result<CounterFile, CliError> {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+        Ok(CounterFile(f))
     }
     pub fn get(&self) -> u32 {
-        // Relaxed: one thread reads and writes its own counter; the word is
-        // atomic so a kill -9 never leaves it torn.
-        self.0.word32(0).load(std::sync::atomic::Ordering::Relaxed)
+        let mut b = [0u8; 4];
+        match self.0.read_exact_at(&mut b, 0) {
+            Ok(()) => u32::from_le_bytes(b),
+            Err(_) => 0,
+        }
     }
     pub fn set(&mut self, v: u32) {
-        // Relaxed: as in `get`.
-        self.0
-            .word32(0)
-            .store(v, std::sync::atomic::Ordering::Relaxed)
+        let _ = self.0.write_all_at(&v.to_le_bytes(), 0);
     }
 }
 

@@ -8,12 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tcpshm::cpp_ptcp::CppQueue;
-use tcpshm::server::ConnId;
-use tcpshm::wire::{Login, LoginResponse};
 use tcpshm::{
-    Accept, Client, ClientHandler, Config, ConnTx, ConnectError, Received, Server, ServerHandler,
-    Transport,
+    Accept, Client, ClientHandler, Config, ConnId, ConnTx, ConnectError, ControlHandler,
+    GroupHandler, LoginRequest, Received, Server, Transport,
 };
 
 const EXE: &str = env!("CARGO_BIN_EXE_tcpshm");
@@ -47,10 +44,9 @@ impl Drop for Kill {
 }
 
 fn cfg(shm: &Path) -> Config {
-    Config {
-        shm_dir: shm.into(),
-        ..Config::default()
-    }
+    let mut c = Config::default();
+    c.shm_dir = shm.into();
+    c
 }
 
 /// Records every message, in order.
@@ -61,15 +57,13 @@ struct Sink {
     paused: bool,
 }
 
-impl ServerHandler for Sink {
-    fn on_new_connection(
-        &mut self,
-        _: std::net::SocketAddr,
-        _: &Login,
-        _: &mut LoginResponse,
-    ) -> Accept {
-        Accept::Group(0)
+impl ControlHandler for Sink {
+    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+        Accept::group(0)
     }
+}
+
+impl GroupHandler for Sink {
     fn on_client_msg(&mut self, _id: ConnId, msg: Received<'_>, _tx: &mut ConnTx) {
         if self.paused {
             return;
@@ -81,9 +75,6 @@ impl ServerHandler for Sink {
 
 struct Quiet;
 impl ClientHandler for Quiet {
-    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
-        now()
-    }
     fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
         msg.pop();
     }
@@ -109,25 +100,56 @@ fn inspect_json(path: &Path, shm: &Path) -> Value {
     serde_json::from_str(&out).expect("inspect --json")
 }
 
-fn poll_server<H: ServerHandler>(s: &mut Server<H>) {
-    let t = now();
-    s.poll_ctl(t);
-    s.poll_tcp(t, 0);
-    s.poll_shm(0);
+/// A server and its handler, polled together.
+struct Srv {
+    server: Server,
+    sink: Sink,
 }
 
-fn poll_client<H: ClientHandler>(c: &mut Client<H>) {
-    c.poll_tcp(now());
-    c.poll_shm();
+impl Srv {
+    fn new(name: &str, dir: &Path, shm: &Path) -> Srv {
+        let mut server = Server::new(name, dir, cfg(shm)).unwrap();
+        server.listen("127.0.0.1:0").unwrap();
+        Srv {
+            server,
+            sink: Sink::default(),
+        }
+    }
+    fn addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr().unwrap()
+    }
+    fn poll(&mut self) {
+        self.server.poll(now(), &mut self.sink);
+    }
+    /// Logs `client` in over `transport` while a thread polls the server.
+    fn connect(&mut self, client: &mut Client, transport: Transport) -> Result<u8, ConnectError> {
+        let addr = self.addr();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    self.poll();
+                    std::thread::yield_now();
+                }
+            });
+            let r = client.connect(transport, addr, 0);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            t.join().unwrap();
+            r
+        })
+    }
+    /// Until the server has seen every session end (a new login would be
+    /// "Already logged on" before).
+    fn wait_idle(&mut self) {
+        wait_until(10, "the server to see the disconnect", || {
+            self.poll();
+            self.server.stats().iter().all(|(_, _, s)| !s.connected)
+        });
+    }
 }
 
-/// Until the server has seen every session end (a new login would be
-/// "Already logged on" before).
-fn wait_server_idle(server: &mut Server<Sink>) {
-    wait_until(10, "the server to see the disconnect", || {
-        poll_server(server);
-        server.stats().iter().all(|(_, _, s)| !s.connected)
-    });
+fn poll_client(c: &mut Client) {
+    c.poll(now(), &mut Quiet);
 }
 
 fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
@@ -148,25 +170,11 @@ fn child_pushes_seven_and_waits() {
     };
     let dir = PathBuf::from(dir);
     let shm = dir.join("shm");
-    let mut server = Server::new("srv", dir.join("srv"), cfg(&shm), Sink::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let mut client = Client::new("c", dir.join("c"), cfg(&shm), Quiet).unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let t = s.spawn(|| {
-            // Until the login is answered; after it nothing is read (so
-            // nothing is acknowledged).
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                poll_server(&mut server);
-                std::thread::yield_now();
-            }
-        });
-        let r = client.connect(Transport::Tcp, addr, 0);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        t.join().unwrap();
-        r.unwrap();
-    });
+    let mut srv = Srv::new("srv", &dir.join("srv"), &shm);
+    let mut client: Client = Client::new("c", dir.join("c"), cfg(&shm)).unwrap();
+    // The server is polled until the login is answered; after it nothing
+    // is read (so nothing is acknowledged).
+    srv.connect(&mut client, Transport::Tcp).unwrap();
     for i in 0..7u8 {
         let mut m = client.connection().alloc(10 + u16::from(i), 5).unwrap();
         m.payload_mut().copy_from_slice(&[i; 5]);
@@ -232,6 +240,52 @@ fn inspect_counts_what_a_killed_client_left_unacked() {
     assert!(ok && text.contains("7 pending"), "{text}");
 }
 
+/// Holds `path` as a live process would: a queue file's `flock`, or an
+/// shm object's writer lock (an OFD lock on the byte past its end).
+fn hold(path: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    if path.extension().is_some_and(|x| x == "shm") {
+        // SAFETY: a zeroed flock is a valid value; the fd is open, the
+        // struct valid for the call.
+        let r = unsafe {
+            let mut fl: libc::flock = std::mem::zeroed();
+            fl.l_type = libc::F_WRLCK as libc::c_short;
+            fl.l_whence = libc::SEEK_SET as libc::c_short;
+            fl.l_start = len as libc::off_t;
+            fl.l_len = 1;
+            libc::fcntl(f.as_raw_fd(), libc::F_OFD_SETLK, &fl)
+        };
+        assert_eq!(r, 0, "lock {}", path.display());
+    } else {
+        // SAFETY: plain syscall on a descriptor we own.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        assert_eq!(r, 0, "lock {}", path.display());
+    }
+    f
+}
+
+/// A valid queue file of this project's format at `path` (imported from
+/// an empty C++ one).
+fn queue_file(path: &Path) {
+    let tmp = path.with_extension("cpp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let cpp = tmp.join(path.file_name().unwrap());
+    std::fs::write(&cpp, tcpshm_v1::cpp_queue_file(2000, 0, 0, &[])).unwrap();
+    tcpshm::admin::import_cpp(&cpp, path.parent().unwrap(), None).unwrap();
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+/// An shm object of a 4 KiB ring at `path`.
+fn shm_object(path: &Path) {
+    std::fs::write(path, vec![0u8; 4096 + 256]).unwrap();
+}
+
 #[test]
 fn clean_keeps_a_live_pair_and_removes_a_dead_one() {
     let dir = scratch("clean");
@@ -241,18 +295,19 @@ fn clean_keeps_a_live_pair_and_removes_a_dead_one() {
     let mut name = [0u8; 16];
     name[..4].copy_from_slice(b"srvB");
     std::fs::write(c.join("c.lastserver"), name).unwrap();
-    let opts = tcpshm::sys::MapOptions::default();
     // The current pair (c, srvB), held by a live process; and two pairs
     // of previous server names: srvA dead, srvL still held by a process.
-    let live =
-        tcpshm::ptcp_queue::PtcpQueue::open_file(&c.join("c_srvB.ptcp"), 2000, opts).unwrap();
-    drop(tcpshm::ptcp_queue::PtcpQueue::open_file(&c.join("c_srvA.ptcp"), 2000, opts).unwrap());
-    let held_old =
-        tcpshm::ptcp_queue::PtcpQueue::open_file(&c.join("c_srvL.ptcp"), 2000, opts).unwrap();
-    drop(tcpshm::shm_queue::ShmWriter::open_file(&shm.join("c_srvA.shm"), 4096, opts).unwrap());
-    drop(tcpshm::shm_queue::ShmReader::open_file(&shm.join("srvA_c.shm"), 4096, opts).unwrap());
-    let live_shm =
-        tcpshm::shm_queue::ShmWriter::open_file(&shm.join("c_srvB.shm"), 4096, opts).unwrap();
+    for f in ["c_srvB.ptcp", "c_srvA.ptcp", "c_srvL.ptcp"] {
+        queue_file(&c.join(f));
+    }
+    for f in ["c_srvA.shm", "srvA_c.shm", "c_srvB.shm"] {
+        shm_object(&shm.join(f));
+    }
+    let held = [
+        hold(&c.join("c_srvB.ptcp")),
+        hold(&c.join("c_srvL.ptcp")),
+        hold(&shm.join("c_srvB.shm")),
+    ];
     let args = |yes: bool| {
         let mut v = vec![
             "clean",
@@ -272,16 +327,6 @@ fn clean_keeps_a_live_pair_and_removes_a_dead_one() {
     assert!(ok, "{out}");
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["dry_run"], true);
-    let status = |v: &Value, file: &str| -> String {
-        v["files"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["path"].as_str().unwrap().ends_with(file))
-            .map_or("absent".into(), |f| {
-                f["status"].as_str().unwrap().to_string()
-            })
-    };
     assert_eq!(status(&v, "c_srvA.ptcp"), "would remove");
     assert!(c.join("c_srvA.ptcp").exists());
     let (ok, out) = run(&args(true));
@@ -300,7 +345,89 @@ fn clean_keeps_a_live_pair_and_removes_a_dead_one() {
     assert!(!c.join("c_srvA.ptcp").exists() && !shm.join("c_srvA.shm").exists());
     assert!(c.join("c_srvB.ptcp").exists() && c.join("c_srvL.ptcp").exists());
     assert!(shm.join("c_srvB.shm").exists());
-    drop((live, held_old, live_shm));
+    drop(held);
+}
+
+/// The status `clean --json` gives `file` (by the end of its path).
+fn status(v: &Value, file: &str) -> String {
+    v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"].as_str().unwrap().ends_with(file))
+        .map_or("absent".into(), |f| {
+            f["status"].as_str().unwrap().to_string()
+        })
+}
+
+/// Names with `_` (issue: `inspect` split `desk_1_srv.ptcp` at its first
+/// `_`, and `clean --older-than` then listed a killed client's current
+/// pair, with its pending messages, and another client's current shm
+/// objects): real clients `desk_1` (TCP, killed with messages pending) and
+/// `desk_2` (SHM) of the echo server `srv`; however old, their current
+/// pairs are kept, and inspect names the pair right.
+#[test]
+fn names_with_underscores_are_never_split_wrong() {
+    let dir = scratch("underscore");
+    let _c = Cleanup(dir.clone());
+    let shm = dir.join("shm");
+    let port = 29_000 + (std::process::id() % 5000) as u16;
+    let listen = format!("127.0.0.1:{port}");
+    let srv = Kill(
+        Command::new(EXE)
+            .args(["echo-server", "--name", "srv", "--listen", &listen, "--dir"])
+            .arg(dir.join("srv"))
+            .arg("--shm-dir")
+            .arg(&shm)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for (name, shm_flag) in [("desk_1", None), ("desk_2", Some("--shm"))] {
+        let d = dir.join(name);
+        let mut args = vec!["echo-client", name, "--server", &listen, "--count", "50"];
+        args.extend(["--retry", "10", "--dir", d.to_str().unwrap()]);
+        args.extend(["--shm-dir", shm.to_str().unwrap()]);
+        args.extend(shm_flag);
+        let (ok, out) = run(&args);
+        assert!(ok, "{out}");
+    }
+    drop(srv);
+    // desk_1's queue holds messages the server never acknowledged: write
+    // three more with a client whose server is gone.
+    let mut c: Client = Client::new("desk_1", dir.join("desk_1"), cfg(&shm)).unwrap();
+    assert!(c.connect(Transport::Tcp, &listen[..], 0).is_err());
+    for _ in 0..3 {
+        c.connection().alloc(1, 4).unwrap().push();
+    }
+    drop(c);
+    let v = inspect_json(&dir.join("desk_1"), &shm);
+    let q = &v["queues"][0];
+    assert_eq!(
+        (q["local"].as_str(), q["remote"].as_str()),
+        (Some("desk_1"), Some("srv")),
+        "{v}"
+    );
+    assert!(q["pending"].as_u64().unwrap() >= 3, "{v}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let (ok, out) = run(&[
+        "clean",
+        "--json",
+        "--older-than",
+        "1s",
+        "--dir",
+        dir.join("desk_1").to_str().unwrap(),
+        "--dir",
+        dir.join("desk_2").to_str().unwrap(),
+        "--shm-dir",
+        shm.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    for f in ["desk_1_srv.ptcp", "desk_2_srv.shm", "srv_desk_2.shm"] {
+        assert_eq!(status(&v, f), "absent", "{f} is a current pair's: {v}");
+    }
 }
 
 /// The pair's sequence numbers no longer fit (the client's queue file was
@@ -312,69 +439,52 @@ fn mismatch_then_reset_then_fresh_login() {
     let dir = scratch("reset");
     let _c = Cleanup(dir.clone());
     let shm = dir.join("shm");
-    let mut server = Server::new("srv", dir.join("srv"), cfg(&shm), Sink::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
+    let mut srv = Srv::new("srv", &dir.join("srv"), &shm);
     let cdir = dir.join("c");
-    let send = |client: &mut Client<Quiet>, server: &mut Server<Sink>, n: usize| {
-        let before = server.handler().got.len();
+    let send = |client: &mut Client, srv: &mut Srv, n: usize| {
+        let before = srv.sink.got.len();
         for i in 0..n {
             let mut m = client.connection().alloc(1, 4).unwrap();
             m.payload_mut().copy_from_slice(&(i as u32).to_le_bytes());
             m.push();
         }
         wait_until(10, "the server got them", || {
-            poll_server(&mut *server);
-            poll_client(&mut *client);
-            server.handler().got.len() == before + n
+            srv.poll();
+            poll_client(client);
+            srv.sink.got.len() == before + n
         });
     };
-    let connect = |client: &mut Client<Quiet>, server: &mut Server<Sink>| {
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let t = s.spawn(|| {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    poll_server(&mut *server);
-                    std::thread::yield_now();
-                }
-            });
-            let r = client.connect(Transport::Tcp, addr, 0);
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            t.join().unwrap();
-            r
-        })
-    };
     {
-        let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
-        connect(&mut client, &mut server).unwrap();
-        send(&mut client, &mut server, 3);
+        let mut client: Client = Client::new("c", &cdir, cfg(&shm)).unwrap();
+        srv.connect(&mut client, Transport::Tcp).unwrap();
+        send(&mut client, &mut srv, 3);
         client.stop();
     }
-    wait_server_idle(&mut server);
+    srv.wait_idle();
     let old = std::fs::read(cdir.join("c_srv.ptcp")).unwrap();
     {
-        let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
-        connect(&mut client, &mut server).unwrap();
-        send(&mut client, &mut server, 4);
+        let mut client: Client = Client::new("c", &cdir, cfg(&shm)).unwrap();
+        srv.connect(&mut client, Transport::Tcp).unwrap();
+        send(&mut client, &mut srv, 4);
         // Let the server's acks arrive, so the client's queue moves on.
         wait_until(10, "acks", || {
-            poll_server(&mut server);
+            srv.poll();
             poll_client(&mut client);
-            client.connection().split().1.messages_pushed() == 7
+            client.connection().messages_pushed() == 7
         });
         std::thread::sleep(Duration::from_millis(300));
         for _ in 0..50 {
-            poll_server(&mut server);
+            srv.poll();
             poll_client(&mut client);
         }
         client.stop();
     }
-    wait_server_idle(&mut server);
+    srv.wait_idle();
     // Replace the client's file with the copy from before: its sequence
     // range (3..3) no longer holds the server's ack (7).
     std::fs::write(cdir.join("c_srv.ptcp"), &old).unwrap();
-    let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
-    match connect(&mut client, &mut server) {
+    let mut client: Client = Client::new("c", &cdir, cfg(&shm)).unwrap();
+    match srv.connect(&mut client, Transport::Tcp) {
         Err(ConnectError::SeqMismatch(m)) => assert_eq!(m.remote_ack, 7, "{m:?}"),
         other => panic!("expected a sequence mismatch, got {other:?}"),
     }
@@ -402,10 +512,11 @@ fn mismatch_then_reset_then_fresh_login() {
         "the backup is the old file: {v}"
     );
     assert_eq!(v["last_server"][0]["server"], "srv");
-    let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
-    connect(&mut client, &mut server).expect("a fresh login after reset");
-    server.handler().got.clear();
-    send(&mut client, &mut server, 2);
+    let mut client: Client = Client::new("c", &cdir, cfg(&shm)).unwrap();
+    srv.connect(&mut client, Transport::Tcp)
+        .expect("a fresh login after reset");
+    srv.sink.got.clear();
+    send(&mut client, &mut srv, 2);
     let (s, e) = {
         let v = inspect_json(&cdir.join("c_srv.ptcp"), &shm);
         (
@@ -431,7 +542,7 @@ fn import_then_resend_after_login() {
     let refs: Vec<(u16, &[u8])> = msgs.iter().map(|(t, p)| (*t, &p[..])).collect();
     std::fs::write(
         cpp.join("c_srv.ptcp"),
-        CppQueue::encode(2000, 0, 0, &refs).unwrap(),
+        tcpshm_v1::cpp_queue_file(2000, 0, 0, &refs),
     )
     .unwrap();
     let cdir = dir.join("c");
@@ -461,35 +572,20 @@ fn import_then_resend_after_login() {
         !ok && out.contains("exists"),
         "an import never overwrites: {out}"
     );
-    let mut server = Server::new("srv", dir.join("srv"), cfg(&shm), Sink::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let t = s.spawn(|| {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                poll_server(&mut server);
-                std::thread::yield_now();
-            }
-        });
-        let r = client.connect(Transport::Tcp, addr, 0);
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        t.join().unwrap();
-        r.unwrap();
-    });
+    let mut srv = Srv::new("srv", &dir.join("srv"), &shm);
+    let mut client: Client = Client::new("c", &cdir, cfg(&shm)).unwrap();
+    srv.connect(&mut client, Transport::Tcp).unwrap();
     wait_until(10, "the resent messages", || {
-        poll_server(&mut server);
+        srv.poll();
         poll_client(&mut client);
-        server.handler().got.len() >= 5
+        srv.sink.got.len() >= 5
     });
     for _ in 0..100 {
-        poll_server(&mut server);
+        srv.poll();
         poll_client(&mut client);
     }
     assert_eq!(
-        server.handler().got,
-        msgs,
+        srv.sink.got, msgs,
         "each imported message exactly once, in order"
     );
 }
@@ -502,30 +598,16 @@ fn rename_removes_the_old_names_shm_objects() {
     let _c = Cleanup(dir.clone());
     let shm = dir.join("shm");
     let cdir = dir.join("c");
-    let login = |srv: &str| {
-        let mut server = Server::new(srv, dir.join("srv"), cfg(&shm), Sink::default()).unwrap();
-        server.start("127.0.0.1:0").unwrap();
-        let addr = server.local_addr().unwrap();
-        let mut client = Client::new("c", &cdir, cfg(&shm), Quiet).unwrap();
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let t = s.spawn(|| {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    poll_server(&mut server);
-                    std::thread::yield_now();
-                }
-            });
-            let r = client.connect(Transport::Shm, addr, 0);
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            t.join().unwrap();
-            r.unwrap();
-        });
+    let login = |name: &str| {
+        let mut srv = Srv::new(name, &dir.join("srv"), &shm);
+        let mut client: Client = Client::new("c", &cdir, cfg(&shm)).unwrap();
+        srv.connect(&mut client, Transport::Shm).unwrap();
         let mut m = client.connection().alloc(1, 3).unwrap();
         m.payload_mut().copy_from_slice(b"abc");
         m.push();
         wait_until(10, "the message", || {
-            poll_server(&mut server);
-            server.handler().got.len() == 1
+            srv.poll();
+            srv.sink.got.len() == 1
         });
     };
     login("day1");
@@ -546,28 +628,11 @@ fn stats_count_exactly() {
     let dir = scratch("stats-lib");
     let _c = Cleanup(dir.clone());
     let shm = dir.join("shm");
-    let mut server = Server::new("srv", dir.join("srv"), cfg(&shm), Sink::default()).unwrap();
-    server.start("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let mut client = Client::new("c", dir.join("c"), cfg(&shm), Quiet).unwrap();
-    let connect = |client: &mut Client<Quiet>, server: &mut Server<Sink>| {
-        let stop = std::sync::atomic::AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let t = s.spawn(|| {
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    poll_server(server);
-                    std::thread::yield_now();
-                }
-            });
-            let r = client.connect(Transport::Tcp, addr, 0);
-            stop.store(true, std::sync::atomic::Ordering::Relaxed);
-            t.join().unwrap();
-            r.unwrap();
-        });
-    };
-    connect(&mut client, &mut server);
+    let mut srv = Srv::new("srv", &dir.join("srv"), &shm);
+    let mut client: Client = Client::new("c", dir.join("c"), cfg(&shm)).unwrap();
+    srv.connect(&mut client, Transport::Tcp).unwrap();
     // Three messages the server does not consume in this session.
-    server.handler().paused = true;
+    srv.sink.paused = true;
     for i in 0..3u8 {
         let mut m = client.connection().alloc(7, 10).unwrap();
         m.payload_mut().fill(i);
@@ -583,18 +648,18 @@ fn stats_count_exactly() {
     client.connection().close();
     wait_until(10, "the disconnect", || {
         poll_client(&mut client);
-        poll_server(&mut server);
-        !client.stats().connected && server.stats().iter().all(|(_, _, s)| !s.connected)
+        srv.poll();
+        !client.stats().connected && srv.server.stats().iter().all(|(_, _, s)| !s.connected)
     });
-    server.handler().paused = false;
-    connect(&mut client, &mut server);
+    srv.sink.paused = false;
+    srv.connect(&mut client, Transport::Tcp).unwrap();
     wait_until(10, "the resent messages", || {
-        poll_server(&mut server);
+        srv.poll();
         poll_client(&mut client);
-        server.handler().got.len() == 3
+        srv.sink.got.len() == 3
     });
     wait_until(10, "their ack", || {
-        poll_server(&mut server);
+        srv.poll();
         poll_client(&mut client);
         client.stats().acked == Some(3)
     });
@@ -605,12 +670,12 @@ fn stats_count_exactly() {
         "{s:?}"
     );
     assert_eq!(s.last_close, None, "connected again: {s:?}");
-    let st = server.stats();
+    let st = srv.server.stats();
     let (_, peer, ss) = st
         .iter()
-        .find(|(_, p, _)| p == "c")
+        .find(|(_, p, _)| p.as_str() == "c")
         .expect("the client's slot");
-    assert_eq!(peer, "c");
+    assert_eq!(peer.as_str(), "c");
     assert_eq!((ss.msgs_received, ss.bytes_received), (3, 30), "{ss:?}");
 }
 

@@ -115,25 +115,40 @@ fn shm_dir_missing() {
         missing.to_str().unwrap(),
     ]);
     one_clear_line(code, &err, "does not exist");
-    let (code, err) = run(&["isolation", "--shm", "--shm-dir", missing.to_str().unwrap()]);
-    one_clear_line(code, &err, "does not exist");
     let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A queue size that cannot be reserved in `dir` now: a power of two
+/// above its free space (so the test does not depend on how big the disk
+/// or the RAM is).
+fn beyond_free_space(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a zeroed statvfs is a valid value; the path is a valid C
+    // string and the struct valid for the call.
+    let free = unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        assert_eq!(libc::statvfs(c.as_ptr(), &mut st), 0);
+        st.f_bavail as u64 * st.f_frsize as u64
+    };
+    (free + 1).next_power_of_two()
 }
 
 #[test]
 fn shm_full_is_reported_by_the_client() {
-    // A real echo-server whose shm objects cannot be reserved (a queue far
-    // larger than any /dev/shm stands in for a full one): the client gets
-    // the server's "System error" reject in one line.
+    // A real echo-server whose shm objects cannot be reserved (a queue
+    // larger than the free space stands in for a full /dev/shm): the
+    // client gets the server's "System error" reject in one line.
     let d = scratch("shmfull");
     let shm = d.join("shm");
     std::fs::create_dir_all(&shm).unwrap();
+    let size = beyond_free_space(&shm).to_string();
     let mut srv = Command::new(EXE)
         .args(["echo-server", "--listen", "127.0.0.1:0", "--dir"])
         .arg(d.join("s"))
         .arg("--shm-dir")
         .arg(&shm)
-        .args(["--shm-queue-size", &(1u64 << 36).to_string()])
+        .args(["--shm-queue-size", &size])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -160,7 +175,7 @@ fn shm_full_is_reported_by_the_client() {
         "--shm-dir",
         shm.to_str().unwrap(),
         "--shm-queue-size",
-        &(1u64 << 36).to_string(),
+        &size,
     ]);
     srv.kill().unwrap();
     srv.wait().unwrap();

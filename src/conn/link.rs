@@ -6,8 +6,9 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::close::{Close, CloseReason};
 use crate::ptcp_queue::PtcpQueue;
-use crate::session::{CloseReason, Closed, RecvBuf, ReloginGuard, Session, Timers};
+use crate::session::{RecvBuf, ReloginGuard, Session, Timers};
 use crate::sys::{socket, Mapping};
 
 /// The open/closed state of one session, shared with the thread that
@@ -17,33 +18,28 @@ use crate::sys::{socket, Mapping};
 pub(crate) struct LinkState(AtomicU64);
 
 impl LinkState {
-    pub fn new_open() -> Arc<LinkState> {
+    pub(crate) fn new_open() -> Arc<LinkState> {
         Arc::new(LinkState(AtomicU64::new(0)))
     }
 
-    pub fn new_closed(reason: CloseReason) -> Arc<LinkState> {
-        Arc::new(LinkState(AtomicU64::new((reason.code() as u64) << 32)))
+    pub(crate) fn new_closed(reason: CloseReason) -> Arc<LinkState> {
+        Arc::new(LinkState(AtomicU64::new(Close::new(reason).to_word())))
     }
 
-    /// Closes with `reason`; the first close wins. Returns whether this
-    /// call closed it.
-    pub fn close(&self, (reason, errno): Closed) -> bool {
-        let v = (reason.code() as u64) << 32 | errno as u32 as u64;
+    /// Closes with `c`; the first close wins. Returns whether this call
+    /// closed it.
+    pub(crate) fn close(&self, c: Close) -> bool {
         // SYNC POINT link-closed: Release pairs with the Acquire in
         // `closed`; only the value itself is communicated, no other data.
         self.0
-            .compare_exchange(0, v, Ordering::Release, Ordering::Relaxed)
+            .compare_exchange(0, c.to_word(), Ordering::Release, Ordering::Relaxed)
             .is_ok()
     }
 
-    pub fn closed(&self) -> Option<Closed> {
+    pub(crate) fn closed(&self) -> Option<Close> {
         // SYNC POINT link-closed: Acquire pairs with the Release in `close`.
         let v = self.0.load(Ordering::Acquire);
-        if v == 0 {
-            return None;
-        }
-        let reason = CloseReason::from_code((v >> 32) as u32).unwrap_or(CloseReason::RequestClose);
-        Some((reason, v as u32 as i32))
+        (v != 0).then(|| Close::from_word(v))
     }
 }
 
@@ -55,16 +51,20 @@ pub(crate) struct TcpLink {
 }
 
 impl TcpLink {
-    pub fn new(sock: TcpStream, now: i64, cfg: &crate::Config) -> Self {
+    /// A link whose timers start at its first poll.
+    pub(crate) fn new(sock: TcpStream, timers: Timers) -> Self {
         TcpLink {
             sock,
-            session: Session::new(now, Timers::of(cfg)),
+            session: Session::new(timers),
         }
     }
 
     /// Sends what the session has to send: the rest of a heartbeat, then
     /// the queue's unsent bytes. Returns whether bytes remain unsent.
-    pub fn flush(&mut self, mut queue: Option<&mut PtcpQueue<Mapping>>) -> Result<bool, Closed> {
+    pub(crate) fn flush(
+        &mut self,
+        mut queue: Option<&mut PtcpQueue<Mapping>>,
+    ) -> Result<bool, Close> {
         // At most two rounds: a heartbeat's rest, then the queue.
         for _ in 0..2 {
             let (bytes, src) = self.session.transmit(queue.as_deref());
@@ -83,12 +83,12 @@ impl TcpLink {
 
     /// One read into `buf`, parsed; `None` when the buffer is full of
     /// unconsumed messages (nothing was read).
-    pub fn read(
+    pub(crate) fn read(
         &mut self,
         buf: &mut RecvBuf,
         queue: Option<&mut PtcpQueue<Mapping>>,
         guard: Option<&ReloginGuard>,
-    ) -> Result<Option<usize>, Closed> {
+    ) -> Result<Option<usize>, Close> {
         let Some(space) = buf.space() else {
             return Ok(None);
         };
@@ -102,7 +102,7 @@ impl TcpLink {
     /// The socket of a shared-memory session: reads (and drops) at most one
     /// bounded read of the peer's heartbeats, checks the timeout, sends
     /// heartbeats.
-    pub fn poll_heartbeats(&mut self, now: i64) -> Result<(), Closed> {
+    pub(crate) fn poll_heartbeats(&mut self, now: i64) -> Result<(), Close> {
         let got = socket::discard(&mut self.sock)?;
         self.session.handle_recv(now, Some(got))?;
         self.session.poll_heartbeat(now, 0, 0, true);

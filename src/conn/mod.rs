@@ -70,13 +70,16 @@ pub(crate) use self::rx::RxTransport;
 pub use self::rx::{ConnRx, Received};
 pub(crate) use self::tx::TxTransport;
 pub use self::tx::{Alloc, AllocError, ConnTx};
+use crate::close::{Close, CloseReason};
 use crate::ptcp_queue::{AckCounter, PtcpQueue};
-use crate::session::{CloseReason, Closed, RecvBuf, ReloginGuard};
+use crate::session::{RecvBuf, ReloginGuard};
 use crate::shm_queue::{ShmReader, ShmWriter};
+use crate::stats::ConnStats;
 use crate::wire::Name;
 
 /// How a connection carries messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Transport {
     /// TCP, with the persistent send queue.
     Tcp,
@@ -165,8 +168,20 @@ impl Connection {
     }
 
     /// See [`ConnTx::close_reason`].
-    pub fn close_reason(&self) -> Option<(CloseReason, i32)> {
+    pub fn close_reason(&self) -> Option<Close> {
         self.tx.close_reason()
+    }
+
+    /// See [`ConnTx::messages_pushed`].
+    #[inline]
+    pub fn messages_pushed(&self) -> u32 {
+        self.tx.messages_pushed()
+    }
+
+    /// See [`ConnRx::messages_popped`].
+    #[inline]
+    pub fn messages_popped(&self) -> u32 {
+        self.rx.messages_popped()
     }
 
     /// See [`ConnTx::local_name`].
@@ -182,10 +197,10 @@ impl Connection {
         self.rx.shm_fast()
     }
 
-    /// This connection's statistics (see [`crate::stats`]): cheap, and
-    /// nothing in it is counted with more than a plain add.
-    pub fn stats(&self) -> crate::ConnStats {
-        let mut s = crate::ConnStats {
+    /// This connection's statistics: cheap, and nothing in it is counted
+    /// with more than a plain add.
+    pub fn stats(&self) -> ConnStats {
+        let mut s = ConnStats {
             connected: !self.is_closed(),
             msgs_sent: self.tx.sent.0,
             bytes_sent: self.tx.sent.1,
@@ -310,7 +325,7 @@ impl Connection {
         link: Option<TcpLink>,
         remote_ack: u32,
         state: Arc<LinkState>,
-    ) -> Result<(), Closed> {
+    ) -> Result<(), Close> {
         self.tx.state = state;
         self.rx.fault = None;
         self.rx.pops = 0;
@@ -324,7 +339,7 @@ impl Connection {
                 // What the peer has not acknowledged goes out again.
                 self.resent += u64::from(queue.len()) * u64::from(acked.is_ok());
                 match acked {
-                    Err(_) => Err((CloseReason::AckBeyondSent, 0)),
+                    Err(_) => Err(Close::new(CloseReason::AckBeyondSent)),
                     Ok(()) => match l {
                         Some(l) => {
                             // The peer learnt our ack from the login frame.
@@ -355,7 +370,7 @@ impl Connection {
     /// sends pending data or a heartbeat, checks the timeout. Every step is
     /// bounded: one read, at most two rounds of writes. Returns the close
     /// to report, once, when the session ends.
-    pub(crate) fn poll_tcp_io(&mut self, now: i64) -> Option<Closed> {
+    pub(crate) fn poll_tcp_io(&mut self, now: i64) -> Option<Close> {
         let TxTransport::Tcp { queue, link } = &mut self.tx.t else {
             return None;
         };

@@ -1,8 +1,9 @@
 //! The receive half of a connection: [`ConnRx`] and the [`Received`]
 //! message it lends out.
 
+use crate::close::{Close, CloseReason};
 use crate::ptcp_queue::AckCounter;
-use crate::session::{CloseReason, Closed, RecvBuf};
+use crate::session::RecvBuf;
 use crate::shm_queue::ShmReader;
 
 #[derive(Debug)]
@@ -26,7 +27,7 @@ pub struct ConnRx {
     /// Messages popped, to tell whether a callback consumed its message.
     pub(crate) pops: u64,
     /// A corrupt shm queue seen by `front`, reported by the next poll.
-    pub(crate) fault: Option<Closed>,
+    pub(crate) fault: Option<Close>,
     /// Messages and payload bytes popped, ever (statistics).
     pub(crate) pops_total: u64,
     pub(crate) bytes: u64,
@@ -46,6 +47,7 @@ pub struct ConnRx {
 /// transport (the receive buffer's read position, or the shared-memory
 /// reader's current message).
 #[derive(Debug)]
+#[must_use = "a message is consumed only by `pop`; dropped, it is delivered again"]
 pub struct Received<'a> {
     rx: &'a mut ConnRx,
     /// `msg_type << 16 | payload length` (a message is at most 65535
@@ -117,7 +119,7 @@ impl ConnRx {
                 Ok(Some((t, p))) => (t, p.len() as u16),
                 Ok(None) => return None,
                 Err(_) => {
-                    self.fault = Some((CloseReason::ShmCorrupt, 0));
+                    self.fault = Some(Close::new(CloseReason::ShmCorrupt));
                     return None;
                 }
             },

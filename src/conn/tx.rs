@@ -5,13 +5,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::link::{LinkState, TcpLink};
+use crate::close::{Close, CloseReason};
 use crate::ptcp_queue::PtcpQueue;
-use crate::session::CloseReason;
 use crate::shm_queue::ShmWriter;
 use crate::wire::{Name, MSG_TYPE_HEARTBEAT};
 
 /// Why [`ConnTx::alloc`] gave no buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AllocError {
     /// The payload is larger than the configured maximum; it is never
     /// truncated.
@@ -83,6 +84,7 @@ pub struct ConnTx {
 /// copy, made when it was allocated: nothing the peer or another process
 /// writes can change which bytes `payload_mut` hands out.
 #[derive(Debug)]
+#[must_use = "an allocation publishes nothing until it is pushed"]
 pub struct Alloc<'a> {
     tx: &'a mut ConnTx,
 }
@@ -248,7 +250,7 @@ impl ConnTx {
     /// Closes the connection with reason "Request close". The disconnect
     /// is reported by the next poll of the connection's TCP side.
     pub fn close(&mut self) {
-        if self.state.close((CloseReason::RequestClose, 0)) {
+        if self.state.close(Close::new(CloseReason::RequestClose)) {
             if let TxTransport::Tcp { link: Some(l), .. } = &self.t {
                 let _ = l.sock.shutdown(std::net::Shutdown::Both);
             }
@@ -261,8 +263,8 @@ impl ConnTx {
         self.state.closed().is_some()
     }
 
-    /// Why the connection closed, with the OS errno (0 if none).
-    pub fn close_reason(&self) -> Option<(CloseReason, i32)> {
+    /// Why the session closed, if it is closed.
+    pub fn close_reason(&self) -> Option<Close> {
         self.state.closed()
     }
 

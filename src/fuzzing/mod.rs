@@ -9,6 +9,8 @@
 
 mod peers;
 mod ptcp;
+#[cfg(test)]
+mod tests;
 
 pub use self::peers::{client_login, server_login, session_conn};
 pub use self::ptcp::ptcp_open;
@@ -266,7 +268,7 @@ pub fn shm_reader(data: &[u8]) {
 /// ring that the two ends read and write atomically (block headers and
 /// trailer words), as another process could at any time.
 #[derive(Debug)]
-pub struct Scribbler {
+pub(crate) struct Scribbler {
     region: Arc<HeapRegion>,
     capacity: usize,
 }
@@ -276,7 +278,7 @@ pub struct Scribbler {
 ///
 /// # Panics
 /// If `region` cannot hold a queue (a caller bug).
-pub fn hostile_heap_queue(
+pub(crate) fn hostile_heap_queue(
     region: HeapRegion,
 ) -> (ShmWriter<HeapRegion>, ShmReader<HeapRegion>, Scribbler) {
     let (w, r) = shm_queue::heap_queue_in(region).expect("a queue region");
@@ -287,7 +289,7 @@ pub fn hostile_heap_queue(
 
 impl Scribbler {
     /// Blocks in the ring.
-    pub fn blocks(&self) -> u32 {
+    pub(crate) fn blocks(&self) -> u32 {
         (self.capacity / BLOCK) as u32
     }
 
@@ -295,7 +297,7 @@ impl Scribbler {
     /// the writer's read cache, its fast-path announcement, its record,
     /// read_idx, the reader's record), with the access size the queue uses for it. Always sound:
     /// the queue reaches these words only atomically.
-    pub fn trailer(&self, which: usize, v: u64) {
+    pub(crate) fn trailer(&self, which: usize, v: u64) {
         let (off, size) = TRAILER_WORDS[which % TRAILER_WORDS.len()];
         let p = self.region.base().wrapping_add(self.capacity + off);
         if size == 4 {
@@ -317,7 +319,7 @@ impl Scribbler {
     /// call it between operations, or with single-block messages only.
     /// Another process can do this at any time; in one process it would be
     /// a data race on those payload bytes.
-    pub unsafe fn header(&self, block: u32, v: u64) {
+    pub(crate) unsafe fn header(&self, block: u32, v: u64) {
         let b = block % self.blocks();
         let p = self.region.base().wrapping_add(b as usize * BLOCK);
         // SAFETY: an 8-aligned header word inside the blocks; the queue

@@ -13,11 +13,17 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Input;
-use crate::config::{Config, SECOND_NS};
+use crate::config::Config;
 use crate::conn::{Connection, TxTransport};
-use crate::server::ConnId;
+use crate::server::{ConnId, LoginRequest};
 use crate::wire::{Login, LoginResponse, LoginStatus, MsgHeader, Name, HEADER_SIZE, NAME_SIZE};
-use crate::{Accept, Client, ClientHandler, ConnTx, Received, Server, ServerHandler, Transport};
+use crate::{
+    Accept, Client, ClientHandler, ConnTx, ControlHandler, GroupHandler, Received, Server,
+    Transport,
+};
+
+/// One second of the fake clock (nanoseconds, the default tick).
+const SECOND_NS: i64 = 1_000_000_000;
 
 /// A scratch directory (with `shm/` inside), removed on every exit path.
 struct Scratch(PathBuf);
@@ -53,8 +59,8 @@ fn fuzz_config(dir: &Path) -> Config {
         tcp_conns_per_group: 2,
         shm_conns_per_group: 2,
         max_new_connections: 3,
-        heartbeat_interval: SECOND_NS,
-        connection_timeout: 3 * SECOND_NS,
+        heartbeat_interval: Duration::from_secs(1),
+        connection_timeout: Duration::from_secs(3),
         ..Config::default()
     }
 }
@@ -84,7 +90,7 @@ fn name_field(inp: &mut Input<'_>, dict: &[&[u8]]) -> [u8; NAME_SIZE] {
     f
 }
 
-/// `x` in `[start, end]` by signed differences (`PROTOCOL.md` §1 and §4
+/// `x` in `[start, end]` by signed differences (`docs/protocol.md` §1 and §4
 /// rule 6, the C++ server's `CheckAckInQueue`), written here independently
 /// of the library's own check.
 fn within(x: u32, start: u32, end: u32) -> bool {
@@ -114,17 +120,20 @@ struct LoginServer {
     pushes: u8,
 }
 
-impl ServerHandler for LoginServer {
-    fn on_new_connection(&mut self, _: SocketAddr, _: &Login, _: &mut LoginResponse) -> Accept {
+impl ControlHandler for LoginServer {
+    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
         let d = self.decisions[self.n % self.decisions.len()];
         self.n += 1;
         match d % 4 {
-            0 | 1 => Accept::Group(0),
-            2 => Accept::Group(1 + usize::from(d >> 4)), // no such group
-            _ => Accept::Reject("refused".into()),
+            0 | 1 => Accept::group(0),
+            2 => Accept::group(1 + usize::from(d >> 4)), // no such group
+            _ => Accept::reject("refused"),
         }
     }
-    fn on_client_logon(&mut self, _: SocketAddr, _: ConnId, conn: &mut Connection) {
+}
+
+impl GroupHandler for LoginServer {
+    fn on_client_logon(&mut self, _: ConnId, _: &LoginRequest, conn: &mut Connection) {
         for k in 0..self.pushes {
             if let Ok(mut m) = conn.alloc(1 + u16::from(k), usize::from(k) * 5) {
                 m.payload_mut().fill(k);
@@ -209,15 +218,15 @@ fn check_answer(p: &RawPeer) {
 pub fn server_login(data: &[u8]) {
     let mut inp = Input::new(data);
     let dir = Scratch::new("srv");
-    let handler = LoginServer {
+    let mut handler = LoginServer {
         decisions: inp.bytes(4),
         n: 0,
         pushes: inp.byte() % 6,
     };
-    let Ok(mut server) = Server::new("srv", dir.0.join("s"), fuzz_config(&dir.0), handler) else {
+    let Ok(mut server) = Server::new("srv", dir.0.join("s"), fuzz_config(&dir.0)) else {
         return;
     };
-    if server.start("127.0.0.1:0").is_err() {
+    if server.listen("127.0.0.1:0").is_err() {
         return;
     }
     let addr = server.local_addr().expect("listening");
@@ -255,7 +264,7 @@ pub fn server_login(data: &[u8]) {
                 for part in [&frame[..cut], &frame[cut..]] {
                     let _ = p.sock.write_all(part);
                     p.sent.extend_from_slice(part);
-                    poll_server(&mut server, now);
+                    server.poll(now, &mut handler);
                 }
             }
             2 if !peers.is_empty() => {
@@ -270,14 +279,14 @@ pub fn server_login(data: &[u8]) {
             4 => now += i64::from(inp.byte()) * SECOND_NS / 20,
             _ => {}
         }
-        poll_server(&mut server, now);
+        server.poll(now, &mut handler);
         for p in &mut peers {
             drain(&mut p.sock, &mut p.got);
             check_answer(p);
         }
     }
     for p in &mut peers {
-        poll_server(&mut server, now);
+        server.poll(now, &mut handler);
         drain(&mut p.sock, &mut p.got);
         check_answer(p);
     }
@@ -297,25 +306,15 @@ pub fn server_login(data: &[u8]) {
     }
 }
 
-fn poll_server<H: ServerHandler>(server: &mut Server<H>, now: i64) {
-    server.poll_ctl(now);
-    server.poll_tcp(now, 0);
-    server.poll_shm(0);
-}
-
 // ------------------------------------------------------------ client_login
 
 /// Records every message it is given (type and payload) and pops it.
 #[derive(Default)]
 struct Recorder {
     got: Vec<(u16, Vec<u8>)>,
-    login_now: i64,
 }
 
 impl ClientHandler for Recorder {
-    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
-        self.login_now
-    }
     fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
         self.got.push((msg.msg_type(), msg.payload().to_vec()));
         msg.pop();
@@ -453,11 +452,8 @@ pub fn client_login(data: &[u8]) {
         return;
     };
     let Ok(addr) = l.local_addr() else { return };
-    let recorder = Recorder {
-        login_now: SECOND_NS,
-        ..Default::default()
-    };
-    let Ok(mut client) = Client::new("cl", dir.0.join("c"), fuzz_config(&dir.0), recorder) else {
+    let mut recorder = Recorder::default();
+    let Ok(mut client) = Client::<u8, u8>::new("cl", dir.0.join("c"), fuzz_config(&dir.0)) else {
         return;
     };
     if persisted {
@@ -475,13 +471,13 @@ pub fn client_login(data: &[u8]) {
             }
             let mut now = SECOND_NS;
             for _ in 0..12 {
-                client.poll_tcp(now);
+                client.poll(now, &mut recorder);
                 now += i64::from(inp.byte()) * SECOND_NS / 40;
             }
         }
         done.store(true, Ordering::Release);
     });
-    let got = &client.handler().got;
+    let got = &recorder.got;
     let known = got.len().min(s.expected.len());
     assert!(
         got[..known] == s.expected[..known] && (!s.exact || got.len() <= s.expected.len()),
@@ -500,7 +496,6 @@ pub fn client_login(data: &[u8]) {
 struct Side {
     next: u64,
     hold: bool,
-    login_now: i64,
 }
 
 /// The payload of message `k` of `len` bytes (at least 8: `k` first).
@@ -525,19 +520,19 @@ impl Side {
     }
 }
 
-impl ServerHandler for Side {
-    fn on_new_connection(&mut self, _: SocketAddr, _: &Login, _: &mut LoginResponse) -> Accept {
-        Accept::Group(0)
+impl ControlHandler for Side {
+    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+        Accept::group(0)
     }
+}
+
+impl GroupHandler for Side {
     fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, _: &mut ConnTx) {
         self.take(msg)
     }
 }
 
 impl ClientHandler for Side {
-    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
-        self.login_now
-    }
     fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
         self.take(msg)
     }
@@ -575,15 +570,13 @@ const SLOT: ConnId = ConnId {
 
 /// Logs the client in while another thread polls the server; once the
 /// session is up, shrinks both ends' socket buffers.
-fn connect(client: &mut Client<Side>, server: &mut Server<Side>, addr: SocketAddr, now: i64) {
-    client.handler().login_now = now;
+fn connect(client: &mut Client, server: &mut Server, side: &mut Side, addr: SocketAddr, now: i64) {
     let stop = AtomicBool::new(false);
     let ok = std::thread::scope(|s| {
         s.spawn(|| {
             let deadline = Instant::now() + Duration::from_secs(2);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                server.poll_ctl(now);
-                server.poll_tcp(now, 0);
+                server.poll(now, side);
                 std::thread::yield_now();
             }
         });
@@ -614,18 +607,19 @@ pub fn session_conn(data: &[u8]) {
     let mut inp = Input::new(data);
     let dir = Scratch::new("ses");
     let cfg = fuzz_config(&dir.0);
-    let Ok(mut server) = Server::new("srv", dir.0.join("s"), cfg.clone(), Side::default()) else {
+    let Ok(mut server) = Server::new("srv", dir.0.join("s"), cfg.clone()) else {
         return;
     };
-    if server.start("127.0.0.1:0").is_err() {
+    if server.listen("127.0.0.1:0").is_err() {
         return;
     }
     let addr = server.local_addr().expect("listening");
-    let Ok(mut client) = Client::new("cl", dir.0.join("c"), cfg, Side::default()) else {
+    let Ok(mut client) = Client::new("cl", dir.0.join("c"), cfg) else {
         return;
     };
+    let (mut server_side, mut client_side) = (Side::default(), Side::default());
     let mut now = SECOND_NS;
-    connect(&mut client, &mut server, addr, now);
+    connect(&mut client, &mut server, &mut server_side, addr, now);
     let (mut to_server, mut to_client) = (0u64, 0u64);
     for _ in 0..96 {
         if inp.done() {
@@ -663,23 +657,20 @@ pub fn session_conn(data: &[u8]) {
                     c.flush();
                 }
             }
-            4 | 5 => client.poll_tcp(now),
-            6 => {
-                server.poll_ctl(now);
-                server.poll_tcp(now, 0);
-            }
+            4 | 5 => client.poll(now, &mut client_side),
+            6 => server.poll(now, &mut server_side),
             7 => now += i64::from(inp.byte()) * SECOND_NS / 50,
             8 => {
                 let h = op & 16 != 0;
                 if op & 32 != 0 {
-                    client.handler().hold = h;
+                    client_side.hold = h;
                 } else {
-                    server.handler().hold = h;
+                    server_side.hold = h;
                 }
             }
             _ => {
                 if client.connection().is_closed() {
-                    connect(&mut client, &mut server, addr, now);
+                    connect(&mut client, &mut server, &mut server_side, addr, now);
                 }
             }
         }

@@ -8,14 +8,17 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::mailbox::{Inbox, Outbox};
-use super::{ConnId, LoginHandoff, ServerHandler, ToCtl, ToGroup, ERR_SYSTEM};
+use super::{ConnId, GroupHandler, LoginHandoff, ToCtl, ToGroup, ERR_SYSTEM};
+use crate::close::Close;
 use crate::config::Config;
 use crate::conn::{deliver, deliver_ready, Connection, LinkState, TcpLink, Transport};
 use crate::error::FileError;
 use crate::login::{self, SeqMismatch};
+use crate::stats::ConnStats;
 use crate::wire::{error_msg_field, LoginResponse, LoginStatus, Name, UserData};
 
-/// A group of connections (TCP or SHM), polled by one thread.
+/// A group of connections of one transport, polled by one thread with
+/// its [`GroupHandler`] (see [`Server`](super::Server)).
 pub struct Group<U: UserData = u8, R: UserData = u8> {
     transport: Transport,
     idx: usize,
@@ -54,16 +57,24 @@ impl<U: UserData, R: UserData> Group<U, R> {
         }
     }
 
-    /// Statistics of the slots bound to a client name.
-    pub fn stats(&self) -> Vec<(ConnId, String, crate::ConnStats)> {
+    /// Statistics of the slots bound to a client name (allocates: not
+    /// for the hot path).
+    pub fn stats(&self) -> Vec<(ConnId, Name, ConnStats)> {
         self.conns
             .iter()
             .enumerate()
-            .filter_map(|(slot, c)| {
-                let name = c.remote_name()?.as_str().to_string();
-                Some((self.id(slot), name, c.stats()))
-            })
+            .filter_map(|(slot, c)| Some((self.id(slot), *c.remote_name()?, c.stats())))
             .collect()
+    }
+
+    /// This group's transport.
+    pub fn transport(&self) -> Transport {
+        self.transport
+    }
+
+    /// This group's index among the groups of its transport.
+    pub fn index(&self) -> usize {
+        self.idx
     }
 
     /// Closes the files of the idle slot bound to `client`, if any (for
@@ -99,27 +110,50 @@ impl<U: UserData, R: UserData> Group<U, R> {
         self.conns.get_mut(slot)
     }
 
-    /// Serves a TCP group: finishes logins handed over by the control
-    /// part, then for each live connection reads, sends, heartbeats,
-    /// checks timeouts and delivers the messages in its receive buffer to
-    /// `handler` (at most `tcp_recv_buf_max_size` bytes of them).
+    /// Serves the group once: finishes the logins the control part handed
+    /// over, then delivers the connections' messages to `handler`.
+    /// - TCP: for each live connection, reads, sends, heartbeats, checks
+    ///   the timeout and delivers what its receive buffer holds (at most
+    ///   `Config::tcp_recv_buf_max_size` bytes).
+    /// - SHM: delivers at most `Config::shm_msgs_per_poll` messages per
+    ///   connection from shared memory. The TCP side of these sessions
+    ///   (heartbeats, timeouts) is the control part's; a session it closed
+    ///   is reported from here, after its last delivery.
+    ///
+    /// An empty poll of an SHM group costs a few nanoseconds per
+    /// connection and makes no system call.
     #[inline]
-    pub fn poll_tcp<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
-        self.take_mail(now, handler);
-        if !self.live.is_empty() {
-            self.serve_tcp(now, handler);
+    pub fn poll<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
+        self.take_mail(handler);
+        if self.live.is_empty() {
+            return;
+        }
+        match self.transport {
+            Transport::Shm => self.serve_shm(handler),
+            Transport::Tcp => self.serve_tcp(now, handler),
         }
     }
 
-    fn serve_tcp<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+    /// Stops serving slot `i` of `live`, whose session ended with `close`,
+    /// and reports it to the handler and the control part.
+    fn end(&mut self, i: usize, close: Close, handler: &mut impl GroupHandler<U>) {
+        let slot = self.live.swap_remove(i);
+        let id = self.id(slot);
+        if let Some(name) = self.conns[slot].remote_name() {
+            handler.on_client_disconnected(id, name, close);
+        }
+        let _ = self.to_ctl.send(ToCtl::Disconnected { id });
+    }
+
+    #[inline(never)]
+    fn serve_tcp<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
         let mut i = 0;
         while i < self.live.len() {
             let slot = self.live[i];
             let id = self.id(slot);
             let conn = &mut self.conns[slot];
             if let Some(closed) = conn.poll_tcp_io(now) {
-                self.live.swap_remove(i);
-                let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
+                self.end(i, closed, handler);
                 continue;
             }
             deliver(conn, u32::MAX, |msg, tx| handler.on_client_msg(id, msg, tx));
@@ -127,21 +161,8 @@ impl<U: UserData, R: UserData> Group<U, R> {
         }
     }
 
-    /// Serves an SHM group: finishes logins handed over by the control
-    /// part and delivers at most `Config::shm_msgs_per_poll` messages per
-    /// connection from shared memory to `handler`. The TCP side
-    /// (heartbeats, timeouts) is the control part's; a connection it
-    /// closed is reported back to it from here, after its last delivery.
-    #[inline]
-    pub fn poll_shm<H: ServerHandler<U, R>>(&mut self, handler: &mut H) {
-        self.take_mail(0, handler);
-        if !self.live.is_empty() {
-            self.serve_shm(handler);
-        }
-    }
-
     #[inline(always)]
-    fn serve_shm<H: ServerHandler<U, R>>(&mut self, handler: &mut H) {
+    fn serve_shm<H: GroupHandler<U>>(&mut self, handler: &mut H) {
         let mut i = 0;
         while i < self.live.len() {
             let slot = self.live[i];
@@ -166,8 +187,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             }
             // Closed by the handler, or for a corrupt queue.
             if let Some(closed) = conn.close_reason() {
-                self.live.swap_remove(i);
-                let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
+                self.end(i, closed, handler);
                 continue;
             }
             i += 1;
@@ -176,16 +196,14 @@ impl<U: UserData, R: UserData> Group<U, R> {
 
     /// The control part closed slot `slot`: stop serving it and report it
     /// (after its last delivery, which happened on this thread).
-    fn handle_closed(&mut self, slot: usize) {
+    fn handle_closed(&mut self, slot: usize, handler: &mut impl GroupHandler<U>) {
         let Some(i) = self.live.iter().position(|&s| s == slot) else {
             return; // already reported
         };
         let Some(closed) = self.conns[slot].close_reason() else {
             return; // a newer session of the slot
         };
-        self.live.swap_remove(i);
-        let id = self.id(slot);
-        let _ = self.to_ctl.send(ToCtl::Disconnected { id, closed });
+        self.end(i, closed, handler);
     }
 
     pub(super) fn stop(&mut self) {
@@ -198,24 +216,24 @@ impl<U: UserData, R: UserData> Group<U, R> {
     /// Takes what the control part sent (logins to finish, sessions it
     /// closed): one load when there is nothing (every poll comes here).
     #[inline(always)]
-    fn take_mail<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+    fn take_mail<H: GroupHandler<U>>(&mut self, handler: &mut H) {
         if !self.inbox.is_empty() {
-            self.take_mail_slow(now, handler);
+            self.take_mail_slow(handler);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn take_mail_slow<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+    fn take_mail_slow<H: GroupHandler<U>>(&mut self, handler: &mut H) {
         // Bounded: a login and a close per slot at most; the rest waits
         // for the next poll.
         for _ in 0..2 * self.conns.len() {
             match self.inbox.take() {
                 None => break,
-                Some(ToGroup::Closed { slot }) => self.handle_closed(slot),
+                Some(ToGroup::Closed { slot }) => self.handle_closed(slot, handler),
                 Some(ToGroup::Login(h)) => {
                     let id = self.id(h.slot);
-                    let shm = self.finish_login(h, now, handler);
+                    let shm = self.finish_login(*h, handler);
                     let _ = self.to_ctl.send(ToCtl::LoginDone {
                         id,
                         ok: shm.is_some(),
@@ -230,21 +248,19 @@ impl<U: UserData, R: UserData> Group<U, R> {
     /// a new pair, check the sequence numbers, answer. Returns
     /// `Some(shm socket)` on success.
     #[allow(clippy::type_complexity)]
-    fn finish_login<H: ServerHandler<U, R>>(
+    fn finish_login<H: GroupHandler<U>>(
         &mut self,
         h: LoginHandoff<U, R>,
-        now: i64,
         handler: &mut H,
     ) -> Option<Option<(TcpStream, Arc<LinkState>)>> {
         let LoginHandoff {
             slot,
-            name,
             mut stream,
-            peer,
-            ack,
+            seqs: (ack, client_start, client_end),
             login,
             user_data,
         } = h;
+        let name = login.client;
         let mut rsp = LoginResponse::<R> {
             server_name: self.server.to_wire(),
             user_data,
@@ -271,18 +287,17 @@ impl<U: UserData, R: UserData> Group<U, R> {
             local_seq_start: 0,
             local_seq_end: 0,
             remote_ack: ack,
-            remote_seq_start: login.client_seq_start,
-            remote_seq_end: login.client_seq_end,
+            remote_seq_start: client_start,
+            remote_seq_end: client_end,
         };
-        let last = Name::from_wire_opt(&login.last_server_name).ok().flatten();
-        if login::is_new_pair(last, self.server) {
+        if login::is_new_pair(login.last_server, self.server) {
             conn.reset_queues();
             (m.remote_ack, m.remote_seq_start, m.remote_seq_end) = (0, 0, 0);
         } else {
             match conn.login_seqs() {
                 Ok(v) => (m.local_ack, m.local_seq_start, m.local_seq_end) = v,
                 Err(why) => {
-                    let path = login::ptcp_path(&self.dir, &self.server, &name);
+                    let path = crate::pair_files::ptcp_path(&self.dir, &self.server, &name);
                     handler.on_file_error(&name, &FileError::corrupt(path, why));
                     rsp.error_msg = error_msg_field(ERR_SYSTEM);
                     let _ = stream.write(&rsp.encode(0));
@@ -313,14 +328,14 @@ impl<U: UserData, R: UserData> Group<U, R> {
             }
             Transport::Tcp => {
                 // A failed start closes the state; the next poll reports it.
-                let link = TcpLink::new(stream, now, &self.cfg);
+                let link = TcpLink::new(stream, self.cfg.timers());
                 let _ = conn.open_session(Some(link), m.remote_ack, state);
                 None
             }
         };
         self.live.push(slot);
         let id = self.id(slot);
-        handler.on_client_logon(peer, id, &mut self.conns[slot]);
+        handler.on_client_logon(id, &login, &mut self.conns[slot]);
         Some(shm_back)
     }
 }

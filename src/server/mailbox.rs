@@ -41,7 +41,7 @@ pub(super) fn mailbox<T>() -> (Outbox<T>, Inbox<T>) {
 
 impl<T> Outbox<T> {
     /// Sends `v`; `Err(v)` if the receiving part is gone.
-    pub fn send(&self, v: T) -> Result<(), T> {
+    pub(super) fn send(&self, v: T) -> Result<(), T> {
         self.tx.send(v).map_err(|e| e.0)?;
         // Relaxed: the count is only a hint that a message may be waiting;
         // the channel carries the message and its synchronization.
@@ -53,14 +53,14 @@ impl<T> Outbox<T> {
 impl<T> Inbox<T> {
     /// Whether nothing is waiting: one load (a hint, as in `take`).
     #[inline(always)]
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         // Relaxed: see `take`.
         self.count.load(Ordering::Relaxed) == 0
     }
 
     /// A waiting message, if any: one load when there is none.
     #[inline]
-    pub fn take(&self) -> Option<T> {
+    pub(super) fn take(&self) -> Option<T> {
         // Relaxed: a hint (see Outbox::send). A stale 0 leaves the message
         // for a later poll; a count whose message is not visible yet makes
         // try_recv come back empty, and the count stays for the next poll.

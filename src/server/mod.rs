@@ -1,144 +1,188 @@
 //! [`Server`]: accepts logins and serves connections in groups
-//! (`PROTOCOL.md` §4 server rules).
+//! (`docs/protocol.md` §4, server rules).
 //!
-//! # Threads
+//! # Parts and threads
 //!
 //! A server is made of parts that share nothing but lock-free channels,
 //! used only at login and disconnect:
-//! - the control part ([`Server::poll_ctl`]): accepts, reads logins within
-//!   `new_connection_timeout`, asks the application which group serves a
-//!   login, keeps shared-memory sessions alive (their TCP heartbeats) and
-//!   reports disconnects;
-//! - one part per TCP group ([`Server::poll_tcp`]) and per SHM group
-//!   ([`Server::poll_shm`]): each owns its connections, finishes their
-//!   logins (opens files, checks sequence numbers, answers) and delivers
-//!   their messages.
+//! - the [`Control`] part accepts connections, reads logins within
+//!   `Config::new_connection_timeout`, asks its [`ControlHandler`] which
+//!   group serves a login, and keeps shared-memory sessions alive (their
+//!   TCP heartbeats);
+//! - each [`Group`] (TCP or SHM) owns its connections: it finishes their
+//!   logins (opens files, checks sequence numbers, answers), delivers
+//!   their messages and reports their ends, all to its [`GroupHandler`].
 //!
-//! Poll them all from one thread, or hand the parts from
-//! [`Server::split`] to one thread each (with `std::thread::scope`).
-//! Callbacks run on the thread that polls the part where the event
-//! happens: `on_new_connection` and `on_client_disconnected` on the control
-//! thread; `on_client_logon`, `on_seq_mismatch`, `on_file_error` and
-//! `on_client_msg` on the group's thread.
+//! [`Server::poll`] polls every part from one thread with one handler
+//! that implements both traits. [`Server::parts`] hands the parts out to
+//! be polled from threads of your own, each with a handler of its own:
+//! a group's handler never sees a login decision, and the control part's
+//! never sees a message.
 //!
-//! A disconnect is reported by the group that served the connection,
-//! after its last delivery: `on_client_msg` never runs for a connection
-//! after its `on_client_disconnected`.
+//! A connection's callbacks come in order on its group's thread:
+//! `on_client_logon`, then its messages, then `on_client_disconnected`,
+//! after which `on_client_msg` never runs for that session.
 //!
-//! Files: `<dir>/<server>_<client>.ptcp` per TCP client, and in shm mode
-//! `<shm_dir>/<server>_<client>.shm` and `<shm_dir>/<client>_<server>.shm`.
+//! Files: `<dir>/<server>_<client>.ptcp` per TCP client, and per SHM
+//! client `<shm_dir>/<server>_<client>.shm` and `<shm_dir>/<client>_<server>.shm`.
 #![forbid(unsafe_code)]
 
-mod ctl;
+mod control;
 mod group;
 mod mailbox;
 
 use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use self::ctl::ServerCtl;
+pub use self::control::Control;
 pub use self::group::Group;
+use crate::close::Close;
 use crate::config::Config;
 use crate::conn::{ConnTx, Connection, LinkState, Received, Transport};
-use crate::error::{FileError, SetupError};
+use crate::error::{FileError, FileErrorKind, SetupError};
 use crate::login::SeqMismatch;
-use crate::session::{CloseReason, Closed};
-use crate::wire::{Login, LoginResponse, Name, UserData};
+use crate::stats::ConnStats;
+use crate::wire::{Name, UserData};
 
 /// Error text for an empty or unusable client name.
-pub const ERR_INVALID_NAME: &str = "Invalid client name";
+const ERR_INVALID_NAME: &str = "Invalid client name";
 /// Default error text when the application rejects a login.
-pub const ERR_LOGIN_REJECT: &str = "Login Reject";
+const ERR_LOGIN_REJECT: &str = "Login Reject";
 /// Error text when every slot of the group serves a live connection (a
 /// slot is capacity for a live connection, not bound to a name forever).
-pub const ERR_MAX_CLIENTS: &str = "Max client cnt exceeded";
+const ERR_MAX_CLIENTS: &str = "Max client cnt exceeded";
 /// Error text when the name is already logged on (sic, as existing
 /// clients match it).
-pub const ERR_ALREADY_LOGGED_ON: &str = "Already loggned on";
+const ERR_ALREADY_LOGGED_ON: &str = "Already loggned on";
 /// Error text when the server cannot open the client's files.
-pub const ERR_SYSTEM: &str = "System error";
+const ERR_SYSTEM: &str = "System error";
 /// Error text when the application names a group that does not exist.
-pub const ERR_INVALID_GROUP: &str = "Invalid group";
+const ERR_INVALID_GROUP: &str = "Invalid group";
 
 /// Which connection: transport, group and slot in the group. A slot serves
 /// one name at a time; after that name's session ends, an idle slot may
 /// serve another name (`on_client_logon` tells which).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct ConnId {
     /// The group's transport.
     pub transport: Transport,
-    /// Group index.
+    /// The group's index among the groups of its transport.
     pub group: usize,
     /// Slot in the group.
     pub slot: usize,
 }
 
+/// A login the control part has read and validated, for the application
+/// to decide on ([`ControlHandler::on_new_connection`]) and then to see
+/// again when the session starts ([`GroupHandler::on_client_logon`]).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct LoginRequest<U: UserData = u8> {
+    /// The client's name (validated).
+    pub client: Name,
+    /// The address the client connected from.
+    pub peer: SocketAddr,
+    /// The transport the client asked for: the login goes to a group of
+    /// this transport.
+    pub transport: Transport,
+    /// The application data of the login frame.
+    pub user_data: U,
+    /// The server name the client last logged in to, if any. A login
+    /// whose last server is not this server's current name starts the
+    /// pair afresh (sequence numbers 0, queues emptied), as after a daily
+    /// rename.
+    pub last_server: Option<Name>,
+}
+
 /// The application's answer to a login.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Accept {
-    /// Serve it in this group (of the kind the client asked for).
-    Group(usize),
-    /// Refuse it with this text (empty: "Login Reject").
+#[non_exhaustive]
+pub enum Accept<R: UserData = u8> {
+    /// Serve the login in group `group` of its transport (the index
+    /// counts the groups of `LoginRequest::transport` only:
+    /// `0..Config::tcp_groups` or `0..Config::shm_groups`), and answer
+    /// with `user_data` in the login response.
+    Serve {
+        /// The group, among the groups of the login's transport.
+        group: usize,
+        /// The login response's application data.
+        user_data: R,
+    },
+    /// Refuse the login with this text (status 2). The text travels in
+    /// a 32-byte field: it is cut to 31 bytes, at a character boundary.
+    /// Empty: "Login Reject".
     Reject(String),
 }
 
-/// What a server tells its application. Callbacks run on the thread
-/// polling the part where the event happens (see the module docs).
-pub trait ServerHandler<U: UserData = u8, R: UserData = u8> {
-    /// A socket-level failure (accept).
-    fn on_system_error(&mut self, _what: &str, _error: &io::Error) {}
-    /// A login arrived: accept it into a group, or reject it. The
-    /// response's `user_data` may be filled here.
-    fn on_new_connection(
-        &mut self,
-        peer: SocketAddr,
-        login: &Login<U>,
-        response: &mut LoginResponse<R>,
-    ) -> Accept;
-    /// A client logged on; `conn` may be used (pushed to) right away.
-    fn on_client_logon(&mut self, _peer: SocketAddr, _id: ConnId, _conn: &mut Connection) {}
-    /// A client's session ended. Reported after the connection's group
-    /// delivered its last message, on the control part's thread.
-    fn on_client_disconnected(
-        &mut self,
-        _client: &Name,
-        _id: ConnId,
-        _reason: CloseReason,
-        _errno: i32,
-    ) {
+impl<R: UserData> Accept<R> {
+    /// Serve the login in group `group` of its transport, with the
+    /// default response user data.
+    pub fn group(group: usize) -> Self {
+        Accept::Serve {
+            group,
+            user_data: R::default(),
+        }
     }
-    /// A message from a client. Pop it to consume it; an unpopped message
-    /// is delivered again on the next poll.
+
+    /// Refuse the login with `text` (cut to 31 bytes).
+    pub fn reject(text: impl Into<String>) -> Self {
+        Accept::Reject(text.into())
+    }
+}
+
+/// What the control part tells its application: logins to decide on,
+/// and the system errors of accepting. Called on the thread that polls
+/// the [`Control`] part.
+pub trait ControlHandler<U: UserData = u8, R: UserData = u8> {
+    /// A login arrived: serve it in a group, or reject it.
+    fn on_new_connection(&mut self, login: &LoginRequest<U>) -> Accept<R>;
+    /// Accepting a connection failed (out of file descriptors, say); the
+    /// server tries again at the next poll.
+    fn on_system_error(&mut self, _what: &str, _error: &io::Error) {}
+}
+
+/// What a group tells its application about the connections it serves.
+/// Called on the thread that polls the [`Group`], in order per
+/// connection: logon, messages, disconnect.
+pub trait GroupHandler<U: UserData = u8> {
+    /// A message from a client. Pop it to consume it; a message not popped
+    /// is delivered again at the next poll (leave it when the reply does
+    /// not fit yet: `alloc` fails with `Full`).
     fn on_client_msg(&mut self, id: ConnId, msg: Received<'_>, tx: &mut ConnTx);
-    /// The two sides' sequence numbers do not fit; the login failed.
+    /// A client logged on; `conn` may be pushed to right away.
+    fn on_client_logon(&mut self, _id: ConnId, _login: &LoginRequest<U>, _conn: &mut Connection) {}
+    /// A client's session ended. Its messages are all delivered; its
+    /// files stay for its next login.
+    fn on_client_disconnected(&mut self, _id: ConnId, _client: &Name, _close: Close) {}
+    /// A login failed: the two sides' sequence numbers do not fit (see
+    /// the operations guide, "Sequence number mismatch").
     fn on_seq_mismatch(&mut self, _client: &Name, _m: &SeqMismatch) {}
-    /// A client's queue files cannot be opened or are corrupt; the login
-    /// failed with "System error".
+    /// A login failed: the client's queue files cannot be opened or are
+    /// corrupt (the client is answered "System error").
     fn on_file_error(&mut self, _client: &Name, _error: &FileError) {}
 }
 
 /// A login the control part accepted, handed to the group that serves it.
 struct LoginHandoff<U: UserData, R: UserData> {
     slot: usize,
-    name: Name,
     stream: TcpStream,
-    peer: SocketAddr,
-    ack: u32,
-    login: Login<U>,
+    /// The client's ack and sequence range.
+    seqs: (u32, u32, u32),
+    login: LoginRequest<U>,
     user_data: R,
 }
 
 /// What the control part tells a group.
 enum ToGroup<U: UserData, R: UserData> {
     /// Finish this login.
-    Login(LoginHandoff<U, R>),
+    Login(Box<LoginHandoff<U, R>>),
     /// The control part closed the session of this slot (its TCP side
-    /// failed or timed out, or the application closed it): stop serving
-    /// it and report it. A group polls only its mailbox's count, not every
-    /// connection's state.
+    /// failed or timed out): stop serving it and report it. A group polls
+    /// only its mailbox's count, not every connection's state.
     Closed { slot: usize },
 }
 
@@ -155,35 +199,72 @@ enum ToCtl {
         shm: Option<(TcpStream, Arc<LinkState>)>,
     },
     /// A session ended; the group delivers nothing more for it.
-    Disconnected { id: ConnId, closed: Closed },
+    Disconnected { id: ConnId },
 }
 
-/// A server. `U` is the login user data type, `R` the login-response user
-/// data type (both `u8` by default).
-pub struct Server<H, U: UserData = u8, R: UserData = u8> {
+/// A server. `U` is the login user data type, `R` the login-response
+/// user data type (both `u8` by default, as the C++ library's).
+///
+/// ```no_run
+/// use tcpshm::{Accept, Config, ConnId, ConnTx, ControlHandler, GroupHandler, LoginRequest, Received, Server};
+///
+/// struct Echo;
+/// impl ControlHandler for Echo {
+///     fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+///         Accept::group(0)
+///     }
+/// }
+/// impl GroupHandler for Echo {
+///     fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
+///         let Ok(mut reply) = tx.alloc(msg.msg_type(), msg.payload().len()) else { return };
+///         reply.payload_mut().copy_from_slice(msg.payload());
+///         reply.push();
+///         msg.pop();
+///     }
+/// }
+///
+/// let mut server = Server::new("server", "/var/lib/echo", Config::default())?;
+/// server.listen("0.0.0.0:12345")?;
+/// let t0 = std::time::Instant::now();
+/// loop {
+///     server.poll(t0.elapsed().as_nanos() as i64, &mut Echo);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Server<U: UserData = u8, R: UserData = u8> {
     name: Name,
-    dir: std::path::PathBuf,
-    shm_dir: std::path::PathBuf,
-    handler: H,
-    ctl: ServerCtl<U, R>,
+    dir: PathBuf,
+    shm_dir: PathBuf,
+    control: Control<U, R>,
+    /// `Config::socket_poll_interval` in ticks, and when [`Server::poll`]
+    /// last ran the control part (`None`: not yet).
+    control_every: i64,
+    control_at: Option<i64>,
     tcp: Vec<Group<U, R>>,
     shm: Vec<Group<U, R>>,
     _ud: PhantomData<fn(U, R)>,
 }
 
-impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
+/// The parts of a server, to poll from threads of your own
+/// ([`Server::parts`]).
+#[non_exhaustive]
+pub struct ServerParts<'a, U: UserData = u8, R: UserData = u8> {
+    /// The control part.
+    pub control: &'a mut Control<U, R>,
+    /// The TCP groups (`Config::tcp_groups` of them).
+    pub tcp: &'a mut [Group<U, R>],
+    /// The SHM groups (`Config::shm_groups` of them).
+    pub shm: &'a mut [Group<U, R>],
+}
+
+impl<U: UserData, R: UserData> Server<U, R> {
     /// A server named `name` keeping its files in `dir` (created if
     /// missing). Changing the name (e.g. daily) starts fresh connections
     /// and discards the old name's messages at each client's next login.
     ///
     /// # Errors
     /// A [`SetupError`] for a bad name, configuration or directory.
-    pub fn new(
-        name: &str,
-        dir: impl AsRef<Path>,
-        cfg: Config,
-        handler: H,
-    ) -> Result<Self, SetupError> {
+    pub fn new(name: &str, dir: impl AsRef<Path>, cfg: Config) -> Result<Self, SetupError> {
         let (name, dir) = cfg.setup(name, dir.as_ref())?;
         let cfg = Arc::new(cfg);
         let (to_ctl, from_groups) = mailbox::mailbox();
@@ -209,13 +290,15 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
         let tcp = groups(Transport::Tcp, cfg.tcp_groups, cfg.tcp_conns_per_group);
         let shm = groups(Transport::Shm, cfg.shm_groups, cfg.shm_conns_per_group);
         let shm_dir = cfg.shm_dir.clone();
-        let ctl = ServerCtl::new(name, cfg, inboxes, from_groups);
+        let control_every = cfg.ticks().socket_poll_interval;
+        let control = Control::new(name, cfg, inboxes, from_groups);
         Ok(Server {
             name,
             dir,
             shm_dir,
-            handler,
-            ctl,
+            control,
+            control_every,
+            control_at: None,
             tcp,
             shm,
             _ud: PhantomData,
@@ -226,56 +309,63 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
     /// [`local_addr`](Self::local_addr)).
     ///
     /// # Errors
-    /// The bind or listen error (e.g. `AddrInUse`), also reported to
-    /// `on_system_error`.
-    pub fn start(&mut self, addr: impl ToSocketAddrs) -> io::Result<()> {
-        let r = self.ctl.start(addr);
-        if let Err(e) = &r {
-            self.handler.on_system_error("listen", e);
-        }
-        r
+    /// The bind or listen error (e.g. `AddrInUse`).
+    pub fn listen(&mut self, addr: impl ToSocketAddrs) -> io::Result<()> {
+        self.control.listen(addr)
     }
 
     /// The address listened on.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.ctl.local_addr()
+        self.control.local_addr()
     }
 
-    /// The control part's work: see [`ServerCtl::poll`].
-    pub fn poll_ctl(&mut self, now: i64) {
-        self.ctl.poll(now, &mut self.handler);
-    }
-
-    /// Serves TCP group `group`: see [`Group::poll_tcp`].
-    ///
-    /// # Panics
-    /// If `group` is not below `Config::tcp_groups`.
+    /// Polls the server from one thread, with one handler for all: each
+    /// TCP group, then each SHM group, and the control part once
+    /// `Config::socket_poll_interval` has passed since it last ran (its
+    /// work is system calls: accepts, logins, the heartbeats of SHM
+    /// sessions). Every step is bounded (see [`Control::poll`] and
+    /// [`Group::poll`]); a poll of SHM groups with nothing to deliver
+    /// makes no system call.
     #[inline]
-    pub fn poll_tcp(&mut self, now: i64, group: usize) {
-        self.tcp[group].poll_tcp(now, &mut self.handler);
+    pub fn poll<H: ControlHandler<U, R> + GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
+        if self
+            .control_at
+            .is_none_or(|t| now.wrapping_sub(t) >= self.control_every)
+        {
+            self.control.poll(now, handler);
+            self.control_at = Some(now);
+        }
+        for g in self.tcp.iter_mut() {
+            g.poll(now, handler);
+        }
+        for g in self.shm.iter_mut() {
+            g.poll(now, handler);
+        }
     }
 
-    /// Serves SHM group `group`: see [`Group::poll_shm`].
+    /// The parts, to poll from separate threads (with
+    /// `std::thread::scope`), each with a handler of its own.
     ///
-    /// # Panics
-    /// If `group` is not below `Config::shm_groups`.
-    #[inline]
-    pub fn poll_shm(&mut self, group: usize) {
-        self.shm[group].poll_shm(&mut self.handler);
-    }
-
-    /// The parts, to poll from separate threads: the control part with
-    /// this server's handler, and the TCP and SHM groups, each polled with
-    /// a handler of its thread's own.
-    pub fn split(&mut self) -> ServerParts<'_, H, U, R> {
-        (
-            CtlPart {
-                ctl: &mut self.ctl,
-                handler: &mut self.handler,
-            },
-            &mut self.tcp,
-            &mut self.shm,
-        )
+    /// ```no_run
+    /// # use tcpshm::*;
+    /// # struct Gate; impl ControlHandler for Gate { fn on_new_connection(&mut self, _: &LoginRequest) -> Accept { Accept::group(0) } }
+    /// # struct Echo; impl GroupHandler for Echo { fn on_client_msg(&mut self, _: ConnId, m: Received<'_>, _: &mut ConnTx) { m.pop() } }
+    /// # fn now() -> i64 { 0 }
+    /// # let mut server: Server = Server::new("s", "/tmp/s", Config::default()).unwrap();
+    /// let ServerParts { control, tcp, shm, .. } = server.parts();
+    /// std::thread::scope(|s| {
+    ///     for group in tcp.iter_mut().chain(shm.iter_mut()) {
+    ///         s.spawn(move || loop { group.poll(now(), &mut Echo) });
+    ///     }
+    ///     loop { control.poll(now(), &mut Gate) }
+    /// });
+    /// ```
+    pub fn parts(&mut self) -> ServerParts<'_, U, R> {
+        ServerParts {
+            control: &mut self.control,
+            tcp: &mut self.tcp,
+            shm: &mut self.shm,
+        }
     }
 
     /// A connection, to push to outside callbacks.
@@ -287,16 +377,11 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
         groups.get_mut(id.group)?.connection(id.slot)
     }
 
-    /// The handler.
-    pub fn handler(&mut self) -> &mut H {
-        &mut self.handler
-    }
-
     /// Statistics of every connection slot bound to a client name: its
-    /// id, the client's name, and [`crate::ConnStats`]. Allocates (not for
+    /// id, the client's name and its [`ConnStats`]. Allocates (not for
     /// the hot path); with the groups on other threads, take them from
     /// each [`Group::stats`] instead.
-    pub fn stats(&self) -> Vec<(ConnId, String, crate::ConnStats)> {
+    pub fn stats(&self) -> Vec<(ConnId, Name, ConnStats)> {
         self.tcp
             .iter()
             .chain(self.shm.iter())
@@ -305,72 +390,55 @@ impl<H: ServerHandler<U, R>, U: UserData, R: UserData> Server<H, U, R> {
     }
 
     /// This server's name.
-    pub fn name(&self) -> &str {
-        self.name.as_str()
+    pub fn name(&self) -> &Name {
+        &self.name
     }
 
     /// Moves the files of the pair with client `client` (this server's
     /// `.ptcp` file for it and the two shm objects) into a timestamped
     /// backup directory in the server's directory, and returns it: the
-    /// client's next login starts the pair afresh. For a sequence number
-    /// mismatch (see README, "Runbook"). The client must not be connected;
-    /// its idle slot lets its files go first.
+    /// client's next login starts the pair afresh. The way out of a
+    /// sequence number mismatch (`docs/operations.md`). The client must
+    /// not be connected; its idle slot lets its files go first.
     ///
     /// # Errors
-    /// [`crate::FileErrorKind::InUse`] if the client is connected or
-    /// another process holds a file; see [`crate::pair_files::reset_pair`].
-    pub fn reset_pair(&mut self, client: &str) -> Result<std::path::PathBuf, FileError> {
-        let name = Name::new(client).map_err(|e| {
-            FileError::io(
-                self.dir.join(format!("{}_{client}.ptcp", self.name)),
-                "reset",
-                io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
-            )
-        })?;
-        let ptcp = self.dir.join(format!("{}_{client}.ptcp", self.name));
+    /// [`FileErrorKind::InUse`] if the client is connected or another
+    /// process holds a file; see [`admin::reset_pair`](crate::admin::reset_pair).
+    pub fn reset_pair(&mut self, client: &Name) -> Result<PathBuf, FileError> {
         for g in self.tcp.iter_mut().chain(self.shm.iter_mut()) {
-            g.release_pair(&name).map_err(|()| FileError {
-                path: ptcp.clone(),
-                kind: crate::FileErrorKind::InUse,
+            g.release_pair(client).map_err(|()| {
+                let p = crate::pair_files::ptcp_path(&self.dir, &self.name, client);
+                FileError::new(p, FileErrorKind::InUse)
             })?;
         }
-        crate::pair_files::reset_pair(&self.dir, &self.shm_dir, self.name.as_str(), client)
+        crate::pair_files::reset_pair(&self.dir, &self.shm_dir, &self.name, client)
     }
 }
 
-impl<H, U: UserData, R: UserData> Server<H, U, R> {
-    /// Stops listening and closes every connection; queue files stay, so a
-    /// new server over the same dir resumes them.
+impl<U: UserData, R: UserData> Server<U, R> {
+    /// Stops listening and closes every connection; the queue files stay,
+    /// so a new server over the same directory resumes them. Reports
+    /// nothing to a handler.
     pub fn stop(&mut self) {
-        self.ctl.stop();
+        self.control.stop();
         for g in self.tcp.iter_mut().chain(self.shm.iter_mut()) {
             g.stop();
         }
     }
 }
 
-impl<H, U: UserData, R: UserData> Drop for Server<H, U, R> {
+impl<U: UserData, R: UserData> Drop for Server<U, R> {
     fn drop(&mut self) {
         self.stop();
     }
 }
 
-/// The parts of a server: the control part, the TCP groups, the SHM groups.
-pub type ServerParts<'a, H, U, R> = (
-    CtlPart<'a, H, U, R>,
-    &'a mut [Group<U, R>],
-    &'a mut [Group<U, R>],
-);
-
-/// The control part with its handler, from [`Server::split`].
-pub struct CtlPart<'a, H, U: UserData = u8, R: UserData = u8> {
-    ctl: &'a mut ServerCtl<U, R>,
-    handler: &'a mut H,
-}
-
-impl<H: ServerHandler<U, R>, U: UserData, R: UserData> CtlPart<'_, H, U, R> {
-    /// See [`ServerCtl::poll`].
-    pub fn poll(&mut self, now: i64) {
-        self.ctl.poll(now, self.handler);
+impl<U: UserData, R: UserData> std::fmt::Debug for Server<U, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("dir", &self.dir)
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
     }
 }

@@ -1,5 +1,5 @@
 //! The index protocol of the single-producer single-consumer
-//! variable-length queue (`PROTOCOL.md` §5), generic over its memory.
+//! variable-length queue (`docs/protocol.md` §5), generic over its memory.
 //!
 //! This file depends on nothing of the crate but `super::sync` (std atomics
 //! in the library, loom's in `tests/loom_shm.rs`, which includes this file),
@@ -38,7 +38,7 @@
 use super::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// Bytes in a block.
-pub const BLOCK: usize = 64;
+pub(crate) const BLOCK: usize = 64;
 const HDR: usize = 8;
 
 /// The memory of one queue.
@@ -50,7 +50,7 @@ const HDR: usize = 8;
 /// `2^31 * 64`, that the atomics live as long as `self`, and that
 /// `header(b)` is the 8-byte word at the start of block `b` (whose payload
 /// bytes follow it in `blocks()`).
-pub unsafe trait QueueMemory {
+pub(super) unsafe trait QueueMemory {
     /// `Q`: bytes of blocks.
     fn capacity(&self) -> usize;
     /// The header word of block `b` (`b` below the block count).
@@ -147,7 +147,7 @@ impl Record {
 
 /// What a reader found that an honest writer never writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Corrupt {
+pub(crate) enum Corrupt {
     /// `write_idx` is more than the capacity ahead of `read_idx`.
     Index {
         /// Local read index.
@@ -280,7 +280,7 @@ struct Held {
 
 /// The producing end.
 #[derive(Debug)]
-pub struct Writer<M> {
+pub(super) struct Writer<M> {
     mem: M,
     mask: u32,
     blk_cnt: u32,
@@ -319,7 +319,7 @@ pub struct Writer<M> {
 
 impl<M: QueueMemory> Writer<M> {
     /// A writer over `mem`, taking up the indices stored there.
-    pub fn new(mem: M) -> Self {
+    pub(super) fn new(mem: M) -> Self {
         let blk_cnt = blk_cnt(&mem);
         let mut w = Writer {
             mem,
@@ -345,27 +345,28 @@ impl<M: QueueMemory> Writer<M> {
 
     /// Allows (the default) or forbids the fast path. Forbidden, the
     /// writer never announces, so readers stay on v1.
-    pub fn set_fast(&mut self, fast: bool) {
+    pub(super) fn set_fast(&mut self, fast: bool) {
         self.release();
         self.fast = fast;
         self.stamping = false;
     }
 
     /// Turns [`hand_over`](Self::hand_over) on (the default) or off.
-    pub fn set_hand_over(&mut self, on: bool) {
+    pub(super) fn set_hand_over(&mut self, on: bool) {
         self.handover_max = if on { HANDOVER_MAX } else { 0 };
         self.handover = (0, 0);
     }
 
+    #[cfg(any(test, fuzzing))]
     /// Whether this writer's announcement stands (readers may wait on
     /// stamps).
-    pub fn stamping(&self) -> bool {
+    pub(super) fn stamping(&self) -> bool {
         self.stamping
     }
 
     /// Takes up the indices stored in memory again (after the peer or a
     /// reset changed them while this side was not writing).
-    pub fn reload(&mut self) {
+    pub(super) fn reload(&mut self) {
         self.release();
         // Acquire: this runs at login, after a peer may have reset the
         // queue; the login exchange orders it, Acquire costs nothing here.
@@ -393,26 +394,27 @@ impl<M: QueueMemory> Writer<M> {
 
     /// Messages published since the queue was (re)set, mod 2^31; exact
     /// after a crash at any point.
-    pub fn pushed(&self) -> u32 {
+    pub(super) fn pushed(&self) -> u32 {
         self.pushed
     }
 
     /// Blocks published and not yet released by the reader now (one load
     /// of `read_idx`: for statistics, not for the hot path).
-    pub fn in_use(&self) -> u32 {
+    pub(super) fn in_use(&self) -> u32 {
         // Relaxed: a number for display, nothing is read because of it.
         let read = self.mem.read_idx().load(Ordering::Relaxed);
         self.write_idx.wrapping_sub(read).min(self.blk_cnt)
     }
 
     /// Blocks in the ring.
-    pub fn blocks(&self) -> u32 {
+    pub(super) fn blocks(&self) -> u32 {
         self.blk_cnt
     }
 
+    #[cfg(any(test, fuzzing))]
     /// Wrap markers this writer published alone, because a message that
     /// had to start at slot 0 did not fit yet.
-    pub fn lone_markers(&self) -> u64 {
+    pub(super) fn lone_markers(&self) -> u64 {
         self.lone_markers
     }
 
@@ -564,7 +566,7 @@ impl<M: QueueMemory> Writer<M> {
     /// than the capacity, less one block on the fast path, or than a u16
     /// size).
     #[inline(always)]
-    pub fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
+    pub(super) fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.pending = None;
         // Fields only: whether the announcement still stands is checked
         // by `refill_cleared`, out of line (see there).
@@ -627,7 +629,7 @@ impl<M: QueueMemory> Writer<M> {
 
     /// The payload of the message allocated and not yet pushed.
     #[inline]
-    pub fn pending_payload(&mut self) -> Option<&mut [u8]> {
+    pub(super) fn pending_payload(&mut self) -> Option<&mut [u8]> {
         let p = self.pending?;
         Some(self.payload(p))
     }
@@ -673,7 +675,7 @@ impl<M: QueueMemory> Writer<M> {
     /// and `write_idx`. A writer killed anywhere in between exposes either
     /// nothing or the whole message.
     #[inline(always)]
-    pub fn push(&mut self) {
+    pub(super) fn push(&mut self) {
         self.publish(false);
     }
 
@@ -690,14 +692,14 @@ impl<M: QueueMemory> Writer<M> {
     /// a run, instead of taking each block's line from the writer while the
     /// writer is still writing the next.
     #[inline(always)]
-    pub fn push_more(&mut self) {
+    pub(super) fn push_more(&mut self) {
         self.publish(true);
     }
 
     /// Lets a batch held by [`push_more`](Self::push_more) go: stores the
     /// stamped header word at its start. Without one it does nothing.
     #[inline(always)]
-    pub fn release(&mut self) {
+    pub(super) fn release(&mut self) {
         // Not `take`: an idle poll calls this, and must not store.
         if let Some(h) = self.held {
             self.held = None;
@@ -715,7 +717,7 @@ impl<M: QueueMemory> Writer<M> {
     /// to the reader's side of the cache, once; see
     /// [`ShmWriter::settle`](crate::shm_queue::ShmWriter::settle).
     #[inline(always)]
-    pub fn hand_over(&mut self) {
+    pub(super) fn hand_over(&mut self) {
         let (first, blks) = self.handover;
         if blks != 0 {
             self.handover.1 = 0;
@@ -730,7 +732,7 @@ impl<M: QueueMemory> Writer<M> {
     /// publication over ([`hand_over`](Self::hand_over)); one compare
     /// when nothing was published since the last call.
     #[inline(always)]
-    pub fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         debug_assert!(self.unsettled || self.held.is_none());
         if self.unsettled {
             self.unsettled = false;
@@ -739,8 +741,9 @@ impl<M: QueueMemory> Writer<M> {
         }
     }
 
+    #[cfg(any(test, fuzzing))]
     /// Whether [`push_more`](Self::push_more) holds a batch back.
-    pub fn holding(&self) -> bool {
+    pub(super) fn holding(&self) -> bool {
         self.held.is_some()
     }
 
@@ -828,7 +831,7 @@ impl<M: QueueMemory> Writer<M> {
     }
 
     /// The memory.
-    pub fn memory(&self) -> &M {
+    pub(super) fn memory(&self) -> &M {
         &self.mem
     }
 }
@@ -846,7 +849,7 @@ struct Current {
 
 /// The consuming end.
 #[derive(Debug)]
-pub struct Reader<M> {
+pub(super) struct Reader<M> {
     mem: M,
     mask: u32,
     blk_cnt: u32,
@@ -869,7 +872,7 @@ pub struct Reader<M> {
 
 impl<M: QueueMemory> Reader<M> {
     /// A reader over `mem`, taking up the indices stored there.
-    pub fn new(mem: M) -> Self {
+    pub(super) fn new(mem: M) -> Self {
         let blk_cnt = blk_cnt(&mem);
         let mut r = Reader {
             mem,
@@ -889,7 +892,7 @@ impl<M: QueueMemory> Reader<M> {
     }
 
     /// Allows (the default) or forbids the fast path.
-    pub fn set_fast(&mut self, fast: bool) {
+    pub(super) fn set_fast(&mut self, fast: bool) {
         self.fast_allowed = fast;
         self.fast = false;
         // The cache went stale while on the fast path: reload it next.
@@ -897,7 +900,7 @@ impl<M: QueueMemory> Reader<M> {
     }
 
     /// Whether this reader waits on stamps (the fast path) now.
-    pub fn is_fast(&self) -> bool {
+    pub(super) fn is_fast(&self) -> bool {
         self.fast
     }
 
@@ -905,7 +908,7 @@ impl<M: QueueMemory> Reader<M> {
     /// back to v1, and the writer's announcement is cleared, so only an
     /// announcement made after this (by the writer of this session) can
     /// put this reader on the fast path.
-    pub fn reload(&mut self) {
+    pub(super) fn reload(&mut self) {
         // Acquire: as in Writer::reload.
         self.read_idx = self.mem.read_idx().load(Ordering::Acquire);
         self.write_cache = self.read_idx;
@@ -927,7 +930,7 @@ impl<M: QueueMemory> Reader<M> {
 
     /// Messages consumed since the queue was (re)set, mod 2^31; exact
     /// after a crash at any point.
-    pub fn popped(&self) -> u32 {
+    pub(super) fn popped(&self) -> u32 {
         self.popped
     }
 
@@ -1030,7 +1033,7 @@ impl<M: QueueMemory> Reader<M> {
     /// [`Corrupt`] if the memory holds what an honest writer never writes;
     /// nothing out of bounds is read, and the reader stays where it was.
     #[inline]
-    pub fn front(&mut self) -> Result<Option<(u16, &[u8])>, Corrupt> {
+    pub(super) fn front(&mut self) -> Result<Option<(u16, &[u8])>, Corrupt> {
         self.cur = None;
         if self.fast {
             return self.front_fast();
@@ -1132,7 +1135,7 @@ impl<M: QueueMemory> Reader<M> {
     /// The message the last [`front`](Self::front) returned, if it has not
     /// been popped since.
     #[inline]
-    pub fn current(&self) -> Option<(u16, &[u8])> {
+    pub(super) fn current(&self) -> Option<(u16, &[u8])> {
         let c = self.cur?;
         // SAFETY: `c` is our own copy of a message `front` checked to lie
         // inside the ring (slot + blocks <= block count) and to be published
@@ -1146,7 +1149,7 @@ impl<M: QueueMemory> Reader<M> {
     /// Consumes the message the last [`front`](Self::front) returned;
     /// without one it does nothing.
     #[inline(always)]
-    pub fn pop(&mut self) {
+    pub(super) fn pop(&mut self) {
         if let Some(c) = self.cur.take() {
             self.mem.track_read(c.off, c.len);
             self.release(c.end, 1);
@@ -1157,7 +1160,7 @@ impl<M: QueueMemory> Reader<M> {
     /// header at our index; on v1 our cached `write_idx` first, else one
     /// load. What an empty poll costs.
     #[inline(always)]
-    pub fn ready(&mut self) -> bool {
+    pub(super) fn ready(&mut self) -> bool {
         if self.fast {
             // Relaxed: only compared; front_fast loads the header again with
             // Acquire before anything is read (SYNC POINT msg-stamped).
@@ -1195,14 +1198,8 @@ impl<M: QueueMemory> Reader<M> {
         false
     }
 
-    /// Whether a message is published and not consumed (checks memory).
-    pub fn is_empty(&self) -> bool {
-        // Acquire: as SYNC POINT msg-published.
-        self.mem.write_idx().load(Ordering::Acquire) == self.read_idx
-    }
-
     /// The memory.
-    pub fn memory(&self) -> &M {
+    pub(super) fn memory(&self) -> &M {
         &self.mem
     }
 }
@@ -1210,7 +1207,7 @@ impl<M: QueueMemory> Reader<M> {
 /// Empties the queue in `mem`: all three indices to 0. Only valid while
 /// neither end is in use (at login, before either side polls); each end
 /// then calls `reload`.
-pub fn reset<M: QueueMemory>(mem: &M) {
+pub(super) fn reset<M: QueueMemory>(mem: &M) {
     // Release: the zeroed indices are published by the login exchange that
     // follows; Release keeps them ordered before it.
     mem.write_idx().store(0, Ordering::Release);

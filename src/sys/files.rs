@@ -18,7 +18,7 @@ use crate::error::{FileError, FileErrorKind};
 
 /// A lock the kernel lists on a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Held {
+pub(crate) struct Held {
     /// `FLOCK` (a queue file's owner), `OFDLCK` (an shm queue end) or
     /// `POSIX`.
     pub kind: LockKind,
@@ -31,7 +31,7 @@ pub struct Held {
 
 /// The kind of a lock in `/proc/locks`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockKind {
+pub(crate) enum LockKind {
     /// `flock(2)`.
     Flock,
     /// An open-file-description lock (`F_OFD_SETLK`).
@@ -44,7 +44,7 @@ pub enum LockKind {
 ///
 /// # Errors
 /// If the file or the lock table cannot be read.
-pub fn locks_on(path: &Path) -> io::Result<Vec<Held>> {
+pub(crate) fn locks_on(path: &Path) -> io::Result<Vec<Held>> {
     let md = std::fs::metadata(path)?;
     let table = std::fs::read_to_string("/proc/locks")?;
     Ok(parse_locks(
@@ -97,7 +97,7 @@ fn parse_locks(table: &str, major: u64, minor: u64, ino: u64) -> Vec<Held> {
 
 /// Whether `file` is still the file at `path` (not unlinked or replaced
 /// since it was opened).
-pub fn still_linked(file: &File, path: &Path) -> bool {
+pub(crate) fn still_linked(file: &File, path: &Path) -> bool {
     match (file.metadata(), std::fs::metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
@@ -109,7 +109,7 @@ pub fn still_linked(file: &File, path: &Path) -> bool {
 /// unlinked it (a process that opened it just before re-checks, after
 /// locking, that the path is still its file, and opens a new one).
 #[derive(Debug)]
-pub struct Taken {
+pub(crate) struct Taken {
     file: File,
     path: PathBuf,
 }
@@ -120,7 +120,7 @@ pub struct Taken {
 ///
 /// # Errors
 /// [`FileErrorKind::InUse`] if a process holds it; an I/O error otherwise.
-pub fn take_for_removal(path: &Path, shm_roles_at: Option<u64>) -> Result<Taken, FileError> {
+pub(crate) fn take_for_removal(path: &Path, shm_roles_at: Option<u64>) -> Result<Taken, FileError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -182,7 +182,7 @@ impl Taken {
     ///
     /// # Errors
     /// If the unlink fails.
-    pub fn remove(self) -> Result<(), FileError> {
+    pub(crate) fn remove(self) -> Result<(), FileError> {
         std::fs::remove_file(&self.path).map_err(|e| FileError::io(&self.path, "remove", e))?;
         drop(self.file);
         Ok(())
@@ -193,7 +193,7 @@ impl Taken {
     ///
     /// # Errors
     /// If neither works.
-    pub fn move_to(self, to: &Path) -> Result<(), FileError> {
+    pub(crate) fn move_to(self, to: &Path) -> Result<(), FileError> {
         if std::fs::rename(&self.path, to).is_err() {
             std::fs::copy(&self.path, to).map_err(|e| FileError::io(to, "copy", e))?;
             std::fs::remove_file(&self.path).map_err(|e| FileError::io(&self.path, "remove", e))?;

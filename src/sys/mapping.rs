@@ -17,7 +17,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+#[cfg(any(test, fuzzing))]
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use crate::error::{FileError, FileErrorKind};
 
@@ -25,11 +27,11 @@ use crate::error::{FileError, FileErrorKind};
 /// page tables of 16,384 pages takes milliseconds, on the thread that
 /// logs a connection in; a larger queue faults its pages in on first use
 /// rather than stall that thread (and, for a file on disk, read it all).
-pub const POPULATE_MAX: usize = 64 << 20;
+pub(crate) const POPULATE_MAX: usize = 64 << 20;
 
 /// How to create and map a file.
 #[derive(Clone, Copy, Debug)]
-pub struct MapOptions {
+pub(crate) struct MapOptions {
     /// Permission bits for a file this call creates (default 0600). The
     /// mode is set exactly, regardless of the umask.
     pub mode: u32,
@@ -49,9 +51,11 @@ impl Default for MapOptions {
 
 /// A file mapped read-write and shared. Unmapped on drop.
 #[derive(Debug)]
-pub struct Mapping {
+pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    /// Whether `open` created the file (read by the tests).
+    #[cfg_attr(not(any(test, fuzzing)), allow(dead_code))]
     created: bool,
     path: PathBuf,
     _file: File,
@@ -81,7 +85,7 @@ impl Mapping {
     /// # Errors
     /// A [`FileError`] naming the path: open, lock, reserve or mmap failure,
     /// or a wrong size.
-    pub fn open(path: &Path, len: usize, opts: MapOptions) -> Result<Mapping, FileError> {
+    pub(crate) fn open(path: &Path, len: usize, opts: MapOptions) -> Result<Mapping, FileError> {
         // `tcpshm clean` and `reset` take a file's lock, then unlink it: a
         // file locked here that is no longer at `path` is opened again.
         let mut tries = 0;
@@ -182,13 +186,14 @@ impl Mapping {
         })
     }
 
+    #[cfg(any(test, fuzzing))]
     /// Whether this call created the file (its content is all zero).
-    pub fn created(&self) -> bool {
+    pub(crate) fn created(&self) -> bool {
         self.created
     }
 
     /// The file's path.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -199,13 +204,14 @@ impl Mapping {
         self.ptr.as_ptr()
     }
 
+    #[cfg(any(test, fuzzing))]
     /// The aligned u32 at byte `off`, accessed atomically (another process
     /// may change it at any time).
     ///
     /// # Panics
     /// If `off` is not 4-aligned or the word is not inside the mapping (a
     /// caller bug).
-    pub fn word32(&self, off: usize) -> &AtomicU32 {
+    pub(crate) fn word32(&self, off: usize) -> &AtomicU32 {
         assert!(off % 4 == 0 && off + 4 <= self.len, "word32 at {off}");
         // SAFETY: the word is inside the live, page-aligned mapping (checked
         // above) and 4-aligned; safe code only ever reaches a mapping's
@@ -218,7 +224,7 @@ impl Mapping {
     ///
     /// # Panics
     /// If `off` is not 8-aligned or the word is not inside the mapping.
-    pub fn word64(&self, off: usize) -> &AtomicU64 {
+    pub(crate) fn word64(&self, off: usize) -> &AtomicU64 {
         assert!(off % 8 == 0 && off + 8 <= self.len, "word64 at {off}");
         // SAFETY: as in `word32`, 8-aligned.
         unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(off).cast()) }
@@ -235,7 +241,7 @@ impl Mapping {
     ///
     /// # Panics
     /// If the range is not inside the mapping.
-    pub fn read(&self, off: usize, out: &mut [u8]) {
+    pub(crate) fn read(&self, off: usize, out: &mut [u8]) {
         assert!(off + out.len() <= self.len, "read past the mapping");
         for (i, b) in out.iter_mut().enumerate() {
             *b = self.byte(off + i).load(Ordering::Relaxed);
@@ -247,7 +253,7 @@ impl Mapping {
     ///
     /// # Panics
     /// If the range is not inside the mapping.
-    pub fn write(&self, off: usize, src: &[u8]) {
+    pub(crate) fn write(&self, off: usize, src: &[u8]) {
         assert!(off + src.len() <= self.len, "write past the mapping");
         for (i, b) in src.iter().enumerate() {
             self.byte(off + i).store(*b, Ordering::Relaxed);
@@ -285,13 +291,8 @@ impl Mapping {
     }
 
     /// Length in bytes.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    /// Always false: a mapping has at least one byte.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 }
 

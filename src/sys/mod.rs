@@ -4,43 +4,21 @@
 //! ready" kept apart from errors (`socket`). Every `unsafe` of the crate
 //! outside the two queue modules lives here.
 //!
-//! # What safe code cannot do
+//! # What the crate's own code cannot do
 //!
-//! A mapping hands out atomic words, never a `&mut [u8]` that could alias
-//! a queue's or another thread's view of the same bytes:
-//!
-//! ```compile_fail,E0599
-//! fn f(m: &mut tcpshm::sys::Mapping) {
-//!     let bytes: &mut [u8] = m.as_mut(); // error: no AsMut
-//! }
-//! ```
-//!
-//! Only the crate's own types are memory a queue may own ([`Region`] is
-//! sealed), so no type of yours can hand a queue memory it keeps using:
-//!
-//! ```compile_fail,E0277
-//! struct Mine(Vec<u8>);
-//! impl tcpshm::sys::Region for Mine { // error: the trait is sealed
-//!     fn base(&self) -> *mut u8 { self.0.as_ptr() as *mut u8 }
-//!     fn size(&self) -> usize { self.0.len() }
-//! }
-//! ```
-//!
-//! ```compile_fail,E0277
-//! let q = tcpshm::ptcp_queue::PtcpQueue::open(vec![0u8; 72]); // error: Vec is no Region
-//! ```
-//!
-//! and a queue gives no reference to its region back:
-//!
-//! ```compile_fail,E0599
-//! let (q, _ack) = tcpshm::ptcp_queue::PtcpQueue::heap(64);
-//! let r = q.region(); // error: no such method
-//! ```
+//! None of this is public: code outside the crate cannot name a mapping,
+//! a region or a queue at all (`docs/soundness.md` shows it with
+//! compile_fail tests). Inside the crate the types keep the rules too:
+//! - a mapping hands out atomic words, never a `&mut [u8]` that could
+//!   alias a queue's or another thread's view of the same bytes;
+//! - only this module's types are memory a queue may own ([`Region`] is
+//!   sealed), so no type can hand a queue memory it keeps using;
+//! - a queue gives no reference to its region back.
 
-pub mod files;
+pub(crate) mod files;
 mod mapping;
 mod region;
 pub(crate) mod socket;
 
-pub use mapping::{MapOptions, Mapping, POPULATE_MAX};
-pub use region::{HeapRegion, Region, HEAP_ALIGN};
+pub(crate) use mapping::{MapOptions, Mapping};
+pub(crate) use region::{HeapRegion, Region};

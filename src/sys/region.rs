@@ -10,13 +10,13 @@ use std::alloc::Layout;
 use std::ptr::NonNull;
 
 mod sealed {
-    pub trait Sealed {}
+    pub(crate) trait Sealed {}
 }
 
 /// Memory a queue can own: `size()` bytes at `base()`, 64-byte aligned,
 /// valid for reads and writes for as long as the value lives. Sealed:
 /// implemented by [`Mapping`](super::Mapping) and [`HeapRegion`] only.
-pub trait Region: sealed::Sealed + Send + Sync + 'static {
+pub(crate) trait Region: sealed::Sealed + Send + Sync + 'static {
     /// Start of the region.
     fn base(&self) -> *mut u8;
     /// Size in bytes.
@@ -36,13 +36,13 @@ impl Region for super::Mapping {
 
 /// Bytes of alignment of a [`HeapRegion`] (a cache line, as a mapping's
 /// page alignment provides).
-pub const HEAP_ALIGN: usize = 64;
+pub(crate) const HEAP_ALIGN: usize = 64;
 
 /// A zeroed, 64-byte aligned heap region, owned by exactly one value: for
 /// tests, fuzzing and in-process queues. A queue that takes it is its
 /// only user; cloning copies the bytes into a new region.
 #[derive(Debug)]
-pub struct HeapRegion {
+pub(crate) struct HeapRegion {
     ptr: NonNull<u8>,
     layout: Layout,
 }
@@ -59,7 +59,7 @@ impl HeapRegion {
     ///
     /// # Panics
     /// If `size` is 0 or too large for an allocation (a caller bug).
-    pub fn new(size: usize) -> HeapRegion {
+    pub(crate) fn new(size: usize) -> HeapRegion {
         let layout = Layout::from_size_align(size.max(1), HEAP_ALIGN).expect("region size");
         // SAFETY: layout has a non-zero size.
         let p = unsafe { std::alloc::alloc_zeroed(layout) };
@@ -72,7 +72,7 @@ impl HeapRegion {
     ///
     /// # Panics
     /// As [`new`](Self::new).
-    pub fn with_contents(size: usize, init: &[u8]) -> HeapRegion {
+    pub(crate) fn with_contents(size: usize, init: &[u8]) -> HeapRegion {
         let mut r = HeapRegion::new(size);
         let n = init.len().min(size);
         r.as_mut_slice()[..n].copy_from_slice(&init[..n]);
@@ -80,7 +80,7 @@ impl HeapRegion {
     }
 
     /// The bytes (this value is their only owner).
-    pub fn as_slice(&self) -> &[u8] {
+    pub(crate) fn as_slice(&self) -> &[u8] {
         // SAFETY: ptr..ptr+size is a live allocation owned by self; a
         // HeapRegion is never shared with a queue while a reference to it
         // exists (queues take it by value and give out no reference).
@@ -88,7 +88,7 @@ impl HeapRegion {
     }
 
     /// The bytes, to change.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, and `&mut self` makes it exclusive.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
     }

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 
-use crate::session::{CloseReason, Closed};
+use crate::close::{Close, CloseReason};
 
 fn errno(e: &io::Error) -> i32 {
     e.raw_os_error().unwrap_or(0)
@@ -13,12 +13,12 @@ fn errno(e: &io::Error) -> i32 {
 ///
 /// # Errors
 /// "Remote close" at end of stream, "Read error" with the errno otherwise.
-pub(crate) fn read_some<S: Read>(sock: &mut S, buf: &mut [u8]) -> Result<usize, Closed> {
+pub(crate) fn read_some<S: Read>(sock: &mut S, buf: &mut [u8]) -> Result<usize, Close> {
     if buf.is_empty() {
         return Ok(0);
     }
     match sock.read(buf) {
-        Ok(0) => Err((CloseReason::RemoteClose, 0)),
+        Ok(0) => Err(Close::new(CloseReason::RemoteClose)),
         Ok(n) => Ok(n),
         Err(e)
             if matches!(
@@ -28,7 +28,7 @@ pub(crate) fn read_some<S: Read>(sock: &mut S, buf: &mut [u8]) -> Result<usize, 
         {
             Ok(0)
         }
-        Err(e) => Err((CloseReason::ReadError, errno(&e))),
+        Err(e) => Err(Close::os(CloseReason::ReadError, errno(&e))),
     }
 }
 
@@ -37,19 +37,19 @@ pub(crate) fn read_some<S: Read>(sock: &mut S, buf: &mut [u8]) -> Result<usize, 
 ///
 /// # Errors
 /// "Send error" with the errno.
-pub(crate) fn write_some<S: Write>(sock: &mut S, bytes: &[u8]) -> Result<usize, Closed> {
+pub(crate) fn write_some<S: Write>(sock: &mut S, bytes: &[u8]) -> Result<usize, Close> {
     let mut sent = 0;
     let mut interrupted = 0;
     while sent < bytes.len() {
         match sock.write(&bytes[sent..]) {
-            Ok(0) => return Err((CloseReason::SendError, 0)),
+            Ok(0) => return Err(Close::new(CloseReason::SendError)),
             Ok(n) => sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupted < 4 => {
                 interrupted += 1;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => break,
-            Err(e) => return Err((CloseReason::SendError, errno(&e))),
+            Err(e) => return Err(Close::os(CloseReason::SendError, errno(&e))),
         }
     }
     Ok(sent)
@@ -63,11 +63,12 @@ pub(crate) const DISCARD_MAX: usize = 256;
 ///
 /// # Errors
 /// As [`read_some`].
-pub(crate) fn discard<S: Read>(sock: &mut S) -> Result<usize, Closed> {
+pub(crate) fn discard<S: Read>(sock: &mut S) -> Result<usize, Close> {
     let mut b = [0u8; DISCARD_MAX];
     read_some(sock, &mut b)
 }
 
+#[cfg(any(test, fuzzing))]
 /// Shrinks the kernel's send and receive buffers of `sock` to about
 /// `bytes` (the kernel doubles and clamps the value), so a peer that
 /// stops reading makes sends partial after a few kilobytes: for tests and

@@ -1,11 +1,11 @@
-//! The 8-byte header in front of every message (`PROTOCOL.md` §1).
+//! The 8-byte header in front of every message (`docs/protocol.md` §1).
 #![forbid(unsafe_code)]
 
 use super::{padded, DecodeError, HEADER_SIZE};
 
-/// The 8-byte header in front of every message (`PROTOCOL.md` §1).
+/// The 8-byte header in front of every message (`docs/protocol.md` §1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct MsgHeader {
+pub(crate) struct MsgHeader {
     /// Header plus payload in bytes, padding excluded.
     pub size: u16,
     /// 0 heartbeat, 1 login, 2 login response, else application-defined.
@@ -17,7 +17,7 @@ pub struct MsgHeader {
 impl MsgHeader {
     /// The header as it goes on the wire.
     #[inline]
-    pub fn encode(&self) -> [u8; HEADER_SIZE] {
+    pub(crate) fn encode(&self) -> [u8; HEADER_SIZE] {
         let mut b = [0u8; HEADER_SIZE];
         self.encode_into(&mut b);
         b
@@ -28,7 +28,7 @@ impl MsgHeader {
     /// # Panics
     /// If `out` is shorter than 8 bytes (a caller bug, never input-driven).
     #[inline]
-    pub fn encode_into(&self, out: &mut [u8]) {
+    pub(crate) fn encode_into(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.size.to_le_bytes());
         out[2..4].copy_from_slice(&self.msg_type.to_le_bytes());
         out[4..8].copy_from_slice(&self.ack_seq.to_le_bytes());
@@ -39,7 +39,7 @@ impl MsgHeader {
     /// # Errors
     /// [`DecodeError::Truncated`] if `b` has fewer than 8 bytes.
     #[inline]
-    pub fn read(b: &[u8]) -> Result<MsgHeader, DecodeError> {
+    pub(crate) fn read(b: &[u8]) -> Result<MsgHeader, DecodeError> {
         match b.get(..HEADER_SIZE) {
             Some(h) => Ok(MsgHeader {
                 size: u16::from_le_bytes([h[0], h[1]]),
@@ -58,7 +58,7 @@ impl MsgHeader {
     /// # Errors
     /// [`DecodeError::Truncated`] or [`DecodeError::SizeTooSmall`].
     #[inline]
-    pub fn decode(b: &[u8]) -> Result<MsgHeader, DecodeError> {
+    pub(crate) fn decode(b: &[u8]) -> Result<MsgHeader, DecodeError> {
         let h = Self::read(b)?;
         if (h.size as usize) < HEADER_SIZE {
             return Err(DecodeError::SizeTooSmall(h.size));
@@ -68,7 +68,7 @@ impl MsgHeader {
 
     /// Bytes the message occupies on the wire and in the TCP queue.
     #[inline]
-    pub fn padded_size(&self) -> usize {
+    pub(crate) fn padded_size(&self) -> usize {
         padded(self.size as usize)
     }
 }

@@ -1,4 +1,4 @@
-//! The login frame and the login-response frame (`PROTOCOL.md` §4), with
+//! The login frame and the login-response frame (`docs/protocol.md` §4), with
 //! the application's user data.
 #![forbid(unsafe_code)]
 
@@ -19,11 +19,44 @@ const fn max(a: usize, b: usize) -> usize {
     }
 }
 
-/// Application data carried in the login or login-response frame.
+/// Application data carried in the login frame (`U` of
+/// [`Client`](crate::Client) and [`Server`](crate::Server)) or in the
+/// login response (`R`).
 ///
-/// Implemented for `u8` (the default, one byte) and `[u8; N]`. Implement it
-/// for your own `#[repr(C)]` plain-data type: `SIZE` and `ALIGN` must be its
-/// C `sizeof` and `alignof`, so the frame layout matches a C++ peer's.
+/// Implemented for `u8` (the default, one byte, as the C++ library's
+/// default) and `[u8; N]`. An application that needs more (a token, a user
+/// name) implements it for its own fixed-size `#[repr(C)]` plain-data type:
+/// `SIZE` and `ALIGN` must be its C `sizeof` and `alignof`, so the frame
+/// follows the C layout a C++ peer built with the same type uses (the
+/// field at its natural alignment after the two sequence numbers).
+///
+/// ```
+/// use tcpshm::UserData;
+///
+/// #[derive(Clone, Copy, Default, Debug, PartialEq)]
+/// #[repr(C)]
+/// struct Token { user: u32, secret: u32 }
+///
+/// impl UserData for Token {
+///     const SIZE: usize = 8;
+///     const ALIGN: usize = 4;
+///     fn write_to(&self, out: &mut [u8]) {
+///         out[..4].copy_from_slice(&self.user.to_le_bytes());
+///         out[4..8].copy_from_slice(&self.secret.to_le_bytes());
+///     }
+///     fn read_from(b: &[u8]) -> Self {
+///         let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+///         Token { user: u32_at(0), secret: u32_at(4) }
+///     }
+/// }
+///
+/// // A client that sends a Token and a server that answers with 4 bytes.
+/// let cfg = tcpshm::Config::default();
+/// # let dir = std::env::temp_dir().join(format!("tcpshm-ud-{}", std::process::id()));
+/// let client = tcpshm::Client::<Token, [u8; 4]>::new("c1", dir.join("c1"), cfg)?;
+/// # drop(client); std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), tcpshm::SetupError>(())
+/// ```
 pub trait UserData: Copy + Default + Send + 'static {
     /// `sizeof` of the C type.
     const SIZE: usize;
@@ -97,9 +130,9 @@ fn frame_body(b: &[u8], msg_type: u16, size: usize) -> Result<(MsgHeader, &[u8])
     Ok((h, &b[HEADER_SIZE..size]))
 }
 
-/// The login frame a client sends first (`PROTOCOL.md` §4), msg_type 1.
+/// The login frame a client sends first (`docs/protocol.md` §4), msg_type 1.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Login<U: UserData = u8> {
+pub(crate) struct Login<U: UserData = u8> {
     /// Sequence number of the oldest unacknowledged message the client holds.
     pub client_seq_start: u32,
     /// One past the newest message the client holds.
@@ -121,14 +154,14 @@ impl<U: UserData> Login<U> {
     const OFF_LAST: usize = Self::OFF_CLIENT + NAME_SIZE;
     const BODY: usize = align_up(Self::OFF_LAST + NAME_SIZE, max(4, U::ALIGN));
     /// Offset in the frame of the client name field.
-    pub const CLIENT_NAME_OFFSET: usize = HEADER_SIZE + Self::OFF_CLIENT;
+    pub(crate) const CLIENT_NAME_OFFSET: usize = HEADER_SIZE + Self::OFF_CLIENT;
     /// Header `size` of the frame (52 with the default `u8` user data).
-    pub const SIZE: usize = HEADER_SIZE + Self::BODY;
+    pub(crate) const SIZE: usize = HEADER_SIZE + Self::BODY;
     /// Bytes the frame occupies on the wire (56 by default).
-    pub const FRAME: usize = padded(Self::SIZE);
+    pub(crate) const FRAME: usize = padded(Self::SIZE);
 
     /// The whole frame, header (with `ack_seq`) and padding included.
-    pub fn encode(&self, ack_seq: u32) -> Vec<u8> {
+    pub(crate) fn encode(&self, ack_seq: u32) -> Vec<u8> {
         let mut f = vec![0u8; Self::FRAME];
         MsgHeader {
             size: Self::SIZE as u16,
@@ -152,7 +185,7 @@ impl<U: UserData> Login<U> {
     /// # Errors
     /// A [`DecodeError`] if the header is not a login header of the right
     /// size or `b` is too short. Names are not validated here.
-    pub fn decode(b: &[u8]) -> Result<(MsgHeader, Self), DecodeError> {
+    pub(crate) fn decode(b: &[u8]) -> Result<(MsgHeader, Self), DecodeError> {
         let (h, body) = frame_body(b, MSG_TYPE_LOGIN, Self::SIZE)?;
         Ok((
             h,
@@ -171,7 +204,7 @@ impl<U: UserData> Login<U> {
 /// Result of a login, in the response's `status` byte.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[repr(u8)]
-pub enum LoginStatus {
+pub(crate) enum LoginStatus {
     /// Logged in.
     #[default]
     Ok = 0,
@@ -181,9 +214,9 @@ pub enum LoginStatus {
     Rejected = 2,
 }
 
-/// The login response a server answers with (`PROTOCOL.md` §4), msg_type 2.
+/// The login response a server answers with (`docs/protocol.md` §4), msg_type 2.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LoginResponse<U: UserData = u8> {
+pub(crate) struct LoginResponse<U: UserData = u8> {
     /// Sequence number of the oldest unacknowledged message the server holds.
     pub server_seq_start: u32,
     /// One past the newest message the server holds.
@@ -205,14 +238,14 @@ impl<U: UserData> LoginResponse<U> {
     const OFF_ERR: usize = Self::OFF_NAME + NAME_SIZE;
     const BODY: usize = align_up(Self::OFF_ERR + ERROR_MSG_SIZE, max(4, U::ALIGN));
     /// Offset in the frame of the server name field.
-    pub const SERVER_NAME_OFFSET: usize = HEADER_SIZE + Self::OFF_NAME;
+    pub(crate) const SERVER_NAME_OFFSET: usize = HEADER_SIZE + Self::OFF_NAME;
     /// Header `size` of the frame (68 with the default `u8` user data).
-    pub const SIZE: usize = HEADER_SIZE + Self::BODY;
+    pub(crate) const SIZE: usize = HEADER_SIZE + Self::BODY;
     /// Bytes the frame occupies on the wire (72 by default).
-    pub const FRAME: usize = padded(Self::SIZE);
+    pub(crate) const FRAME: usize = padded(Self::SIZE);
 
     /// The whole frame, header (with `ack_seq`) and padding included.
-    pub fn encode(&self, ack_seq: u32) -> Vec<u8> {
+    pub(crate) fn encode(&self, ack_seq: u32) -> Vec<u8> {
         let mut f = vec![0u8; Self::FRAME];
         MsgHeader {
             size: Self::SIZE as u16,
@@ -236,7 +269,7 @@ impl<U: UserData> LoginResponse<U> {
     /// # Errors
     /// A [`DecodeError`] if the header is wrong, `b` is too short or the
     /// status is unknown.
-    pub fn decode(b: &[u8]) -> Result<(MsgHeader, Self), DecodeError> {
+    pub(crate) fn decode(b: &[u8]) -> Result<(MsgHeader, Self), DecodeError> {
         let (h, body) = frame_body(b, MSG_TYPE_LOGIN_RESPONSE, Self::SIZE)?;
         let status = match body[Self::OFF_STATUS] {
             0 => LoginStatus::Ok,
@@ -260,7 +293,7 @@ impl<U: UserData> LoginResponse<U> {
     }
 
     /// The error text up to its first NUL (lossy for non-UTF-8 bytes).
-    pub fn error_text(&self) -> String {
+    pub(crate) fn error_text(&self) -> String {
         let end = self
             .error_msg
             .iter()
@@ -270,11 +303,14 @@ impl<U: UserData> LoginResponse<U> {
     }
 }
 
-/// An error text as a NUL-padded 32-byte field, cut to 31 bytes.
-pub fn error_msg_field(text: &str) -> [u8; ERROR_MSG_SIZE] {
+/// An error text as a NUL-padded 32-byte field, cut to at most 31 bytes
+/// at a character boundary.
+pub(crate) fn error_msg_field(text: &str) -> [u8; ERROR_MSG_SIZE] {
     let mut f = [0u8; ERROR_MSG_SIZE];
-    let b = text.as_bytes();
-    let n = b.len().min(ERROR_MSG_SIZE - 1);
-    f[..n].copy_from_slice(&b[..n]);
+    let mut n = text.len().min(ERROR_MSG_SIZE - 1);
+    while !text.is_char_boundary(n) {
+        n -= 1;
+    }
+    f[..n].copy_from_slice(&text.as_bytes()[..n]);
     f
 }

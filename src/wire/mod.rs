@@ -1,5 +1,5 @@
 //! The bytes on the wire: the 8-byte message header, the login frame and the
-//! login-response frame of protocol version 1 (`PROTOCOL.md` §1 and §4).
+//! login-response frame of protocol version 1 (`docs/protocol.md` §1 and §4).
 //!
 //! Everything here is pure: no I/O, no `unsafe`, no allocation except
 //! [`Login::encode`]/[`LoginResponse::encode`], which are used once per
@@ -8,37 +8,8 @@
 //!
 //! All multi-byte fields are little-endian, whatever the host.
 //!
-//! # Custom login user data
-//!
-//! The default configuration carries one byte of application data in the
-//! login (`u8`) and one in the response (`u8`). An application that needs
-//! more (a token, a user name) implements [`UserData`] for its own fixed-size
-//! `#[repr(C)]` plain-data type; the frame layout then follows the C rules a
-//! C++ peer built with the same type would use (the field is placed at its
-//! natural alignment after the two sequence numbers).
-//!
-//! ```
-//! use tcpshm::wire::UserData;
-//!
-//! #[derive(Clone, Copy, Default, Debug, PartialEq)]
-//! #[repr(C)]
-//! struct Token { user: u32, secret: u32 }
-//!
-//! impl UserData for Token {
-//!     const SIZE: usize = 8;
-//!     const ALIGN: usize = 4;
-//!     fn write_to(&self, out: &mut [u8]) {
-//!         out[..4].copy_from_slice(&self.user.to_le_bytes());
-//!         out[4..8].copy_from_slice(&self.secret.to_le_bytes());
-//!     }
-//!     fn read_from(b: &[u8]) -> Self {
-//!         let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-//!         Token { user: u32_at(0), secret: u32_at(4) }
-//!     }
-//! }
-//! // 8 (seqs) + 8 (token) + 1 (use_shm) + 32 (names) = 49, padded to 52; plus header 8.
-//! assert_eq!(tcpshm::wire::Login::<Token>::SIZE, 60);
-//! ```
+//! The application's login data types are [`UserData`] (its docs show a
+//! custom one).
 #![forbid(unsafe_code)]
 
 mod header;
@@ -48,38 +19,42 @@ mod seq;
 
 use std::fmt;
 
-pub use self::header::MsgHeader;
-pub use self::login::{error_msg_field, Login, LoginResponse, LoginStatus, UserData};
-pub use self::name::{opt_name_to_wire, Name, NameError};
-pub use self::seq::{seq_newer, seq_within};
+pub(crate) use self::header::MsgHeader;
+pub use self::login::UserData;
+pub(crate) use self::login::{error_msg_field, Login, LoginResponse, LoginStatus};
+pub(crate) use self::name::opt_name_to_wire;
+pub use self::name::{Name, NameError};
+#[cfg(test)]
+use self::seq::seq_newer;
+pub(crate) use self::seq::seq_within;
 
 /// Size of the message header that starts every message.
-pub const HEADER_SIZE: usize = 8;
+pub(crate) const HEADER_SIZE: usize = 8;
 /// Bytes reserved for a name on the wire, including the terminating NUL.
-pub const NAME_SIZE: usize = 16;
+pub(crate) const NAME_SIZE: usize = 16;
 /// Longest name in bytes (one byte of [`NAME_SIZE`] is the NUL).
-pub const MAX_NAME_LEN: usize = NAME_SIZE - 1;
+pub(crate) const MAX_NAME_LEN: usize = NAME_SIZE - 1;
 /// Bytes of the error text in a login response, NUL-padded.
-pub const ERROR_MSG_SIZE: usize = 32;
+pub(crate) const ERROR_MSG_SIZE: usize = 32;
 /// Largest payload a message can carry: `size` is a u16 that includes the header.
-pub const MAX_PAYLOAD: usize = u16::MAX as usize - HEADER_SIZE;
+pub(crate) const MAX_PAYLOAD: usize = u16::MAX as usize - HEADER_SIZE;
 
 /// `msg_type` of a heartbeat.
-pub const MSG_TYPE_HEARTBEAT: u16 = 0;
+pub(crate) const MSG_TYPE_HEARTBEAT: u16 = 0;
 /// `msg_type` of a login frame.
-pub const MSG_TYPE_LOGIN: u16 = 1;
+pub(crate) const MSG_TYPE_LOGIN: u16 = 1;
 /// `msg_type` of a login-response frame.
-pub const MSG_TYPE_LOGIN_RESPONSE: u16 = 2;
+pub(crate) const MSG_TYPE_LOGIN_RESPONSE: u16 = 2;
 
 /// Rounds `n` up to a multiple of 8: the space a message of size `n` occupies.
 #[inline]
-pub const fn padded(n: usize) -> usize {
+pub(crate) const fn padded(n: usize) -> usize {
     (n + 7) & !7
 }
 
 /// Why bytes could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Fewer bytes than the structure needs.
     Truncated {
         /// Bytes needed.
@@ -143,7 +118,7 @@ mod tests {
         Name::new(s).unwrap().to_wire()
     }
 
-    /// PROTOCOL.md §4, written out byte by byte.
+    /// docs/protocol.md §4, written out byte by byte.
     #[test]
     fn golden_login_frame() {
         #[rustfmt::skip]

@@ -8,10 +8,11 @@ use super::{MAX_NAME_LEN, NAME_SIZE};
 
 /// Why a name was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum NameError {
     /// The name is empty.
     Empty,
-    /// The name is longer than [`MAX_NAME_LEN`] bytes.
+    /// The name is longer than 15 bytes.
     TooLong(usize),
     /// The name contains a byte that could escape a directory or the shm
     /// namespace, or that is invisible in a file name: '/', NUL, a control
@@ -129,6 +130,6 @@ impl fmt::Display for Name {
 }
 
 /// The NUL-padded wire field of an optional name (all zero for `None`).
-pub fn opt_name_to_wire(n: Option<&Name>) -> [u8; NAME_SIZE] {
+pub(crate) fn opt_name_to_wire(n: Option<&Name>) -> [u8; NAME_SIZE] {
     n.map_or([0; NAME_SIZE], Name::to_wire)
 }

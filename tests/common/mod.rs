@@ -7,11 +7,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use tcpshm::server::ConnId;
-use tcpshm::wire::{Login, LoginResponse, Name};
 use tcpshm::{
-    Accept, ClientHandler, CloseReason, Config, ConnTx, Connection, Received, SeqMismatch,
-    ServerHandler,
+    Accept, ClientHandler, Close, CloseReason, Config, ConnId, ConnTx, Connection, ControlHandler,
+    GroupHandler, LoginRequest, Name, Received, SeqMismatch,
 };
 
 pub fn now() -> i64 {
@@ -37,14 +35,20 @@ pub fn scratch(tag: &str) -> PathBuf {
 pub fn config(dir: &std::path::Path) -> Config {
     let shm_dir = dir.join("shm");
     std::fs::create_dir_all(&shm_dir).unwrap();
-    Config {
-        tcp_queue_size: 1 << 16,
-        tcp_recv_buf_init_size: 2048,
-        tcp_recv_buf_max_size: (1 << 16) + 64,
-        shm_queue_size: 1 << 16,
-        shm_dir,
-        ..Config::default()
-    }
+    let mut c = Config::default();
+    c.tcp_queue_size = 1 << 16;
+    c.tcp_recv_buf_init_size = 2048;
+    c.tcp_recv_buf_max_size = (1 << 16) + 64;
+    c.shm_queue_size = 1 << 16;
+    c.shm_dir = shm_dir;
+    c
+}
+
+/// `config(dir)` changed by `f`.
+pub fn config_with(dir: &std::path::Path, f: impl FnOnce(&mut Config)) -> Config {
+    let mut c = config(dir);
+    f(&mut c);
+    c
 }
 
 /// Polls `f` until it returns true, yielding; panics after `secs`.
@@ -74,30 +78,25 @@ pub struct EchoServer {
     pub next_seq: std::collections::HashMap<String, u64>,
 }
 
-impl ServerHandler for EchoServer {
-    fn on_new_connection(
-        &mut self,
-        _peer: std::net::SocketAddr,
-        _login: &Login,
-        response: &mut LoginResponse,
-    ) -> Accept {
-        response.user_data = 42;
+impl ControlHandler for EchoServer {
+    fn on_new_connection(&mut self, _login: &LoginRequest) -> Accept {
         match &self.reject {
-            Some(t) => Accept::Reject(t.clone()),
-            None => Accept::Group(0),
+            Some(t) => Accept::reject(t.clone()),
+            None => Accept::Serve {
+                group: 0,
+                user_data: 42,
+            },
         }
     }
-    fn on_client_logon(&mut self, _peer: std::net::SocketAddr, _id: ConnId, conn: &mut Connection) {
-        self.logons.push(conn.remote_name().unwrap().to_string());
+}
+
+impl GroupHandler for EchoServer {
+    fn on_client_logon(&mut self, _id: ConnId, login: &LoginRequest, conn: &mut Connection) {
+        assert_eq!(conn.remote_name(), Some(&login.client));
+        self.logons.push(login.client.to_string());
     }
-    fn on_client_disconnected(
-        &mut self,
-        client: &Name,
-        _id: ConnId,
-        reason: CloseReason,
-        _errno: i32,
-    ) {
-        self.disconnects.push((client.to_string(), reason));
+    fn on_client_disconnected(&mut self, _id: ConnId, client: &Name, close: Close) {
+        self.disconnects.push((client.to_string(), close.reason));
     }
     fn on_client_msg(&mut self, _id: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
         if self.paused {
@@ -150,26 +149,11 @@ pub fn payload(seq: u64, len: usize) -> Vec<u8> {
 pub struct CheckingClient {
     pub received: u64,
     pub disconnects: Vec<CloseReason>,
-    pub rejects: Vec<String>,
-    pub mismatches: Vec<SeqMismatch>,
-    pub login_user_data: Vec<u8>,
     /// Length of message `seq` (the sender's choice).
     pub len_of: Option<fn(u64) -> usize>,
-    /// `now` to start sessions at (a fake clock), else the real one.
-    pub login_now: Option<i64>,
 }
 
 impl ClientHandler for CheckingClient {
-    fn on_login_reject(&mut self, r: &LoginResponse) {
-        self.rejects.push(r.error_text());
-    }
-    fn on_login_success(&mut self, r: &LoginResponse) -> i64 {
-        self.login_user_data.push(r.user_data);
-        self.login_now.unwrap_or_else(now)
-    }
-    fn on_seq_mismatch(&mut self, m: &SeqMismatch) {
-        self.mismatches.push(*m);
-    }
     fn on_server_msg(&mut self, msg: Received<'_>, _tx: &mut ConnTx) {
         let p = msg.payload();
         assert!(p.len() >= 8, "echo shorter than its sequence number");
@@ -181,8 +165,8 @@ impl ClientHandler for CheckingClient {
         msg.pop();
         self.received += 1;
     }
-    fn on_disconnected(&mut self, reason: CloseReason, _errno: i32) {
-        self.disconnects.push(reason);
+    fn on_disconnected(&mut self, close: Close) {
+        self.disconnects.push(close.reason);
     }
 }
 
@@ -307,22 +291,17 @@ impl Drop for Proxy {
     }
 }
 
-/// Polls a server (control part, TCP group 0 and SHM group 0) on a thread
-/// of `scope` until `stop` is set.
-pub fn serve<'s, H: ServerHandler + Send>(
+/// Polls a server (every part) with `handler` on a thread of `scope`
+/// until `stop` is set.
+pub fn serve<'s, H: ControlHandler + GroupHandler + Send>(
     scope: &'s std::thread::Scope<'s, '_>,
-    server: &'s mut tcpshm::Server<H>,
-    use_shm: bool,
+    server: &'s mut tcpshm::Server,
+    handler: &'s mut H,
     stop: &'s std::sync::atomic::AtomicBool,
 ) {
     scope.spawn(move || {
         while !stop.load(Ordering::Relaxed) {
-            server.poll_ctl(now());
-            // Both groups: a test may log in over either transport; the
-            // other group's poll is nearly free when it has no one.
-            let _ = use_shm;
-            server.poll_shm(0);
-            server.poll_tcp(now(), 0);
+            server.poll(now(), handler);
             std::thread::yield_now();
         }
     });
@@ -339,17 +318,25 @@ pub fn with_echo_server(
     dir: &std::path::Path,
     name: &str,
     cfg: &Config,
-    handler: EchoServer,
+    mut handler: EchoServer,
     f: impl FnOnce(std::net::SocketAddr),
 ) -> EchoServer {
-    let mut server = tcpshm::Server::new(name, dir.join("s"), cfg.clone(), handler).unwrap();
-    server.start("127.0.0.1:0").unwrap();
+    let mut server = tcpshm::Server::new(name, dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let stop = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        serve(s, &mut server, false, &stop);
+        serve(s, &mut server, &mut handler, &stop);
         let _stop = StopOnDrop(&stop);
         f(addr);
     });
-    std::mem::take(server.handler())
+    handler
+}
+
+/// A client of the tests' default types.
+pub type TestClient = tcpshm::Client;
+
+/// A client named `name` in `dir/<name>`.
+pub fn client(dir: &std::path::Path, name: &str, cfg: &Config) -> TestClient {
+    tcpshm::Client::new(name, dir.join(name), cfg.clone()).unwrap()
 }

@@ -314,6 +314,39 @@ impl Response {
     }
 }
 
+/// The bytes of a C++ library's `.ptcp` send-queue file (its
+/// `PTCPQueue<capacity>` object as it sits in memory): `messages` from
+/// sequence number `read_seq` on, each stamped with `ack`, none sent yet,
+/// then `write_idx`, `read_idx`, `send_idx`, `read_seq` and `ack` as u32.
+/// What a C++ process leaves behind, for `tcpshm import-cpp` tests.
+///
+/// # Panics
+/// If the messages do not fit `capacity` (a multiple of 8).
+pub fn cpp_queue_file(
+    capacity: usize,
+    read_seq: u32,
+    ack: u32,
+    messages: &[(u16, &[u8])],
+) -> Vec<u8> {
+    assert!(
+        capacity % 8 == 0,
+        "capacity {capacity} is not a multiple of 8"
+    );
+    let mut b = vec![0u8; capacity + 20];
+    let mut off = 0;
+    for &(t, p) in messages {
+        let f = frame(t, ack, p);
+        assert!(off + f.len() <= capacity, "the messages do not fit");
+        b[off..off + f.len()].copy_from_slice(&f);
+        off += f.len();
+    }
+    let w = (off / 8) as u32;
+    for (i, v) in [w, 0, 0, read_seq, ack].into_iter().enumerate() {
+        b[capacity + 4 * i..capacity + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    b
+}
+
 /// A blocking peer on one TCP connection: what a C++ client does, one
 /// frame at a time, with a read timeout on every read.
 #[derive(Debug)]
@@ -332,7 +365,11 @@ impl Peer {
     /// # Errors
     /// A socket error, or `InvalidData` for a frame that is not a login
     /// response.
-    pub fn login(addr: SocketAddr, login: &Login, timeout: Duration) -> io::Result<(Peer, Response)> {
+    pub fn login(
+        addr: SocketAddr,
+        login: &Login,
+        timeout: Duration,
+    ) -> io::Result<(Peer, Response)> {
         let stream = TcpStream::connect_timeout(&addr, timeout)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
@@ -431,6 +468,9 @@ mod tests {
         };
         let back = Response::decode(&r.encode(Login::U8), Login::U8).unwrap();
         assert_eq!(back, r);
-        assert_eq!((back.server_name(), back.error_text()), ("srv".into(), "nope".into()));
+        assert_eq!(
+            (back.server_name(), back.error_text()),
+            ("srv".into(), "nope".into())
+        );
     }
 }

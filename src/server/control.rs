@@ -1,7 +1,6 @@
 //! The control part of a server: accepts, reads logins within
 //! `new_connection_timeout`, asks the application which group serves a
-//! login, keeps shared-memory sessions alive (their TCP heartbeats) and
-//! reports disconnects once the group has let go of the connection.
+//! login, and keeps shared-memory sessions alive (their TCP heartbeats).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -9,12 +8,12 @@ use std::sync::Arc;
 
 use super::mailbox::{Inbox, Outbox};
 use super::{
-    Accept, ConnId, GroupInbox, LoginHandoff, ServerHandler, ToCtl, ToGroup, ERR_ALREADY_LOGGED_ON,
-    ERR_INVALID_GROUP, ERR_INVALID_NAME, ERR_LOGIN_REJECT, ERR_MAX_CLIENTS,
+    Accept, ConnId, ControlHandler, GroupInbox, LoginHandoff, LoginRequest, ToCtl, ToGroup,
+    ERR_ALREADY_LOGGED_ON, ERR_INVALID_GROUP, ERR_INVALID_NAME, ERR_LOGIN_REJECT, ERR_MAX_CLIENTS,
 };
-use crate::config::Config;
+use crate::close::{Close, CloseReason};
+use crate::config::{Config, Ticks};
 use crate::conn::{LinkState, TcpLink, Transport};
-use crate::session::CloseReason;
 use crate::wire::{
     error_msg_field, Login, LoginResponse, LoginStatus, MsgHeader, Name, UserData, MSG_TYPE_LOGIN,
 };
@@ -75,10 +74,14 @@ struct GroupSlots<U: UserData, R: UserData> {
     to_group: Outbox<ToGroup<U, R>>,
 }
 
-/// The control part of a server.
-pub struct ServerCtl<U: UserData = u8, R: UserData = u8> {
+/// The control part of a server (see [`Server`](super::Server)):
+/// accepts connections, reads logins, asks its [`ControlHandler`] which
+/// group serves each, and keeps the TCP side of shared-memory sessions
+/// alive (heartbeats, timeouts).
+pub struct Control<U: UserData = u8, R: UserData = u8> {
     name: Name,
     cfg: Arc<Config>,
+    ticks: Ticks,
     listener: Option<TcpListener>,
     pending: Vec<Option<PendingLogin>>,
     tcp: Vec<GroupSlots<U, R>>,
@@ -87,7 +90,7 @@ pub struct ServerCtl<U: UserData = u8, R: UserData = u8> {
     shm_sessions: Vec<ShmSession>,
 }
 
-impl<U: UserData, R: UserData> ServerCtl<U, R> {
+impl<U: UserData, R: UserData> Control<U, R> {
     pub(super) fn new(
         name: Name,
         cfg: Arc<Config>,
@@ -111,8 +114,9 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
                 Transport::Shm => shm.push(g),
             }
         }
-        ServerCtl {
+        Control {
             name,
+            ticks: cfg.ticks(),
             pending: (0..cfg.max_new_connections).map(|_| None).collect(),
             cfg,
             listener: None,
@@ -123,7 +127,7 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
         }
     }
 
-    pub(super) fn start(&mut self, addr: impl ToSocketAddrs) -> io::Result<()> {
+    pub(super) fn listen(&mut self, addr: impl ToSocketAddrs) -> io::Result<()> {
         if self.listener.is_some() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -144,7 +148,7 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
         self.listener = None;
         self.pending.iter_mut().for_each(|p| *p = None);
         for s in self.shm_sessions.drain(..) {
-            s.state.close((CloseReason::RequestClose, 0));
+            s.state.close(Close::new(CloseReason::RequestClose));
         }
     }
 
@@ -159,15 +163,15 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
         &mut self.groups(id.transport)[id.group].slots[id.slot]
     }
 
-    /// Accepts (one connection per call), reads pending logins, hands
-    /// accepted ones to their group, keeps shm sessions alive and reports
-    /// disconnects. Every step is bounded.
-    pub fn poll<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+    /// Accepts connections (at most 64), reads pending logins, hands the
+    /// accepted ones to their group, and keeps shared-memory sessions
+    /// alive. Every step is bounded.
+    pub fn poll<H: ControlHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
         for _ in 0..GROUP_MSGS_PER_POLL {
             let Some(m) = self.from_groups.take() else {
                 break;
             };
-            self.on_group_msg(m, now, handler);
+            self.on_group_msg(m);
         }
         self.accept(now, handler);
         for i in 0..self.pending.len() {
@@ -196,34 +200,25 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
         }
     }
 
-    fn on_group_msg<H: ServerHandler<U, R>>(&mut self, m: ToCtl, now: i64, handler: &mut H) {
+    fn on_group_msg(&mut self, m: ToCtl) {
         match m {
             ToCtl::LoginDone { id, ok, shm } => {
                 self.slot(id).state = if ok { SlotState::Live } else { SlotState::Idle };
                 if let Some((stream, state)) = shm {
                     self.shm_sessions.push(ShmSession {
                         id,
-                        link: TcpLink::new(stream, now, &self.cfg),
+                        link: TcpLink::new(stream, self.cfg.timers()),
                         state,
                     });
                 }
             }
-            ToCtl::Disconnected {
-                id,
-                closed: (reason, errno),
-            } => {
-                let slot = self.slot(id);
-                slot.state = SlotState::Idle;
-                if let Some(name) = slot.name {
-                    handler.on_client_disconnected(&name, id, reason, errno);
-                }
-            }
+            ToCtl::Disconnected { id } => self.slot(id).state = SlotState::Idle,
         }
     }
 
     /// Drains the accept backlog (at most `ACCEPTS_PER_POLL` a poll), each
     /// new connection taking a free pending place or evicting one.
-    fn accept<H: ServerHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+    fn accept<H: ControlHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
         for _ in 0..ACCEPTS_PER_POLL {
             let Some(listener) = &self.listener else {
                 return;
@@ -288,7 +283,7 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
             .unwrap_or(0)
     }
 
-    fn poll_pending<H: ServerHandler<U, R>>(&mut self, i: usize, now: i64, handler: &mut H) {
+    fn poll_pending<H: ControlHandler<U, R>>(&mut self, i: usize, now: i64, handler: &mut H) {
         let Some(p) = &mut self.pending[i] else {
             return;
         };
@@ -311,8 +306,8 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
             && MsgHeader::read(&p.buf)
                 .is_ok_and(|h| h.msg_type != MSG_TYPE_LOGIN || h.size as usize != Login::<U>::SIZE);
         let waited = now.wrapping_sub(p.since);
-        let timed_out = waited > self.cfg.new_connection_timeout
-            || (p.got == 0 && waited > self.cfg.silent_login_timeout);
+        let timed_out = waited > self.ticks.new_connection_timeout
+            || (p.got == 0 && waited > self.ticks.silent_login_timeout);
         if drop_it || bad_header || (timed_out && p.got < p.buf.len()) {
             self.pending[i] = None;
             return;
@@ -325,59 +320,56 @@ impl<U: UserData, R: UserData> ServerCtl<U, R> {
 
     /// Rules 1 to 4 of the login: the name, the application's answer, a
     /// slot; then the group finishes it.
-    fn handle_login<H: ServerHandler<U, R>>(&mut self, p: PendingLogin, handler: &mut H) {
+    fn handle_login<H: ControlHandler<U, R>>(&mut self, p: PendingLogin, handler: &mut H) {
         let Ok((hdr, login)) = Login::<U>::decode(&p.buf) else {
             return; // dropped with the connection
         };
-        let mut rsp = LoginResponse::<R> {
-            status: LoginStatus::Rejected,
-            server_name: self.name.to_wire(),
-            ..Default::default()
-        };
-        let reject = |mut stream: TcpStream, mut rsp: LoginResponse<R>, text: &str| {
-            rsp.status = LoginStatus::Rejected;
-            rsp.error_msg = error_msg_field(text);
+        let server_name = self.name.to_wire();
+        let reject = |mut stream: TcpStream, text: &str| {
+            let rsp = LoginResponse::<R> {
+                status: LoginStatus::Rejected,
+                server_name,
+                error_msg: error_msg_field(text),
+                ..Default::default()
+            };
             let _ = stream.write(&rsp.encode(0));
         };
-        let name = match Name::from_wire(&login.client_name) {
-            Ok(n) => n,
-            Err(_) => return reject(p.stream, rsp, ERR_INVALID_NAME),
+        let Ok(client) = Name::from_wire(&login.client_name) else {
+            return reject(p.stream, ERR_INVALID_NAME);
         };
-        let group = match handler.on_new_connection(p.peer, &login, &mut rsp) {
-            Accept::Group(g) => g,
-            Accept::Reject(text) => {
-                let text = if text.is_empty() {
-                    ERR_LOGIN_REJECT
-                } else {
-                    &text
-                };
-                return reject(p.stream, rsp, text);
-            }
+        let req = LoginRequest {
+            client,
+            peer: p.peer,
+            transport: Transport::from_use_shm(login.use_shm),
+            user_data: login.user_data,
+            last_server: Name::from_wire_opt(&login.last_server_name).ok().flatten(),
         };
-        let transport = Transport::from_use_shm(login.use_shm);
-        let Some(g) = self.groups(transport).get_mut(group) else {
-            return reject(p.stream, rsp, ERR_INVALID_GROUP);
+        let (group, user_data) = match handler.on_new_connection(&req) {
+            Accept::Serve { group, user_data } => (group, user_data),
+            Accept::Reject(text) if text.is_empty() => return reject(p.stream, ERR_LOGIN_REJECT),
+            Accept::Reject(text) => return reject(p.stream, &text),
         };
-        debug_assert_eq!(g.transport, transport);
+        let Some(g) = self.groups(req.transport).get_mut(group) else {
+            return reject(p.stream, ERR_INVALID_GROUP);
+        };
+        debug_assert_eq!(g.transport, req.transport);
         let slots = &mut g.slots;
-        let Some(slot) = choose_slot(slots, name) else {
-            return reject(p.stream, rsp, ERR_MAX_CLIENTS);
+        let Some(slot) = choose_slot(slots, client) else {
+            return reject(p.stream, ERR_MAX_CLIENTS);
         };
         if slots[slot].state != SlotState::Idle {
-            return reject(p.stream, rsp, ERR_ALREADY_LOGGED_ON);
+            return reject(p.stream, ERR_ALREADY_LOGGED_ON);
         }
-        slots[slot].name = Some(name);
+        slots[slot].name = Some(client);
         slots[slot].state = SlotState::Pending;
         let handoff = LoginHandoff {
             slot,
-            name,
             stream: p.stream,
-            peer: p.peer,
-            ack: hdr.ack_seq,
-            login,
-            user_data: rsp.user_data,
+            seqs: (hdr.ack_seq, login.client_seq_start, login.client_seq_end),
+            login: req,
+            user_data,
         };
-        if g.to_group.send(ToGroup::Login(handoff)).is_err() {
+        if g.to_group.send(ToGroup::Login(Box::new(handoff))).is_err() {
             slots[slot].state = SlotState::Idle;
         }
     }

@@ -1,8 +1,8 @@
-//! `tcpshm bench`: latency and throughput between two processes on this
-//! host, against baselines measured in the same run, so the results are
-//! ratios that survive a noisy machine.
+//! `tcpshm-bench bench`: latency and throughput between two processes on
+//! this host, against baselines measured in the same run, so the results
+//! are ratios that survive a noisy machine.
 //!
-//! The parent (pinned to the first CPU) and a `bench-peer` child (pinned to
+//! The parent (pinned to the first CPU) and a `peer` child (pinned to
 //! the second, where there is one) measure:
 //! - the RTT of a bare cache-line ping-pong through a shared mapping (the
 //!   hardware floor for shared memory);
@@ -21,7 +21,8 @@
 //! CPU; the report gives the median of the per-round ratios with their
 //! spread, the average RTT (total time / round trips, the C++ library's
 //! method) beside the percentiles, and a warning when the floor itself
-//! moved more than 2x between rounds. The JSON schema is in README.md.
+//! moved more than 2x between rounds. The JSON schema is in
+//! `docs/benchmarks.md`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -31,13 +32,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
-use tcpshm::sys::{MapOptions, Mapping};
-use tcpshm::wire::{Login, LoginResponse};
 use tcpshm::{
-    Accept, Client, ClientHandler, Config, ConnId, ConnTx, Received, Server, ServerHandler,
+    Accept, Client, ClientHandler, Config, ConnId, ConnTx, ControlHandler, GroupHandler,
+    LoginRequest, Received, Server, ServerParts, Transport,
 };
+use tcpshm_cli::util::{fmt_ns, now};
 
-use crate::util::{fmt_ns, now};
+use crate::shared_page::SharedPage;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -77,7 +78,7 @@ pub struct PeerArgs {
     /// server mode: the shared-memory fast path off (v1 ring).
     #[arg(long)]
     pub v1: bool,
-    /// abuse modes (`tcpshm isolation`): over shared memory.
+    /// abuse modes (`tcpshm-bench isolation`): over shared memory.
     #[arg(long)]
     pub shm: bool,
     /// abuse modes: the directory for a client's queue files.
@@ -427,7 +428,7 @@ fn round(
 /// answers k in line B (two lines of a shared mapping, atomics in both
 /// processes).
 struct CacheLine {
-    map: Mapping,
+    map: SharedPage,
     path: std::path::PathBuf,
     peer: Peer,
     k: u64,
@@ -439,15 +440,7 @@ impl CacheLine {
             .shm_dir
             .join(format!("tcpshm-bench-cl-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let map = Mapping::open(
-            &path,
-            4096,
-            MapOptions {
-                mode: 0o600,
-                lock: false,
-            },
-        )
-        .map_err(|e| e.to_string())?;
+        let map = SharedPage::open(&path)?;
         let mut peer = Peer::spawn(&[
             "cacheline".into(),
             path.display().to_string(),
@@ -466,7 +459,7 @@ impl CacheLine {
 
     fn round(&mut self, n: u32) -> Result<Round, String> {
         self.peer.resume();
-        let (a_word, b_word) = (self.map.word64(0), self.map.word64(64));
+        let (a_word, b_word) = (self.map.word(0), self.map.word(64));
         let k = &mut self.k;
         let r = round(n, |_| {
             *k += 1;
@@ -491,16 +484,8 @@ impl Drop for CacheLine {
 }
 
 fn peer_cacheline(p: &PeerArgs) -> Result<(), String> {
-    let map = Mapping::open(
-        std::path::Path::new(&p.target),
-        4096,
-        MapOptions {
-            mode: 0o600,
-            lock: false,
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let (a_word, b_word) = (map.word64(0), map.word64(64));
+    let map = SharedPage::open(std::path::Path::new(&p.target))?;
+    let (a_word, b_word) = (map.word(0), map.word(64));
     println!("ready");
     let _ = std::io::stdout().flush();
     for k in 1..=p.count {
@@ -606,15 +591,13 @@ fn peer_rawtcp(p: &PeerArgs) -> Result<(), String> {
 #[derive(Clone)]
 struct BenchEcho;
 
-impl ServerHandler for BenchEcho {
-    fn on_new_connection(
-        &mut self,
-        _: std::net::SocketAddr,
-        _: &Login,
-        _: &mut LoginResponse,
-    ) -> Accept {
-        Accept::Group(0)
+impl ControlHandler for BenchEcho {
+    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+        Accept::group(0)
     }
+}
+
+impl GroupHandler for BenchEcho {
     fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
         if msg.msg_type() == SINK_TYPE {
             // Read every byte, as an application would.
@@ -636,17 +619,36 @@ impl ServerHandler for BenchEcho {
 
 /// The bench's configuration; `fast` is `Config::shm_fast_path`.
 pub(crate) fn bench_config(shm_dir: &std::path::Path, fast: bool) -> Config {
-    Config {
-        // Room for `tcpshm isolation`'s abusers beside the measured client
-        // (a stalled one keeps its slot until the connection timeout).
-        tcp_conns_per_group: 16,
-        shm_conns_per_group: 16,
-        tcp_queue_size: 1 << 20,
-        tcp_recv_buf_init_size: 1 << 16,
-        tcp_recv_buf_max_size: (1 << 20) + 4096,
-        shm_dir: shm_dir.to_path_buf(),
-        shm_fast_path: fast,
-        ..Config::default()
+    let mut c = Config::default();
+    // Room for `tcpshm-bench isolation`'s abusers beside the measured
+    // client (a stalled one keeps its slot until the connection timeout).
+    c.tcp_conns_per_group = 16;
+    c.shm_conns_per_group = 16;
+    c.tcp_queue_size = 1 << 20;
+    c.tcp_recv_buf_init_size = 1 << 16;
+    c.tcp_recv_buf_max_size = (1 << 20) + 4096;
+    c.shm_dir = shm_dir.to_path_buf();
+    c.shm_fast_path = fast;
+    c
+}
+
+/// Polls `server` with `h` until `until()`, as an application's one
+/// thread would: `Server::poll` at every pass, the clock and `until` every
+/// 128 passes (an empty shm poll is a few ns: `now` is then at most a
+/// microsecond old) or every pass while a TCP connection is live (its poll
+/// makes a system call anyway, and its timers want a fresh `now`).
+fn serve(server: &mut Server, h: &mut BenchEcho, until: impl Fn() -> bool) {
+    let (mut t, mut i, mut tcp_live) = (now(), 0u32, false);
+    loop {
+        if tcp_live || i % 128 == 0 {
+            if until() {
+                return;
+            }
+            tcp_live = server.parts().tcp.iter().any(|g| g.live() > 0);
+            t = now();
+        }
+        i = i.wrapping_add(1);
+        server.poll(t, h);
     }
 }
 
@@ -679,13 +681,13 @@ pub(crate) fn spawn_server(
 
 fn peer_server(p: &PeerArgs) -> Result<(), String> {
     let name = if p.v1 { SERVER_V1 } else { SERVER };
-    let mut server = Server::new(name, &p.target, bench_config(&p.shm_dir, !p.v1), BenchEcho)
-        .map_err(|e| e.to_string())?;
-    server.start("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let mut server: Server =
+        Server::new(name, &p.target, bench_config(&p.shm_dir, !p.v1)).map_err(|e| e.to_string())?;
+    server.listen("127.0.0.1:0").map_err(|e| e.to_string())?;
     println!("{}", server.local_addr().expect("listening"));
     let _ = std::io::stdout().flush();
-    crate::util::catch_stop_signals();
-    crate::echo_server::serve_loop(&mut server, BenchEcho, crate::util::stopping, None);
+    tcpshm_cli::util::catch_stop_signals();
+    serve(&mut server, &mut BenchEcho, tcpshm_cli::util::stopping);
     Ok(())
 }
 
@@ -693,9 +695,6 @@ fn peer_server(p: &PeerArgs) -> Result<(), String> {
 pub(crate) struct Echoes(pub(crate) u32);
 
 impl ClientHandler for Echoes {
-    fn on_login_success(&mut self, _: &LoginResponse) -> i64 {
-        now()
-    }
     fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
         msg.pop();
         self.0 += 1;
@@ -715,60 +714,68 @@ pub(crate) fn our_client(
     shm: bool,
     v1: bool,
     shm_dir: &std::path::Path,
-) -> Result<Client<Echoes>, String> {
+) -> Result<Ours, String> {
     let name = match (shm, v1) {
         (false, _) => CLIENT_TCP,
         (true, false) => CLIENT_SHM,
         (true, true) => CLIENT_SHM_V1,
     };
-    let mut c = Client::new(name, dir.join(name), bench_config(shm_dir, !v1), Echoes(0))
+    let mut client: Client =
+        Client::new(name, dir.join(name), bench_config(shm_dir, !v1)).map_err(|e| e.to_string())?;
+    let transport = if shm { Transport::Shm } else { Transport::Tcp };
+    client
+        .connect(transport, addr, 0)
         .map_err(|e| e.to_string())?;
-    c.connect(tcpshm::Transport::from_use_shm(shm), addr, 0)
-        .map_err(|e| e.to_string())?;
-    Ok(c)
+    Ok(Ours {
+        client,
+        echoes: Echoes(0),
+        shm,
+        t: now(),
+        loops: 0,
+    })
 }
 
-/// One loop of the client: over shm, the clock (for the TCP side's
-/// heartbeats) is read every 64 loops only, as a latency-minded
-/// application would.
-fn poll(c: &mut Client<Echoes>, shm: bool, last_tcp: &mut i64, i: &mut u32) {
-    if shm {
-        c.poll_shm();
-        *i = i.wrapping_add(1);
-        if *i % 64 == 0 {
-            let t = now();
-            if t - *last_tcp > crate::echo_client::TCP_POLL_EVERY_NS {
-                c.poll_tcp(t);
-                *last_tcp = t;
-            }
+/// A connected client of the bench with what it counts.
+pub(crate) struct Ours {
+    pub(crate) client: Client,
+    pub(crate) echoes: Echoes,
+    shm: bool,
+    /// The `now` of the polls, and the loops since it was read.
+    t: i64,
+    loops: u32,
+}
+
+impl Ours {
+    /// One loop of the client: `Client::poll`, with the clock read every
+    /// 64 loops only over shm (it costs some 30 ns here; the poll reads
+    /// the heartbeat socket every 200 µs of it), as a latency-minded
+    /// application would; every loop over TCP.
+    fn poll(&mut self) {
+        self.loops = self.loops.wrapping_add(1);
+        if !self.shm || self.loops % 64 == 0 {
+            self.t = now();
         }
-    } else {
-        c.poll_tcp(now());
+        self.client.poll(self.t, &mut self.echoes);
     }
 }
 
-pub(crate) fn our_round(
-    c: &mut Client<Echoes>,
-    shm: bool,
-    n: u32,
-    seq: &mut u32,
-) -> Result<Round, String> {
-    let (mut last_tcp, mut loops) = (0, 0);
+pub(crate) fn our_round(c: &mut Ours, n: u32, seq: &mut u32) -> Result<Round, String> {
     round(n, |_| {
         let i = *seq;
         *seq = seq.wrapping_add(1);
         let size = rtt_size(i);
-        let before = c.handler().0;
+        let before = c.echoes.0;
         let t0 = Instant::now();
         let mut m = c
+            .client
             .connection()
             .alloc(1, size)
             .map_err(|e| format!("alloc: {e}"))?;
         m.payload_mut()[..4].copy_from_slice(&i.to_le_bytes());
         m.push();
-        while c.handler().0 == before {
-            poll(c, shm, &mut last_tcp, &mut loops);
-            if c.connection().is_closed() {
+        while c.echoes.0 == before {
+            c.poll();
+            if c.client.connection().is_closed() {
                 return Err("connection closed during the benchmark".into());
             }
         }
@@ -778,36 +785,35 @@ pub(crate) fn our_round(
 
 /// Streams `n` messages of `size` bytes (consumed silently by the peer),
 /// then one echoed marker; returns messages per second.
-fn our_tput(c: &mut Client<Echoes>, shm: bool, size: usize, n: u32) -> Result<f64, String> {
-    let (mut last_tcp, mut loops) = (0, 0);
+fn our_tput(c: &mut Ours, size: usize, n: u32) -> Result<f64, String> {
     let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let t0 = Instant::now();
     let mut sent = 0;
     while sent < n {
-        match c.connection().alloc(SINK_TYPE, size) {
+        match c.client.connection().alloc(SINK_TYPE, size) {
             Ok(mut m) => {
                 m.payload_mut().copy_from_slice(&src);
                 m.push_more(); // TCP: batched into the next write
                 sent += 1;
             }
             Err(tcpshm::AllocError::Full) => {
-                c.connection().flush();
-                poll(c, shm, &mut last_tcp, &mut loops);
+                c.client.connection().flush();
+                c.poll();
             }
             Err(e) => return Err(format!("alloc: {e}")),
         }
-        if c.connection().is_closed() {
+        if c.client.connection().is_closed() {
             return Err("connection closed during the benchmark".into());
         }
     }
-    let before = c.handler().0;
-    while c.connection().alloc(1, 8).map(|m| m.push()).is_err() {
-        c.connection().flush();
-        poll(c, shm, &mut last_tcp, &mut loops);
+    let before = c.echoes.0;
+    while c.client.connection().alloc(1, 8).map(|m| m.push()).is_err() {
+        c.client.connection().flush();
+        c.poll();
     }
-    while c.handler().0 == before {
-        c.connection().flush();
-        poll(c, shm, &mut last_tcp, &mut loops);
+    while c.echoes.0 == before {
+        c.client.connection().flush();
+        c.poll();
     }
     Ok(f64::from(n) / t0.elapsed().as_secs_f64())
 }
@@ -841,24 +847,17 @@ fn empty_polls(
     shm_dir: &std::path::Path,
     n: u32,
 ) -> Result<EmptyPolls, String> {
-    let mut server = Server::new(
-        "bsrv",
-        dir.join("ep-server"),
-        bench_config(shm_dir, true),
-        BenchEcho,
-    )
-    .map_err(|e| e.to_string())?;
-    server.start("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let mut server: Server =
+        Server::new("bsrv", dir.join("ep-server"), bench_config(shm_dir, true))
+            .map_err(|e| e.to_string())?;
+    server.listen("127.0.0.1:0").map_err(|e| e.to_string())?;
     let addr = server.local_addr().expect("listening").to_string();
     let connected = std::sync::atomic::AtomicBool::new(false);
     let clients = std::thread::scope(|s| {
         let th = s.spawn(|| {
-            crate::echo_server::serve_loop(
-                &mut server,
-                BenchEcho,
-                || connected.load(Ordering::Relaxed),
-                None,
-            )
+            serve(&mut server, &mut BenchEcho, || {
+                connected.load(Ordering::Relaxed)
+            })
         });
         let shm = our_client(&dir.join("ep"), &addr, true, false, shm_dir);
         let tcp = our_client(&dir.join("ep"), &addr, false, false, shm_dir);
@@ -868,12 +867,15 @@ fn empty_polls(
         let _ = th.join();
         shm.and_then(|a| tcp.map(|b| (a, b)))
     })?;
-    let (mut ctl, tcp, shm) = server.split();
+    let ServerParts {
+        control, tcp, shm, ..
+    } = server.parts();
     let mut h = BenchEcho;
-    let shm_ns = time_calls(n, || shm[0].poll_shm(&mut h));
+    let t = now();
+    let shm_ns = time_calls(n, || shm[0].poll(t, &mut h));
     // These two make a syscall each (a read, an accept): fewer calls.
-    let tcp_ns = time_calls(n / 20, || tcp[0].poll_tcp(now(), &mut h));
-    let ctl_ns = time_calls(n / 20, || ctl.poll(now()));
+    let tcp_ns = time_calls(n / 20, || tcp[0].poll(now(), &mut h));
+    let ctl_ns = time_calls(n / 20, || control.poll(now(), &mut h));
     drop(clients);
     for (s, r) in [("bsrv", "bshm"), ("bshm", "bsrv")] {
         let _ = std::fs::remove_file(shm_dir.join(format!("{s}_{r}.shm")));
@@ -1019,17 +1021,17 @@ fn measure(
     server.pause();
     server_v1.pause();
     let mut v1_seq = 0;
-    let mut v1_round = || server_v1.running(|| our_round(&mut v1_c, true, per_round, &mut v1_seq));
+    let mut v1_round = || server_v1.running(|| our_round(&mut v1_c, per_round, &mut v1_seq));
     let shm = interleave(
         a.rounds,
         || cl.round(per_round),
-        || server.running(|| our_round(&mut shm_c, true, per_round, &mut seq)),
+        || server.running(|| our_round(&mut shm_c, per_round, &mut seq)),
         Some(&mut v1_round),
     )?;
     drop(cl);
-    if !shm_c.connection().shm_fast_path() || v1_c.connection().shm_fast_path() {
+    if !shm_c.client.connection().shm_fast_path() || v1_c.client.connection().shm_fast_path() {
         println!("  WARNING: the SHM client is not on the path it measures (fast path on: {}, v1 client: {})",
-            shm_c.connection().shm_fast_path(), v1_c.connection().shm_fast_path());
+            shm_c.client.connection().shm_fast_path(), v1_c.client.connection().shm_fast_path());
     }
     // Streaming, one server running at a time: the other, busy-polling on
     // the same CPU, would take half of it from the reader measured.
@@ -1039,14 +1041,14 @@ fn measure(
     let mut v1_tput = vec![Vec::new(); TPUT_SIZES.len()];
     for _ in 0..tput_runs {
         for (i, &size) in TPUT_SIZES.iter().enumerate() {
-            shm_tput[i].push(server.running(|| our_tput(&mut shm_c, true, size, a.tput_count))?);
-            v1_tput[i].push(server_v1.running(|| our_tput(&mut v1_c, true, size, a.tput_count))?);
+            shm_tput[i].push(server.running(|| our_tput(&mut shm_c, size, a.tput_count))?);
+            v1_tput[i].push(server_v1.running(|| our_tput(&mut v1_c, size, a.tput_count))?);
         }
     }
     server.resume();
     server_v1.resume();
-    shm_c.stop();
-    v1_c.stop();
+    shm_c.client.stop();
+    v1_c.client.stop();
     drop(server_v1);
     // TCP against a raw TCP ping-pong.
     println!("  TCP and the raw TCP floor...");
@@ -1056,7 +1058,7 @@ fn measure(
     let tcp = interleave(
         a.rounds,
         || raw.round(per_round),
-        || server.running(|| our_round(&mut tcp_c, false, per_round, &mut seq)),
+        || server.running(|| our_round(&mut tcp_c, per_round, &mut seq)),
         None,
     )?;
     drop(raw);
@@ -1064,10 +1066,10 @@ fn measure(
     let mut tcp_tput = vec![Vec::new(); TPUT_SIZES.len()];
     for _ in 0..tput_runs {
         for (i, &size) in TPUT_SIZES.iter().enumerate() {
-            tcp_tput[i].push(our_tput(&mut tcp_c, false, size, a.tput_count)?);
+            tcp_tput[i].push(our_tput(&mut tcp_c, size, a.tput_count)?);
         }
     }
-    tcp_c.stop();
+    tcp_c.client.stop();
     // SAFETY: plain syscall; the pid is our child's.
     unsafe {
         libc::kill(server.child.id() as i32, libc::SIGTERM);

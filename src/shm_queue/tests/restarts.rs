@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use tcpshm::shm_queue::{ShmReader, ShmWriter};
-use tcpshm::sys::MapOptions;
+use crate::shm_queue::{ShmReader, ShmWriter};
+use crate::sys::MapOptions;
 
 const CAP: usize = 1 << 12; // 64 blocks: many laps
 
@@ -57,8 +57,8 @@ struct Ends {
 }
 
 fn open(path: &Path, writer_fast: bool, reader_fast: bool) -> Ends {
-    let mut w = ShmWriter::open_file(path, CAP, opts()).expect("writer");
-    let mut r = ShmReader::open_file(path, CAP, opts()).expect("reader");
+    let mut w = ShmWriter::open_file(path, CAP, opts(), 1).expect("writer");
+    let mut r = ShmReader::open_file(path, CAP, opts(), 1).expect("reader");
     w.set_fast_path(writer_fast);
     r.set_fast_path(reader_fast);
     // A session starts: both take up the stored indices.
@@ -100,6 +100,7 @@ fn read_some(e: &mut Ends, got: &mut u64, n: u64) -> u64 {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "files")]
 fn implementations_change_across_restarts_with_messages_in_flight() {
     let dir = std::env::temp_dir().join(format!("tcpshm-fastpath-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -150,19 +151,20 @@ fn implementations_change_across_restarts_with_messages_in_flight() {
 /// v1) while the reader keeps reading: the reader follows, falling back to
 /// v1 when stamps stop, and loses nothing.
 #[test]
+#[cfg_attr(miri, ignore = "files")]
 fn reader_follows_writer_restarts_on_two_threads() {
     let dir = std::env::temp_dir().join(format!("tcpshm-fastpath2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("c_d.shm");
     let _ = std::fs::remove_file(&path);
     let n: u64 = 60_000;
-    let mut r = ShmReader::open_file(&path, CAP, opts()).expect("reader");
+    let mut r = ShmReader::open_file(&path, CAP, opts(), 1).expect("reader");
     let wpath = path.clone();
     let writer = std::thread::spawn(move || {
         let mut i = 0u64;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         for restart in 0.. {
-            let mut w = ShmWriter::open_file(&wpath, CAP, opts()).expect("writer");
+            let mut w = ShmWriter::open_file(&wpath, CAP, opts(), 1).expect("writer");
             w.set_fast_path(restart % 2 == 0);
             let end = (i + 7_000).min(n);
             while i < end {

@@ -1,11 +1,11 @@
 //! The fuzz targets' entry points on the stable toolchain, in every test
-//! run: inputs that once found bugs (tests/fuzz_regressions/<target>/),
+//! run: inputs that once found bugs (`fuzz/regressions/<target>/`),
 //! hand-made edge cases, mutations of valid inputs, and deterministic
 //! random bytes. `fuzz/` runs the same entry points under libFuzzer.
 
-use tcpshm::fuzzing;
-use tcpshm::ptcp_queue::PtcpQueue;
-use tcpshm::wire::{Login, LoginResponse, MsgHeader};
+use crate::fuzzing;
+use crate::ptcp_queue::PtcpQueue;
+use crate::wire::{Login, LoginResponse, MsgHeader};
 
 struct Rng(u64);
 
@@ -32,13 +32,20 @@ impl Rng {
     }
 }
 
+/// The inputs kept in `fuzz/regressions/<target>/` (every file but the
+/// README): what the fuzzers once found, replayed in every test run.
 fn saved(target: &str) -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fuzz_regressions")
-        .join(target);
-    let mut v: Vec<_> = std::fs::read_dir(dir)
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    assert!(
+        root.join("README.md").is_file(),
+        "{} is missing",
+        root.display()
+    );
+    let mut v: Vec<_> = std::fs::read_dir(root.join(target))
         .map(|d| {
-            d.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_none_or(|x| x != "md"))
+                .filter_map(|p| std::fs::read(p).ok())
                 .collect()
         })
         .unwrap_or_default();
@@ -320,6 +327,7 @@ fn server_login_seeds() -> Vec<Vec<u8>> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets")]
 fn server_login() {
     peer_inputs("server_login", 6, server_login_seeds(), 2, 120)
         .iter()
@@ -352,6 +360,7 @@ fn client_login_seeds() -> Vec<Vec<u8>> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets")]
 fn client_login() {
     peer_inputs("client_login", 7, client_login_seeds(), 1, 120)
         .iter()
@@ -379,6 +388,7 @@ fn session_conn_seeds() -> Vec<Vec<u8>> {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "sockets")]
 fn session_conn() {
     peer_inputs("session_conn", 8, session_conn_seeds(), 4, 160)
         .iter()
@@ -387,7 +397,7 @@ fn session_conn() {
 
 /// Writes the hand-made seeds of the peer targets into `fuzz/seeds/`,
 /// where `cargo fuzz run` (and CI) start from them:
-/// `cargo test --test fuzz_inputs -- --ignored write_corpus_seeds`.
+/// `cargo test --lib -- --ignored write_corpus_seeds`.
 #[test]
 #[ignore = "writes fuzz/seeds; run by hand when the seeds change"]
 fn write_corpus_seeds() {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tcpshm::ptcp_queue::PtcpQueue;
-use tcpshm::sys::MapOptions;
+use super::PtcpQueue;
+use crate::sys::MapOptions;
 
 const CAP: usize = 4096;
 const CHILD_ENV: &str = "TCPSHM_PERSIST_CHILD_FILE";
@@ -34,7 +34,7 @@ fn verify(q: &mut PtcpQueue) -> (u32, u32) {
     let s = q.sendable();
     let mut off = 0;
     for seq in start..end {
-        let h = tcpshm::wire::MsgHeader::decode(&s[off..]).unwrap();
+        let h = crate::wire::MsgHeader::decode(&s[off..]).unwrap();
         let p = payload(seq);
         assert_eq!(h.msg_type, (seq % 60000) as u16 + 10, "seq {seq}");
         assert_eq!(&s[off + 8..off + h.size as usize], &p[..], "seq {seq}");
@@ -86,6 +86,7 @@ impl Drop for Child {
 /// kill -9 at random moments: every message push returned for is there
 /// after a reopen, the sanity check passes, and nothing was corrupted.
 #[test]
+#[cfg_attr(miri, ignore = "processes and files")]
 fn kill_9_loses_nothing_pushed() {
     let dir = scratch("kill");
     let file = dir.join("a_b.ptcp");
@@ -96,7 +97,7 @@ fn kill_9_loses_nothing_pushed() {
         let mut child = Child(
             Command::new(&exe)
                 .args([
-                    "persist_child",
+                    "ptcp_queue::kill::persist_child",
                     "--exact",
                     "--ignored",
                     "--nocapture",

@@ -25,7 +25,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use tcpshm::wire::{Login, LoginResponse, MsgHeader, HEADER_SIZE};
+use tcpshm_cli::util::{fmt_ns, now};
 
 use crate::bench::{self, Peer};
 
@@ -63,39 +63,25 @@ fn abuser_name(kind: &str, pid: u32) -> String {
     format!("ab{}{}", &kind[..2], pid % 1_000_000)
 }
 
-/// Logs in over raw TCP as `name` (a new pair), returns the socket.
+/// Logs in over raw TCP as `name` (a new pair), returns the socket, non
+/// blocking.
 fn login(addr: &str, name: &str, use_shm: bool) -> Result<TcpStream, String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
-    let _ = s.set_nodelay(true);
-    let mut l = Login::<u8> {
-        use_shm,
-        ..Default::default()
-    };
-    l.client_name[..name.len()].copy_from_slice(name.as_bytes());
-    s.write_all(&l.encode(0)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let mut rsp = vec![0u8; LoginResponse::<u8>::FRAME];
-    s.read_exact(&mut rsp)
-        .map_err(|e| format!("login response: {e}"))?;
-    let (_, r) = LoginResponse::<u8>::decode(&rsp).map_err(|e| e.to_string())?;
-    if r.status != tcpshm::wire::LoginStatus::Ok {
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut l = tcpshm_v1::Login::new(name);
+    l.use_shm = use_shm;
+    let (p, r) = tcpshm_v1::Peer::login(addr, &l, Duration::from_secs(10))
+        .map_err(|e| format!("login to {addr}: {e}"))?;
+    if r.status != tcpshm_v1::STATUS_OK {
         return Err(format!("login refused: {}", r.error_text()));
     }
-    s.set_nonblocking(true).map_err(|e| e.to_string())?;
-    Ok(s)
+    p.stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(p.stream)
 }
 
 /// Frames of `msg_type` with `payload` bytes each, padded to 8, as many
 /// as fit in `bytes`.
 fn frames(msg_type: u16, payload: usize, bytes: usize) -> Vec<u8> {
-    let h = MsgHeader {
-        size: (HEADER_SIZE + payload) as u16,
-        msg_type,
-        ack_seq: 0,
-    };
-    let mut f = vec![0u8; h.padded_size()];
-    h.encode_into(&mut f);
+    let f = tcpshm_v1::frame(msg_type, 0, &vec![0u8; payload]);
     f.repeat(bytes / f.len())
 }
 
@@ -140,7 +126,8 @@ pub fn abuse(kind: &str, p: &bench::PeerArgs) -> Result<(), String> {
 fn abuse_shm_client(kind: &str, name: &str, p: &bench::PeerArgs) -> Result<(), String> {
     let dir = p.dir.clone().ok_or("abuser over shm: no --dir")?.join(name);
     let cfg = bench::bench_config(&p.shm_dir, true);
-    let mut c = tcpshm::Client::new(name, dir, cfg, bench::Echoes(0)).map_err(|e| e.to_string())?;
+    let mut c: tcpshm::Client = tcpshm::Client::new(name, dir, cfg).map_err(|e| e.to_string())?;
+    let mut echoes = bench::Echoes(0);
     c.connect(tcpshm::Transport::Shm, p.target.as_str(), 0)
         .map_err(|e| format!("abuser {kind}: {e}"))?;
     println!("ready");
@@ -157,10 +144,13 @@ fn abuse_shm_client(kind: &str, name: &str, p: &bench::PeerArgs) -> Result<(), S
                 Err(_) => break,
             }
         }
+        // A stream's echoes are none (the server sinks them); a stall
+        // never reads what comes back: its TCP side alone keeps it alive.
         if kind == "stream" {
-            c.poll_shm();
+            c.poll(now(), &mut echoes);
+        } else {
+            c.parts().0.poll(now(), &mut echoes);
         }
-        c.poll_tcp(crate::util::now());
         if c.connection().is_closed() {
             return Err(format!("abuser {kind}: disconnected"));
         }
@@ -211,9 +201,9 @@ pub fn run(a: Args) -> Result<(), String> {
     let q = bench::spread(&quiet_p50);
     println!(
         "  quiet rounds: p50 {} [{}-{}]",
-        crate::util::fmt_ns(q.median),
-        crate::util::fmt_ns(q.p25),
-        crate::util::fmt_ns(q.p75)
+        fmt_ns(q.median),
+        fmt_ns(q.p25),
+        fmt_ns(q.p75)
     );
     println!("  abused round / the quiet rounds around it, median [p25-p75] (max):");
     let mut json = Vec::new();
@@ -252,7 +242,7 @@ fn measure(a: &Args, dir: &std::path::Path) -> Result<(Vec<f64>, Vec<Vec<Around>
     let mut good = bench::our_client(dir, &addr, a.shm, false, &a.shm_dir)?;
     let mut seq = 0;
     let mut round = |good: &mut _| -> Result<(f64, f64), String> {
-        let r = bench::our_round(good, a.shm, a.per_round, &mut seq)?;
+        let r = bench::our_round(good, a.per_round, &mut seq)?;
         Ok(r.p50_p99())
     };
     let mut shm = ShmObjects {
@@ -310,7 +300,7 @@ impl Drop for ShmObjects {
     fn drop(&mut self) {
         for n in &self.names {
             for (from, to) in [(n.as_str(), bench::SERVER), (bench::SERVER, n.as_str())] {
-                let _ = std::fs::remove_file(tcpshm::shm_queue::shm_path(&self.dir, from, to));
+                let _ = std::fs::remove_file(self.dir.join(format!("{from}_{to}.shm")));
             }
         }
     }

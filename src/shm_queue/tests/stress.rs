@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use tcpshm::shm_queue::heap_queue;
+use crate::shm_queue::heap_queue;
 
 fn len_of(i: u64) -> usize {
     // Mostly small, sometimes up to a few blocks, sometimes empty, and one

@@ -14,16 +14,11 @@
 //! [`PtcpQueue::open`] therefore hands out the queue together with the one
 //! [`AckCounter`] of the file: the counter is the ack's only writer, and
 //! both reach the word only atomically, so the two halves of a connection
-//! can live on two threads. The queue's own bytes (the message area and its
-//! state words) are reached by the queue alone.
+//! can live on two threads (the counter is not `Clone`: one writer of the
+//! ack per file). The queue's own bytes (the message area and its state
+//! words) are reached by the queue alone.
 //!
-//! ```compile_fail,E0599
-//! # fn f(ack: tcpshm::ptcp_queue::AckCounter) {
-//! let second = ack.clone(); // error: one writer of the ack per file
-//! # }
-//! ```
-//!
-//! # File format (version 1, ours: `PROTOCOL.md` leaves it open)
+//! # File format (version 1, ours: `docs/protocol.md` leaves it open)
 //!
 //! All fields little-endian.
 //!
@@ -35,7 +30,7 @@
 //! | 16 | 4 | selector: which state slot (0 or 1) is current |
 //! | 20 | 4 | local ack: messages consumed from the peer |
 //! | 24 | 4 | compaction progress in blocks (see below) |
-//! | 28 | 4 | reserved, 0 |
+//! | 28 | 4 | pair tag: the low half of `pair_files::pair_tag` of the file's pair (0: not yet claimed) |
 //! | 32 | 16 | state slot 0: write index, read index, sequence number at the read index, compaction flag |
 //! | 48 | 16 | state slot 1 |
 //! | 64 | capacity × 8 | messages, each a wire header + payload padded to 8 bytes |
@@ -75,11 +70,17 @@ pub(crate) const OFF_BLKS: usize = 12;
 const OFF_SELECTOR: usize = 16;
 const OFF_LOCAL_ACK: usize = 20;
 const OFF_PROGRESS: usize = 24;
+const OFF_PAIR: usize = 28;
 const OFF_SLOTS: usize = 32;
 const SLOT_SIZE: usize = 16;
 /// Bytes before the message area.
-pub const FILE_HEADER_SIZE: usize = 64;
+pub(crate) const FILE_HEADER_SIZE: usize = 64;
 const BLK: usize = 8;
+
+/// The 32 bits of a pair tag a queue file keeps (never 0).
+pub(crate) fn pair_tag32(tag: u64) -> u32 {
+    ((tag >> 32) as u32 ^ tag as u32).max(1)
+}
 
 fn rd32(b: &[u8], off: usize) -> u32 {
     u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
@@ -87,7 +88,7 @@ fn rd32(b: &[u8], off: usize) -> u32 {
 
 /// Why an acknowledgement was refused. The queue is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AckError {
+pub(crate) enum AckError {
     /// The ack is beyond the newest message ever pushed.
     BeyondPushed {
         /// The ack received.
@@ -193,7 +194,7 @@ struct Pending {
 
 /// The persistent send queue over a region `R`.
 #[derive(Debug)]
-pub struct PtcpQueue<R: Region = Mapping> {
+pub(crate) struct PtcpQueue<R: Region = Mapping> {
     mem: FileMem<R>,
     blk_cnt: u32,
     sel: u32,
@@ -211,14 +212,14 @@ pub struct PtcpQueue<R: Region = Mapping> {
 /// only writer. Stored with one aligned atomic store, so it survives a
 /// kill -9 as soon as the store is done.
 #[derive(Debug)]
-pub struct AckCounter<R: Region = Mapping> {
+pub(crate) struct AckCounter<R: Region = Mapping> {
     mem: FileMem<R>,
 }
 
 impl<R: Region> AckCounter<R> {
     /// The local ack.
     #[inline]
-    pub fn get(&self) -> u32 {
+    pub(crate) fn get(&self) -> u32 {
         // Relaxed: the ack is a number, not a publication: nothing is read
         // because of it. The queue stamps whatever value it loads (Relaxed
         // in PtcpQueue::local_ack); a stamp that lags a concurrent pop is
@@ -228,13 +229,13 @@ impl<R: Region> AckCounter<R> {
 
     /// One more message consumed.
     #[inline]
-    pub fn advance(&mut self) {
+    pub(crate) fn advance(&mut self) {
         self.set(self.get().wrapping_add(1));
     }
 
     /// Sets the local ack.
     #[inline]
-    pub fn set(&mut self, ack: u32) {
+    pub(crate) fn set(&mut self, ack: u32) {
         // Relaxed: as in `get`; this counter is the only writer.
         self.mem.word(OFF_LOCAL_ACK).store(ack, Ordering::Relaxed);
     }
@@ -242,7 +243,7 @@ impl<R: Region> AckCounter<R> {
 
 impl<R: Region> PtcpQueue<R> {
     /// Region size for a queue of `capacity` message bytes (a multiple of 8).
-    pub const fn region_size(capacity: usize) -> usize {
+    pub(crate) const fn region_size(capacity: usize) -> usize {
         FILE_HEADER_SIZE + capacity
     }
 
@@ -253,7 +254,7 @@ impl<R: Region> PtcpQueue<R> {
     ///
     /// # Errors
     /// A description of what is wrong; the caller adds the file name.
-    pub fn open(region: R) -> Result<(Self, AckCounter<R>), String> {
+    pub(crate) fn open(region: R) -> Result<(Self, AckCounter<R>), String> {
         let mem = FileMem::new(Arc::new(region));
         let len = mem.len;
         if len < FILE_HEADER_SIZE + BLK || (len - FILE_HEADER_SIZE) % BLK != 0 {
@@ -332,7 +333,7 @@ impl<R: Region> PtcpQueue<R> {
     ///
     /// # Errors
     /// A description of the first impossible header.
-    pub fn check(&self) -> Result<(u32, u32), String> {
+    pub(crate) fn check(&self) -> Result<(u32, u32), String> {
         let data = self.data();
         let local_ack = self.local_ack();
         let mut idx = self.st.read;
@@ -401,14 +402,9 @@ impl<R: Region> PtcpQueue<R> {
         self.st = st;
     }
 
-    /// Capacity of the message area in bytes.
-    pub fn capacity(&self) -> usize {
-        self.blk_cnt as usize * BLK
-    }
-
-    /// Bytes a message with `payload_len` bytes of payload occupies.
-    pub const fn footprint(payload_len: usize) -> usize {
-        padded(HEADER_SIZE + payload_len)
+    /// The pair tag the file records (0: none yet).
+    pub(crate) fn pair_tag(&self) -> u32 {
+        self.mem.get(OFF_PAIR)
     }
 
     /// Reserves room for a message of type `msg_type` with `payload_len`
@@ -422,7 +418,7 @@ impl<R: Region> PtcpQueue<R> {
     /// messages are moved to the front first.
     ///
     /// A second `alloc` before `push` replaces the first.
-    pub fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
+    pub(crate) fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.pending = None;
         if payload_len > MAX_PAYLOAD {
             return None;
@@ -451,7 +447,7 @@ impl<R: Region> PtcpQueue<R> {
 
     /// The payload of the message allocated and not yet pushed (its size
     /// is the queue's own copy, never read back from the file).
-    pub fn pending_payload(&mut self) -> Option<&mut [u8]> {
+    pub(crate) fn pending_payload(&mut self) -> Option<&mut [u8]> {
         let p = self.pending?;
         let off = self.st.write as usize * BLK;
         Some(&mut self.data_mut()[off + HEADER_SIZE..off + p.size])
@@ -461,7 +457,7 @@ impl<R: Region> PtcpQueue<R> {
     /// the current local ack into its header, and returns that ack. Once
     /// this returns, the message survives a crash of the process. Without a
     /// pending allocation it does nothing.
-    pub fn push(&mut self) -> Option<u32> {
+    pub(crate) fn push(&mut self) -> Option<u32> {
         let p = self.pending.take()?;
         let ack = self.local_ack();
         let off = self.st.write as usize * BLK;
@@ -521,13 +517,13 @@ impl<R: Region> PtcpQueue<R> {
     }
 
     /// The bytes pushed but not yet sent on this connection.
-    pub fn sendable(&self) -> &[u8] {
+    pub(crate) fn sendable(&self) -> &[u8] {
         &self.data()[self.send_off..self.st.write as usize * BLK]
     }
 
     /// Records that `n` bytes of [`sendable`](Self::sendable) were sent
     /// (any count, partial messages included).
-    pub fn mark_sent(&mut self, n: usize) {
+    pub(crate) fn mark_sent(&mut self, n: usize) {
         self.send_off = (self.send_off + n).min(self.st.write as usize * BLK);
     }
 
@@ -537,7 +533,7 @@ impl<R: Region> PtcpQueue<R> {
     ///
     /// # Errors
     /// [`AckError`] for an ack beyond what was pushed or sent; nothing changes.
-    pub fn ack(&mut self, ack: u32) -> Result<(), AckError> {
+    pub(crate) fn ack(&mut self, ack: u32) -> Result<(), AckError> {
         self.ack_upto(ack, true)
     }
 
@@ -547,7 +543,7 @@ impl<R: Region> PtcpQueue<R> {
     ///
     /// # Errors
     /// [`AckError::BeyondPushed`] for an ack beyond the newest message.
-    pub fn login_ack(&mut self, ack: u32) -> Result<(), AckError> {
+    pub(crate) fn login_ack(&mut self, ack: u32) -> Result<(), AckError> {
         self.ack_upto(ack, false)?;
         self.send_off = self.st.read as usize * BLK;
         Ok(())
@@ -601,28 +597,23 @@ impl<R: Region> PtcpQueue<R> {
     }
 
     /// `(start, end)`: the oldest unacknowledged message and one past the newest.
-    pub fn seq_range(&self) -> (u32, u32) {
+    pub(crate) fn seq_range(&self) -> (u32, u32) {
         (self.st.read_seq, self.seq_end)
     }
 
     /// Messages held (pushed and not yet acknowledged).
-    pub fn len(&self) -> u32 {
+    pub(crate) fn len(&self) -> u32 {
         self.seq_end.wrapping_sub(self.st.read_seq)
     }
 
     /// Share of the message area in use (0 to 1).
-    pub fn fill(&self) -> f64 {
+    pub(crate) fn fill(&self) -> f64 {
         f64::from(self.st.write - self.st.read) / f64::from(self.blk_cnt.max(1))
-    }
-
-    /// Whether no message is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The local ack as the file holds it (its writer is the
     /// [`AckCounter`]).
-    pub fn local_ack(&self) -> u32 {
+    pub(crate) fn local_ack(&self) -> u32 {
         // Relaxed: see AckCounter::get.
         self.mem.word(OFF_LOCAL_ACK).load(Ordering::Relaxed)
     }
@@ -632,7 +623,7 @@ impl<R: Region> PtcpQueue<R> {
     ///
     /// # Panics
     /// If `ack` is not this file's counter (a caller bug).
-    pub fn reset(&mut self, ack: &mut AckCounter<R>) {
+    pub(crate) fn reset(&mut self, ack: &mut AckCounter<R>) {
         assert!(self.mem.same(&ack.mem), "the AckCounter of another queue");
         self.pending = None;
         self.commit(State::default());
@@ -648,7 +639,7 @@ impl<R: Region> PtcpQueue<R> {
     ///
     /// # Panics
     /// If `ack` is not this file's counter (a caller bug).
-    pub fn restart_at(&mut self, ack: &mut AckCounter<R>, seq: u32, local_ack: u32) {
+    pub(crate) fn restart_at(&mut self, ack: &mut AckCounter<R>, seq: u32, local_ack: u32) {
         assert!(self.mem.same(&ack.mem), "the AckCounter of another queue");
         self.pending = None;
         self.commit(State {
@@ -660,11 +651,12 @@ impl<R: Region> PtcpQueue<R> {
         ack.set(local_ack);
     }
 
+    #[cfg(any(test, fuzzing))]
     /// Closes the queue and gives its region back.
     ///
     /// # Panics
     /// If `ack` is not this file's counter (a caller bug).
-    pub fn into_region(self, ack: AckCounter<R>) -> R {
+    pub(crate) fn into_region(self, ack: AckCounter<R>) -> R {
         assert!(self.mem.same(&ack.mem), "the AckCounter of another queue");
         drop(ack);
         match Arc::try_unwrap(self.mem.region) {
@@ -675,12 +667,13 @@ impl<R: Region> PtcpQueue<R> {
 }
 
 impl PtcpQueue<HeapRegion> {
+    #[cfg(any(test, fuzzing))]
     /// A queue of `capacity` message bytes in heap memory, with its
     /// counter: for tests and in-process use.
     ///
     /// # Panics
     /// If `capacity` is not a multiple of 8 of at least 8 (a caller bug).
-    pub fn heap(capacity: usize) -> (Self, AckCounter<HeapRegion>) {
+    pub(crate) fn heap(capacity: usize) -> (Self, AckCounter<HeapRegion>) {
         PtcpQueue::open(HeapRegion::new(Self::region_size(capacity))).expect("a fresh region")
     }
 }
@@ -693,7 +686,7 @@ impl PtcpQueue<Mapping> {
     /// # Errors
     /// A [`FileError`] naming the file: it cannot be created, mapped or
     /// locked, has another size, or its content is corrupt.
-    pub fn open_file(
+    pub(crate) fn open_file(
         path: &Path,
         capacity: usize,
         opts: MapOptions,
@@ -701,196 +694,35 @@ impl PtcpQueue<Mapping> {
         let m = Mapping::open(path, Self::region_size(capacity), opts)?;
         PtcpQueue::open(m).map_err(|why| FileError::corrupt(path, why))
     }
+
+    /// [`open_file`](Self::open_file) for the queue of a pair: the file
+    /// records the pair's tag when first opened, and is refused to any
+    /// other pair ([`FileErrorKind::NameCollision`](crate::FileErrorKind::NameCollision)).
+    ///
+    /// # Errors
+    /// As `open_file`, and the name collision.
+    pub(crate) fn open_pair(
+        path: &Path,
+        capacity: usize,
+        opts: MapOptions,
+        tag: u64,
+    ) -> Result<(Self, AckCounter), FileError> {
+        let (q, ack) = Self::open_file(path, capacity, opts)?;
+        // The file is locked (opts.lock): this process alone claims it.
+        let stored = q.mem.get(OFF_PAIR);
+        let want = pair_tag32(tag);
+        if stored == 0 {
+            q.mem.set(OFF_PAIR, want);
+        } else if stored != want {
+            return Err(FileError::new(path, crate::FileErrorKind::NameCollision));
+        }
+        Ok((q, ack))
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    type Q = PtcpQueue<HeapRegion>;
-
-    fn push(q: &mut Q, t: u16, payload: &[u8]) -> bool {
-        match q.alloc(t, payload.len()) {
-            Some(p) => {
-                p.copy_from_slice(payload);
-                q.push();
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn reopen(q: Q, ack: AckCounter<HeapRegion>) -> Result<(Q, AckCounter<HeapRegion>), String> {
-        PtcpQueue::open(q.into_region(ack))
-    }
-
-    #[test]
-    fn push_send_ack_and_reopen() {
-        let (mut q, mut ack) = Q::heap(256);
-        ack.set(5);
-        assert!(push(&mut q, 10, b"hello"));
-        assert!(push(&mut q, 11, &[1; 20]));
-        assert_eq!(q.seq_range(), (0, 2));
-        let s = q.sendable().to_vec();
-        assert_eq!(s.len(), 16 + 32);
-        assert_eq!(
-            MsgHeader::decode(&s).unwrap(),
-            MsgHeader {
-                size: 13,
-                msg_type: 10,
-                ack_seq: 5
-            }
-        );
-        assert_eq!(&s[8..13], b"hello");
-        assert_eq!(&s[13..16], &[0, 0, 0]);
-        // Acks beyond what was sent are refused, nothing changes.
-        assert_eq!(q.ack(1), Err(AckError::BeyondSent { ack: 1 }));
-        q.mark_sent(16);
-        assert_eq!(q.ack(3), Err(AckError::BeyondPushed { ack: 3, seq_end: 2 }));
-        q.ack(1).unwrap();
-        assert_eq!(q.seq_range(), (1, 2));
-        q.ack(0).unwrap(); // old ack: ignored
-        let (q2, ack2) = reopen(q, ack).unwrap();
-        assert_eq!(q2.seq_range(), (1, 2));
-        assert_eq!((q2.local_ack(), ack2.get()), (5, 5));
-        assert_eq!(q2.sendable().len(), 32, "reopen resends from the oldest");
-    }
-
-    #[test]
-    fn full_then_compaction() {
-        let (mut q, _ack) = Q::heap(64); // 8 blocks
-        for i in 0..4 {
-            assert!(push(&mut q, 1, &[i; 8]), "{i}");
-        }
-        assert!(!push(&mut q, 1, &[9; 8]));
-        q.mark_sent(64);
-        q.ack(3).unwrap();
-        // Free: 6 blocks at the front, 0 at the back; a 2-block message
-        // needs compaction.
-        assert!(push(&mut q, 1, &[7; 8]));
-        assert_eq!(q.seq_range(), (3, 5));
-        let s = q.sendable();
-        assert_eq!(s.len(), 16, "only the new message is unsent");
-        assert_eq!(&s[8..16], &[7; 8]);
-        let (a, b) = q.check().unwrap();
-        assert_eq!((a, b), (3, 5));
-    }
-
-    #[test]
-    fn interrupted_compaction_is_finished_on_open() {
-        let (mut q, ack) = Q::heap(80); // 10 blocks
-        for i in 0..5u8 {
-            assert!(push(&mut q, 1, &[i; 8]));
-        }
-        q.mark_sent(80);
-        q.ack(2).unwrap(); // read = 4 blocks, live = 6 blocks: overlapping move
-        assert_eq!(q.sendable().len(), 0);
-        // Simulate a crash after the first chunk of the journaled copy.
-        let (mut probe, ack) = reopen(q, ack).unwrap();
-        probe.mem.set(OFF_PROGRESS, 0);
-        probe.commit(State {
-            compacting: 1,
-            ..probe.st
-        });
-        let (read, chunk) = (probe.st.read as usize, probe.st.read as usize);
-        probe
-            .data_mut()
-            .copy_within(read * 8..(read + chunk) * 8, 0);
-        probe.mem.set(OFF_PROGRESS, chunk as u32);
-        let (q2, _) = reopen(probe, ack).unwrap();
-        assert_eq!(q2.seq_range(), (2, 5));
-        assert_eq!(q2.st.read, 0);
-        let d = q2.data();
-        for (k, v) in (2u8..5).enumerate() {
-            assert_eq!(&d[k * 16 + 8..k * 16 + 16], &[v; 8]);
-        }
-    }
-
-    fn open_bytes(b: &[u8]) -> Result<(Q, AckCounter<HeapRegion>), String> {
-        PtcpQueue::open(HeapRegion::with_contents(b.len(), b))
-    }
-
-    #[test]
-    fn corrupt_regions_are_errors() {
-        assert!(open_bytes(&[0u8; 10]).is_err());
-        let mut garbage = vec![0xA5u8; Q::region_size(64)];
-        assert!(open_bytes(&garbage).unwrap_err().contains("magic"));
-        garbage[..8].copy_from_slice(MAGIC);
-        assert!(open_bytes(&garbage).is_err());
-        let (mut q, ack) = Q::heap(64);
-        push(&mut q, 1, &[1; 8]);
-        let good = q.into_region(ack);
-        let mut m = good.clone();
-        // Header size 3 at the first message.
-        let o = FILE_HEADER_SIZE;
-        m.as_mut_slice()[o..o + 2].copy_from_slice(&[3, 0]);
-        assert!(PtcpQueue::open(m.clone()).unwrap_err().contains("below 8"));
-        // A size that runs past the write index.
-        m.as_mut_slice()[o] = 200;
-        assert!(PtcpQueue::open(m).unwrap_err().contains("past"));
-        // Wrong version.
-        let mut v = good.clone();
-        v.as_mut_slice()[OFF_VERSION] = 9;
-        assert!(PtcpQueue::open(v).unwrap_err().contains("version"));
-        // A stored ack newer than the local ack (C++'s sanity check).
-        let mut a = good;
-        a.as_mut_slice()[o + 4] = 1;
-        assert!(PtcpQueue::open(a)
-            .unwrap_err()
-            .contains("newer than the local ack"));
-    }
-
-    #[test]
-    fn reset_and_too_large() {
-        let (mut q, mut ack) = Q::heap(64);
-        assert!(q.alloc(1, 57).is_none(), "larger than the capacity");
-        assert!(q.alloc(1, MAX_PAYLOAD + 1).is_none());
-        push(&mut q, 1, &[1; 8]);
-        ack.set(9);
-        q.reset(&mut ack);
-        assert_eq!(q.seq_range(), (0, 0));
-        assert_eq!((q.local_ack(), ack.get()), (0, 0));
-        assert!(q.sendable().is_empty());
-    }
-
-    #[test]
-    #[should_panic(expected = "another queue")]
-    fn reset_with_another_queues_counter_is_refused() {
-        let (mut q, _) = Q::heap(64);
-        let (_, mut other) = Q::heap(64);
-        q.reset(&mut other);
-    }
-
-    /// The two halves on two threads: one pushes (stamping the ack), the
-    /// other pops (advancing it). Under Miri this is the data-race check of
-    /// the split: the ack word is the only memory both reach.
-    #[test]
-    fn halves_on_two_threads() {
-        let n: u32 = if cfg!(miri) { 200 } else { 20_000 };
-        let (mut q, mut ack) = Q::heap(256);
-        let popper = std::thread::spawn(move || {
-            for _ in 0..n {
-                ack.advance();
-            }
-            ack
-        });
-        let mut stamps = Vec::new();
-        for i in 0..n {
-            if !push(&mut q, 1, &i.to_le_bytes()) {
-                let all = q.sendable().len();
-                q.mark_sent(all);
-                let (_, end) = q.seq_range();
-                q.ack(end).unwrap();
-                assert!(push(&mut q, 1, &i.to_le_bytes()));
-            }
-            let s = q.sendable();
-            let h = MsgHeader::decode(&s[s.len() - 16..]).unwrap();
-            stamps.push(h.ack_seq);
-        }
-        let ack = popper.join().unwrap();
-        assert_eq!(ack.get(), n);
-        assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "acks only grow");
-        assert!(stamps.iter().all(|&a| a <= n));
-        q.check().unwrap();
-    }
-}
+mod kill;
+#[cfg(test)]
+mod props;
+#[cfg(test)]
+mod tests;

@@ -16,9 +16,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tcpshm::fuzzing::{hostile_heap_queue, Scribbler};
-use tcpshm::shm_queue::TRAILER;
-use tcpshm::sys::HeapRegion;
+use crate::fuzzing::{hostile_heap_queue, Scribbler};
+use crate::shm_queue::TRAILER;
+use crate::sys::HeapRegion;
 
 const CAP: usize = 1024; // 16 blocks
 

@@ -1,0 +1,51 @@
+//! `tcpshm-bench`: the measurement harnesses of tcpshm, beside the
+//! operator's `tcpshm` command. Every figure is measured against a floor
+//! (or a quiet round) in the same run, so results are ratios that survive
+//! a noisy machine; `docs/benchmarks.md` has the method and the numbers.
+
+mod bench;
+mod isolation;
+mod shared_page;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "tcpshm-bench",
+    version,
+    about = "tcpshm's benchmarks: latency and throughput against same-run floors, isolation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// RTT and throughput of tcpshm against the cache-line and raw TCP
+    /// floors, in interleaved rounds.
+    Bench(bench::Args),
+    /// How much stalled, flooding or streaming peers slow another client
+    /// of the same connection group (interleaved quiet rounds).
+    Isolation(isolation::Args),
+    /// The other process of a run (not for direct use).
+    #[command(hide = true)]
+    Peer(bench::PeerArgs),
+}
+
+fn main() -> ExitCode {
+    let r = match Cli::parse().cmd {
+        Cmd::Bench(a) => bench::run(a),
+        Cmd::Isolation(a) => isolation::run(a),
+        Cmd::Peer(a) => bench::peer(a),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
