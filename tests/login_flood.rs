@@ -98,3 +98,51 @@ fn idle_connections() {
 fn slow_loris_connections() {
     login_within_a_second("slow-loris", Some(52));
 }
+
+/// Clients that connect at the same moment from one host (a restart's
+/// reconnects; shared-memory clients are always on the server's host):
+/// their logins all wait in the accept backlog with their frames sent,
+/// more of them than `max_pending_per_source` (2) and
+/// `max_new_connections` (5). Every one logs in: a pending login is read
+/// before it could be evicted for a newcomer of its source.
+#[test]
+fn simultaneous_logins_from_one_host_all_get_in() {
+    use std::io::Read;
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("together");
+    let _c = Cleanup(dir.clone());
+    let cfg = config_with(&dir, |c| {
+        c.tcp_conns_per_group = 16;
+        c.shm_conns_per_group = 16;
+    });
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    // Twelve logins, six of them over shared memory, all sent before the
+    // server polls once.
+    let mut socks: Vec<TcpStream> = (0..12)
+        .map(|i| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let mut login = tcpshm_v1::Login::new(&format!("c{i}"));
+            login.use_shm = i % 2 == 1;
+            s.write_all(&login.encode()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s
+        })
+        .collect();
+    let stop = AtomicBool::new(false);
+    let mut echo = EchoServer::default();
+    std::thread::scope(|s| {
+        serve(s, &mut server, &mut echo, &stop);
+        let _stop = StopOnDrop(&stop);
+        let n = tcpshm_v1::Response::frame_len(tcpshm_v1::Login::U8);
+        for (i, sock) in socks.iter_mut().enumerate() {
+            let mut b = vec![0u8; n];
+            sock.read_exact(&mut b)
+                .unwrap_or_else(|e| panic!("login c{i} got no answer: {e}"));
+            let r = tcpshm_v1::Response::decode(&b, tcpshm_v1::Login::U8).unwrap();
+            assert_eq!(r.status, tcpshm_v1::STATUS_OK, "c{i}: {}", r.error_text());
+        }
+    });
+    assert_eq!(echo.logons.len(), 12);
+}

@@ -230,7 +230,15 @@ impl<U: UserData, R: UserData> Control<U, R> {
                     {
                         continue;
                     }
-                    let at = self.place_for(peer);
+                    let mut at = self.place_for(peer);
+                    if self.pending[at].is_some() {
+                        // Before evicting a pending login, read it: clients
+                        // that connect together (a restart's reconnects, from
+                        // one host for shared memory) have sent their whole
+                        // login already, and it goes to its group now.
+                        self.poll_pending(at, now, handler);
+                        at = self.place_for(peer);
+                    }
                     // Replacing a pending login drops (closes) it.
                     self.pending[at] = Some(PendingLogin {
                         stream,
