@@ -1,0 +1,201 @@
+//! Exactly-once request/reply, across kill -9 of the server.
+//!
+//! A request is consumed by popping it and answered by pushing a reply;
+//! each is persisted at once, so a crash can fall between the two:
+//! - reply, then pop (as here): after a crash in between, the request is
+//!   delivered again although its reply exists;
+//! - pop, then reply: after a crash in between, the reply is lost.
+//!
+//! The pair's counters tell which case a redelivered request is in: each
+//! push and each pop counts, exactly, across any crash. A server that
+//! sends one reply per request, and nothing else on that connection, has
+//! pushed one reply more than it has popped requests exactly when the
+//! request in front of it was answered before a crash. It then pops it
+//! without answering twice.
+//!
+//! ```text
+//! cargo run --example exactly_once
+//! ```
+//!
+//! runs the server as a child process, kills it with SIGKILL at random
+//! moments (the server waits a little between its push and its pop, so
+//! some kills land there), starts it again, and checks that every one of
+//! the client's requests gets exactly one reply, in order.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tcpshm::{
+    Accept, Client, ClientHandler, Config, ConnId, ConnTx, ControlHandler, GroupHandler,
+    LoginRequest, Received, Server, Transport,
+};
+
+/// The server's handler: answers request `n` with `2n`, exactly once.
+struct Replier;
+
+impl ControlHandler for Replier {
+    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
+        Accept::group(0)
+    }
+}
+
+impl GroupHandler for Replier {
+    fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
+        // Answered before a crash that came before the pop: consume it.
+        // (Counters are mod 2^31.)
+        if tx.messages_pushed() == msg.popped_before().wrapping_add(1) & 0x7fff_ffff {
+            println!("already answered {}", msg.popped_before());
+            msg.pop();
+            return;
+        }
+        let Ok(mut reply) = tx.alloc(1, 8) else {
+            return; // no room yet: the request comes back at the next poll
+        };
+        let n = u64::from_le_bytes(msg.payload().try_into().unwrap());
+        reply.payload_mut().copy_from_slice(&(2 * n).to_le_bytes());
+        reply.push();
+        // A window for the kills to land in, between the push and the pop.
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_micros(20) {}
+        msg.pop();
+    }
+}
+
+fn config(dir: &std::path::Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.shm_dir = dir.join("shm"); // a deployment keeps /dev/shm
+    cfg
+}
+
+/// The server process: listens, prints its address, serves until killed
+/// (or until its parent goes: its stdin closes).
+fn server(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let mut server: Server = Server::new("replier", dir.join("server"), config(dir))?;
+    server.listen("127.0.0.1:0")?;
+    println!("{}", server.local_addr().unwrap());
+    std::thread::spawn(|| {
+        let _ = std::io::stdin().read_line(&mut String::new());
+        std::process::exit(0);
+    });
+    let t0 = Instant::now();
+    loop {
+        server.poll(t0.elapsed().as_nanos() as i64, &mut Replier);
+    }
+}
+
+/// The client's handler: reply `k` must be `2k`, once, in order.
+struct Check {
+    next: u64,
+}
+
+impl ClientHandler for Check {
+    fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
+        let r = u64::from_le_bytes(msg.payload().try_into().unwrap());
+        assert_eq!(
+            r,
+            2 * self.next,
+            "reply {} lost, doubled or out of order",
+            self.next
+        );
+        self.next += 1;
+        msg.pop();
+    }
+}
+
+/// The server child, killed (SIGKILL) when dropped: on every exit path.
+struct ServerProcess {
+    child: Child,
+    addr: String,
+}
+
+/// A count of the requests a server process found already answered.
+type Answered = std::sync::mpsc::Receiver<()>;
+
+impl ServerProcess {
+    fn start(
+        dir: &std::path::Path,
+    ) -> Result<(ServerProcess, Answered), Box<dyn std::error::Error>> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("server")
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = lines.next().ok_or("the server printed nothing")??;
+        let (tx, answered) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in lines.map_while(Result::ok) {
+                if l.starts_with("already answered") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        Ok((ServerProcess { child, addr }, answered))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("server") {
+        return server(std::path::Path::new(&args[2]));
+    }
+    let dir = std::env::temp_dir().join(format!("tcpshm-exactly-once-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("shm"))?;
+    let mut client: Client = Client::new("desk", dir.join("desk"), config(&dir))?;
+    let (requests, mut kills, mut answered) = (20_000u64, 0, Vec::new());
+    let mut check = Check { next: 0 };
+    let mut sent = 0u64;
+    let mut rng = 0x2545_f491u32;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(120);
+    while check.next < requests {
+        let (server, a) = ServerProcess::start(&dir)?;
+        answered.push(a);
+        while client
+            .connect(Transport::Tcp, server.addr.as_str(), 0)
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "no login");
+        }
+        rng ^= rng << 13;
+        rng ^= rng >> 17;
+        rng ^= rng << 5;
+        let kill_at = Instant::now() + Duration::from_millis(10 + u64::from(rng % 30));
+        while check.next < requests && Instant::now() < kill_at {
+            // Up to 4 requests in flight.
+            while sent < requests && sent < check.next + 4 {
+                let mut m = client.connection().alloc(1, 8)?;
+                m.payload_mut().copy_from_slice(&sent.to_le_bytes());
+                m.push();
+                sent += 1;
+            }
+            client.poll(t0.elapsed().as_nanos() as i64, &mut check);
+            assert!(Instant::now() < deadline, "stuck at reply {}", check.next);
+        }
+        drop(server); // kill -9
+        if check.next < requests {
+            kills += 1;
+            while !client.connection().is_closed() {
+                client.poll(t0.elapsed().as_nanos() as i64, &mut check);
+            }
+        }
+    }
+    // Each process's output ends at its death: count what it said.
+    let skipped: usize = answered.iter().map(|a| a.iter().count()).sum();
+    println!(
+        "{requests} requests, each answered exactly once, in order, across {kills} kill -9 of the \
+         server; {skipped} requests were redelivered after their reply was pushed, and recognized"
+    );
+    drop(client);
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
