@@ -1,5 +1,5 @@
 //! Loom model check of the shm queue's index protocol: the very file the
-//! library uses (`src/shm_queue/ring.rs`), compiled here with loom's
+//! library uses (`src/shm_queue/ring/`), compiled here with loom's
 //! atomics. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_shm`.
 //!
@@ -21,7 +21,7 @@ mod sync {
 }
 
 #[allow(dead_code, missing_docs)]
-#[path = "../src/shm_queue/ring.rs"]
+#[path = "../src/shm_queue/ring/mod.rs"]
 mod ring;
 
 use loom::sync::atomic::{AtomicU32, AtomicU64};

@@ -268,7 +268,7 @@ pub(crate) struct ShmWriter<R: Region = Mapping>(ring::Writer<RegionMemory<R>>);
 #[derive(Debug)]
 pub(crate) struct ShmReader<R: Region = Mapping>(ring::Reader<RegionMemory<R>>);
 
-#[cfg(any(test, fuzzing))]
+#[cfg(test)]
 /// The two ends of a new, empty queue of `capacity` bytes of blocks in
 /// heap memory, handed out once: for two threads of one process.
 ///
@@ -364,7 +364,7 @@ impl<R: Region> ShmWriter<R> {
         self.0.settle()
     }
 
-    #[cfg(any(test, fuzzing))]
+    #[cfg(test)]
     /// Whether [`push_more`](Self::push_more) holds a batch back from a
     /// fast-path reader.
     #[inline]
@@ -390,7 +390,7 @@ impl<R: Region> ShmWriter<R> {
         self.0.reload();
     }
 
-    #[cfg(any(test, fuzzing))]
+    #[cfg(test)]
     /// Wrap markers published alone since this writer was made: a message
     /// that had to start at slot 0 did not fit yet, so the tail was handed
     /// back first (a path the C++ writer lacks).
@@ -437,7 +437,7 @@ impl<R: Region> ShmWriter<R> {
         self.0.set_hand_over(on)
     }
 
-    #[cfg(any(test, fuzzing))]
+    #[cfg(test)]
     /// Whether this writer's fast-path announcement stands: every message
     /// it publishes can be read by waiting on its stamp.
     pub(crate) fn stamping(&self) -> bool {

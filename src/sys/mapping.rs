@@ -17,7 +17,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 
-#[cfg(any(test, fuzzing))]
+#[cfg(test)]
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
@@ -55,7 +55,7 @@ pub(crate) struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
     /// Whether `open` created the file (read by the tests).
-    #[cfg_attr(not(any(test, fuzzing)), allow(dead_code))]
+    #[cfg_attr(not(test), allow(dead_code))]
     created: bool,
     path: PathBuf,
     _file: File,
@@ -186,7 +186,7 @@ impl Mapping {
         })
     }
 
-    #[cfg(any(test, fuzzing))]
+    #[cfg(test)]
     /// Whether this call created the file (its content is all zero).
     pub(crate) fn created(&self) -> bool {
         self.created
@@ -204,7 +204,7 @@ impl Mapping {
         self.ptr.as_ptr()
     }
 
-    #[cfg(any(test, fuzzing))]
+    #[cfg(test)]
     /// The aligned u32 at byte `off`, accessed atomically (another process
     /// may change it at any time).
     ///
