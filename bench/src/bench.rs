@@ -244,7 +244,7 @@ impl Peer {
     pub(crate) fn spawn(args: &[String]) -> Result<Peer, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new(exe)
-            .arg("bench-peer")
+            .arg("peer")
             .args(args)
             .stdout(Stdio::piped())
             .spawn()

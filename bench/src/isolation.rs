@@ -48,7 +48,7 @@ pub struct Args {
     pub shm_dir: std::path::PathBuf,
 }
 
-/// The abusers, as `bench-peer abuse-<kind>` modes.
+/// The abusers, as `peer abuse-<kind>` modes.
 pub const KINDS: [&str; 4] = ["idle", "stall", "heartbeats", "stream"];
 
 /// Bytes an abuser writes per burst, and its sleep between bursts.
