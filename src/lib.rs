@@ -141,7 +141,24 @@ pub use wire::{Name, NameError, UserData};
 #[cfg(not(target_endian = "little"))]
 compile_error!("tcpshm supports little-endian hosts (the wire and shm layouts are little-endian)");
 
-/// The README's examples, compiled and run as doctests.
+/// The code of README and `docs/`, compiled and run as doctests (with
+/// their compile_fail error codes checked on nightly).
 #[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
+mod doc_pages {
+    #[doc = include_str!("../README.md")]
+    struct Readme;
+    #[doc = include_str!("../docs/protocol.md")]
+    struct Protocol;
+    #[doc = include_str!("../docs/shm-fast-path.md")]
+    struct ShmFastPath;
+    #[doc = include_str!("../docs/operations.md")]
+    struct Operations;
+    #[doc = include_str!("../docs/benchmarks.md")]
+    struct Benchmarks;
+    #[doc = include_str!("../docs/soundness.md")]
+    struct Soundness;
+    #[doc = include_str!("../docs/testing.md")]
+    struct Testing;
+    #[doc = include_str!("../docs/cpp-interop.md")]
+    struct CppInterop;
+}

@@ -1,62 +1,6 @@
-//! [`Connection`]: one API over TCP or shared memory.
-//!
-//! A connection has a receive half ([`ConnRx`]) and a send half
-//! ([`ConnTx`]); [`Connection::split`] hands out both, so a message can be
-//! read in place and answered without copying and with the borrow checker
-//! satisfied:
-//!
-//! ```no_run
-//! # fn echo(conn: &mut tcpshm::Connection) {
-//! let (rx, tx) = conn.split();
-//! while let Some(req) = rx.front() {
-//!     // Peer slow to consume: keep req unpopped, it comes back next poll.
-//!     let Ok(mut rsp) = tx.alloc(req.msg_type(), req.payload().len()) else { break };
-//!     rsp.payload_mut().copy_from_slice(req.payload());
-//!     req.pop(); // pop first, then push: a crash between them
-//!     rsp.push(); // cannot produce a duplicate reply
-//! }
-//! # }
-//! ```
-//!
-//! A received message dropped without [`Received::pop`] is delivered
-//! again; an allocation dropped without [`Alloc::push`] publishes nothing.
-//! Both stay sound under `mem::forget` (neither has a `Drop`).
-//!
-//! The two halves may be used from two threads (both are `Send`): the
-//! only state they share is the pair's local ack, which the receive half
-//! advances and the send half stamps into every message, both atomically.
-//!
-//! The receive half cannot be used while a message borrows it:
-//!
-//! ```compile_fail,E0499
-//! # fn f(conn: &mut tcpshm::Connection) {
-//! let (rx, _tx) = conn.split();
-//! let a = rx.front().unwrap();
-//! let b = rx.front().unwrap(); // error: rx is still borrowed by `a`
-//! a.pop();
-//! # }
-//! ```
-//!
-//! and an allocation borrows the send half until it is pushed or dropped:
-//!
-//! ```compile_fail,E0499
-//! # fn f(conn: &mut tcpshm::Connection) {
-//! let (_rx, tx) = conn.split();
-//! let a = tx.alloc(1, 8).unwrap();
-//! tx.close(); // error: tx is still borrowed by `a`
-//! a.push();
-//! # }
-//! ```
-//!
-//! A message cannot outlive the poll that lent it:
-//!
-//! ```compile_fail,E0499
-//! # fn f(conn: &mut tcpshm::Connection) {
-//! let payload = conn.front().unwrap().payload();
-//! conn.front(); // error: `conn` is still borrowed through `payload`
-//! let _ = payload;
-//! # }
-//! ```
+//! [`Connection`]: one API over TCP or shared memory, as a receive half
+//! and a send half. (The borrow rules that keep its zero-copy API sound
+//! are shown with compile_fail tests in `docs/soundness.md`.)
 #![forbid(unsafe_code)]
 
 mod link;
@@ -106,7 +50,33 @@ impl Transport {
 
 /// A connection to one peer, over TCP or shared memory. It stays valid
 /// while its [`Client`](crate::Client) or [`Server`](crate::Server) lives,
-/// across disconnects and logins.
+/// across disconnects and logins: messages pushed while disconnected go
+/// out after the next login.
+///
+/// A connection has a receive half ([`ConnRx`]) and a send half
+/// ([`ConnTx`]); [`split`](Self::split) hands out both, so a message is
+/// read in place and answered without copying, with the borrow checker
+/// satisfied:
+///
+/// ```no_run
+/// # fn echo(conn: &mut tcpshm::Connection) {
+/// let (rx, tx) = conn.split();
+/// while let Some(req) = rx.front() {
+///     // Peer slow to consume: keep req, it comes back at the next poll.
+///     let Ok(mut rsp) = tx.alloc(req.msg_type(), req.payload().len()) else { break };
+///     rsp.payload_mut().copy_from_slice(req.payload());
+///     rsp.push(); // a crash here, before the pop, redelivers req:
+///     req.pop(); // examples/exactly_once.rs answers it once
+/// }
+/// # }
+/// ```
+///
+/// A received message dropped without [`Received::pop`] is delivered
+/// again; an allocation dropped without [`Alloc::push`] publishes nothing.
+/// Both stay sound under `mem::forget` (neither has a `Drop`). The two
+/// halves may be used from two threads (both are `Send`): the only state
+/// they share is the pair's local ack, which the receive half advances
+/// and the send half stamps into every message, both atomically.
 #[derive(Debug)]
 pub struct Connection {
     pub(crate) rx: ConnRx,
