@@ -135,7 +135,7 @@ impl<U: UserData, R: UserData> Client<U, R> {
             if !p.exists() {
                 return Ok(None);
             }
-            self.last_server = Some(Mapping::open(&p, NAME_SIZE, self.cfg.map_options(true))?);
+            self.last_server = Some(Mapping::open(&p, NAME_SIZE, self.cfg.map_options())?);
         }
         let m = self.last_server.as_ref().expect("mapped above");
         let mut field = [0u8; NAME_SIZE];
@@ -149,7 +149,7 @@ impl<U: UserData, R: UserData> Client<U, R> {
     fn set_last_server(&mut self, server: &Name) -> Result<(), FileError> {
         if self.last_server.is_none() {
             let p = pair_files::last_server_path(&self.dir, &self.name);
-            self.last_server = Some(Mapping::open(&p, NAME_SIZE, self.cfg.map_options(true))?);
+            self.last_server = Some(Mapping::open(&p, NAME_SIZE, self.cfg.map_options())?);
         }
         let m = self.last_server.as_ref().expect("mapped above");
         m.write(0, &server.to_wire());

@@ -366,10 +366,12 @@ impl Config {
         Ok((name, dir.to_path_buf()))
     }
 
-    pub(crate) fn map_options(&self, lock: bool) -> crate::sys::MapOptions {
+    /// How the library maps its files: with the configured mode, and the
+    /// whole-file lock (the ring ends take their role's lock instead).
+    pub(crate) fn map_options(&self) -> crate::sys::MapOptions {
         crate::sys::MapOptions {
             mode: self.file_mode,
-            lock,
+            lock: crate::sys::Lock::File,
         }
     }
 }

@@ -79,7 +79,7 @@ pub(crate) fn open_pair(
         return Ok(());
     }
     conn.release();
-    let opts = cfg.map_options(true);
+    let opts = cfg.map_options();
     match transport {
         Transport::Shm => {
             let sp = shm_path(&cfg.shm_dir, local, remote);

@@ -45,7 +45,7 @@ pub(crate) use self::ring::{Corrupt, BLOCK};
 use crate::error::FileError;
 #[cfg(any(test, fuzzing))]
 use crate::sys::HeapRegion;
-use crate::sys::{MapOptions, Mapping, Region};
+use crate::sys::{Lock, MapOptions, Mapping, Region};
 
 /// Offset of `write_idx` after the blocks.
 const OFF_WRITE: usize = 0;
@@ -555,26 +555,16 @@ fn map_shm(
 ) -> Result<Arc<Mapping>, FileError> {
     check_capacity(capacity).map_err(|e| FileError::corrupt(path, e.to_string()))?;
     // The writer and the reader (often another process) both map the
-    // object: no whole-file lock, one lock per end.
-    let mut tries = 0;
-    loop {
-        let m = Mapping::open(
-            path,
-            region_size(capacity),
-            MapOptions {
-                lock: false,
-                ..opts
-            },
-        )?;
-        m.lock_role(role)?;
-        // `tcpshm clean` takes both role locks, then unlinks: an object
-        // locked here that is no longer at `path` is opened again.
-        if m.is_linked() || tries == 3 {
-            crate::pair_files::claim_for(path, m.word64(capacity + OFF_PAIR), tag)?;
-            return Ok(Arc::new(m));
-        }
-        tries += 1;
-    }
+    // object: no whole-file lock, one lock per end. (`tcpshm clean` takes
+    // both role locks, then unlinks: `Mapping::open` opens an object locked
+    // there that is no longer at `path` again.)
+    let opts = MapOptions {
+        lock: Lock::Role(role),
+        ..opts
+    };
+    let m = Mapping::open(path, region_size(capacity), opts)?;
+    crate::pair_files::claim_for(path, m.word64(capacity + OFF_PAIR), tag)?;
+    Ok(Arc::new(m))
 }
 
 impl ShmWriter<Mapping> {

@@ -35,21 +35,39 @@ pub(crate) struct MapOptions {
     /// Permission bits for a file this call creates (default 0600). The
     /// mode is set exactly, regardless of the umask.
     pub mode: u32,
-    /// Take an exclusive `flock` so a second process (or a second object
-    /// in this process) cannot map the same queue for writing.
-    pub lock: bool,
+    /// The lock the mapping holds, so a second process (or a second
+    /// object in this process) cannot map the file in the same role.
+    pub lock: Lock,
+}
+
+/// The lock a [`Mapping`] holds while it lives (and a crash releases).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lock {
+    /// None.
+    None,
+    /// An exclusive `flock` of the whole file (a queue file's owner).
+    File,
+    /// An exclusive open-file-description lock of the byte `len + role`
+    /// past the end of the file: one per end of a shared-memory queue, so
+    /// its writer and its reader (often another process) both map it.
+    Role(u64),
 }
 
 impl Default for MapOptions {
     fn default() -> Self {
         MapOptions {
             mode: 0o600,
-            lock: true,
+            lock: Lock::File,
         }
     }
 }
 
 /// A file mapped read-write and shared. Unmapped on drop.
+///
+/// It keeps no file descriptor: the mapping holds the kernel's open file,
+/// and with it the lock (`flock` and open-file-description locks belong
+/// to the open file, which lives until the last mapping of it goes). So a
+/// connection costs one descriptor, its socket, whatever it maps.
 #[derive(Debug)]
 pub(crate) struct Mapping {
     ptr: NonNull<u8>,
@@ -58,7 +76,6 @@ pub(crate) struct Mapping {
     #[cfg_attr(not(test), allow(dead_code))]
     created: bool,
     path: PathBuf,
-    _file: File,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; moving it to
@@ -90,21 +107,17 @@ impl Mapping {
         // file locked here that is no longer at `path` is opened again.
         let mut tries = 0;
         loop {
-            let m = Self::open_once(path, len, opts)?;
-            if !opts.lock || m.is_linked() || tries == 3 {
+            let (m, linked) = Self::open_once(path, len, opts)?;
+            if linked || opts.lock == Lock::None || tries == 3 {
                 return Ok(m);
             }
             tries += 1;
         }
     }
 
-    /// Whether the mapped file is still the one at its path (not unlinked
-    /// or replaced since it was opened).
-    pub(crate) fn is_linked(&self) -> bool {
-        super::files::still_linked(&self._file, &self.path)
-    }
-
-    fn open_once(path: &Path, len: usize, opts: MapOptions) -> Result<Mapping, FileError> {
+    /// Maps the file at `path`; also tells whether it was still the file
+    /// at its path once locked (not unlinked or replaced meanwhile).
+    fn open_once(path: &Path, len: usize, opts: MapOptions) -> Result<(Mapping, bool), FileError> {
         let err = |op, e| FileError::io(path, op, e);
         if len == 0 {
             return Err(err("map", io::Error::from(io::ErrorKind::InvalidInput)));
@@ -119,7 +132,7 @@ impl Mapping {
             .open(path)
             .map_err(|e| err("open", e))?;
         let fd = file.as_raw_fd();
-        if opts.lock {
+        if opts.lock == Lock::File {
             // SAFETY: plain syscall on a descriptor we own.
             let r = unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
             if r != 0 {
@@ -177,13 +190,20 @@ impl Mapping {
         }
         let ptr = NonNull::new(p.cast::<u8>())
             .ok_or_else(|| err("mmap", io::Error::from(io::ErrorKind::Other)))?;
-        Ok(Mapping {
+        let m = Mapping {
             ptr,
             len,
             created,
             path: path.into(),
-            _file: file,
-        })
+        };
+        if let Lock::Role(role) = opts.lock {
+            lock_role(&file, path, len, role)?;
+        }
+        let linked = super::files::still_linked(&file, path);
+        // The descriptor goes here; the mapping keeps the open file, and
+        // the lock with it.
+        drop(file);
+        Ok((m, linked))
     }
 
     #[cfg(test)]
@@ -260,36 +280,6 @@ impl Mapping {
         }
     }
 
-    /// Takes the exclusive lock of one role (a byte past the end of the
-    /// file) with an open-file-description lock, so that a second writer
-    /// (or reader) of a shared-memory queue is refused, in this process or
-    /// another, while the peer's role stays free. The lock goes with the
-    /// mapping (and with the process on a crash).
-    ///
-    /// # Errors
-    /// [`FileErrorKind::InUse`] if another mapping holds the role.
-    pub(crate) fn lock_role(&self, role: u64) -> Result<(), FileError> {
-        // SAFETY: a zeroed flock struct is a valid value for the call.
-        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-        fl.l_type = libc::F_WRLCK as libc::c_short;
-        fl.l_whence = libc::SEEK_SET as libc::c_short;
-        fl.l_start = (self.len as u64 + role) as libc::off_t;
-        fl.l_len = 1;
-        // SAFETY: plain syscall on a descriptor we own, with a valid struct.
-        let r = unsafe { libc::fcntl(self._file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
-            return Err(FileError {
-                path: self.path.clone(),
-                kind: FileErrorKind::InUse,
-            });
-        }
-        Err(FileError::io(&self.path, "lock queue role", e))
-    }
-
     /// Length in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -303,6 +293,36 @@ impl Drop for Mapping {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
     }
+}
+
+/// Takes the exclusive lock of one role (a byte past the end of the file
+/// of `len` bytes) with an open-file-description lock, so that a second
+/// writer (or reader) of a shared-memory queue is refused, in this process
+/// or another, while the peer's role stays free. The lock goes with the
+/// open file (and with the process on a crash).
+///
+/// # Errors
+/// [`FileErrorKind::InUse`] if another open file holds the role.
+fn lock_role(file: &File, path: &Path, len: usize, role: u64) -> Result<(), FileError> {
+    // SAFETY: a zeroed flock struct is a valid value for the call.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = (len as u64 + role) as libc::off_t;
+    fl.l_len = 1;
+    // SAFETY: plain syscall on a descriptor we own, with a valid struct.
+    let r = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EACCES)) {
+        return Err(FileError {
+            path: path.into(),
+            kind: FileErrorKind::InUse,
+        });
+    }
+    Err(FileError::io(path, "lock queue role", e))
 }
 
 /// Reserves `len` bytes of backing store for `file`.

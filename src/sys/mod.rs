@@ -20,5 +20,5 @@ mod mapping;
 mod region;
 pub(crate) mod socket;
 
-pub(crate) use mapping::{MapOptions, Mapping};
+pub(crate) use mapping::{Lock, MapOptions, Mapping};
 pub(crate) use region::{HeapRegion, Region};

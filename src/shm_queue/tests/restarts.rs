@@ -16,7 +16,7 @@ const CAP: usize = 1 << 12; // 64 blocks: many laps
 fn opts() -> MapOptions {
     MapOptions {
         mode: 0o600,
-        lock: false,
+        lock: crate::sys::Lock::None,
     }
 }
 
