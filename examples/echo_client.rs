@@ -6,13 +6,14 @@
 //! ```
 //!
 //! The numbering comes from the connection's own counters, which survive
-//! a crash: kill the client (or the server) midway with kill -9 and run
-//! it again, and it goes on from where it stopped, nothing lost or
-//! doubled.
+//! a crash: kill the client midway with kill -9 and run it again, and it
+//! goes on from where it stopped, nothing lost or doubled. Kill the server
+//! instead and start it again: the client logs in again by itself, and
+//! the library resends what the server had not consumed.
 
 use std::time::{Duration, Instant};
 
-use tcpshm::{Client, ClientHandler, Close, Config, ConnTx, Received, Transport};
+use tcpshm::{Client, ClientHandler, Close, Config, ConnTx, ConnectError, Received, Transport};
 
 /// Checks that echo `next` is the next to come back.
 struct Check {
@@ -33,6 +34,21 @@ impl ClientHandler for Check {
     }
 }
 
+/// Logs in, retrying for a minute while the server is down or still
+/// closing this client's previous session.
+fn connect(client: &mut Client, transport: Transport, addr: &str) -> Result<(), ConnectError> {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client.connect(transport, addr, 0) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_transient() && Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize, default: &str| args.get(i).cloned().unwrap_or(default.into());
@@ -46,7 +62,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let name = arg(3, "client1");
 
     let mut client: Client = Client::new(&name, &name, Config::default())?;
-    client.connect(transport, &addr, 0)?;
+    connect(&mut client, transport, &addr)?;
     // Messages sent and echoes received before (by an earlier run).
     let mut sent = u64::from(client.connection().messages_pushed());
     let mut check = Check {
@@ -73,8 +89,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             client.poll(now(), &mut check);
         }
         worst = worst.max(t.elapsed());
-        if let Some(close) = check.closed {
-            return Err(format!("disconnected: {close}").into());
+        if let Some(close) = check.closed.take() {
+            println!("disconnected ({close}): logging in again");
+            connect(&mut client, transport, &addr)?;
         }
     }
     let n = (check.next - start).max(1);

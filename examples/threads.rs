@@ -17,20 +17,17 @@ use tcpshm::{
     ControlHandler, GroupHandler, LoginRequest, Name, Received, Server, ServerParts, Transport,
 };
 
-/// The control part's handler: who may log in, and which group serves
-/// each client (SHM clients spread over the SHM groups by name).
-struct AllowList(Vec<&'static str>);
+/// The control part's handler: who may log in, and which group of its
+/// transport serves each client (here every SHM desk has a group, so a
+/// busy desk never shares its thread).
+struct AllowList(HashMap<&'static str, usize>);
 
 impl ControlHandler for AllowList {
     fn on_new_connection(&mut self, login: &LoginRequest) -> Accept {
-        if !self.0.contains(&login.client.as_str()) {
-            return Accept::reject("not on the list");
+        match self.0.get(login.client.as_str()) {
+            Some(&group) => Accept::group(group),
+            None => Accept::reject("not on the list"),
         }
-        let group = match login.transport {
-            Transport::Shm => login.client.as_str().len() % 2, // two SHM groups
-            _ => 0,
-        };
-        Accept::group(group)
     }
 }
 
@@ -122,7 +119,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
         s.spawn(|| {
-            let mut allow = AllowList(vec!["desk1", "desk22", "tcp1"]);
+            // desk1 and desk2 in SHM groups 0 and 1, tcp1 in TCP group 0.
+            let mut allow = AllowList(HashMap::from([("desk1", 0), ("desk2", 1), ("tcp1", 0)]));
             while !done.load(Ordering::Relaxed) {
                 control.poll(now(), &mut allow);
                 std::thread::yield_now();
@@ -130,7 +128,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
         let clients = [
             ("desk1", Transport::Shm),
-            ("desk22", Transport::Shm),
+            ("desk2", Transport::Shm),
             ("tcp1", Transport::Tcp),
         ];
         let runs: Vec<_> = clients

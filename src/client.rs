@@ -24,7 +24,7 @@ use crate::conn::{
     deliver, ConnTx, Connection, LinkState, Received, TcpLink, Transport, TxTransport,
 };
 use crate::error::{ConnectError, FileError, SetupError};
-use crate::login::{self, SeqMismatch};
+use crate::login::{self, Rejection, SeqMismatch};
 use crate::pair_files;
 use crate::stats::ConnStats;
 use crate::sys::Mapping;
@@ -38,14 +38,19 @@ pub trait ClientHandler {
     /// A message from the server. Pop it to consume it; a message not
     /// popped is delivered again at the next poll.
     fn on_server_msg(&mut self, msg: Received<'_>, tx: &mut ConnTx);
-    /// The session ended; [`Client::connect`] starts the next one. Reported
-    /// once, by the poll that found it.
+    /// The session ended. Reported once, by the poll that found it. Call
+    /// [`Client::connect`] again (retrying while
+    /// [`ConnectError::is_transient`](crate::ConnectError::is_transient)):
+    /// the login resends what the server had not consumed, and what was
+    /// pushed meanwhile goes out after it.
     fn on_disconnected(&mut self, _close: Close) {}
 }
 
 /// A client of one server at a time. `U` is the login user data type,
 /// `R` the login-response user data type (both `u8` by default, as the
-/// C++ library's).
+/// C++ library's). Name the type where you make one
+/// (`let client: Client = ...`): Rust does not fall back to the defaults
+/// by itself.
 ///
 /// ```no_run
 /// use tcpshm::{Client, ClientHandler, Config, ConnTx, Received, Transport};
@@ -255,7 +260,11 @@ impl<U: UserData, R: UserData> Client<U, R> {
                     remote_seq_end: rsp.server_seq_end,
                 }));
             }
-            LoginStatus::Rejected => return Err(ConnectError::Rejected(rsp.error_text())),
+            LoginStatus::Rejected => {
+                return Err(ConnectError::Rejected(Rejection::from_text(
+                    rsp.error_text(),
+                )))
+            }
         }
         self.open_pair(&server, transport)?;
         if login::is_new_pair(last, server) {

@@ -104,20 +104,24 @@ pub struct Config {
     /// Server: logins one source address may have pending at once
     /// (default 2; see `max_new_connections`).
     pub max_pending_per_source: usize,
-    /// Server: TCP connection groups.
+    /// Server: TCP connection groups (default 1), each polled by one
+    /// thread ([`Server::parts`](crate::Server::parts)).
     pub tcp_groups: usize,
-    /// Server: connections per TCP group.
+    /// Server: connections per TCP group (default 4): the most clients
+    /// the group serves at once. A slot is not bound to a name for good:
+    /// a name that returns is served by any idle slot.
     pub tcp_conns_per_group: usize,
-    /// Server: SHM connection groups.
+    /// Server: SHM connection groups (default 1).
     pub shm_groups: usize,
-    /// Server: connections per SHM group.
+    /// Server: connections per SHM group (default 4).
     pub shm_conns_per_group: usize,
     /// Permission bits of created queue files and shm objects (default
     /// 0600: only this user). Use 0o660 or 0o666 to share with other users
     /// (the C++ original uses 0666).
     pub file_mode: u32,
     /// Where shared-memory objects live (default /dev/shm, where
-    /// `shm_open("/<name>")` puts them on Linux).
+    /// `shm_open("/<name>")` puts them on Linux). Client and server must
+    /// use the same directory: the pair's rings are files in it.
     pub shm_dir: PathBuf,
     /// The most messages one poll delivers per shared-memory connection
     /// (default 256). A peer that keeps its queue full then cannot keep a

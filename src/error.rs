@@ -7,7 +7,7 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::close::Close;
-use crate::login::SeqMismatch;
+use crate::login::{Rejection, SeqMismatch};
 use crate::wire::NameError;
 
 /// A file or shared-memory object that could not be opened, mapped or
@@ -178,8 +178,8 @@ pub enum ConnectError {
     File(FileError),
     /// The server's answer was not a valid login response.
     BadResponse(String),
-    /// The server rejected the login (status 2) with this text.
-    Rejected(String),
+    /// The server refused the login (status 2).
+    Rejected(Rejection),
     /// The two sides' sequence numbers do not fit (status 1): see the
     /// operations guide (`docs/operations.md`, "Sequence number mismatch").
     SeqMismatch(SeqMismatch),
@@ -195,9 +195,28 @@ impl fmt::Display for ConnectError {
             ConnectError::Io { op, .. } => write!(f, "{op} failed"),
             ConnectError::File(_) => f.write_str("a queue file cannot be used"),
             ConnectError::BadResponse(why) => write!(f, "invalid login response: {why}"),
-            ConnectError::Rejected(text) => write!(f, "login rejected: {text}"),
+            ConnectError::Rejected(why) => write!(f, "login rejected: {why}"),
             ConnectError::SeqMismatch(m) => write!(f, "sequence number mismatch: {m}"),
             ConnectError::Session(_) => f.write_str("the session closed at login"),
+        }
+    }
+}
+
+impl ConnectError {
+    /// Whether connecting again later may succeed, for a reconnect loop:
+    /// the server is down or unreachable, restarting, or still closing
+    /// this name's previous session ([`Rejection::is_transient`]), or a
+    /// process of ours that held the files is still exiting. `false`
+    /// wants a person: a refusal by the application, a sequence mismatch,
+    /// a corrupt file, a peer that is no tcpshm server.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectError::Io { .. } | ConnectError::Session(_) => true,
+            ConnectError::Rejected(why) => why.is_transient(),
+            ConnectError::File(e) => e.is_in_use(),
+            ConnectError::AlreadyConnected
+            | ConnectError::BadResponse(_)
+            | ConnectError::SeqMismatch(_) => false,
         }
     }
 }

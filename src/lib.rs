@@ -131,7 +131,7 @@ pub use close::{Close, CloseReason};
 pub use config::Config;
 pub use conn::{Alloc, AllocError, ConnRx, ConnTx, Connection, Received, Transport};
 pub use error::{ConfigError, ConnectError, FileError, FileErrorKind, SetupError};
-pub use login::SeqMismatch;
+pub use login::{Rejection, SeqMismatch};
 pub use server::{
     Accept, ConnId, Control, ControlHandler, Group, GroupHandler, LoginRequest, Server, ServerParts,
 };

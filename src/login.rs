@@ -61,6 +61,77 @@ impl SeqMismatch {
     }
 }
 
+/// Why a server refused a login ([`ConnectError::Rejected`](crate::ConnectError::Rejected)),
+/// from the text of its response. The server's own refusals (a C++
+/// server sends the same texts) are told apart, so a client knows which
+/// to retry: see [`is_transient`](Self::is_transient).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// The name's previous session is still up on the server: it may not
+    /// have noticed the disconnect yet (it does within
+    /// `Config::connection_timeout`), or another process logged in with
+    /// this name. Text "Already loggned on" (sic: the C++ text, which
+    /// clients match).
+    AlreadyLoggedOn,
+    /// Every slot of the group serves another client ("Max client cnt
+    /// exceeded").
+    ServerFull,
+    /// The client name is empty or unusable ("Invalid client name").
+    InvalidName,
+    /// The server application chose a group that does not exist
+    /// ("Invalid group"): a server bug.
+    InvalidGroup,
+    /// The server cannot open or trust the pair's files ("System error");
+    /// its log names the file.
+    System,
+    /// The server application refused the login, with this text
+    /// ("Login Reject" when it gave none).
+    Application(String),
+}
+
+impl Rejection {
+    /// The text a server sends for this refusal.
+    pub fn text(&self) -> &str {
+        match self {
+            Rejection::AlreadyLoggedOn => "Already loggned on",
+            Rejection::ServerFull => "Max client cnt exceeded",
+            Rejection::InvalidName => "Invalid client name",
+            Rejection::InvalidGroup => "Invalid group",
+            Rejection::System => "System error",
+            Rejection::Application(t) if t.is_empty() => "Login Reject",
+            Rejection::Application(t) => t,
+        }
+    }
+
+    /// The refusal a response's text names.
+    pub(crate) fn from_text(text: String) -> Rejection {
+        [
+            Rejection::AlreadyLoggedOn,
+            Rejection::ServerFull,
+            Rejection::InvalidName,
+            Rejection::InvalidGroup,
+            Rejection::System,
+        ]
+        .into_iter()
+        .find(|r| r.text() == text)
+        .unwrap_or(Rejection::Application(text))
+    }
+
+    /// Whether the same login may succeed later: the old session is
+    /// still being closed, or a slot may free up. A refusal by the
+    /// application, or for the name or the files, wants a person.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Rejection::AlreadyLoggedOn | Rejection::ServerFull)
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text())
+    }
+}
+
 /// Opens the queues of the pair `local` ↔ `remote` into `conn`, unless it
 /// already holds them: the TCP queue file in `dir`, or the two shm objects
 /// (ours to write, the peer's to read).
@@ -157,6 +228,12 @@ mod tests {
             "ranges across the u32 wrap"
         );
         let n = Name::new("srv").unwrap();
+        for r in [Rejection::AlreadyLoggedOn, Rejection::System] {
+            assert_eq!(Rejection::from_text(r.text().to_string()), r);
+        }
+        let app = Rejection::from_text("bad token".into());
+        assert_eq!(app, Rejection::Application("bad token".into()));
+        assert!(!app.is_transient() && Rejection::ServerFull.is_transient());
         assert!(is_new_pair(None, n));
         assert!(!is_new_pair(Some(n), n));
     }

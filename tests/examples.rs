@@ -34,15 +34,25 @@ impl Drop for Kill {
 
 /// Runs `cmd` to its end within `secs`, killing it past the deadline.
 fn run(cmd: &mut Command, secs: u64) -> Output {
-    let mut child = Kill(
+    finish(start(cmd), secs)
+}
+
+/// Starts `cmd` with its output piped.
+fn start(cmd: &mut Command) -> Kill {
+    Kill(
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+/// Waits for `child` to end successfully within `secs`, killing it past
+/// the deadline.
+fn finish(mut child: Kill, secs: u64) -> Output {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "{cmd:?} ran past {secs} s");
+        assert!(Instant::now() < deadline, "{:?} ran past {secs} s", child.0);
         std::thread::sleep(Duration::from_millis(10));
     }
     let Kill(c) = &mut child;
@@ -53,7 +63,7 @@ fn run(cmd: &mut Command, secs: u64) -> Output {
     };
     assert!(
         out.status.success(),
-        "{cmd:?}: {}\n{}",
+        "{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -87,13 +97,13 @@ impl Drop for ShmPair {
     }
 }
 
-#[test]
-fn echo_server_and_client() {
-    let dir = scratch("echo");
+/// The echo server example on `addr` over its files in `dir`, and the
+/// address it listens on.
+fn echo_server(addr: &str, dir: &Path) -> (Kill, String) {
     let mut server = Kill(
         Command::new(example("echo_server"))
-            .args(["127.0.0.1:0"])
-            .arg(dir.join("server"))
+            .arg(addr)
+            .arg(dir)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap(),
@@ -108,6 +118,13 @@ fn echo_server_and_client() {
         .to_string();
     // Keep reading what the server prints (its logins), until it dies.
     std::thread::spawn(move || for _ in out.lines().map_while(Result::ok) {});
+    (server, addr)
+}
+
+#[test]
+fn echo_server_and_client() {
+    let dir = scratch("echo");
+    let (mut server, addr) = echo_server("127.0.0.1:0", &dir.join("server"));
     for transport in ["tcp", "shm"] {
         let name = format!("ex{transport}{}", std::process::id() % 100_000);
         let _shm = ShmPair(name.clone());
@@ -123,6 +140,19 @@ fn echo_server_and_client() {
             assert!(text.contains(before), "{text}");
             assert!(text.contains("echoes in order"), "{text}");
         }
+        // The server killed (kill -9) and started again a moment after the
+        // client: the client keeps trying, logs in, and goes on to 1500.
+        drop(server);
+        let client = start(
+            Command::new(example("echo_client"))
+                .args([&addr, transport, "1500", &name])
+                .current_dir(&dir),
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        server = echo_server(&addr, &dir.join("server")).0;
+        let text = String::from_utf8_lossy(&finish(client, 60).stdout).into_owned();
+        assert!(text.contains("1000 sent"), "{text}");
+        assert!(text.contains("500 echoes in order"), "{text}");
     }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
@@ -132,9 +162,12 @@ fn echo_server_and_client() {
 fn threads() {
     let out = run(&mut Command::new(example("threads")), 120);
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["desk1", "desk22", "tcp1"] {
+    for name in ["desk1", "desk2", "tcp1"] {
         assert!(text.contains(&format!("{name}: 10000 echoes")), "{text}");
     }
+    // Each SHM desk in a group of its own, as the allow-list says.
+    assert!(text.contains("desk1 in Shm group 0"), "{text}");
+    assert!(text.contains("desk2 in Shm group 1"), "{text}");
     assert!(text.contains("intruder refused: not on the list"), "{text}");
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use tcpshm::{Client, ConnectError, FileErrorKind, Server, SetupError};
+use tcpshm::{Client, ConnectError, FileErrorKind, Rejection, Server, SetupError};
 
 /// Bytes of a queue file's header, before its message area
 /// (`docs/protocol.md`, "The send queue file").
@@ -15,7 +15,7 @@ const FILE_HEADER_SIZE: usize = 64;
 
 fn rejected_system_error(r: Result<u8, ConnectError>) {
     match r {
-        Err(ConnectError::Rejected(t)) => assert_eq!(t, "System error"),
+        Err(ConnectError::Rejected(why)) => assert_eq!(why, Rejection::System),
         other => panic!("expected a System error reject, got {other:?}"),
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use common::*;
-use tcpshm::{Client, ConnectError, Server};
+use tcpshm::{Client, ConnectError, Rejection, Server};
 use tcpshm_v1::{Login, Response, STATUS_REJECTED};
 
 fn raw_login(addr: std::net::SocketAddr, frame: &[u8]) -> Option<Response> {
@@ -23,9 +23,15 @@ fn raw_login(addr: std::net::SocketAddr, frame: &[u8]) -> Option<Response> {
     }
 }
 
-fn rejected(r: Result<u8, ConnectError>) -> String {
+fn rejected(r: Result<u8, ConnectError>) -> Rejection {
     match r {
-        Err(ConnectError::Rejected(t)) => t,
+        Err(e @ ConnectError::Rejected(_)) => {
+            let ConnectError::Rejected(why) = &e else {
+                unreachable!()
+            };
+            assert_eq!(e.is_transient(), why.is_transient());
+            why.clone()
+        }
         other => panic!("expected a rejection, got {other:?}"),
     }
 }
@@ -71,12 +77,12 @@ fn rejects_carry_the_protocol_texts() {
         let mut b = client(&dir, "b", &cfg);
         assert_eq!(
             rejected(b.connect(tcpshm::Transport::Tcp, addr, 0)),
-            "Max client cnt exceeded"
+            Rejection::ServerFull
         );
         let mut a2: Client = Client::new("a", dir.join("a2"), cfg.clone()).unwrap();
         assert_eq!(
             rejected(a2.connect(tcpshm::Transport::Tcp, addr, 0)),
-            "Already loggned on"
+            Rejection::AlreadyLoggedOn
         );
         // The logged-on client is not disturbed.
         assert!(send(a.connection(), 0, 16));
@@ -103,7 +109,8 @@ fn application_reject_with_its_text_or_the_default() {
         };
         with_echo_server(&dir, "srv", &cfg, handler, |addr| {
             let mut c = client(&dir, "c", &cfg);
-            assert_eq!(rejected(c.connect(tcpshm::Transport::Tcp, addr, 0)), want);
+            let why = rejected(c.connect(tcpshm::Transport::Tcp, addr, 0));
+            assert_eq!((why.text(), why.is_transient()), (want, false));
             assert!(c.connection().is_closed());
             // A rejected client has logged in to nothing: it records no
             // last server, and no pair file.

@@ -78,7 +78,7 @@ fn custom_login_user_data_types() {
         let _stop = StopOnDrop(&stop);
         let mut bad = Client::<Token, [u8; 4]>::new("bad", dir.join("b"), cfg.clone()).unwrap();
         match bad.connect(tcpshm::Transport::Tcp, addr, Token { user: 1, secret: 2 }) {
-            Err(ConnectError::Rejected(t)) => assert_eq!(t, "bad token"),
+            Err(ConnectError::Rejected(why)) => assert_eq!(why.text(), "bad token"),
             other => panic!("{other:?}"),
         }
         let mut good = Client::<Token, [u8; 4]>::new("good", dir.join("g"), cfg.clone()).unwrap();

@@ -51,7 +51,9 @@ impl Transport {
 /// A connection to one peer, over TCP or shared memory. It stays valid
 /// while its [`Client`](crate::Client) or [`Server`](crate::Server) lives,
 /// across disconnects and logins: messages pushed while disconnected go
-/// out after the next login.
+/// out after the next login over the same transport. (A pair's TCP and
+/// SHM queues are separate, each with its own counters: what was pushed
+/// over TCP waits for the next TCP login.)
 ///
 /// A connection has a receive half ([`ConnRx`]) and a send half
 /// ([`ConnTx`]); [`split`](Self::split) hands out both, so a message is

@@ -148,7 +148,8 @@ impl ConnRx {
     /// Application messages popped from this pair since it was (re)set,
     /// mod 2^31. Persisted with each pop, so exact after a crash at any
     /// instruction: an application can keep its own state consistent with
-    /// it (see the echo server of the `tcpshm` command).
+    /// it (`examples/exactly_once.rs`). Counted per transport, as
+    /// [`ConnTx::messages_pushed`](crate::ConnTx::messages_pushed).
     #[inline]
     pub fn messages_popped(&self) -> u32 {
         match &self.t {

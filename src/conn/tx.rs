@@ -294,7 +294,8 @@ impl ConnTx {
 
     /// Application messages pushed to this pair since it was (re)set,
     /// mod 2^31. Persisted with each push, so exact after a crash at any
-    /// instruction.
+    /// instruction. Counted per transport: a pair's TCP and SHM queues
+    /// are separate (before a login, 0).
     #[inline]
     pub fn messages_pushed(&self) -> u32 {
         match &self.t {

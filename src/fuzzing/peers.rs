@@ -61,6 +61,9 @@ fn fuzz_config(dir: &Path) -> Config {
         max_new_connections: 3,
         heartbeat_interval: Duration::from_secs(1),
         connection_timeout: Duration::from_secs(3),
+        // The fake clock stands still while a login is polled: run the
+        // control part at every poll, not once per tick.
+        socket_poll_interval: Duration::ZERO,
         ..Config::default()
     }
 }
@@ -569,8 +572,15 @@ const SLOT: ConnId = ConnId {
 };
 
 /// Logs the client in while another thread polls the server; once the
-/// session is up, shrinks both ends' socket buffers.
-fn connect(client: &mut Client, server: &mut Server, side: &mut Side, addr: SocketAddr, now: i64) {
+/// session is up, shrinks both ends' socket buffers. Returns whether the
+/// client logged in.
+fn connect(
+    client: &mut Client,
+    server: &mut Server,
+    side: &mut Side,
+    addr: SocketAddr,
+    now: i64,
+) -> bool {
     let stop = AtomicBool::new(false);
     let ok = std::thread::scope(|s| {
         s.spawn(|| {
@@ -592,6 +602,7 @@ fn connect(client: &mut Client, server: &mut Server, side: &mut Side, addr: Sock
             shrink(c);
         }
     }
+    ok.is_ok()
 }
 
 /// A logged-in TCP session, driven for real on both sides: a `Server` and
@@ -619,8 +630,12 @@ pub fn session_conn(data: &[u8]) {
     };
     let (mut server_side, mut client_side) = (Side::default(), Side::default());
     let mut now = SECOND_NS;
-    connect(&mut client, &mut server, &mut server_side, addr, now);
     let (mut to_server, mut to_client) = (0u64, 0u64);
+    // Until the client's first login succeeds, the pair is new to it: that
+    // login starts the pair afresh on both sides, and what the server
+    // pushed to the slot meanwhile (a login the server answered after the
+    // client gave up on it) is gone by the protocol's rule.
+    let mut paired = connect(&mut client, &mut server, &mut server_side, addr, now);
     for _ in 0..96 {
         if inp.done() {
             break;
@@ -669,8 +684,11 @@ pub fn session_conn(data: &[u8]) {
                 }
             }
             _ => {
-                if client.connection().is_closed() {
-                    connect(&mut client, &mut server, &mut server_side, addr, now);
+                if client.connection().is_closed()
+                    && connect(&mut client, &mut server, &mut server_side, addr, now)
+                    && !std::mem::replace(&mut paired, true)
+                {
+                    to_client = 0;
                 }
             }
         }

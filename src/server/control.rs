@@ -9,11 +9,11 @@ use std::sync::Arc;
 use super::mailbox::{Inbox, Outbox};
 use super::{
     Accept, ConnId, ControlHandler, GroupInbox, LoginHandoff, LoginRequest, ToCtl, ToGroup,
-    ERR_ALREADY_LOGGED_ON, ERR_INVALID_GROUP, ERR_INVALID_NAME, ERR_LOGIN_REJECT, ERR_MAX_CLIENTS,
 };
 use crate::close::{Close, CloseReason};
 use crate::config::{Config, Ticks};
 use crate::conn::{LinkState, TcpLink, Transport};
+use crate::login::Rejection;
 use crate::wire::{
     error_msg_field, Login, LoginResponse, LoginStatus, MsgHeader, Name, UserData, MSG_TYPE_LOGIN,
 };
@@ -333,17 +333,17 @@ impl<U: UserData, R: UserData> Control<U, R> {
             return; // dropped with the connection
         };
         let server_name = self.name.to_wire();
-        let reject = |mut stream: TcpStream, text: &str| {
+        let reject = |mut stream: TcpStream, why: Rejection| {
             let rsp = LoginResponse::<R> {
                 status: LoginStatus::Rejected,
                 server_name,
-                error_msg: error_msg_field(text),
+                error_msg: error_msg_field(why.text()),
                 ..Default::default()
             };
             let _ = stream.write(&rsp.encode(0));
         };
         let Ok(client) = Name::from_wire(&login.client_name) else {
-            return reject(p.stream, ERR_INVALID_NAME);
+            return reject(p.stream, Rejection::InvalidName);
         };
         let req = LoginRequest {
             client,
@@ -354,19 +354,18 @@ impl<U: UserData, R: UserData> Control<U, R> {
         };
         let (group, user_data) = match handler.on_new_connection(&req) {
             Accept::Serve { group, user_data } => (group, user_data),
-            Accept::Reject(text) if text.is_empty() => return reject(p.stream, ERR_LOGIN_REJECT),
-            Accept::Reject(text) => return reject(p.stream, &text),
+            Accept::Reject(text) => return reject(p.stream, Rejection::Application(text)),
         };
         let Some(g) = self.groups(req.transport).get_mut(group) else {
-            return reject(p.stream, ERR_INVALID_GROUP);
+            return reject(p.stream, Rejection::InvalidGroup);
         };
         debug_assert_eq!(g.transport, req.transport);
         let slots = &mut g.slots;
         let Some(slot) = choose_slot(slots, client) else {
-            return reject(p.stream, ERR_MAX_CLIENTS);
+            return reject(p.stream, Rejection::ServerFull);
         };
         if slots[slot].state != SlotState::Idle {
-            return reject(p.stream, ERR_ALREADY_LOGGED_ON);
+            return reject(p.stream, Rejection::AlreadyLoggedOn);
         }
         slots[slot].name = Some(client);
         slots[slot].state = SlotState::Pending;

@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::mailbox::{Inbox, Outbox};
-use super::{ConnId, GroupHandler, LoginHandoff, ToCtl, ToGroup, ERR_SYSTEM};
+use super::{ConnId, GroupHandler, LoginHandoff, ToCtl, ToGroup};
 use crate::close::Close;
 use crate::config::Config;
 use crate::conn::{deliver, deliver_ready, Connection, LinkState, TcpLink, Transport};
 use crate::error::FileError;
-use crate::login::{self, SeqMismatch};
+use crate::login::{self, Rejection, SeqMismatch};
 use crate::stats::ConnStats;
 use crate::wire::{error_msg_field, LoginResponse, LoginStatus, Name, UserData};
 
@@ -278,7 +278,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
         );
         if let Err(e) = opened {
             handler.on_file_error(&name, &e);
-            rsp.error_msg = error_msg_field(ERR_SYSTEM);
+            rsp.error_msg = error_msg_field(Rejection::System.text());
             let _ = stream.write(&rsp.encode(0));
             return None;
         }
@@ -299,7 +299,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
                 Err(why) => {
                     let path = crate::pair_files::ptcp_path(&self.dir, &self.server, &name);
                     handler.on_file_error(&name, &FileError::corrupt(path, why));
-                    rsp.error_msg = error_msg_field(ERR_SYSTEM);
+                    rsp.error_msg = error_msg_field(Rejection::System.text());
                     let _ = stream.write(&rsp.encode(0));
                     return None;
                 }

@@ -47,21 +47,6 @@ use crate::login::SeqMismatch;
 use crate::stats::ConnStats;
 use crate::wire::{Name, UserData};
 
-/// Error text for an empty or unusable client name.
-const ERR_INVALID_NAME: &str = "Invalid client name";
-/// Default error text when the application rejects a login.
-const ERR_LOGIN_REJECT: &str = "Login Reject";
-/// Error text when every slot of the group serves a live connection (a
-/// slot is capacity for a live connection, not bound to a name forever).
-const ERR_MAX_CLIENTS: &str = "Max client cnt exceeded";
-/// Error text when the name is already logged on (sic, as existing
-/// clients match it).
-const ERR_ALREADY_LOGGED_ON: &str = "Already loggned on";
-/// Error text when the server cannot open the client's files.
-const ERR_SYSTEM: &str = "System error";
-/// Error text when the application names a group that does not exist.
-const ERR_INVALID_GROUP: &str = "Invalid group";
-
 /// Which connection: transport, group and slot in the group. A slot serves
 /// one name at a time; after that name's session ends, an idle slot may
 /// serve another name (`on_client_logon` tells which).
@@ -153,7 +138,10 @@ pub trait GroupHandler<U: UserData = u8> {
     /// is delivered again at the next poll (leave it when the reply does
     /// not fit yet: `alloc` fails with `Full`).
     fn on_client_msg(&mut self, id: ConnId, msg: Received<'_>, tx: &mut ConnTx);
-    /// A client logged on; `conn` may be pushed to right away.
+    /// A client logged on; `conn` may be pushed to right away. (An
+    /// application that answers exactly once by counting, as
+    /// `examples/exactly_once.rs`, sends nothing but replies: a push here
+    /// would count as one.)
     fn on_client_logon(&mut self, _id: ConnId, _login: &LoginRequest<U>, _conn: &mut Connection) {}
     /// A client's session ended. Its messages are all delivered; its
     /// files stay for its next login.
@@ -203,7 +191,9 @@ enum ToCtl {
 }
 
 /// A server. `U` is the login user data type, `R` the login-response
-/// user data type (both `u8` by default, as the C++ library's).
+/// user data type (both `u8` by default, as the C++ library's). Name the
+/// type where you make one (`let server: Server = ...`): Rust does not
+/// fall back to the defaults by itself.
 ///
 /// ```no_run
 /// use tcpshm::{Accept, Config, ConnId, ConnTx, ControlHandler, GroupHandler, LoginRequest, Received, Server};
