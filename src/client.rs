@@ -436,7 +436,7 @@ impl ClientTcp<'_> {
     /// server's messages too. Reports a disconnect once.
     pub fn poll<H: ClientHandler>(&mut self, now: i64, handler: &mut H) {
         if let Some(conn) = self.conn.as_deref_mut() {
-            if let Some(close) = conn.poll_tcp_io(now) {
+            if let Some(close) = conn.poll_tcp_io(now, true) {
                 handler.on_disconnected(close);
             }
             // TCP: what the receive buffer holds, a bound of its own.
@@ -448,7 +448,7 @@ impl ClientTcp<'_> {
         };
         let res: Result<(), Close> = match self.state.closed() {
             Some(c) => Err(c),
-            None => l.poll_heartbeats(now),
+            None => l.poll_heartbeats(now, true),
         };
         if let Err(c) = res {
             self.state.close(c);

@@ -298,6 +298,15 @@ impl Config {
 
     /// The durations in ticks, each at most 2^61 (so sums of a few never
     /// wrap).
+    /// `d` in ticks of the caller's clock (saturating).
+    pub(crate) fn ticks_of(&self, d: Duration) -> i64 {
+        let t = d
+            .as_nanos()
+            .saturating_mul(u128::from(self.ticks_per_second))
+            / 1_000_000_000;
+        i64::try_from(t).unwrap_or(i64::MAX / 4)
+    }
+
     fn try_ticks(&self) -> Result<Ticks, ConfigError> {
         let tps = u128::from(self.ticks_per_second);
         let conv = |setting: &'static str, d: Duration| {

@@ -138,6 +138,16 @@ pub enum SetupError {
     Config(ConfigError),
     /// The directory could not be created.
     Dir(FileError),
+    /// A file of the server's own (a group's doorbell) cannot be used.
+    File(FileError),
+    /// The operating system refused a resource ("create epoll set": out
+    /// of file descriptors, say).
+    Io {
+        /// What was being made.
+        op: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for SetupError {
@@ -146,6 +156,8 @@ impl fmt::Display for SetupError {
             SetupError::Name(_) => f.write_str("invalid name"),
             SetupError::Config(_) => f.write_str("invalid configuration"),
             SetupError::Dir(_) => f.write_str("cannot create the directory"),
+            SetupError::File(_) => f.write_str("a server file cannot be used"),
+            SetupError::Io { op, .. } => write!(f, "{op} failed"),
         }
     }
 }
@@ -155,7 +167,8 @@ impl std::error::Error for SetupError {
         match self {
             SetupError::Name(e) => Some(e),
             SetupError::Config(e) => Some(e),
-            SetupError::Dir(e) => Some(e),
+            SetupError::Dir(e) | SetupError::File(e) => Some(e),
+            SetupError::Io { source, .. } => Some(source),
         }
     }
 }

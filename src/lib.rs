@@ -124,6 +124,7 @@ mod session;
 mod shm_queue;
 mod stats;
 mod sys;
+mod timer_wheel;
 mod wire;
 
 pub use client::{Client, ClientHandler, ClientShm, ClientTcp};

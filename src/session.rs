@@ -366,6 +366,12 @@ impl Session {
         self.heartbeats += 1;
     }
 
+    /// Whether the local ack `local_ack` is newer than what the peer was
+    /// told, or a delayed ack waits: the next polls must see to it.
+    pub(crate) fn ack_pending(&self, local_ack: u32) -> bool {
+        local_ack != self.ack_sent || self.ack_waiting_since.is_some()
+    }
+
     /// Heartbeats (standalone acks included) queued this session.
     pub(crate) fn heartbeats(&self) -> u64 {
         self.heartbeats

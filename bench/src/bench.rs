@@ -301,7 +301,26 @@ pub(crate) struct Round {
     avg_ns: f64,
 }
 
+/// p50, p99, p99.9 (ns) and mean of rounds merged.
+pub(crate) fn merged_rtt(rounds: &[Round]) -> (u64, u64, u64, f64) {
+    let mut h = hist();
+    for r in rounds {
+        let _ = h.add(&r.hist);
+    }
+    (
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.mean(),
+    )
+}
+
 impl Round {
+    /// The round's quantile `q` in nanoseconds.
+    pub(crate) fn quantile(&self, q: f64) -> f64 {
+        self.hist.value_at_quantile(q) as f64
+    }
+
     /// p50 and p99 in nanoseconds.
     pub(crate) fn p50_p99(&self) -> (f64, f64) {
         (
@@ -589,7 +608,7 @@ fn peer_rawtcp(p: &PeerArgs) -> Result<(), String> {
 
 /// The peer's server: echoes, except SINK_TYPE messages, consumed silently.
 #[derive(Clone)]
-struct BenchEcho;
+pub(crate) struct BenchEcho;
 
 impl ControlHandler for BenchEcho {
     fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
@@ -733,6 +752,20 @@ pub(crate) fn our_client(
         t: now(),
         loops: 0,
     })
+}
+
+impl Ours {
+    /// `client`, connected (over shared memory if `shm`), with its count
+    /// of echoes.
+    pub(crate) fn new(client: Client, shm: bool) -> Ours {
+        Ours {
+            client,
+            echoes: Echoes(0),
+            shm,
+            t: now(),
+            loops: 0,
+        }
+    }
 }
 
 /// A connected client of the bench with what it counts.
@@ -1303,11 +1336,16 @@ pub fn peer(p: PeerArgs) -> Result<(), String> {
         // Paced, and not pinned: see `isolation`.
         return crate::isolation::abuse(kind, &p);
     }
+    if p.mode == "idle-clients" {
+        // Asleep but for a heartbeat a second: not pinned.
+        return crate::scale::peer_idle(&p);
+    }
     pin(1);
     match p.mode.as_str() {
         "cacheline" => peer_cacheline(&p),
         "rawtcp" => peer_rawtcp(&p),
         "server" => peer_server(&p),
+        "scale-server" => crate::scale::peer_server(&p),
         m => Err(format!("unknown bench peer mode {m}")),
     }
 }

@@ -5,6 +5,7 @@
 
 mod bench;
 mod isolation;
+mod scale;
 mod shared_page;
 
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ enum Cmd {
     /// How much stalled, flooding or streaming peers slow another client
     /// of the same connection group (interleaved quiet rounds).
     Isolation(isolation::Args),
+    /// What N idle clients in the active client's group cost its round
+    /// trip, against lone rounds of the same run; the server's system
+    /// calls per idle poll and what it holds per connection.
+    Scale(scale::Args),
     /// The other process of a run (not for direct use).
     #[command(hide = true)]
     Peer(bench::PeerArgs),
@@ -39,6 +44,7 @@ fn main() -> ExitCode {
     let r = match Cli::parse().cmd {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Isolation(a) => isolation::run(a),
+        Cmd::Scale(a) => scale::run(a),
         Cmd::Peer(a) => bench::peer(a),
     };
     match r {

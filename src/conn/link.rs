@@ -81,6 +81,12 @@ impl TcpLink {
         Ok(false)
     }
 
+    /// Whether bytes wait to be sent (a heartbeat the socket took in part;
+    /// a queue's bytes are the caller's to look at).
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.session.transmit::<Mapping>(None).0.is_empty()
+    }
+
     /// One read into `buf`, parsed; `None` when the buffer is full of
     /// unconsumed messages (nothing was read).
     pub(crate) fn read(
@@ -100,10 +106,15 @@ impl TcpLink {
     }
 
     /// The socket of a shared-memory session: reads (and drops) at most one
-    /// bounded read of the peer's heartbeats, checks the timeout, sends
-    /// heartbeats.
-    pub(crate) fn poll_heartbeats(&mut self, now: i64) -> Result<(), Close> {
-        let got = socket::discard(&mut self.sock)?;
+    /// bounded read of the peer's heartbeats (if `read`: a caller that
+    /// knows nothing arrived skips the system call), checks the timeout,
+    /// sends heartbeats.
+    pub(crate) fn poll_heartbeats(&mut self, now: i64, read: bool) -> Result<(), Close> {
+        let got = if read {
+            socket::discard(&mut self.sock)?
+        } else {
+            0
+        };
         self.session.handle_recv(now, Some(got))?;
         self.session.poll_heartbeat(now, 0, 0, true);
         self.flush(None).map(|_| ())

@@ -340,9 +340,11 @@ impl Connection {
 
     /// Polls the TCP side of a TCP connection: reads (acks, framing),
     /// sends pending data or a heartbeat, checks the timeout. Every step is
-    /// bounded: one read, at most two rounds of writes. Returns the close
-    /// to report, once, when the session ends.
-    pub(crate) fn poll_tcp_io(&mut self, now: i64) -> Option<Close> {
+    /// bounded: one read, at most two rounds of writes. `read`: whether to
+    /// read (a caller that knows from its readiness set that nothing
+    /// arrived skips the system call; the timers see silence). Returns the
+    /// close to report, once, when the session ends.
+    pub(crate) fn poll_tcp_io(&mut self, now: i64, read: bool) -> Option<Close> {
         let TxTransport::Tcp { queue, link } = &mut self.tx.t else {
             return None;
         };
@@ -354,7 +356,11 @@ impl Connection {
             let RxTransport::Tcp { buf, ack } = &mut self.rx.t else {
                 return Ok(());
             };
-            let got = l.read(buf, Some(queue), self.guard.as_ref())?;
+            let got = if read {
+                l.read(buf, Some(queue), self.guard.as_ref())?
+            } else {
+                Some(0)
+            };
             l.session.handle_recv(now, got)?;
             let pending = l.flush(Some(queue))?;
             l.session
@@ -368,6 +374,38 @@ impl Connection {
                 *link = None; // closes the socket
                 self.tx.state.closed()
             }
+        }
+    }
+}
+
+impl Connection {
+    /// Whether the TCP side has work for the next poll even if nothing
+    /// arrives: messages delivered and not consumed, bytes not yet sent, a
+    /// consumed message whose ack is not yet told, a session closed by
+    /// this side, or timers not yet started. What a group visits every
+    /// poll; every other connection waits for its socket or its deadline.
+    pub(crate) fn tcp_wants_poll(&self) -> bool {
+        let (TxTransport::Tcp { queue, link }, RxTransport::Tcp { buf, ack }) =
+            (&self.tx.t, &self.rx.t)
+        else {
+            return false;
+        };
+        let Some(l) = link else {
+            return false;
+        };
+        buf.has_messages()
+            || self.tx.state.closed().is_some()
+            || !l.session.transmit(Some(queue)).0.is_empty()
+            || l.session.ack_pending(ack.get())
+            || l.session.next_deadline().is_none()
+    }
+
+    /// When the TCP side's timers next have work (a heartbeat, a timeout);
+    /// `None` with no session, or before its first poll.
+    pub(crate) fn tcp_deadline(&self) -> Option<i64> {
+        match &self.tx.t {
+            TxTransport::Tcp { link: Some(l), .. } => l.session.next_deadline(),
+            _ => None,
         }
     }
 }

@@ -30,6 +30,7 @@
 mod control;
 mod group;
 mod mailbox;
+mod slot_set;
 
 use std::io;
 use std::marker::PhantomData;
@@ -275,13 +276,13 @@ impl<U: UserData, R: UserData> Server<U, R> {
                         to_ctl.clone(),
                     )
                 })
-                .collect::<Vec<_>>()
+                .collect::<Result<Vec<_>, _>>()
         };
-        let tcp = groups(Transport::Tcp, cfg.tcp_groups, cfg.tcp_conns_per_group);
-        let shm = groups(Transport::Shm, cfg.shm_groups, cfg.shm_conns_per_group);
+        let tcp = groups(Transport::Tcp, cfg.tcp_groups, cfg.tcp_conns_per_group)?;
+        let shm = groups(Transport::Shm, cfg.shm_groups, cfg.shm_conns_per_group)?;
         let shm_dir = cfg.shm_dir.clone();
         let control_every = cfg.ticks().socket_poll_interval;
-        let control = Control::new(name, cfg, inboxes, from_groups);
+        let control = Control::new(name, cfg, inboxes, from_groups)?;
         Ok(Server {
             name,
             dir,

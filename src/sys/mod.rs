@@ -17,8 +17,10 @@
 
 pub(crate) mod files;
 mod mapping;
+mod poller;
 mod region;
 pub(crate) mod socket;
 
 pub(crate) use mapping::{Lock, MapOptions, Mapping};
+pub(crate) use poller::{Poller, READABLE};
 pub(crate) use region::{HeapRegion, Region};

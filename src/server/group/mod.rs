@@ -1,6 +1,11 @@
 //! A group of connections (TCP or SHM), polled by one thread: finishes the
 //! logins the control part hands over (opens files, checks sequence
-//! numbers, answers) and delivers messages.
+//! numbers, answers) and delivers messages. How a poll finds the
+//! connections with work is the transport's: `tcp` (a readiness set and
+//! a timer wheel once the group is large) and `shm`.
+
+mod shm;
+mod tcp;
 
 use std::io::Write;
 use std::net::TcpStream;
@@ -8,11 +13,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::mailbox::{Inbox, Outbox};
+use super::slot_set::SlotSet;
 use super::{ConnId, GroupHandler, LoginHandoff, ToCtl, ToGroup};
 use crate::close::Close;
 use crate::config::Config;
-use crate::conn::{deliver, deliver_ready, Connection, LinkState, TcpLink, Transport};
-use crate::error::FileError;
+use crate::conn::{Connection, LinkState, TcpLink, Transport};
+use crate::error::{FileError, SetupError};
 use crate::login::{self, Rejection, SeqMismatch};
 use crate::stats::ConnStats;
 use crate::wire::{error_msg_field, LoginResponse, LoginStatus, Name, UserData};
@@ -27,9 +33,13 @@ pub struct Group<U: UserData = u8, R: UserData = u8> {
     cfg: Arc<Config>,
     conns: Vec<Connection>,
     /// Slots with a session this group serves.
-    live: Vec<usize>,
+    live: SlotSet,
     inbox: Inbox<ToGroup<U, R>>,
     to_ctl: Outbox<ToCtl>,
+    /// How a TCP group finds its connections with work (`None` for SHM).
+    tcp: Option<tcp::Readiness>,
+    /// How an SHM group does (`None` for TCP).
+    shm: Option<shm::Readiness>,
 }
 
 impl<U: UserData, R: UserData> Group<U, R> {
@@ -43,18 +53,24 @@ impl<U: UserData, R: UserData> Group<U, R> {
         per: usize,
         inbox: Inbox<ToGroup<U, R>>,
         to_ctl: Outbox<ToCtl>,
-    ) -> Self {
-        Group {
+    ) -> Result<Self, SetupError> {
+        let (tcp, shm) = match transport {
+            Transport::Tcp => (Some(tcp::Readiness::new(per, &cfg)?), None),
+            Transport::Shm => (None, Some(shm::Readiness::new(per))),
+        };
+        Ok(Group {
             transport,
             idx,
             server,
             dir,
             cfg,
             conns: (0..per).map(|_| Connection::new(server)).collect(),
-            live: Vec::with_capacity(per),
+            live: SlotSet::new(per),
             inbox,
             to_ctl,
-        }
+            tcp,
+            shm,
+        })
     }
 
     /// Statistics of the slots bound to a client name (allocates: not
@@ -82,7 +98,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
     pub(super) fn release_pair(&mut self, client: &Name) -> Result<(), ()> {
         for (slot, c) in self.conns.iter_mut().enumerate() {
             if c.remote_name() == Some(client) {
-                if self.live.contains(&slot) {
+                if self.live.contains(slot) {
                     return Err(());
                 }
                 c.release();
@@ -105,23 +121,37 @@ impl<U: UserData, R: UserData> Group<U, R> {
         self.live.len()
     }
 
-    /// A connection of this group, to push to outside callbacks.
+    /// A connection of this group, to push to outside callbacks. What is
+    /// pushed goes out at once, or with the group's next poll.
     pub fn connection(&mut self, slot: usize) -> Option<&mut Connection> {
-        self.conns.get_mut(slot)
+        let conn = self.conns.get_mut(slot)?;
+        // Its next poll visits it: to send what a push left, to let a
+        // batch go, or to report a close.
+        if let Some(t) = &mut self.tcp {
+            t.touch(slot);
+        }
+        if let Some(s) = &mut self.shm {
+            s.touch(slot);
+        }
+        Some(conn)
     }
 
     /// Serves the group once: finishes the logins the control part handed
     /// over, then delivers the connections' messages to `handler`.
-    /// - TCP: for each live connection, reads, sends, heartbeats, checks
-    ///   the timeout and delivers what its receive buffer holds (at most
-    ///   `Config::tcp_recv_buf_max_size` bytes).
+    /// - TCP: reads, sends, heartbeats, checks the timeout and delivers
+    ///   what its receive buffer holds (at most
+    ///   `Config::tcp_recv_buf_max_size` bytes), for each connection with
+    ///   work: in a group of more than a few live connections, those whose
+    ///   socket is readable (one `epoll_wait` for the group), whose timers
+    ///   are due, or that have bytes to send or messages to deliver.
     /// - SHM: delivers at most `Config::shm_msgs_per_poll` messages per
     ///   connection from shared memory. The TCP side of these sessions
     ///   (heartbeats, timeouts) is the control part's; a session it closed
     ///   is reported from here, after its last delivery.
     ///
     /// An empty poll of an SHM group costs a few nanoseconds per
-    /// connection and makes no system call.
+    /// connection and makes no system call; an empty poll of a TCP group
+    /// makes one, however many connections it has.
     #[inline]
     pub fn poll<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
         self.take_mail(handler);
@@ -134,10 +164,16 @@ impl<U: UserData, R: UserData> Group<U, R> {
         }
     }
 
-    /// Stops serving slot `i` of `live`, whose session ended with `close`,
-    /// and reports it to the handler and the control part.
-    fn end(&mut self, i: usize, close: Close, handler: &mut impl GroupHandler<U>) {
-        let slot = self.live.swap_remove(i);
+    /// Stops serving slot `slot`, whose session ended with `close`, and
+    /// reports it to the handler and the control part.
+    fn end(&mut self, slot: usize, close: Close, handler: &mut impl GroupHandler<U>) {
+        self.live.remove(slot);
+        if let Some(t) = &mut self.tcp {
+            t.forget(slot);
+        }
+        if let Some(s) = &mut self.shm {
+            s.forget(slot);
+        }
         let id = self.id(slot);
         if let Some(name) = self.conns[slot].remote_name() {
             handler.on_client_disconnected(id, name, close);
@@ -145,70 +181,29 @@ impl<U: UserData, R: UserData> Group<U, R> {
         let _ = self.to_ctl.send(ToCtl::Disconnected { id });
     }
 
-    #[inline(never)]
-    fn serve_tcp<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
-        let mut i = 0;
-        while i < self.live.len() {
-            let slot = self.live[i];
-            let id = self.id(slot);
-            let conn = &mut self.conns[slot];
-            if let Some(closed) = conn.poll_tcp_io(now) {
-                self.end(i, closed, handler);
-                continue;
-            }
-            deliver(conn, u32::MAX, |msg, tx| handler.on_client_msg(id, msg, tx));
-            i += 1;
-        }
-    }
-
-    #[inline(always)]
-    fn serve_shm<H: GroupHandler<U>>(&mut self, handler: &mut H) {
-        let mut i = 0;
-        while i < self.live.len() {
-            let slot = self.live[i];
-            let conn = &mut self.conns[slot];
-            // The empty poll: a cached index, or one load. Closes by the
-            // control part come through the mailbox.
-            if !conn.rx.may_have_messages() {
-                // A batch pushed with `push_more` outside a handler goes
-                // with this poll, and a message pushed outside one is handed
-                // over (fields of ours, no shared-memory load).
-                conn.tx.settle();
-                i += 1;
-                continue;
-            }
-            let id = self.id(slot);
-            let conn = &mut self.conns[slot];
-            deliver_ready(conn, self.cfg.shm_msgs_per_poll, |msg, tx| {
-                handler.on_client_msg(id, msg, tx)
-            });
-            if let Some(f) = conn.rx.fault.take() {
-                conn.tx.state.close(f);
-            }
-            // Closed by the handler, or for a corrupt queue.
-            if let Some(closed) = conn.close_reason() {
-                self.end(i, closed, handler);
-                continue;
-            }
-            i += 1;
-        }
-    }
-
     /// The control part closed slot `slot`: stop serving it and report it
     /// (after its last delivery, which happened on this thread).
     fn handle_closed(&mut self, slot: usize, handler: &mut impl GroupHandler<U>) {
-        let Some(i) = self.live.iter().position(|&s| s == slot) else {
+        if !self.live.contains(slot) {
             return; // already reported
-        };
+        }
         let Some(closed) = self.conns[slot].close_reason() else {
             return; // a newer session of the slot
         };
-        self.end(i, closed, handler);
+        self.end(slot, closed, handler);
     }
 
     pub(super) fn stop(&mut self) {
         for c in &mut self.conns {
             c.end_session();
+        }
+        for slot in 0..self.conns.len() {
+            if let Some(t) = &mut self.tcp {
+                t.forget(slot);
+            }
+            if let Some(s) = &mut self.shm {
+                s.forget(slot);
+            }
         }
         self.live.clear();
     }
@@ -313,6 +308,14 @@ impl<U: UserData, R: UserData> Group<U, R> {
             let _ = stream.write(&rsp.encode(m.local_ack));
             return None;
         }
+        if let Some(t) = &self.tcp {
+            // The group's readiness set hears of this socket from now on.
+            if t.watch(&stream, slot).is_err() {
+                rsp.error_msg = error_msg_field(Rejection::System.text());
+                let _ = stream.write(&rsp.encode(0));
+                return None;
+            }
+        }
         rsp.status = LoginStatus::Ok;
         let frame = rsp.encode(m.local_ack);
         // A fresh socket's buffer takes a 72-byte frame whole.
@@ -333,7 +336,10 @@ impl<U: UserData, R: UserData> Group<U, R> {
                 None
             }
         };
-        self.live.push(slot);
+        self.live.insert(slot);
+        if let Some(t) = &mut self.tcp {
+            t.touch(slot); // its first poll starts its timers
+        }
         let id = self.id(slot);
         handler.on_client_logon(id, &login, &mut self.conns[slot]);
         Some(shm_back)
