@@ -1,5 +1,6 @@
-//! The operator's side of tcpshm, as a library: what is in queue files
-//! and shared-memory objects ([`queue_file`], [`shm_object`], [`dir`]),
+//! The operator's side of tcpshm, as a library: what is in queue files,
+//! shared-memory objects and doorbells ([`queue_file`], [`shm_object`],
+//! [`doorbell`], [`dir`]),
 //! which files are stale ([`stale_files`], [`remove`]), moving a pair
 //! aside to start it afresh ([`reset_pair`]), and carrying a C++
 //! library's queue file over ([`import_cpp`]). The `tcpshm` command's
@@ -27,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::cpp_ptcp::{self, CppQueue};
+use crate::doorbell;
 use crate::error::{FileError, FileErrorKind};
 use crate::pair_files::{self, pair_tag, TagCheck};
 use crate::ptcp_queue::{pair_tag32, PtcpQueue, FILE_HEADER_SIZE};
@@ -347,11 +349,52 @@ pub fn shm_object(path: &Path) -> ShmReport {
     r
 }
 
-/// Whether the path looks like a queue file or an shm object, by name.
+/// A server group's doorbell (`<shm_dir>/<server>.<group>.bell`).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct BellReport {
+    /// The object (normally in /dev/shm).
+    pub path: PathBuf,
+    /// The server and its SHM group, from the name.
+    pub owner: Option<(Name, usize)>,
+    /// Slots of the group.
+    pub slots: u64,
+    /// Bits set now: rings the server has not taken yet (0 or a few on a
+    /// live server; what is left of the last moment on a stopped one).
+    pub rung: u32,
+    /// Whether a live server holds it.
+    pub held: bool,
+    /// What is wrong with it, if anything.
+    pub problem: Option<String>,
+}
+
+/// Reads the doorbell at `path`.
+pub fn doorbell(path: &Path) -> BellReport {
+    let mut r = BellReport {
+        path: path.into(),
+        owner: pair_files::bell_of(path),
+        slots: 0,
+        rung: 0,
+        held: !files::locks_on(path).unwrap_or_default().is_empty(),
+        problem: None,
+    };
+    match std::fs::read(path) {
+        Ok(b) => match doorbell::read_header(&b) {
+            Ok((slots, rung)) => (r.slots, r.rung) = (slots, rung),
+            Err(why) => r.problem = Some(why),
+        },
+        Err(e) => r.problem = Some(e.to_string()),
+    }
+    r
+}
+
+/// Whether the path looks like a queue file, an shm object or a
+/// doorbell, by name.
 fn kind_of(path: &Path) -> Option<&'static str> {
     match path.extension()?.to_str()? {
         "ptcp" => Some("ptcp"),
         "shm" => Some("shm"),
+        "bell" => Some("bell"),
         _ => None,
     }
 }
@@ -474,6 +517,25 @@ pub fn stale_files(
     };
     shm.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out: Vec<Stale> = Vec::new();
+    // The doorbells no live server holds: its next start makes them anew.
+    if let Ok(rd) = std::fs::read_dir(shm_dir) {
+        let mut bells: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| kind_of(p) == Some("bell"))
+            .collect();
+        bells.sort();
+        for path in bells {
+            if files::locks_on(&path).unwrap_or_default().is_empty() {
+                out.push(Stale {
+                    bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+                    held: false,
+                    reason: "the doorbell of a server that is not running".into(),
+                    path,
+                });
+            }
+        }
+    }
     for (path, pair) in ptcp.into_iter().chain(shm) {
         let s = stem(&path);
         let why = if named(s) {

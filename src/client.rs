@@ -295,7 +295,16 @@ impl<U: UserData, R: UserData> Client<U, R> {
         let opened = match transport {
             Transport::Shm => {
                 self.shm_link = Some(link);
-                self.conn.open_session(None, 0, state)
+                let opened = self.conn.open_session(None, 0, state);
+                if let TxTransport::Shm(w) = &mut self.conn.tx.t {
+                    // Ring the server group's bell, if it announced one
+                    // (and this side does not refuse to, as a C++ client).
+                    if self.cfg.shm_doorbell_slots != usize::MAX {
+                        let shm_dir = &self.cfg.shm_dir;
+                        w.join_doorbell(|group| pair_files::bell_path(shm_dir, &server, group));
+                    }
+                }
+                opened
             }
             Transport::Tcp => self.conn.open_session(Some(link), hdr.ack_seq, state),
         };

@@ -151,6 +151,21 @@ pub struct Config {
     /// the two sides run on cores that share a cache below the last level
     /// (SMT siblings), where the reader would have found the lines closer.
     pub shm_hand_over: bool,
+    /// Server: SHM groups of at least this many connections have a
+    /// doorbell (default 32): their tcpshm clients ring it after each
+    /// message, so a poll reads one word per 64 connections and the rings
+    /// that have messages, instead of every ring. Smaller groups poll
+    /// every ring, which costs less for a few (`docs/benchmarks.md`,
+    /// "Many connections"). 0: every SHM group; `usize::MAX`: none. C++
+    /// clients never ring: their rings are polled at every poll either way.
+    /// On a client, `usize::MAX` also means: ring no server's bell, as a
+    /// C++ client (for comparisons and tests).
+    pub shm_doorbell_slots: usize,
+    /// Server: every ring of a group with a doorbell is looked at once per
+    /// this interval (default 1 ms), a few at each poll: a client killed
+    /// between writing a message and ringing, or a peer that cleared
+    /// another's bit, delays a message by at most this much, never loses it.
+    pub shm_sweep_interval: Duration,
 }
 
 impl Default for Config {
@@ -180,6 +195,8 @@ impl Default for Config {
             shm_msgs_per_poll: 256,
             shm_fast_path: true,
             shm_hand_over: true,
+            shm_doorbell_slots: 32,
+            shm_sweep_interval: Duration::from_millis(1),
         }
     }
 }
@@ -193,6 +210,7 @@ pub(crate) struct Ticks {
     pub ack_delay: i64,
     pub new_connection_timeout: i64,
     pub silent_login_timeout: i64,
+    pub shm_sweep_interval: i64,
 }
 
 impl Config {
@@ -252,6 +270,7 @@ impl Config {
             ("connection_timeout", t.connection_timeout),
             ("new_connection_timeout", t.new_connection_timeout),
             ("silent_login_timeout", t.silent_login_timeout),
+            ("shm_sweep_interval", t.shm_sweep_interval),
         ] {
             if v <= 0 {
                 return bad(setting, "must be at least one tick".into());
@@ -326,6 +345,7 @@ impl Config {
             ack_delay: conv("ack_delay", self.ack_delay)?,
             new_connection_timeout: conv("new_connection_timeout", self.new_connection_timeout)?,
             silent_login_timeout: conv("silent_login_timeout", self.silent_login_timeout)?,
+            shm_sweep_interval: conv("shm_sweep_interval", self.shm_sweep_interval)?,
         })
     }
 
@@ -339,6 +359,7 @@ impl Config {
             ack_delay: 0,
             new_connection_timeout: i64::MAX / 2,
             silent_login_timeout: i64::MAX / 2,
+            shm_sweep_interval: i64::MAX / 2,
         })
     }
 

@@ -112,6 +112,7 @@ mod close;
 mod config;
 mod conn;
 mod cpp_ptcp;
+mod doorbell;
 mod error;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]

@@ -14,6 +14,9 @@
 //! - on a client, `<dir>/<client>.lastserver`: the server it last logged
 //!   in to.
 //!
+//! A server also has, per large SHM group, `<shm_dir>/<server>.<group>.bell`:
+//! the group's doorbell, which its clients ring.
+//!
 //! Names may contain `_`, so a file name alone does not always tell its
 //! pair: `a_b`+`c` and `a`+`b_c` both make `a_b_c`. Each queue therefore
 //! records a tag of its pair ([`pair_tag`]) when it is first opened, and
@@ -37,6 +40,19 @@ pub(crate) fn ptcp_path(dir: &Path, local: &Name, remote: &Name) -> PathBuf {
 /// `receiver` reads (`shm_open("/<sender>_<receiver>.shm")` on Linux).
 pub(crate) fn shm_path(shm_dir: &Path, sender: &Name, receiver: &Name) -> PathBuf {
     shm_dir.join(format!("{sender}_{receiver}.shm"))
+}
+
+/// `<shm_dir>/<server>.<group>.bell`: the doorbell of SHM group `group`
+/// of the server `server` (`crate::doorbell`). No pair file ends so.
+pub(crate) fn bell_path(shm_dir: &Path, server: &Name, group: usize) -> PathBuf {
+    shm_dir.join(format!("{server}.{group}.bell"))
+}
+
+/// The server and group of a bell's file name `<server>.<group>.bell`.
+pub(crate) fn bell_of(path: &Path) -> Option<(Name, usize)> {
+    let stem = path.file_name()?.to_str()?.strip_suffix(".bell")?;
+    let (server, group) = stem.rsplit_once('.')?;
+    Some((Name::new(server).ok()?, group.parse().ok()?))
 }
 
 /// `<dir>/<client>.lastserver`.

@@ -14,6 +14,15 @@
 //! weakened SYNC POINT announced lets the reader see the announcement but
 //! not the cleared header: it then reads the zeroed header in slot 0 as a
 //! stamped wrap marker and reports corruption, which fails the test.
+//!
+//! The doorbell's protocol (`src/doorbell/bits.rs`, the very file) runs
+//! here over the same ring: a message published before a ring, or before
+//! the writer's acknowledgement of the bell, is never stranded (the reader
+//! took the bit, or saw the acknowledgement, without seeing the message,
+//! and would never look again); and an acknowledgement is never lost to
+//! the reader's clearing of the last session's. Weakening any of those
+//! SYNC POINTs (doorbell-rung, doorbell-acked, doorbell-announced) fails
+//! a model.
 #![cfg(loom)]
 
 mod sync {
@@ -23,6 +32,10 @@ mod sync {
 #[allow(dead_code, missing_docs)]
 #[path = "../src/shm_queue/ring/mod.rs"]
 mod ring;
+
+#[allow(dead_code, missing_docs)]
+#[path = "../src/doorbell/bits.rs"]
+mod bits;
 
 use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::Arc;
@@ -212,4 +225,112 @@ fn fast_path_protocol_across_u32_wrap() {
 #[test]
 fn fast_path_batches() {
     run_with(0, true, true);
+}
+
+/// Messages the reader delivers from `r` now.
+fn drain(r: &mut Reader<Arc<Mem>>) -> usize {
+    let mut n = 0;
+    while r.ready() {
+        match r.front().expect("an honest writer never looks corrupt") {
+            Some(_) => {
+                r.pop();
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    n
+}
+
+/// SYNC POINT doorbell-rung: the writer publishes, then rings; the reader
+/// looks at the ring only when it takes the bit. Once the reader has
+/// taken every bit (the last take finds none), it has every message.
+#[test]
+fn doorbell_ring_strands_no_message() {
+    loom::model(|| {
+        let m = mem(0);
+        let mut w = Writer::new(m.clone());
+        let mut r = Reader::new(m);
+        let bell = Arc::new(AtomicU64::new(0));
+        let b = bell.clone();
+        let t = loom::thread::spawn(move || {
+            for i in 0..2u8 {
+                w.alloc(1, 8).expect("room").fill(i);
+                w.push();
+                bits::ring(&b, 1 << 3);
+            }
+        });
+        let mut got = 0;
+        for _ in 0..2 {
+            if bits::take(&bell) != 0 {
+                got += drain(&mut r);
+            }
+            loom::thread::yield_now();
+        }
+        t.join().unwrap();
+        if bits::take(&bell) == 0 {
+            assert_eq!(got, 2, "a bit was taken without its message");
+        }
+    });
+}
+
+/// SYNC POINT doorbell-acked: a message published before the writer's
+/// acknowledgement was never rung. The reader polls the ring until it
+/// sees the acknowledgement, then once more, then only when rung: it
+/// must have the message by then.
+#[test]
+fn doorbell_acknowledgement_strands_no_message() {
+    loom::model(|| {
+        let m = mem(0);
+        let mut w = Writer::new(m.clone());
+        let mut r = Reader::new(m);
+        let ack = Arc::new(AtomicU64::new(0));
+        let a = ack.clone();
+        const WORD: u64 = 0xbe11 << 48 | 7;
+        let t = loom::thread::spawn(move || {
+            w.alloc(1, 8).expect("room").fill(1);
+            w.push();
+            bits::acknowledge(&a, WORD);
+        });
+        let (mut got, mut rings) = (0, false);
+        for _ in 0..2 {
+            if !rings {
+                got += drain(&mut r);
+                if bits::acknowledged(&ack, WORD) {
+                    rings = true;
+                    got += drain(&mut r);
+                }
+            }
+            loom::thread::yield_now();
+        }
+        t.join().unwrap();
+        if rings {
+            assert_eq!(got, 1, "acknowledged, and the message before it missed");
+        }
+    });
+}
+
+/// SYNC POINT doorbell-announced: the reader clears the last session's
+/// acknowledgement and announces; a writer that reads the announcement
+/// and acknowledges it is heard (its store is not overwritten by the
+/// clear).
+#[test]
+fn doorbell_announcement_loses_no_acknowledgement() {
+    loom::model(|| {
+        const WORD: u64 = 0xbe11 << 48 | 7;
+        let ack = Arc::new(AtomicU64::new(WORD)); // the last session's
+        let ann = Arc::new(AtomicU64::new(0));
+        let (a, n) = (ack.clone(), ann.clone());
+        let t = loom::thread::spawn(move || {
+            if bits::announcement(&n) == WORD {
+                bits::acknowledge(&a, WORD);
+                true
+            } else {
+                false
+            }
+        });
+        bits::announce(&ack, &ann, WORD);
+        let acked = t.join().unwrap();
+        assert_eq!(bits::acknowledged(&ack, WORD), acked);
+    });
 }

@@ -361,6 +361,7 @@ impl Drop for Clean {
                 let _ = std::fs::remove_file(self.shm_dir.join(f));
             }
         }
+        let _ = std::fs::remove_file(self.shm_dir.join(format!("{SERVER}.0.bell")));
     }
 }
 

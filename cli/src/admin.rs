@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tcpshm::admin::{self, QueueFileReport, ShmReport};
+use tcpshm::admin::{self, BellReport, QueueFileReport, ShmReport};
 use tcpshm::Name;
 
 use crate::util::CliError;
@@ -157,6 +157,41 @@ fn shm_json(r: &ShmReport) -> Value {
     })
 }
 
+fn bell_json(r: &BellReport) -> Value {
+    json!({
+        "path": r.path,
+        "server": r.owner.map(|(s, _)| s.to_string()),
+        "group": r.owner.map(|(_, g)| g),
+        "slots": r.slots,
+        "rung": r.rung,
+        "held": r.held,
+        "problem": r.problem,
+    })
+}
+
+fn print_bell(r: &BellReport) {
+    println!("{}", r.path.display());
+    if let Some((s, g)) = &r.owner {
+        println!("  doorbell    of server {s}, SHM group {g}");
+    }
+    if let Some(p) = &r.problem {
+        println!("  PROBLEM     {p}");
+        return;
+    }
+    println!(
+        "  slots       {}, {} rung and not yet taken",
+        r.slots, r.rung
+    );
+    println!(
+        "  held        {}",
+        if r.held {
+            "yes (the server is running)"
+        } else {
+            "no (its server is not running: `tcpshm clean` removes it)"
+        }
+    );
+}
+
 fn print_queue(r: &QueueFileReport, messages: bool) {
     println!("{}", r.path.display());
     match &r.pair {
@@ -230,6 +265,7 @@ fn print_shm(r: &ShmReport) {
 pub fn inspect(a: InspectArgs) -> Result<(), CliError> {
     let mut queues = Vec::new();
     let mut shms = Vec::new();
+    let mut bells = Vec::new();
     let mut lasts = Vec::new();
     for p in &a.paths {
         if p.is_dir() {
@@ -254,6 +290,8 @@ pub fn inspect(a: InspectArgs) -> Result<(), CliError> {
             )));
         } else if p.extension().is_some_and(|x| x == "shm") {
             shms.push(admin::shm_object(p));
+        } else if p.extension().is_some_and(|x| x == "bell") {
+            bells.push(admin::doorbell(p));
         } else {
             queues.push(admin::queue_file(p));
         }
@@ -263,6 +301,7 @@ pub fn inspect(a: InspectArgs) -> Result<(), CliError> {
             "schema": JSON_SCHEMA,
             "queues": queues.iter().map(|q| queue_json(q, a.messages)).collect::<Vec<_>>(),
             "shm": shms.iter().map(shm_json).collect::<Vec<_>>(),
+            "bells": bells.iter().map(bell_json).collect::<Vec<_>>(),
             "last_server": lasts.iter().map(|(p, n)| json!({"path": p, "server": n.map(|n| n.to_string()).unwrap_or_default()})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
@@ -277,6 +316,9 @@ pub fn inspect(a: InspectArgs) -> Result<(), CliError> {
     }
     for s in &shms {
         print_shm(s);
+    }
+    for b in &bells {
+        print_bell(b);
     }
     Ok(())
 }

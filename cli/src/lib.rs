@@ -37,11 +37,13 @@ enum Cmd {
     /// Run a server and a client on this host over TCP and SHM, with a
     /// kill -9 of the client mid-run, and show the latency.
     Demo(demo::Args),
-    /// What is in queue directories, queue files and shm objects: pairs,
-    /// formats, sequence ranges, pending messages, fill, live holders.
+    /// What is in queue directories, queue files, shm objects and
+    /// doorbells: pairs, formats, sequence ranges, pending messages, fill,
+    /// live holders.
     Inspect(admin::InspectArgs),
-    /// Remove the files of stale pairs no live process holds (a dry run
-    /// unless --yes).
+    /// Remove the files of stale pairs, and the doorbells of servers that
+    /// are not running, that no live process holds (a dry run unless
+    /// --yes).
     Clean(admin::CleanArgs),
     /// Move a pair's files to a timestamped backup, so its next login
     /// starts it afresh (after a sequence number mismatch).

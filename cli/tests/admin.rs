@@ -778,3 +778,61 @@ fn echo_programs_publish_stats() {
     );
     drop(srv);
 }
+
+/// A server's doorbell: `inspect` describes it; `clean` keeps it while the
+/// server runs and removes it once the server is gone (its next start
+/// makes it anew).
+#[test]
+fn a_doorbell_is_inspected_and_cleaned_with_its_server() {
+    let dir = scratch("bell");
+    let _c = Cleanup(dir.clone());
+    let shm = dir.join("shm");
+    let mut c = cfg(&shm);
+    c.shm_conns_per_group = 100;
+    let bell = shm.join("srvD.0.bell");
+    let server: Server = Server::new("srvD", dir.join("s"), c.clone()).unwrap();
+    let (ok, out) = run(&["inspect", "--json", bell.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let b = &v["bells"][0];
+    assert_eq!(
+        (b["server"].as_str(), b["group"].as_u64()),
+        (Some("srvD"), Some(0))
+    );
+    assert_eq!(
+        (b["slots"].as_u64(), b["held"].as_bool()),
+        (Some(100), Some(true))
+    );
+    assert!(b["problem"].is_null(), "{b}");
+    let clean = |yes: bool| {
+        let mut v = vec![
+            "clean",
+            "--json",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--shm-dir",
+        ];
+        v.push(shm.to_str().unwrap());
+        if yes {
+            v.push("--yes");
+        }
+        let (ok, out) = run(&v);
+        assert!(ok, "{out}");
+        serde_json::from_str::<Value>(&out).unwrap()
+    };
+    assert_eq!(
+        status(&clean(true), "srvD.0.bell"),
+        "absent",
+        "a live server's"
+    );
+    assert!(bell.exists());
+    drop(server);
+    assert_eq!(status(&clean(true), "srvD.0.bell"), "removed");
+    assert!(!bell.exists());
+    // A second server of the same name over the same shm_dir is refused.
+    let _a: Server = Server::new("srvD", dir.join("s"), c.clone()).unwrap();
+    match Server::<u8, u8>::new("srvD", dir.join("s2"), c) {
+        Err(tcpshm::SetupError::File(e)) => assert!(e.is_in_use(), "{e}"),
+        other => panic!("a second server got its doorbell: {other:?}"),
+    }
+}

@@ -90,10 +90,18 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Runs the torture; the client's total count grows by `step` each time it
 /// finishes before the kills are done (the same pair continues).
-fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs: u64) {
+/// `bell`: the server's groups are large enough to have a doorbell (over
+/// SHM the client rings it; over TCP the group polls its readiness set
+/// only once more than a few connections are live, so this changes
+/// nothing there).
+fn torture(shm: bool, bell: bool, client_kills: usize, server_kills: usize, step: u32, secs: u64) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
-    let tag = if shm { "s" } else { "t" };
+    let tag = match (shm, bell) {
+        (true, true) => "b",
+        (true, false) => "s",
+        (false, _) => "t",
+    };
     let dir = std::env::temp_dir().join(format!("tcpshm-torture-{pid}-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -110,6 +118,7 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
         files: vec![
             shm_dir.join(format!("{server_name}_{client_name}.shm")),
             shm_dir.join(format!("{client_name}_{server_name}.shm")),
+            shm_dir.join(format!("{server_name}.0.bell")),
         ],
         dir: dir.clone(),
     };
@@ -128,6 +137,8 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
             dir.join("server").display().to_string(),
             "--shm-dir".into(),
             shm_dir.display().to_string(),
+            "--conns-per-group".into(),
+            if bell { "64" } else { "4" }.into(),
         ]
     };
     let mut log = Vec::new();
@@ -220,7 +231,11 @@ fn torture(shm: bool, client_kills: usize, server_kills: usize, step: u32, secs:
         log.push(format!("-- last session, to {count}"));
         client = Proc::spawn(&client_args(false, count));
         finish(&mut client, &server, count, deadline, &mut log);
-        for f in &_cleanup.files {
+        for f in _cleanup
+            .files
+            .iter()
+            .filter(|f| f.extension() == Some("shm".as_ref()))
+        {
             let out = std::process::Command::new(EXE)
                 .args(["inspect", "--json"])
                 .arg(f)
@@ -293,22 +308,33 @@ impl Drop for Cleanup {
 
 #[test]
 fn torture_tcp() {
-    torture(false, 10, 10, 200_000, 150);
+    torture(false, false, 10, 10, 200_000, 150);
 }
 
 #[test]
 fn torture_shm() {
-    torture(true, 10, 10, 200_000, 150);
+    torture(true, false, 10, 10, 200_000, 150);
+}
+
+#[test]
+fn torture_shm_doorbell() {
+    torture(true, true, 10, 10, 200_000, 150);
 }
 
 #[test]
 #[ignore = "long: hundreds of kills"]
 fn torture_long_tcp() {
-    torture(false, 200, 200, 200_000, 1500);
+    torture(false, false, 200, 200, 200_000, 1500);
 }
 
 #[test]
 #[ignore = "long: hundreds of kills"]
 fn torture_long_shm() {
-    torture(true, 200, 200, 200_000, 1500);
+    torture(true, false, 200, 200, 200_000, 1500);
+}
+
+#[test]
+#[ignore = "long: hundreds of kills"]
+fn torture_long_shm_doorbell() {
+    torture(true, true, 200, 200, 200_000, 1500);
 }

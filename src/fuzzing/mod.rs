@@ -9,11 +9,13 @@
 
 mod peers;
 mod ptcp;
+mod shm_group;
 #[cfg(test)]
 mod tests;
 
 pub use self::peers::{client_login, server_login, session_conn};
 pub use self::ptcp::ptcp_open;
+pub use self::shm_group::shm_group;
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -26,10 +26,10 @@ use crate::{
 const SECOND_NS: i64 = 1_000_000_000;
 
 /// A scratch directory (with `shm/` inside), removed on every exit path.
-struct Scratch(PathBuf);
+pub(super) struct Scratch(pub(super) PathBuf);
 
 impl Scratch {
-    fn new(tag: &str) -> Scratch {
+    pub(super) fn new(tag: &str) -> Scratch {
         static N: AtomicUsize = AtomicUsize::new(0);
         let d = std::env::temp_dir().join(format!(
             "tcpshm-fuzz-{}-{}-{tag}",
@@ -48,7 +48,7 @@ impl Drop for Scratch {
     }
 }
 
-fn fuzz_config(dir: &Path) -> Config {
+pub(super) fn fuzz_config(dir: &Path) -> Config {
     Config {
         shm_dir: dir.join("shm"),
         shm_queue_size: 1 << 12,

@@ -398,6 +398,31 @@ fn session_conn() {
         .for_each(|i| fuzzing::session_conn(i));
 }
 
+/// Seeds for `shm_group`: pushes and polls with the clock moving
+/// (rings, hot rings cooling down, the sweep); the same with the bell's
+/// words of bits cleared after pushes (the sweep finds them); the header
+/// scribbled; a writer's acknowledgement scribbled.
+fn shm_group_seeds() -> Vec<Vec<u8>> {
+    let plain = vec![0, 0, 0, 1, 2, 0, 2, 5, 250, 0, 2, 2, 1, 0x10, 2, 4, 2];
+    let cleared = [
+        vec![0, 0, 0, 1],
+        vec![6, 8, 0, 0, 0, 0, 0, 0, 0, 0], // bits of slots 0-63 cleared
+        vec![5, 250, 2, 5, 250, 2, 5, 250, 2],
+    ]
+    .concat();
+    let header = [vec![6, 0, 1, 2, 3, 4, 5, 6, 7, 8], plain.clone()].concat();
+    let ack = [vec![7, 1, 0, 9, 9, 9, 9, 9, 9, 9, 9], plain.clone()].concat();
+    vec![vec![], plain, cleared, header, ack]
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "sockets")]
+fn shm_group() {
+    peer_inputs("shm_group", 9, shm_group_seeds(), 2, 120)
+        .iter()
+        .for_each(|i| fuzzing::shm_group(i));
+}
+
 /// Writes the hand-made seeds of the peer targets into `fuzz/seeds/`,
 /// where `cargo fuzz run` (and CI) start from them:
 /// `cargo test --lib -- --ignored write_corpus_seeds`.
@@ -411,6 +436,7 @@ fn write_corpus_seeds() {
         ("server_login", server_login_seeds()),
         ("client_login", client_login_seeds()),
         ("session_conn", session_conn_seeds()),
+        ("shm_group", shm_group_seeds()),
     ] {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir).unwrap();

@@ -42,6 +42,7 @@ use std::sync::Arc;
 
 use self::ring::QueueMemory;
 pub(crate) use self::ring::{Corrupt, BLOCK};
+use crate::doorbell::{self, Ringer};
 use crate::error::FileError;
 #[cfg(any(test, fuzzing))]
 use crate::sys::HeapRegion;
@@ -60,6 +61,12 @@ const OFF_READ: usize = 128;
 const OFF_WRITE_RECORD: usize = 64;
 /// Offset of the reader's commit record (bytes the C++ queue leaves unused).
 const OFF_READ_RECORD: usize = 192;
+/// Offset of the writer's doorbell acknowledgement (`crate::doorbell`;
+/// bytes the C++ queue leaves unused, in the writer's record line).
+const OFF_BELL_ACK: usize = 80;
+/// Offset of the reader's doorbell announcement (bytes the C++ queue
+/// leaves unused, in the reader's record line).
+const OFF_BELL_ANNOUNCE: usize = 200;
 /// Offset of the pair tag (`pair_files::pair_tag`), claimed by the first
 /// end to open the object (bytes the C++ queue leaves unused; read only
 /// when an end opens the object).
@@ -69,15 +76,22 @@ pub(crate) const TRAILER: usize = 256;
 #[cfg(any(test, fuzzing))]
 /// The trailer words and their sizes (4 or 8 bytes), as offsets after the
 /// blocks: what a peer can write besides the blocks.
-pub(crate) const TRAILER_WORDS: [(usize, usize); 7] = [
+pub(crate) const TRAILER_WORDS: [(usize, usize); 9] = [
     (OFF_WRITE, 4),
     (OFF_CACHE, 4),
     (OFF_ANNOUNCE, 8),
     (OFF_WRITE_RECORD, 8),
     (OFF_PAIR, 8),
+    (OFF_BELL_ACK, 8),
     (OFF_READ, 4),
     (OFF_READ_RECORD, 8),
+    (OFF_BELL_ANNOUNCE, 8),
 ];
+
+#[cfg(any(test, fuzzing))]
+/// The doorbell's words of the trailer (offsets after the blocks): the
+/// writer's acknowledgement and the reader's announcement.
+pub(crate) const DOORBELL_WORDS: [usize; 2] = [OFF_BELL_ACK, OFF_BELL_ANNOUNCE];
 
 /// Lock roles (bytes past the end of the object) of the two ends.
 const ROLE_WRITER: u64 = 0;
@@ -167,9 +181,10 @@ impl<R: Region> RegionMemory<R> {
     }
 
     fn word64(&self, off: usize) -> &AtomicU64 {
-        // SAFETY: off is OFF_ANNOUNCE, OFF_WRITE_RECORD or OFF_READ_RECORD, so the word
-        // lies in the trailer (capacity + off + 8 <= size), 8-aligned
-        // because the base is 64-aligned; otherwise as in `word`.
+        // SAFETY: off is OFF_ANNOUNCE, OFF_WRITE_RECORD, OFF_READ_RECORD,
+        // OFF_BELL_ACK or OFF_BELL_ANNOUNCE, so the word lies in the
+        // trailer (capacity + off + 8 <= size), 8-aligned because the
+        // base is 64-aligned; otherwise as in `word`.
         unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(self.capacity + off).cast()) }
     }
 
@@ -262,7 +277,13 @@ unsafe impl<R: Region> QueueMemory for RegionMemory<R> {
 
 /// The producing end of a queue in region `R`: the only one.
 #[derive(Debug)]
-pub(crate) struct ShmWriter<R: Region = Mapping>(ring::Writer<RegionMemory<R>>);
+pub(crate) struct ShmWriter<R: Region = Mapping> {
+    w: ring::Writer<RegionMemory<R>>,
+    /// The reader's doorbell, if it announced one this session.
+    bell: Option<Ringer>,
+    /// Messages published with `push_more` and not rung yet.
+    unrung: bool,
+}
 
 /// The consuming end of a queue in region `R`: the only one.
 #[derive(Debug)]
@@ -298,7 +319,11 @@ impl<R: Region> ShmWriter<R> {
     /// The writer of the queue in `region`, taking up its stored indices.
     /// Private: a second writer over one region is what it must prevent.
     fn new(region: Arc<R>) -> Result<Self, RegionError> {
-        Ok(ShmWriter(ring::Writer::new(RegionMemory::new(region)?)))
+        Ok(ShmWriter {
+            w: ring::Writer::new(RegionMemory::new(region)?),
+            bell: None,
+            unrung: false,
+        })
     }
 
     /// Reserves a message and returns its payload to fill; `None` when the
@@ -306,7 +331,7 @@ impl<R: Region> ShmWriter<R> {
     /// second `alloc` before `push` replaces the first.
     #[inline(always)]
     pub(crate) fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
-        self.0.alloc(msg_type, payload_len)
+        self.w.alloc(msg_type, payload_len)
     }
 
     /// The payload of the message allocated and not yet pushed (its
@@ -314,14 +339,25 @@ impl<R: Region> ShmWriter<R> {
     /// ring).
     #[inline]
     pub(crate) fn pending_payload(&mut self) -> Option<&mut [u8]> {
-        self.0.pending_payload()
+        self.w.pending_payload()
     }
 
     /// Publishes the last allocated message, and lets go the batch
     /// [`push_more`](Self::push_more) holds, if any.
     #[inline(always)]
     pub(crate) fn push(&mut self) {
-        self.0.push()
+        self.w.push();
+        self.ring();
+    }
+
+    /// Rings the reader's doorbell, if it announced one: after every
+    /// publication a reader may see.
+    #[inline(always)]
+    fn ring(&mut self) {
+        if let Some(b) = &self.bell {
+            b.ring();
+        }
+        self.unrung = false;
     }
 
     /// Publishes the last allocated message, persisted and visible to a v1
@@ -335,14 +371,20 @@ impl<R: Region> ShmWriter<R> {
     /// 32 blocks after it).
     #[inline]
     pub(crate) fn push_more(&mut self) {
-        self.0.push_more()
+        self.w.push_more();
+        // Rung when the batch goes (a v1 reader may read it sooner, and
+        // then needs no bell).
+        self.unrung = true;
     }
 
     #[cfg(any(test, fuzzing))]
     /// Lets go the batch [`push_more`](Self::push_more) holds, if any.
     #[inline(always)]
     pub(crate) fn release(&mut self) {
-        self.0.release()
+        self.w.release();
+        if self.unrung {
+            self.ring();
+        }
     }
 
     /// For a caller with nothing more to write for now (the connection
@@ -361,7 +403,10 @@ impl<R: Region> ShmWriter<R> {
     /// at a half to a third of its rate.
     #[inline(always)]
     pub(crate) fn settle(&mut self) {
-        self.0.settle()
+        self.w.settle();
+        if self.unrung {
+            self.ring();
+        }
     }
 
     #[cfg(test)]
@@ -369,25 +414,25 @@ impl<R: Region> ShmWriter<R> {
     /// fast-path reader.
     #[inline]
     pub(crate) fn holding(&self) -> bool {
-        self.0.holding()
+        self.w.holding()
     }
 
     /// Takes up the indices stored in the region again.
     pub(crate) fn reload(&mut self) {
-        self.0.reload()
+        self.w.reload()
     }
 
     /// Messages published since the queue was (re)set, mod 2^31; exact
     /// after a crash at any instruction.
     pub(crate) fn pushed(&self) -> u32 {
-        self.0.pushed()
+        self.w.pushed()
     }
 
     /// Empties the queue (only while the reader is not reading: its next
     /// `reload` sees the empty queue).
     pub(crate) fn reset(&mut self) {
-        ring::reset(self.0.memory());
-        self.0.reload();
+        ring::reset(self.w.memory());
+        self.w.reload();
     }
 
     #[cfg(test)]
@@ -395,19 +440,19 @@ impl<R: Region> ShmWriter<R> {
     /// that had to start at slot 0 did not fit yet, so the tail was handed
     /// back first (a path the C++ writer lacks).
     pub(crate) fn lone_markers(&self) -> u64 {
-        self.0.lone_markers()
+        self.w.lone_markers()
     }
 
     #[cfg(any(test, fuzzing))]
     /// Capacity in bytes.
     pub(crate) fn capacity(&self) -> usize {
-        self.0.memory().capacity
+        self.w.memory().capacity
     }
 
     /// Share of the ring in use (0 to 1): published and not yet released
     /// by the reader.
     pub(crate) fn fill(&self) -> f64 {
-        f64::from(self.0.in_use()) / f64::from(self.0.blocks())
+        f64::from(self.w.in_use()) / f64::from(self.w.blocks())
     }
 
     /// Messages published and not yet read, as this writer last saw the
@@ -420,7 +465,7 @@ impl<R: Region> ShmWriter<R> {
         // The reader's count, by its commit record (the high half is the
         // index it published, the low half its count and delta).
         let popped = ((rec as u32) >> 1) & 0x7fff_ffff;
-        self.0.pushed().wrapping_sub(popped) & 0x7fff_ffff
+        self.w.pushed().wrapping_sub(popped) & 0x7fff_ffff
     }
 
     /// Allows (the default) or forbids the stamped fast path: forbidden,
@@ -428,32 +473,59 @@ impl<R: Region> ShmWriter<R> {
     /// protocol (for debugging and comparisons; `Config::shm_fast_path`).
     /// Messages are published for a v1 reader (a C++ peer) either way.
     pub(crate) fn set_fast_path(&mut self, allow: bool) {
-        self.0.set_fast(allow)
+        self.w.set_fast(allow)
     }
 
     /// Turns the hand-over of [`settle`](Self::settle) on (the default) or
     /// off (`Config::shm_hand_over`).
     pub(crate) fn set_hand_over(&mut self, on: bool) {
-        self.0.set_hand_over(on)
+        self.w.set_hand_over(on)
     }
 
     #[cfg(test)]
     /// Whether this writer's fast-path announcement stands: every message
     /// it publishes can be read by waiting on its stamp.
     pub(crate) fn stamping(&self) -> bool {
-        self.0.stamping()
+        self.w.stamping()
     }
 
     pub(crate) fn memory(&self) -> &RegionMemory<R> {
-        self.0.memory()
+        self.w.memory()
+    }
+
+    /// At the start of a session: rings the doorbell the reader announced
+    /// in this ring's trailer, if it did and the bell is one for its slot
+    /// (`bell_of(group)` is the bell's path), and tells the reader so;
+    /// else rings nothing, and the reader polls this ring at every poll.
+    /// Returns whether it rings.
+    pub(crate) fn join_doorbell(
+        &mut self,
+        bell_of: impl FnOnce(usize) -> std::path::PathBuf,
+    ) -> bool {
+        self.bell = None;
+        let m = self.w.memory();
+        let word = doorbell::announcement(m.word64(OFF_BELL_ANNOUNCE));
+        let Some((group, slot)) = doorbell::parse_announcement(word) else {
+            return false;
+        };
+        let Ok(ringer) = Ringer::open(&bell_of(group), slot) else {
+            return false;
+        };
+        self.bell = Some(ringer);
+        doorbell::acknowledge(m.word64(OFF_BELL_ACK), word);
+        true
     }
 }
 
 impl<R: Region> Drop for ShmWriter<R> {
-    /// Lets a held batch go: only a writer killed while it held one leaves
-    /// it to the next session (see [`push_more`](Self::push_more)).
+    /// Lets a held batch go (and rings for it): only a writer killed while
+    /// it held one leaves it to the next session (see
+    /// [`push_more`](Self::push_more)).
     fn drop(&mut self) {
-        self.0.release();
+        self.w.release();
+        if self.unrung {
+            self.ring();
+        }
     }
 }
 
@@ -527,6 +599,21 @@ impl<R: Region> ShmReader<R> {
     #[cfg(test)]
     pub(crate) fn memory(&self) -> &RegionMemory<R> {
         self.0.memory()
+    }
+
+    /// At the start of a session, before the login response: announces
+    /// the writer's bell (`word`, from `doorbell::announcement_of`; 0
+    /// for none), with the writer's earlier acknowledgement cleared.
+    pub(crate) fn announce_doorbell(&self, word: u64) {
+        let m = self.0.memory();
+        doorbell::announce(m.word64(OFF_BELL_ACK), m.word64(OFF_BELL_ANNOUNCE), word);
+    }
+
+    /// Whether this session's writer acknowledged the bell announced as
+    /// `word`: it rings from now on (poll the ring once more, for what it
+    /// published before).
+    pub(crate) fn doorbell_acknowledged(&self, word: u64) -> bool {
+        doorbell::acknowledged(self.0.memory().word64(OFF_BELL_ACK), word)
     }
 }
 

@@ -206,6 +206,58 @@ impl Mapping {
         Ok((m, linked))
     }
 
+    /// Maps the whole of an existing file at `path` (at most `max_len`
+    /// bytes, a multiple of 8), without creating, resizing or locking it:
+    /// a file another process made and keeps (a group's doorbell). Its
+    /// bytes are input like any mapping's.
+    ///
+    /// # Errors
+    /// A [`FileError`]: no such file, an empty, unaligned or too large
+    /// one, or a failed mmap.
+    pub(crate) fn open_existing(path: &Path, max_len: usize) -> Result<Mapping, FileError> {
+        let err = |op, e| FileError::io(path, op, e);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| err("open", e))?;
+        let len = file.metadata().map_err(|e| err("stat", e))?.len();
+        if len == 0 || len % 8 != 0 || len > max_len as u64 {
+            return Err(FileError {
+                path: path.into(),
+                kind: FileErrorKind::WrongSize {
+                    expected: max_len as u64,
+                    found: len,
+                },
+            });
+        }
+        let len = len as usize;
+        // SAFETY: as in `open_once`: a valid descriptor of a file of `len`
+        // bytes (just read), a fresh address, the result checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(err("mmap", io::Error::last_os_error()));
+        }
+        let ptr = NonNull::new(p.cast::<u8>())
+            .ok_or_else(|| err("mmap", io::Error::from(io::ErrorKind::Other)))?;
+        Ok(Mapping {
+            ptr,
+            len,
+            created: false,
+            path: path.into(),
+        })
+    }
+
     #[cfg(test)]
     /// Whether this call created the file (its content is all zero).
     pub(crate) fn created(&self) -> bool {

@@ -7,6 +7,11 @@
 mod shm;
 mod tcp;
 
+/// A connection that delivered application messages within this long
+/// (heartbeats do not count) is hot: a large group looks at it at every
+/// poll, as a small group looks at all of its connections.
+const HOT_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
+
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -17,7 +22,7 @@ use super::slot_set::SlotSet;
 use super::{ConnId, GroupHandler, LoginHandoff, ToCtl, ToGroup};
 use crate::close::Close;
 use crate::config::Config;
-use crate::conn::{Connection, LinkState, TcpLink, Transport};
+use crate::conn::{Connection, LinkState, RxTransport, TcpLink, Transport};
 use crate::error::{FileError, SetupError};
 use crate::login::{self, Rejection, SeqMismatch};
 use crate::stats::ConnStats;
@@ -56,7 +61,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
     ) -> Result<Self, SetupError> {
         let (tcp, shm) = match transport {
             Transport::Tcp => (Some(tcp::Readiness::new(per, &cfg)?), None),
-            Transport::Shm => (None, Some(shm::Readiness::new(per))),
+            Transport::Shm => (None, Some(shm::Readiness::new(per, idx, &server, &cfg)?)),
         };
         Ok(Group {
             transport,
@@ -159,7 +164,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             return;
         }
         match self.transport {
-            Transport::Shm => self.serve_shm(handler),
+            Transport::Shm => self.serve_shm(now, handler),
             Transport::Tcp => self.serve_tcp(now, handler),
         }
     }
@@ -308,6 +313,16 @@ impl<U: UserData, R: UserData> Group<U, R> {
             let _ = stream.write(&rsp.encode(m.local_ack));
             return None;
         }
+        // An SHM client rings the group's bell, if it has one, from the
+        // start of its session (announced before the response, which
+        // starts it).
+        let bell = self
+            .shm
+            .as_ref()
+            .map_or(0, |r| r.announcement(self.idx, slot));
+        if let RxTransport::Shm(r) = &conn.rx.t {
+            r.announce_doorbell(bell);
+        }
         if let Some(t) = &self.tcp {
             // The group's readiness set hears of this socket from now on.
             if t.watch(&stream, slot).is_err() {
@@ -339,6 +354,9 @@ impl<U: UserData, R: UserData> Group<U, R> {
         self.live.insert(slot);
         if let Some(t) = &mut self.tcp {
             t.touch(slot); // its first poll starts its timers
+        }
+        if let Some(r) = &mut self.shm {
+            r.started(slot, bell);
         }
         let id = self.id(slot);
         handler.on_client_logon(id, &login, &mut self.conns[slot]);

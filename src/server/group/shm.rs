@@ -1,10 +1,29 @@
 //! An SHM group's poll: delivers from the rings of its live connections.
+//!
+//! - A small group (below `Config::shm_doorbell_slots`) looks at every
+//!   ring at every poll: one load each when it is empty.
+//! - A large one has a doorbell (`crate::doorbell`). A poll looks at:
+//!   the rings whose writer does not ring (C++ and v1 peers, or a tcpshm
+//!   client that has not yet acknowledged the bell); the hot rings
+//!   (messages within the last millisecond, at most `HOT_MAX`), read at
+//!   every poll as in a small group, so a busy client pays what it would
+//!   alone; the rings a budget-bound poll left with messages; the rings
+//!   whose bits are set (one word per 64 slots, read and cleared); and a
+//!   few rings of the slow sweep, which looks at every ring once per
+//!   `Config::shm_sweep_interval`. An idle ring costs nothing else.
 
-use super::Group;
-use crate::conn::deliver_ready;
+use super::{Group, HOT_WINDOW};
+use crate::config::Config;
+use crate::conn::{deliver_ready, RxTransport};
+use crate::doorbell::{self, Doorbell};
+use crate::error::SetupError;
+use crate::pair_files::bell_path;
 use crate::server::slot_set::SlotSet;
 use crate::server::GroupHandler;
-use crate::wire::UserData;
+use crate::wire::{Name, UserData};
+
+/// Hot rings at most: a look at a ring is a load, so more than TCP's.
+const HOT_MAX: usize = 16;
 
 /// What an SHM group knows of which connections have work.
 #[derive(Debug)]
@@ -12,12 +31,84 @@ pub(super) struct Readiness {
     /// Connections the application reached through `Group::connection`
     /// since the last poll: it may have closed one, or pushed a batch.
     touched: SlotSet,
+    /// The doorbell and what goes with it, in a large group.
+    bell: Option<Bell>,
+}
+
+#[derive(Debug)]
+struct Bell {
+    door: Doorbell,
+    /// Rings looked at in every poll: their writer does not ring, or has
+    /// not acknowledged the bell yet (`announced[slot]`, else 0).
+    direct: SlotSet,
+    announced: Vec<u64>,
+    /// Rings left with messages (the budget, or a message not consumed)
+    /// by the last poll, and by this one.
+    busy: SlotSet,
+    busy_next: SlotSet,
+    /// Hot rings, and until when each stays hot.
+    hot: SlotSet,
+    hot_until: Vec<i64>,
+    hot_window: i64,
+    /// The sweep: the next slot it looks at, when, and the ticks between
+    /// two slots (the interval over the group's slots).
+    sweep_slot: usize,
+    sweep_at: Option<i64>,
+    sweep_step: i64,
+    sweep_interval: i64,
 }
 
 impl Readiness {
-    pub(super) fn new(slots: usize) -> Self {
-        Readiness {
+    /// The readiness of SHM group `group` of server `server`, with `slots`
+    /// slots: with a doorbell if `cfg` gives it one.
+    pub(super) fn new(
+        slots: usize,
+        group: usize,
+        server: &Name,
+        cfg: &Config,
+    ) -> Result<Self, SetupError> {
+        let bell = if slots >= cfg.shm_doorbell_slots && slots > 0 {
+            let path = bell_path(&cfg.shm_dir, server, group);
+            let door = Doorbell::create(&path, slots, cfg.file_mode).map_err(SetupError::File)?;
+            let t = cfg.ticks();
+            Some(Bell {
+                door,
+                direct: SlotSet::new(slots),
+                announced: vec![0; slots],
+                busy: SlotSet::new(slots),
+                busy_next: SlotSet::new(slots),
+                hot: SlotSet::new(slots),
+                hot_until: vec![0; slots],
+                hot_window: cfg.ticks_of(HOT_WINDOW),
+                sweep_slot: 0,
+                sweep_at: None,
+                sweep_step: (t.shm_sweep_interval / slots as i64).max(1),
+                sweep_interval: t.shm_sweep_interval,
+            })
+        } else {
+            None
+        };
+        Ok(Readiness {
             touched: SlotSet::new(slots),
+            bell,
+        })
+    }
+
+    /// The announcement for a session starting in `slot` of `group` (0:
+    /// no bell, the writer rings nothing).
+    pub(super) fn announcement(&self, group: usize, slot: usize) -> u64 {
+        match &self.bell {
+            Some(_) => doorbell::announcement_of(group, slot).unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// A session starts in `slot`, its bell announced as `word`: its ring
+    /// is looked at in every poll until the writer acknowledges.
+    pub(super) fn started(&mut self, slot: usize, word: u64) {
+        if let Some(b) = &mut self.bell {
+            b.direct.insert(slot);
+            b.announced[slot] = word;
         }
     }
 
@@ -29,45 +120,211 @@ impl Readiness {
     /// `slot`'s session ended.
     pub(super) fn forget(&mut self, slot: usize) {
         self.touched.remove(slot);
+        if let Some(b) = &mut self.bell {
+            b.direct.remove(slot);
+            b.busy.remove(slot);
+            b.busy_next.remove(slot);
+            b.hot.remove(slot);
+        }
     }
 }
 
 impl<U: UserData, R: UserData> Group<U, R> {
     #[inline(always)]
-    pub(super) fn serve_shm<H: GroupHandler<U>>(&mut self, handler: &mut H) {
-        if !self.shm.as_ref().is_some_and(|r| r.touched.is_empty()) {
+    pub(super) fn serve_shm<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
+        let r = self.shm.as_ref().expect("an SHM group");
+        if !r.touched.is_empty() {
             self.serve_touched(handler);
+        }
+        if self.shm.as_ref().is_some_and(|r| r.bell.is_some()) {
+            return self.serve_rung(now, handler);
         }
         let mut i = 0;
         while i < self.live.len() {
-            let slot = self.live.at(i);
-            let conn = &mut self.conns[slot];
-            // The empty poll: a cached index, or one load. Closes by the
-            // control part come through the mailbox.
-            if !conn.rx.may_have_messages() {
-                // A batch pushed with `push_more` outside a handler goes
-                // with this poll, and a message pushed outside one is handed
-                // over (fields of ours, no shared-memory load).
-                conn.tx.settle();
+            if self.serve_ring(self.live.at(i), handler).is_some() {
                 i += 1;
-                continue;
-            }
-            let id = self.id(slot);
-            let conn = &mut self.conns[slot];
-            deliver_ready(conn, self.cfg.shm_msgs_per_poll, |msg, tx| {
-                handler.on_client_msg(id, msg, tx)
-            });
-            if let Some(f) = conn.rx.fault.take() {
-                conn.tx.state.close(f);
-            }
-            // Closed by the handler, or for a corrupt queue (the last
-            // live slot moves to `i`).
-            if let Some(closed) = conn.close_reason() {
-                self.end(slot, closed, handler);
-                continue;
-            }
-            i += 1;
+            } // else it ended, and the last live slot moved to `i`
         }
+    }
+
+    /// Delivers from the ring of `slot` if it has messages (one load when
+    /// it is empty). `None` if the session ended; else whether it
+    /// delivered, and whether messages remain.
+    #[inline(always)]
+    fn serve_ring<H: GroupHandler<U>>(
+        &mut self,
+        slot: usize,
+        handler: &mut H,
+    ) -> Option<(bool, bool)> {
+        let conn = &mut self.conns[slot];
+        // The empty poll: a cached index, or one load. Closes by the
+        // control part come through the mailbox.
+        if !conn.rx.may_have_messages() {
+            // A batch pushed with `push_more` outside a handler goes with
+            // this poll, and a message pushed outside one is handed over
+            // (fields of ours, no shared-memory load).
+            conn.tx.settle();
+            return Some((false, false));
+        }
+        let id = self.id(slot);
+        let conn = &mut self.conns[slot];
+        deliver_ready(conn, self.cfg.shm_msgs_per_poll, |msg, tx| {
+            handler.on_client_msg(id, msg, tx)
+        });
+        if let Some(f) = conn.rx.fault.take() {
+            conn.tx.state.close(f);
+        }
+        // Closed by the handler, or for a corrupt queue.
+        if let Some(closed) = conn.close_reason() {
+            self.end(slot, closed, handler);
+            return None;
+        }
+        Some((true, conn.rx.may_have_messages()))
+    }
+
+    /// A poll of a group with a doorbell (see the module's text).
+    fn serve_rung<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
+        // The sets, out of `self` while the handler runs (moved, and put
+        // back after: no poll allocates).
+        let b = self.bell_mut();
+        let mut direct = std::mem::take(&mut b.direct);
+        let mut hot = std::mem::take(&mut b.hot);
+        let mut left = std::mem::take(&mut b.busy);
+        let mut busy = std::mem::take(&mut b.busy_next);
+        // Rings whose writer does not ring, or not yet.
+        let mut i = 0;
+        while i < direct.len() {
+            let slot = direct.at(i);
+            let word = self.bell_mut().announced[slot];
+            if word != 0 && self.acknowledged(slot, word) {
+                // It rings from now on: one more look, for what it
+                // published before it said so.
+                self.bell_mut().announced[slot] = 0;
+                direct.remove(slot);
+                self.serve_and_note(slot, now, &mut busy, &mut hot, handler);
+            } else if self.serve_and_note(slot, now, &mut busy, &mut hot, handler) {
+                i += 1;
+            } else {
+                direct.remove(slot);
+            }
+        }
+        // Hot rings, at every poll while they stay hot.
+        let mut i = 0;
+        while i < hot.len() {
+            let slot = hot.at(i);
+            if now.wrapping_sub(self.bell_mut().hot_until[slot]) > 0 {
+                hot.remove(slot); // cooled down (looked at once more now)
+            } else {
+                i += 1;
+            }
+            self.serve_and_note(slot, now, &mut busy, &mut hot, handler);
+        }
+        // Rings the last poll left with messages.
+        for i in 0..left.len() {
+            let slot = left.at(i);
+            if !hot.contains(slot) && !direct.contains(slot) {
+                self.serve_and_note(slot, now, &mut busy, &mut hot, handler);
+            }
+        }
+        left.clear();
+        // The bell: one word per 64 slots, mostly zero and in our cache.
+        let (lines, cap) = (self.bell_mut().door.lines(), self.conns.len());
+        for line in 0..lines {
+            let mut bits = self.bell_mut().door.take(line);
+            while bits != 0 {
+                let slot = line * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                // A bit is a hint (peer-written): only a live ringing slot
+                // not looked at yet in this poll counts.
+                if slot < cap
+                    && self.live.contains(slot)
+                    && !direct.contains(slot)
+                    && !hot.contains(slot)
+                {
+                    self.serve_and_note(slot, now, &mut busy, &mut hot, handler);
+                }
+            }
+        }
+        self.sweep(now, &direct, &mut busy, &mut hot, handler);
+        let b = self.bell_mut();
+        (b.direct, b.hot, b.busy, b.busy_next) = (direct, hot, busy, left);
+    }
+
+    /// Serves `slot`'s ring and notes what it left: a ring that delivered
+    /// turns hot (if there is room), one left with messages goes in
+    /// `busy`. Returns whether the session is still up.
+    fn serve_and_note<H: GroupHandler<U>>(
+        &mut self,
+        slot: usize,
+        now: i64,
+        busy: &mut SlotSet,
+        hot: &mut SlotSet,
+        handler: &mut H,
+    ) -> bool {
+        if !self.live.contains(slot) {
+            hot.remove(slot);
+            busy.remove(slot);
+            return false;
+        }
+        let Some((delivered, more)) = self.serve_ring(slot, handler) else {
+            hot.remove(slot);
+            busy.remove(slot);
+            return false;
+        };
+        if delivered && (hot.contains(slot) || (hot.len() < HOT_MAX && hot.insert(slot))) {
+            let b = self.bell_mut();
+            b.hot_until[slot] = now.wrapping_add(b.hot_window);
+        }
+        if more {
+            busy.insert(slot);
+        }
+        true
+    }
+
+    /// Looks at the rings the sweep has come to by `now`: every slot once
+    /// per interval, in turn (after a pause, one full sweep at most).
+    fn sweep<H: GroupHandler<U>>(
+        &mut self,
+        now: i64,
+        direct: &SlotSet,
+        busy: &mut SlotSet,
+        hot: &mut SlotSet,
+        handler: &mut H,
+    ) {
+        let cap = self.conns.len();
+        let b = self.bell_mut();
+        let step = b.sweep_step;
+        let mut at = *b.sweep_at.get_or_insert(now);
+        if now.wrapping_sub(at) > b.sweep_interval {
+            at = now.wrapping_sub(b.sweep_interval);
+        }
+        let mut n = 0;
+        while n < cap && now.wrapping_sub(at) >= 0 {
+            let b = self.bell_mut();
+            let slot = b.sweep_slot;
+            b.sweep_slot = (slot + 1) % cap;
+            at = at.wrapping_add(step);
+            n += 1;
+            if self.live.contains(slot) && !direct.contains(slot) && !hot.contains(slot) {
+                self.serve_and_note(slot, now, busy, hot, handler);
+            }
+        }
+        self.bell_mut().sweep_at = Some(at);
+    }
+
+    /// Whether the writer of `slot`'s ring acknowledged the bell `word`.
+    fn acknowledged(&self, slot: usize, word: u64) -> bool {
+        match &self.conns[slot].rx.t {
+            RxTransport::Shm(r) => r.doorbell_acknowledged(word),
+            _ => false,
+        }
+    }
+
+    fn bell_mut(&mut self) -> &mut Bell {
+        self.shm
+            .as_mut()
+            .and_then(|r| r.bell.as_mut())
+            .expect("a group with a doorbell")
     }
 
     /// Reports the touched connections the application closed, and lets

@@ -13,7 +13,7 @@
 use std::io;
 use std::net::TcpStream;
 
-use super::Group;
+use super::{Group, HOT_WINDOW};
 use crate::config::Config;
 use crate::conn::deliver;
 use crate::error::SetupError;
@@ -38,15 +38,13 @@ const EVENTS_PER_POLL: usize = 128;
 /// one burst) are spread over the next polls.
 const TIMERS_PER_POLL: usize = 64;
 
-/// Hot connections: those that delivered application messages within the
-/// last millisecond (heartbeats do not count) are read at every poll, as
-/// in a small group, so a busy client pays one system call per poll as it
-/// would alone; the readiness set is then asked every `WAIT_EVERY` polls
-/// only. At most `HOT_MAX` of them: past that, a poll would pay more for
-/// its hot connections than for asking the set.
+/// Hot connections (`HOT_WINDOW`) are read at every poll, as in a small
+/// group, so a busy client pays one system call per poll as it would
+/// alone; the readiness set is then asked every `WAIT_EVERY` polls only.
+/// At most `HOT_MAX` of them: past that, a poll would pay more for its hot
+/// connections than for asking the set.
 const HOT_MAX: usize = 4;
 const WAIT_EVERY: u32 = 4;
-const HOT_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// What a TCP group knows of which connections have work.
 #[derive(Debug)]

@@ -100,6 +100,16 @@ fn lock_step() {
                 r.pop();
                 popped += 1;
             }
+            7 if rng.next() % 4 == 0 => {
+                // The doorbell's words, scribbled like the others: read as
+                // a session start reads them (a bell that cannot be opened
+                // rings nothing; Miri opens no file).
+                let _ = r.doorbell_acknowledged(rng.value());
+                if !cfg!(miri) {
+                    let missing = std::env::temp_dir().join("tcpshm-hostile-no-bell");
+                    assert!(!w.join_doorbell(|_| missing));
+                }
+            }
             _ => scribble(&s, &mut rng),
         }
     }

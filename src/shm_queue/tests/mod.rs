@@ -356,7 +356,7 @@ fn a_batch_held_by_a_killed_writer_is_delivered() {
     assert!(w.holding());
     // kill -9: no release (a drop would let the batch go); both ends
     // start a new session.
-    w.0.abandon_batch();
+    w.w.abandon_batch();
     drop((w, r));
     let mut w2 = ShmWriter::new(reg.clone()).unwrap();
     let mut r2 = ShmReader::new(reg).unwrap();
@@ -387,7 +387,7 @@ fn a_dead_holder_without_a_new_session_does_not_stall_the_reader() {
         w.alloc(k, 8).unwrap();
         w.push_more();
     }
-    w.0.abandon_batch(); // kill -9
+    w.w.abandon_batch(); // kill -9
     drop(w);
     let mut w2 = ShmWriter::new(reg).unwrap();
     let mut got = vec![];
