@@ -41,12 +41,19 @@ fn a_message_never_rung_is_found_by_the_sweep_within_its_interval() {
     server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
     let mut echo = EchoServer::default();
+    // Six clients: a group with a handful live looks at every ring anyway.
+    let mut others: Vec<_> = (1..6)
+        .map(|i| client(&dir, &format!("o{i}"), &cfg))
+        .collect();
     let mut c = client(&dir, "c", &cfg);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         serve(s, &mut server, &mut echo, &stop);
         let _stop = StopOnDrop(&stop);
         c.connect(Transport::Shm, addr, 0).unwrap();
+        for o in &mut others {
+            o.connect(Transport::Shm, addr, 0).unwrap();
+        }
     });
     let mut check = CheckingClient::default();
     // Past the hot window, with the writer's acknowledgement seen: the

@@ -14,8 +14,9 @@ use crate::{
     Received, Server, Transport,
 };
 
-/// Clients of the group.
-const CLIENTS: usize = 3;
+/// Clients of the group: more than a group looks at ring by ring
+/// without taking its bell.
+const CLIENTS: usize = 5;
 /// The sweep's interval on the fake clock.
 const SWEEP: Duration = Duration::from_millis(8);
 
@@ -55,7 +56,7 @@ impl ClientHandler for Ignore {
 }
 
 /// A server whose SHM group has a doorbell (and a sweep of 8 ms of a fake
-/// clock), and three tcpshm clients logged in over shared memory; the
+/// clock), and five tcpshm clients logged in over shared memory; the
 /// input chooses each step: a client pushes a message (or a batch with
 /// `push_more`, let go by its next poll), the server or a client polls,
 /// the clock moves (at most 4 ms a step), or a peer writes a word of the

@@ -1,10 +1,12 @@
 //! An SHM group's poll: delivers from the rings of its live connections.
 //!
-//! - A small group (below `Config::shm_doorbell_slots`) looks at every
-//!   ring at every poll: one load each when it is empty.
-//! - A large one has a doorbell (`crate::doorbell`). A poll looks at:
+//! - A small group (below `Config::shm_doorbell_slots`), or one with at
+//!   most `DIRECT_MAX` live connections, looks at every ring at every
+//!   poll: one load each when it is empty.
+//! - A larger one has a doorbell (`crate::doorbell`). A poll looks at:
 //!   the rings whose writer does not ring (C++ and v1 peers, or a tcpshm
-//!   client that has not yet acknowledged the bell); the hot rings
+//!   client whose acknowledgement of the bell the sweep has not seen yet);
+//!   the hot rings
 //!   (messages within the last millisecond, at most `HOT_MAX`), read at
 //!   every poll as in a small group, so a busy client pays what it would
 //!   alone; the rings a budget-bound poll left with messages; the rings
@@ -24,6 +26,13 @@ use crate::wire::{Name, UserData};
 
 /// Hot rings at most: a look at a ring is a load, so more than TCP's.
 const HOT_MAX: usize = 16;
+
+/// Live connections up to which a group with a doorbell still looks at
+/// every ring and takes no bit: measured, the bell paid for itself from
+/// about five rings on (`docs/benchmarks.md`, "Where the switches are").
+/// Bits set meanwhile stay set: the first poll that takes them looks at
+/// those rings.
+const DIRECT_MAX: usize = 4;
 
 /// What an SHM group knows of which connections have work.
 #[derive(Debug)]
@@ -136,7 +145,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
         if !r.touched.is_empty() {
             self.serve_touched(handler);
         }
-        if self.shm.as_ref().is_some_and(|r| r.bell.is_some()) {
+        if self.live.len() > DIRECT_MAX && self.shm.as_ref().is_some_and(|r| r.bell.is_some()) {
             return self.serve_rung(now, handler);
         }
         let mut i = 0;
@@ -191,18 +200,13 @@ impl<U: UserData, R: UserData> Group<U, R> {
         let mut hot = std::mem::take(&mut b.hot);
         let mut left = std::mem::take(&mut b.busy);
         let mut busy = std::mem::take(&mut b.busy_next);
-        // Rings whose writer does not ring, or not yet.
+        // Rings whose writer does not ring, or not yet (the sweep looks
+        // for its acknowledgement: a load of a line the writer keeps
+        // writing has no place in every poll).
         let mut i = 0;
         while i < direct.len() {
             let slot = direct.at(i);
-            let word = self.bell_mut().announced[slot];
-            if word != 0 && self.acknowledged(slot, word) {
-                // It rings from now on: one more look, for what it
-                // published before it said so.
-                self.bell_mut().announced[slot] = 0;
-                direct.remove(slot);
-                self.serve_and_note(slot, now, &mut busy, &mut hot, handler);
-            } else if self.serve_and_note(slot, now, &mut busy, &mut hot, handler) {
+            if self.serve_and_note(slot, now, &mut busy, &mut hot, handler) {
                 i += 1;
             } else {
                 direct.remove(slot);
@@ -245,7 +249,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
                 }
             }
         }
-        self.sweep(now, &direct, &mut busy, &mut hot, handler);
+        self.sweep(now, &mut direct, &mut busy, &mut hot, handler);
         let b = self.bell_mut();
         (b.direct, b.hot, b.busy, b.busy_next) = (direct, hot, busy, left);
     }
@@ -282,11 +286,14 @@ impl<U: UserData, R: UserData> Group<U, R> {
     }
 
     /// Looks at the rings the sweep has come to by `now`: every slot once
-    /// per interval, in turn (after a pause, one full sweep at most).
+    /// per interval, in turn (after a pause, one full sweep at most). For
+    /// a ring looked at in every poll, whether its writer acknowledged the
+    /// bell: then it rings from now on, and its ring is looked at once
+    /// more, for what it published before it said so.
     fn sweep<H: GroupHandler<U>>(
         &mut self,
         now: i64,
-        direct: &SlotSet,
+        direct: &mut SlotSet,
         busy: &mut SlotSet,
         hot: &mut SlotSet,
         handler: &mut H,
@@ -305,7 +312,17 @@ impl<U: UserData, R: UserData> Group<U, R> {
             b.sweep_slot = (slot + 1) % cap;
             at = at.wrapping_add(step);
             n += 1;
-            if self.live.contains(slot) && !direct.contains(slot) && !hot.contains(slot) {
+            if !self.live.contains(slot) {
+                continue;
+            }
+            if direct.contains(slot) {
+                let word = self.bell_mut().announced[slot];
+                if word != 0 && self.acknowledged(slot, word) {
+                    self.bell_mut().announced[slot] = 0;
+                    direct.remove(slot);
+                    self.serve_and_note(slot, now, busy, hot, handler);
+                }
+            } else if !hot.contains(slot) {
                 self.serve_and_note(slot, now, busy, hot, handler);
             }
         }

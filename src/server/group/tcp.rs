@@ -1,7 +1,7 @@
 //! A TCP group's poll, which costs what is ready, not what is connected.
 //!
-//! - A group of at most [`DIRECT_MAX`] live connections polls each in
-//!   turn: one `recv` each, the cheapest way for a handful.
+//! - A group with one live connection reads it at every poll: one `recv`,
+//!   as it always did ([`DIRECT_MAX`]).
 //! - A larger group asks its epoll set (level-triggered) which sockets are
 //!   readable, one system call however many connections there are, and
 //!   visits those; the connections whose timers are due (a [`TimerWheel`]:
@@ -24,10 +24,11 @@ use crate::timer_wheel::TimerWheel;
 use crate::wire::UserData;
 
 /// Live connections up to which a poll reads each one rather than ask
-/// the readiness set. With one live connection the two cost one system
-/// call each; each idle connection more adds a `recv` to the direct poll
-/// and nothing to the other (`docs/benchmarks.md`, "Many connections").
-pub(super) const DIRECT_MAX: usize = 4;
+/// the readiness set: one. A lone connection is read as it always was;
+/// with two or three, reading each already made the active client's p99
+/// 1.2-1.5x its lone p99 where the readiness set kept it at 0.96-0.99x
+/// (`docs/benchmarks.md`, "Where the switches are").
+pub(super) const DIRECT_MAX: usize = 1;
 
 /// Readable sockets one poll hears of; the rest (level-triggered) are
 /// reported again by the next.
