@@ -24,20 +24,21 @@
 //! moved more than 2x between rounds. The JSON schema is in
 //! `docs/benchmarks.md`.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use hdrhistogram::Histogram;
-use tcpshm::{
-    Accept, Client, ClientHandler, Config, ConnId, ConnTx, ControlHandler, GroupHandler,
-    LoginRequest, Received, Server, ServerParts, Transport,
-};
+use tcpshm::{Server, ServerParts};
 use tcpshm_cli::util::{fmt_ns, now};
 
+use crate::ours::{
+    bench_config, our_client, our_round, our_tput, serve, spawn_server, BenchEcho, CLIENT_SHM,
+    CLIENT_SHM_V1, SERVER, SERVER_V1,
+};
+use crate::peer::{online_cpus, pin, Peer, PeerArgs};
+use crate::rounds::{median, ratios, round, rtt_size, spread, Round, Rtt, Series, Spread};
 use crate::shared_page::SharedPage;
 
 #[derive(clap::Args, Debug)]
@@ -66,104 +67,8 @@ pub struct Args {
     pub shm_dir: PathBuf,
 }
 
-#[derive(clap::Args, Debug)]
-pub struct PeerArgs {
-    /// cacheline FILE | rawtcp ADDR | server DIR
-    pub mode: String,
-    pub target: String,
-    #[arg(long, default_value = "/dev/shm")]
-    pub shm_dir: PathBuf,
-    #[arg(long, default_value_t = 0)]
-    pub count: u64,
-    /// server mode: the shared-memory fast path off (v1 ring).
-    #[arg(long)]
-    pub v1: bool,
-    /// abuse modes (`tcpshm-bench isolation`): over shared memory.
-    #[arg(long)]
-    pub shm: bool,
-    /// abuse modes: the directory for a client's queue files.
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
-}
-
-/// Payload sizes of the RTT measurements (the C++ library's method).
-const RTT_SIZES: [usize; 4] = [16, 36, 68, 200];
 /// Payload sizes of the throughput measurements.
 const TPUT_SIZES: [usize; 4] = [16, 64, 256, 1024];
-/// Messages of this type are consumed without an echo (throughput).
-pub(crate) const SINK_TYPE: u16 = 100;
-
-/// Pins the calling thread to CPU `cpu` if the machine has it.
-pub fn pin(cpu: usize) -> bool {
-    let n = online_cpus();
-    if n < 2 {
-        return false;
-    }
-    // SAFETY: cpu_set_t is plain data; CPU_SET writes inside it (cpu < n
-    // <= CPU_SETSIZE on the machines we run on, checked below); the call
-    // only reads the set.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if cpu >= libc::CPU_SETSIZE as usize {
-            return false;
-        }
-        libc::CPU_SET(cpu % n, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
-    }
-}
-
-/// CPUs online (not the affinity mask, which a pinned parent passes on).
-fn online_cpus() -> usize {
-    // SAFETY: plain sysconf query.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    n.max(1) as usize
-}
-
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 10_000_000_000, 3).expect("histogram bounds")
-}
-
-/// Latency statistics of one measurement, in ns.
-#[derive(Clone, Debug, Default)]
-struct Rtt {
-    p50: u64,
-    p99: u64,
-    p999: u64,
-    max: u64,
-    mean: f64,
-    /// (quantile, ns) along the distribution, for the plot.
-    curve: Vec<(f64, u64)>,
-}
-
-/// Quantiles plotted: 50% to 99.99%.
-const CURVE: [f64; 10] = [
-    0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99999,
-];
-
-impl Rtt {
-    fn of(h: &Histogram<u64>) -> Rtt {
-        Rtt {
-            p50: h.value_at_quantile(0.5),
-            p99: h.value_at_quantile(0.99),
-            p999: h.value_at_quantile(0.999),
-            max: h.max(),
-            mean: h.mean(),
-            curve: CURVE.iter().map(|&q| (q, h.value_at_quantile(q))).collect(),
-        }
-    }
-    fn json(&self) -> String {
-        format!(
-            "{{\"p50_ns\":{},\"p99_ns\":{},\"p999_ns\":{},\"max_ns\":{},\"mean_ns\":{:.1}}}",
-            self.p50, self.p99, self.p999, self.max, self.mean
-        )
-    }
-}
-
-fn median<T: Copy + PartialOrd>(v: &[T]) -> T {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    s[s.len() / 2]
-}
 
 /// A latency-percentile plot: x is the percentile on a "nines" scale,
 /// y the round-trip time on a log scale.
@@ -230,217 +135,6 @@ fn svg(series: &[(&str, &Rtt, &str)]) -> String {
     out
 }
 
-/// Size of RTT message `i`: drawn from RTT_SIZES by a fixed sequence.
-fn rtt_size(i: u32) -> usize {
-    RTT_SIZES[(i.wrapping_mul(2_654_435_761) >> 30) as usize]
-}
-
-pub(crate) struct Peer {
-    child: Child,
-    out: BufReader<std::process::ChildStdout>,
-}
-
-impl Peer {
-    pub(crate) fn spawn(args: &[String]) -> Result<Peer, String> {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new(exe)
-            .arg("peer")
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start the bench peer: {e}"))?;
-        let out = BufReader::new(child.stdout.take().expect("piped"));
-        Ok(Peer { child, out })
-    }
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-    pub(crate) fn line(&mut self) -> String {
-        let mut l = String::new();
-        let _ = self.out.read_line(&mut l);
-        l.trim().to_string()
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------- rounds
-
-impl Peer {
-    /// Pauses the peer (SIGSTOP): it takes no CPU while another pair is
-    /// measured.
-    fn pause(&self) {
-        // SAFETY: plain syscall; the pid is our child's.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
-    }
-    fn resume(&self) {
-        // SAFETY: as in `pause`.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
-    }
-    /// Runs `f` with the peer resumed, and pauses it again.
-    fn running<T>(&self, f: impl FnOnce() -> T) -> T {
-        self.resume();
-        let r = f();
-        self.pause();
-        r
-    }
-}
-
-/// One round: latency samples, the same split by payload size (one-block
-/// payloads of 16 and 36 bytes; 200 bytes), and the average RTT (wall time
-/// / round trips).
-pub(crate) struct Round {
-    hist: Histogram<u64>,
-    one_block: Histogram<u64>,
-    b200: Histogram<u64>,
-    avg_ns: f64,
-}
-
-/// p50, p99, p99.9 (ns) and mean of rounds merged.
-pub(crate) fn merged_rtt(rounds: &[Round]) -> (u64, u64, u64, f64) {
-    let mut h = hist();
-    for r in rounds {
-        let _ = h.add(&r.hist);
-    }
-    (
-        h.value_at_quantile(0.5),
-        h.value_at_quantile(0.99),
-        h.value_at_quantile(0.999),
-        h.mean(),
-    )
-}
-
-impl Round {
-    /// The round's quantile `q` in nanoseconds.
-    pub(crate) fn quantile(&self, q: f64) -> f64 {
-        self.hist.value_at_quantile(q) as f64
-    }
-
-    /// p50 and p99 in nanoseconds.
-    pub(crate) fn p50_p99(&self) -> (f64, f64) {
-        (
-            self.hist.value_at_quantile(0.5) as f64,
-            self.hist.value_at_quantile(0.99) as f64,
-        )
-    }
-}
-
-/// Rounds of one measurement.
-struct Series {
-    rounds: Vec<Round>,
-}
-
-impl Series {
-    fn new() -> Self {
-        Series { rounds: Vec::new() }
-    }
-    /// All rounds merged.
-    fn merged(&self) -> Rtt {
-        let mut h = hist();
-        for r in &self.rounds {
-            let _ = h.add(&r.hist);
-        }
-        Rtt::of(&h)
-    }
-    fn p50s(&self) -> Vec<f64> {
-        self.rounds
-            .iter()
-            .map(|r| r.hist.value_at_quantile(0.5) as f64)
-            .collect()
-    }
-    fn avgs(&self) -> Vec<f64> {
-        self.rounds.iter().map(|r| r.avg_ns).collect()
-    }
-    /// Per-round p50 of the one-block payloads (16 and 36 bytes).
-    fn one_block_p50s(&self) -> Vec<f64> {
-        self.rounds
-            .iter()
-            .map(|r| r.one_block.value_at_quantile(0.5) as f64)
-            .collect()
-    }
-    /// Per-round p50 of the 200-byte payloads.
-    fn b200_p50s(&self) -> Vec<f64> {
-        self.rounds
-            .iter()
-            .map(|r| r.b200.value_at_quantile(0.5) as f64)
-            .collect()
-    }
-}
-
-/// Median, 25th and 75th percentiles, min and max of `v`.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Spread {
-    pub median: f64,
-    pub p25: f64,
-    pub p75: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-pub(crate) fn spread(v: &[f64]) -> Spread {
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
-    let at = |q: f64| s[((s.len() - 1) as f64 * q).round() as usize];
-    Spread {
-        median: at(0.5),
-        p25: at(0.25),
-        p75: at(0.75),
-        min: s[0],
-        max: s[s.len() - 1],
-    }
-}
-
-impl Spread {
-    pub(crate) fn json(&self) -> String {
-        format!(
-            "{{\"median\":{:.3},\"p25\":{:.3},\"p75\":{:.3},\"min\":{:.3},\"max\":{:.3}}}",
-            self.median, self.p25, self.p75, self.min, self.max
-        )
-    }
-}
-
-fn ratios(ours: &[f64], floor: &[f64]) -> Vec<f64> {
-    ours.iter()
-        .zip(floor)
-        .map(|(o, f)| o / f.max(1.0))
-        .collect()
-}
-
-/// Samples of a round: the first tenth (or 100) is warm-up. `one`
-/// returns the nanoseconds of a round trip and its payload size (0 for a
-/// floor).
-fn round(
-    n: u32,
-    mut one: impl FnMut(u32) -> Result<(u64, usize), String>,
-) -> Result<Round, String> {
-    let (mut h, mut one_block, mut b200) = (hist(), hist(), hist());
-    let warm = (n / 10).min(100);
-    let t0 = Instant::now();
-    for i in 0..n {
-        let (ns, size) = one(i)?;
-        if i >= warm {
-            let _ = h.record(ns.max(1));
-            match size {
-                1..=48 => drop(one_block.record(ns.max(1))),
-                200 => drop(b200.record(ns.max(1))),
-                _ => {}
-            }
-        }
-    }
-    let avg_ns = t0.elapsed().as_nanos() as f64 / f64::from(n.max(1));
-    Ok(Round {
-        hist: h,
-        one_block,
-        b200,
-        avg_ns,
-    })
-}
-
 // ---------------------------------------------------------------- baselines
 
 /// The cache-line ping-pong: the parent stores k in line A, the peer
@@ -502,7 +196,7 @@ impl Drop for CacheLine {
     }
 }
 
-fn peer_cacheline(p: &PeerArgs) -> Result<(), String> {
+pub(crate) fn peer_cacheline(p: &PeerArgs) -> Result<(), String> {
     let map = SharedPage::open(std::path::Path::new(&p.target))?;
     let (a_word, b_word) = (map.word(0), map.word(64));
     println!("ready");
@@ -590,7 +284,7 @@ impl Drop for RawTcp {
     }
 }
 
-fn peer_rawtcp(p: &PeerArgs) -> Result<(), String> {
+pub(crate) fn peer_rawtcp(p: &PeerArgs) -> Result<(), String> {
     let mut s = TcpStream::connect(&p.target).map_err(|e| e.to_string())?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     s.set_nonblocking(true).map_err(|e| e.to_string())?;
@@ -602,253 +296,6 @@ fn peer_rawtcp(p: &PeerArgs) -> Result<(), String> {
         nonblocking_write_all(&mut s, &buf[..len]).map_err(|e| e.to_string())?;
     }
     Ok(())
-}
-
-// ---------------------------------------------------------------- ours
-
-/// The peer's server: echoes, except SINK_TYPE messages, consumed silently.
-#[derive(Clone)]
-pub(crate) struct BenchEcho;
-
-impl ControlHandler for BenchEcho {
-    fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
-        Accept::group(0)
-    }
-}
-
-impl GroupHandler for BenchEcho {
-    fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
-        if msg.msg_type() == SINK_TYPE {
-            // Read every byte, as an application would.
-            std::hint::black_box(msg.payload().iter().fold(0u8, |a, b| a ^ b));
-            msg.pop();
-            return;
-        }
-        let Ok(mut rsp) = tx.alloc(msg.msg_type(), msg.payload().len()) else {
-            return;
-        };
-        rsp.payload_mut().copy_from_slice(msg.payload());
-        // As `tcpshm echo-server` answers: the reply is published first,
-        // then the request consumed (nothing crashes here, so the order
-        // only decides what is on the round trip's critical path).
-        rsp.push();
-        msg.pop();
-    }
-}
-
-/// The bench's configuration; `fast` is `Config::shm_fast_path`.
-pub(crate) fn bench_config(shm_dir: &std::path::Path, fast: bool) -> Config {
-    let mut c = Config::default();
-    // Room for `tcpshm-bench isolation`'s abusers beside the measured
-    // client (a stalled one keeps its slot until the connection timeout).
-    c.tcp_conns_per_group = 16;
-    c.shm_conns_per_group = 16;
-    c.tcp_queue_size = 1 << 20;
-    c.tcp_recv_buf_init_size = 1 << 16;
-    c.tcp_recv_buf_max_size = (1 << 20) + 4096;
-    c.shm_dir = shm_dir.to_path_buf();
-    c.shm_fast_path = fast;
-    c
-}
-
-/// Polls `server` with `h` until `until()`, as an application's one
-/// thread would: `Server::poll` at every pass, the clock and `until` every
-/// 128 passes (an empty shm poll is a few ns: `now` is then at most a
-/// microsecond old) or every pass while a TCP connection is live (its poll
-/// makes a system call anyway, and its timers want a fresh `now`).
-fn serve(server: &mut Server, h: &mut BenchEcho, until: impl Fn() -> bool) {
-    let (mut t, mut i, mut tcp_live) = (now(), 0u32, false);
-    loop {
-        if tcp_live || i % 128 == 0 {
-            if until() {
-                return;
-            }
-            tcp_live = server.parts().tcp.iter().any(|g| g.live() > 0);
-            t = now();
-        }
-        i = i.wrapping_add(1);
-        server.poll(t, h);
-    }
-}
-
-/// Server names of the two bench servers: the default configuration, and
-/// one with the shared-memory fast path off (the v1 ring both ways).
-pub(crate) const SERVER: &str = "bsrv";
-const SERVER_V1: &str = "bsrvv1";
-
-/// Starts the bench's server (the fast path, or with `v1` the v1 ring) as
-/// a peer process with its queue files in `dir`; returns it and the
-/// address it listens on.
-pub(crate) fn spawn_server(
-    dir: &std::path::Path,
-    shm_dir: &std::path::Path,
-    v1: bool,
-) -> Result<(Peer, String), String> {
-    let mut args = vec![
-        "server".to_string(),
-        dir.display().to_string(),
-        "--shm-dir".into(),
-        shm_dir.display().to_string(),
-    ];
-    if v1 {
-        args.push("--v1".into());
-    }
-    let mut server = Peer::spawn(&args)?;
-    let addr = server.line();
-    Ok((server, addr))
-}
-
-fn peer_server(p: &PeerArgs) -> Result<(), String> {
-    let name = if p.v1 { SERVER_V1 } else { SERVER };
-    let mut server: Server =
-        Server::new(name, &p.target, bench_config(&p.shm_dir, !p.v1)).map_err(|e| e.to_string())?;
-    server.listen("127.0.0.1:0").map_err(|e| e.to_string())?;
-    println!("{}", server.local_addr().expect("listening"));
-    let _ = std::io::stdout().flush();
-    tcpshm_cli::util::catch_stop_signals();
-    serve(&mut server, &mut BenchEcho, tcpshm_cli::util::stopping);
-    Ok(())
-}
-
-#[derive(Default)]
-pub(crate) struct Echoes(pub(crate) u32);
-
-impl ClientHandler for Echoes {
-    fn on_server_msg(&mut self, msg: Received<'_>, _: &mut ConnTx) {
-        msg.pop();
-        self.0 += 1;
-    }
-}
-
-/// Client names: over TCP, over shm, over shm with the fast path off.
-const CLIENT_TCP: &str = "btcp";
-pub(crate) const CLIENT_SHM: &str = "bshm";
-const CLIENT_SHM_V1: &str = "bshmv1";
-
-/// One connected client of the peer's server, over `shm` or TCP; `v1`
-/// turns the shared-memory fast path off (the peer must be the v1 server).
-pub(crate) fn our_client(
-    dir: &std::path::Path,
-    addr: &str,
-    shm: bool,
-    v1: bool,
-    shm_dir: &std::path::Path,
-) -> Result<Ours, String> {
-    let name = match (shm, v1) {
-        (false, _) => CLIENT_TCP,
-        (true, false) => CLIENT_SHM,
-        (true, true) => CLIENT_SHM_V1,
-    };
-    let mut client: Client =
-        Client::new(name, dir.join(name), bench_config(shm_dir, !v1)).map_err(|e| e.to_string())?;
-    let transport = if shm { Transport::Shm } else { Transport::Tcp };
-    client
-        .connect(transport, addr, 0)
-        .map_err(|e| e.to_string())?;
-    Ok(Ours {
-        client,
-        echoes: Echoes(0),
-        shm,
-        t: now(),
-        loops: 0,
-    })
-}
-
-impl Ours {
-    /// `client`, connected (over shared memory if `shm`), with its count
-    /// of echoes.
-    pub(crate) fn new(client: Client, shm: bool) -> Ours {
-        Ours {
-            client,
-            echoes: Echoes(0),
-            shm,
-            t: now(),
-            loops: 0,
-        }
-    }
-}
-
-/// A connected client of the bench with what it counts.
-pub(crate) struct Ours {
-    pub(crate) client: Client,
-    pub(crate) echoes: Echoes,
-    shm: bool,
-    /// The `now` of the polls, and the loops since it was read.
-    t: i64,
-    loops: u32,
-}
-
-impl Ours {
-    /// One loop of the client: `Client::poll`, with the clock read every
-    /// 64 loops only over shm (it costs some 30 ns here; the poll reads
-    /// the heartbeat socket every 200 µs of it), as a latency-minded
-    /// application would; every loop over TCP.
-    fn poll(&mut self) {
-        self.loops = self.loops.wrapping_add(1);
-        if !self.shm || self.loops % 64 == 0 {
-            self.t = now();
-        }
-        self.client.poll(self.t, &mut self.echoes);
-    }
-}
-
-pub(crate) fn our_round(c: &mut Ours, n: u32, seq: &mut u32) -> Result<Round, String> {
-    round(n, |_| {
-        let i = *seq;
-        *seq = seq.wrapping_add(1);
-        let size = rtt_size(i);
-        let before = c.echoes.0;
-        let t0 = Instant::now();
-        let mut m = c
-            .client
-            .connection()
-            .alloc(1, size)
-            .map_err(|e| format!("alloc: {e}"))?;
-        m.payload_mut()[..4].copy_from_slice(&i.to_le_bytes());
-        m.push();
-        while c.echoes.0 == before {
-            c.poll();
-            if c.client.connection().is_closed() {
-                return Err("connection closed during the benchmark".into());
-            }
-        }
-        Ok((t0.elapsed().as_nanos() as u64, size))
-    })
-}
-
-/// Streams `n` messages of `size` bytes (consumed silently by the peer),
-/// then one echoed marker; returns messages per second.
-fn our_tput(c: &mut Ours, size: usize, n: u32) -> Result<f64, String> {
-    let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
-    let t0 = Instant::now();
-    let mut sent = 0;
-    while sent < n {
-        match c.client.connection().alloc(SINK_TYPE, size) {
-            Ok(mut m) => {
-                m.payload_mut().copy_from_slice(&src);
-                m.push_more(); // TCP: batched into the next write
-                sent += 1;
-            }
-            Err(tcpshm::AllocError::Full) => {
-                c.client.connection().flush();
-                c.poll();
-            }
-            Err(e) => return Err(format!("alloc: {e}")),
-        }
-        if c.client.connection().is_closed() {
-            return Err("connection closed during the benchmark".into());
-        }
-    }
-    let before = c.echoes.0;
-    while c.client.connection().alloc(1, 8).map(|m| m.push()).is_err() {
-        c.client.connection().flush();
-        c.poll();
-    }
-    while c.echoes.0 == before {
-        c.client.connection().flush();
-        c.poll();
-    }
-    Ok(f64::from(n) / t0.elapsed().as_secs_f64())
 }
 
 // ---------------------------------------------------------------- empty polls
@@ -1103,11 +550,7 @@ fn measure(
         }
     }
     tcp_c.client.stop();
-    // SAFETY: plain syscall; the pid is our child's.
-    unsafe {
-        libc::kill(server.child.id() as i32, libc::SIGTERM);
-    }
-    let _ = server.child.wait();
+    server.stop();
     let tput = TPUT_SIZES
         .iter()
         .enumerate()
@@ -1319,33 +762,4 @@ fn report(
         a.svg.display()
     );
     Ok(())
-}
-
-pub fn peer(p: PeerArgs) -> Result<(), String> {
-    // A peer spins (or, as an abuser, wakes every millisecond) until it is
-    // killed: if the parent dies first, even by kill -9, the kernel kills
-    // the peer too, so no spinning process outlives a run.
-    // SAFETY: plain syscalls with integer arguments.
-    unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-        if libc::getppid() == 1 {
-            return Err("the bench parent is gone".into());
-        }
-    }
-    if let Some(kind) = p.mode.strip_prefix("abuse-") {
-        // Paced, and not pinned: see `isolation`.
-        return crate::isolation::abuse(kind, &p);
-    }
-    if p.mode == "idle-clients" {
-        // Asleep but for a heartbeat a second: not pinned.
-        return crate::scale::peer_idle(&p);
-    }
-    pin(1);
-    match p.mode.as_str() {
-        "cacheline" => peer_cacheline(&p),
-        "rawtcp" => peer_rawtcp(&p),
-        "server" => peer_server(&p),
-        "scale-server" => crate::scale::peer_server(&p),
-        m => Err(format!("unknown bench peer mode {m}")),
-    }
 }

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use tcpshm_cli::util::{fmt_ns, now};
 
-use crate::bench::{self, Peer};
+use crate::ours;
+use crate::peer::{self, Peer, PeerArgs};
+use crate::rounds;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -86,7 +88,7 @@ fn frames(msg_type: u16, payload: usize, bytes: usize) -> Vec<u8> {
 }
 
 /// The abuser process: logs in, says "ready", then abuses until killed.
-pub fn abuse(kind: &str, p: &bench::PeerArgs) -> Result<(), String> {
+pub fn abuse(kind: &str, p: &PeerArgs) -> Result<(), String> {
     let name = abuser_name(kind, std::process::id());
     if p.shm && (kind == "stall" || kind == "stream") {
         return abuse_shm_client(kind, &name, p);
@@ -94,7 +96,7 @@ pub fn abuse(kind: &str, p: &bench::PeerArgs) -> Result<(), String> {
     let mut s = login(&p.target, &name, p.shm)?;
     let burst = match kind {
         "heartbeats" => frames(0, 0, BURST),
-        "stream" => frames(bench::SINK_TYPE, 56, BURST),
+        "stream" => frames(ours::SINK_TYPE, 56, BURST),
         "stall" => frames(1, 16, BURST),
         "idle" => Vec::new(),
         k => return Err(format!("unknown abuser {k}")),
@@ -123,11 +125,11 @@ pub fn abuse(kind: &str, p: &bench::PeerArgs) -> Result<(), String> {
 /// its ring is full and never reads the echoes) or streams (pushes up to
 /// 1000 messages the server consumes per burst), keeping its session
 /// alive with the TCP poll.
-fn abuse_shm_client(kind: &str, name: &str, p: &bench::PeerArgs) -> Result<(), String> {
+fn abuse_shm_client(kind: &str, name: &str, p: &PeerArgs) -> Result<(), String> {
     let dir = p.dir.clone().ok_or("abuser over shm: no --dir")?.join(name);
-    let cfg = bench::bench_config(&p.shm_dir, true);
+    let cfg = ours::bench_config(&p.shm_dir, true);
     let mut c: tcpshm::Client = tcpshm::Client::new(name, dir, cfg).map_err(|e| e.to_string())?;
-    let mut echoes = bench::Echoes(0);
+    let mut echoes = ours::Echoes(0);
     c.connect(tcpshm::Transport::Shm, p.target.as_str(), 0)
         .map_err(|e| format!("abuser {kind}: {e}"))?;
     println!("ready");
@@ -135,7 +137,7 @@ fn abuse_shm_client(kind: &str, name: &str, p: &bench::PeerArgs) -> Result<(), S
     let (t, len) = if kind == "stall" {
         (1, 16)
     } else {
-        (bench::SINK_TYPE, 56)
+        (ours::SINK_TYPE, 56)
     };
     loop {
         for _ in 0..1000 {
@@ -184,7 +186,7 @@ pub fn run(a: Args) -> Result<(), String> {
             a.shm_dir.display()
         ));
     }
-    let pinned = bench::pin(0);
+    let pinned = peer::pin(0);
     let dir = std::env::temp_dir().join(format!("tcpshm-isolation-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -198,7 +200,7 @@ pub fn run(a: Args) -> Result<(), String> {
         if a.shm { "shared memory" } else { "TCP" },
         if pinned { "" } else { " (not pinned)" }
     );
-    let q = bench::spread(&quiet_p50);
+    let q = rounds::spread(&quiet_p50);
     println!(
         "  quiet rounds: p50 {} [{}-{}]",
         fmt_ns(q.median),
@@ -209,7 +211,7 @@ pub fn run(a: Args) -> Result<(), String> {
     let mut json = Vec::new();
     for (k, rounds) in KINDS.iter().zip(&abused) {
         let (p50, p99): (Vec<f64>, Vec<f64>) = rounds.iter().map(Around::ratios).unzip();
-        let (s50, s99) = (bench::spread(&p50), bench::spread(&p99));
+        let (s50, s99) = (rounds::spread(&p50), rounds::spread(&p99));
         println!(
             "  {k:<11} p50 {:.2}x [{:.2}-{:.2}] ({:.2})   p99 {:.2}x [{:.2}-{:.2}] ({:.2})",
             s50.median, s50.p25, s50.p75, s50.max, s99.median, s99.p25, s99.p75, s99.max
@@ -238,16 +240,16 @@ pub fn run(a: Args) -> Result<(), String> {
 /// neighbours. Order: quiet, idle, quiet, stall, quiet, heartbeats, quiet, stream,
 /// quiet, idle, ...
 fn measure(a: &Args, dir: &std::path::Path) -> Result<(Vec<f64>, Vec<Vec<Around>>), String> {
-    let (server, addr) = bench::spawn_server(&dir.join("server"), &a.shm_dir, false)?;
-    let mut good = bench::our_client(dir, &addr, a.shm, false, &a.shm_dir)?;
+    let (server, addr) = ours::spawn_server(&dir.join("server"), &a.shm_dir, false)?;
+    let mut good = ours::our_client(dir, &addr, a.shm, false, &a.shm_dir)?;
     let mut seq = 0;
     let mut round = |good: &mut _| -> Result<(f64, f64), String> {
-        let r = bench::our_round(good, a.per_round, &mut seq)?;
+        let r = ours::our_round(good, a.per_round, &mut seq)?;
         Ok(r.p50_p99())
     };
     let mut shm = ShmObjects {
         dir: a.shm_dir.clone(),
-        names: vec![bench::CLIENT_SHM.to_string()],
+        names: vec![ours::CLIENT_SHM.to_string()],
     };
     let mut before = round(&mut good)?;
     let mut quiet = vec![before.0];
@@ -299,7 +301,7 @@ struct ShmObjects {
 impl Drop for ShmObjects {
     fn drop(&mut self) {
         for n in &self.names {
-            for (from, to) in [(n.as_str(), bench::SERVER), (bench::SERVER, n.as_str())] {
+            for (from, to) in [(n.as_str(), ours::SERVER), (ours::SERVER, n.as_str())] {
                 let _ = std::fs::remove_file(self.dir.join(format!("{from}_{to}.shm")));
             }
         }

@@ -5,6 +5,9 @@
 
 mod bench;
 mod isolation;
+mod ours;
+mod peer;
+mod rounds;
 mod scale;
 mod shared_page;
 
@@ -37,7 +40,7 @@ enum Cmd {
     Scale(scale::Args),
     /// The other process of a run (not for direct use).
     #[command(hide = true)]
-    Peer(bench::PeerArgs),
+    Peer(peer::PeerArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,7 +48,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Isolation(a) => isolation::run(a),
         Cmd::Scale(a) => scale::run(a),
-        Cmd::Peer(a) => bench::peer(a),
+        Cmd::Peer(a) => peer::peer(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

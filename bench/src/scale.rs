@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use tcpshm::{Client, Config, Server, Transport};
 use tcpshm_cli::util::{fmt_ns, now};
 
-use crate::bench::{self, BenchEcho, Echoes, Ours, Peer, PeerArgs, Round};
+use crate::ours::{self, BenchEcho, Echoes, Ours};
+use crate::peer::{self, Peer, PeerArgs};
+use crate::rounds::{self, Round};
 use crate::shared_page::SharedPage;
 
 #[derive(clap::Args, Debug)]
@@ -51,6 +53,17 @@ pub struct Args {
     /// Directory of shared-memory objects.
     #[arg(long, default_value = "/dev/shm")]
     pub shm_dir: PathBuf,
+    /// The active client: `ours` (a tcpshm client), or `v1`, a peer as a
+    /// C++ one is to the server: over TCP a raw protocol-v1 peer (the
+    /// project's stand-in, busy-polling), over shared memory a tcpshm
+    /// client that rings no doorbell.
+    #[arg(long, default_value = "ours")]
+    pub active: String,
+    /// Slots per group (default: the largest idle count and 10 more). An
+    /// SHM group of `Config::shm_doorbell_slots` (32) slots or more has a
+    /// doorbell: this compares the two at a few connections.
+    #[arg(long)]
+    pub slots: Option<usize>,
 }
 
 /// The server's name, and the rings' size (both sides must agree).
@@ -66,7 +79,7 @@ const W_SYSCALLS: usize = 8;
 /// The configuration of every process of the run: `slots` connections
 /// per group.
 fn config(shm_dir: &Path, slots: usize) -> Config {
-    let mut c = bench::bench_config(shm_dir, true);
+    let mut c = ours::bench_config(shm_dir, true);
     c.tcp_conns_per_group = slots;
     c.shm_conns_per_group = slots;
     c.shm_queue_size = SHM_QUEUE;
@@ -138,8 +151,8 @@ impl SyscallCounter {
 }
 
 /// The server peer: one TCP and one SHM group of `--count` slots each,
-/// polled from this thread; every 4096 polls it publishes its poll and
-/// system call counts in `DIR/server.page`.
+/// polled from this thread; every 4096 polls (or 10 ms) it publishes its
+/// poll and system call counts in `DIR/server.page`.
 pub fn peer_server(p: &PeerArgs) -> Result<(), String> {
     let dir = PathBuf::from(&p.target);
     let page = SharedPage::open(&dir.join("server.page"))?;
@@ -153,19 +166,22 @@ pub fn peer_server(p: &PeerArgs) -> Result<(), String> {
     let counter = SyscallCounter::new();
     let (mut polls, mut t) = (0u64, now());
     let mut h = BenchEcho;
+    let mut published = t;
     loop {
-        if polls % 4096 == 0 {
-            if tcpshm_cli::util::stopping() {
-                return Ok(());
-            }
-            page.word(W_POLLS).store(polls, Ordering::Relaxed);
-            page.word(W_SYSCALLS)
-                .store(counter.read(), Ordering::Relaxed);
-        }
         // The clock every 16 polls (a fresh `now` for the TCP timers, and
-        // little cost on the SHM path).
+        // little cost on the SHM path); the counts every 4096 polls, or
+        // every 10 ms when polls are slow.
         if polls % 16 == 0 {
             t = now();
+            if polls % 4096 == 0 || t - published > 10_000_000 {
+                if tcpshm_cli::util::stopping() {
+                    return Ok(());
+                }
+                page.word(W_POLLS).store(polls, Ordering::Relaxed);
+                page.word(W_SYSCALLS)
+                    .store(counter.read(), Ordering::Relaxed);
+                published = t;
+            }
         }
         server.poll(t, &mut h);
         polls += 1;
@@ -179,8 +195,8 @@ fn idle_name(k: usize) -> String {
 
 /// The idle peer: logs in `--count` clients over TCP (raw protocol-v1
 /// peers) or, with `--shm`, shared memory (tcpshm clients), prints
-/// "ready <ms to log in>", then sends each a heartbeat every second and
-/// reads what the server sends, until killed.
+/// "ready MS" (the milliseconds the logins took), then sends each a
+/// heartbeat every second and reads what the server sends, until killed.
 pub fn peer_idle(p: &PeerArgs) -> Result<(), String> {
     let n = p.count as usize;
     let t0 = Instant::now();
@@ -203,7 +219,7 @@ pub fn peer_idle(p: &PeerArgs) -> Result<(), String> {
                 // The TCP side only: heartbeats and timeouts.
                 c.parts().0.poll(now(), &mut echoes);
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
     let addr: std::net::SocketAddr = p.target.parse().map_err(|e| format!("{e}"))?;
@@ -307,7 +323,7 @@ struct Row {
 
 /// Percentiles of rounds merged: p50, p99, p99.9, mean (ns).
 fn merged(rounds: &[Round]) -> (u64, u64, u64, f64) {
-    bench::merged_rtt(rounds)
+    rounds::merged_rtt(rounds)
 }
 
 pub fn run(a: Args) -> Result<(), String> {
@@ -324,8 +340,11 @@ pub fn run(a: Args) -> Result<(), String> {
         t => return Err(format!("--transport {t}: tcp, shm or both")),
     };
     let idle: Vec<usize> = a.idle.iter().copied().filter(|&n| n > 0).collect();
-    let slots = idle.iter().copied().max().unwrap_or(0) + 10;
-    let pinned = bench::pin(0);
+    let slots = a
+        .slots
+        .unwrap_or(idle.iter().copied().max().unwrap_or(0) + 10)
+        .max(idle.iter().copied().max().unwrap_or(0) + 1);
+    let pinned = peer::pin(0);
     let dir = std::env::temp_dir().join(format!("tcpshm-scale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -386,15 +405,7 @@ fn measure(a: &Args, dir: &Path, t: &'static str, n: usize, slots: usize) -> Res
     }
     let page = SharedPage::open(&sdir.join("server.page"))?;
     let shm = t == "shm";
-    let transport = if shm { Transport::Shm } else { Transport::Tcp };
-    let mut c: Client = Client::new(
-        ACTIVE,
-        dir.join(format!("active-{t}-{n}")),
-        config(&a.shm_dir, 1),
-    )
-    .map_err(|e| e.to_string())?;
-    connect(&mut c, transport, &addr).map_err(|e| format!("active client: {e}"))?;
-    let mut ours = Ours::new(c, shm);
+    let mut active = Active::start(a, dir, t, n, &addr)?;
     let mut seq = 0;
     let mut row = Row {
         transport: t,
@@ -411,8 +422,7 @@ fn measure(a: &Args, dir: &Path, t: &'static str, n: usize, slots: usize) -> Res
         calls.map(|c| c as f64 / polls.max(1) as f64)
     };
     let deadline = Instant::now() + Duration::from_secs(1800);
-    row.lone
-        .push(bench::our_round(&mut ours, a.per_round, &mut seq)?);
+    row.lone.push(active.round(a.per_round, &mut seq)?);
     for _ in 0..a.rounds.max(1) {
         if Instant::now() > deadline {
             return Err("scale: still running after 30 minutes, stopped".into());
@@ -443,8 +453,7 @@ fn measure(a: &Args, dir: &Path, t: &'static str, n: usize, slots: usize) -> Res
         row.login_ms.push(ms);
         // Let the server finish the logins and settle.
         std::thread::sleep(Duration::from_millis(200));
-        row.loaded
-            .push(bench::our_round(&mut ours, a.per_round, &mut seq)?);
+        row.loaded.push(active.round(a.per_round, &mut seq)?);
         if let Some(x) = calls(&page) {
             row.calls_loaded.push(x);
         }
@@ -462,11 +471,71 @@ fn measure(a: &Args, dir: &Path, t: &'static str, n: usize, slots: usize) -> Res
         drop(idlers); // killed: its connections close
                       // The server sees them go (EOF) at its next polls.
         std::thread::sleep(Duration::from_millis(300));
-        row.lone
-            .push(bench::our_round(&mut ours, a.per_round, &mut seq)?);
+        row.lone.push(active.round(a.per_round, &mut seq)?);
     }
     drop(server);
     Ok(row)
+}
+
+/// The active client of a run.
+enum Active {
+    Ours(Box<Ours>),
+    V1(tcpshm_v1::Peer),
+}
+
+impl Active {
+    fn start(a: &Args, dir: &Path, t: &str, n: usize, addr: &str) -> Result<Active, String> {
+        let shm = t == "shm";
+        if a.active == "v1" && !shm {
+            let addr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+            let l = tcpshm_v1::Login::new(ACTIVE);
+            let (p, r) = tcpshm_v1::Peer::login(addr, &l, Duration::from_secs(10))
+                .map_err(|e| format!("active v1 peer: {e}"))?;
+            if r.status != tcpshm_v1::STATUS_OK {
+                return Err(format!("active v1 peer refused: {}", r.error_text()));
+            }
+            p.stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+            return Ok(Active::V1(p));
+        }
+        let mut cfg = config(&a.shm_dir, 1);
+        match a.active.as_str() {
+            "ours" => {}
+            // Over shared memory, as a C++ client: it rings no bell.
+            "v1" => cfg.shm_doorbell_slots = usize::MAX,
+            x => return Err(format!("--active {x}: ours or v1")),
+        }
+        let mut c: Client = Client::new(ACTIVE, dir.join(format!("active-{t}-{n}")), cfg)
+            .map_err(|e| e.to_string())?;
+        let transport = if shm { Transport::Shm } else { Transport::Tcp };
+        connect(&mut c, transport, addr).map_err(|e| format!("active client: {e}"))?;
+        Ok(Active::Ours(Box::new(Ours::new(c, shm))))
+    }
+
+    fn round(&mut self, n: u32, seq: &mut u32) -> Result<Round, String> {
+        let p = match self {
+            Active::Ours(o) => return ours::our_round(o, n, seq),
+            Active::V1(p) => p,
+        };
+        // A heartbeat first: the session may have been quiet while the
+        // idle clients logged in.
+        p.heartbeat().map_err(|e| format!("active v1 peer: {e}"))?;
+        let payload = [7u8; 256];
+        rounds::round(n, |_| {
+            let size = rounds::rtt_size(*seq);
+            *seq = seq.wrapping_add(1);
+            let t0 = Instant::now();
+            p.send(1, &payload[..size])
+                .map_err(|e| format!("active v1 peer: {e}"))?;
+            loop {
+                match p.recv() {
+                    Ok(_) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(format!("active v1 peer: {e}")),
+                }
+            }
+            Ok((t0.elapsed().as_nanos() as u64, size))
+        })
+    }
 }
 
 fn report(
@@ -478,9 +547,10 @@ fn report(
 ) -> Result<(), String> {
     println!(
         "tcpshm-bench scale: {} loaded rounds per count, {} round trips each, between lone rounds; \
-         groups of {slots} slots; active client on CPU 0{}, server on CPU 1; took {:.0} s",
+         groups of {slots} slots; active client ({}) on CPU 0{}, server on CPU 1; took {:.0} s",
         a.rounds,
         a.per_round,
+        if a.active == "v1" { "a v1 peer, as a C++ one" } else { "tcpshm" },
         if pinned { "" } else { " (not pinned)" },
         took.as_secs_f64()
     );
@@ -514,17 +584,17 @@ fn report(
                     x.quantile(q) / around.max(1.0)
                 })
                 .collect();
-            bench::spread(&v)
+            rounds::spread(&v)
         };
         let (r50, r99) = (ratio(0.5), ratio(0.99));
         let calls = |v: &[f64]| {
             if v.is_empty() {
                 "n/a".to_string()
             } else {
-                format!("{:.3}", bench::spread(v).median)
+                format!("{:.3}", rounds::spread(v).median)
             }
         };
-        let login = bench::spread(&r.login_ms.iter().map(|&m| m as f64).collect::<Vec<_>>());
+        let login = rounds::spread(&r.login_ms.iter().map(|&m| m as f64).collect::<Vec<_>>());
         println!(
             "  {:<4} {:>6}  {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}  {:>5.2}x {:>5.2}x {:>6.2}x {:>5.2}x  {:>6}/{:<6}  {:>6.0}ms",
             r.transport,
@@ -552,8 +622,8 @@ fn report(
             r.idle,
             r50.json(),
             r99.json(),
-            if r.calls_lone.is_empty() { "null".into() } else { bench::spread(&r.calls_lone).json() },
-            if r.calls_loaded.is_empty() { "null".into() } else { bench::spread(&r.calls_loaded).json() },
+            if r.calls_lone.is_empty() { "null".into() } else { rounds::spread(&r.calls_lone).json() },
+            if r.calls_loaded.is_empty() { "null".into() } else { rounds::spread(&r.calls_loaded).json() },
             login.json(),
             r.per_conn.0,
             r.per_conn.1,
@@ -569,7 +639,8 @@ fn report(
     }
     if let Some(p) = &a.json {
         let body = format!(
-            "{{ \"schema\": 1, \"rounds\": {}, \"per_round\": {}, \"pinned\": {pinned}, \"slots\": {slots}, \"rows\": [{}] }}\n",
+            "{{ \"schema\": 1, \"active\": \"{}\", \"rounds\": {}, \"per_round\": {}, \"pinned\": {pinned}, \"slots\": {slots}, \"rows\": [{}] }}\n",
+            a.active,
             a.rounds,
             a.per_round,
             json.join(", ")
