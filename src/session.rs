@@ -408,6 +408,15 @@ impl Session {
         }
     }
 
+    /// Whether a poll at `now` that read nothing would close for
+    /// "Timeout": a caller that skipped the read (its readiness set said
+    /// nothing arrived) reads before it concludes, so bytes the set has not
+    /// reported yet (more than a poll's events, a pause of the polling
+    /// thread) are never mistaken for silence.
+    pub(crate) fn would_time_out(&self, now: i64) -> bool {
+        self.started && now.wrapping_sub(self.last_recv) > self.timers.connection_timeout
+    }
+
     /// The next moment a poll has timer work: a heartbeat, a delayed ack
     /// or a timeout; `None` before the first poll (which starts the
     /// timers: poll now).
@@ -592,6 +601,7 @@ mod tests {
     #[test]
     fn receive_silence_times_out_and_full_buffer_is_not_silence() {
         let mut s = session(0);
+        assert!(!s.would_time_out(TIMEOUT) && s.would_time_out(TIMEOUT + 1));
         s.handle_recv(TIMEOUT, Some(0)).unwrap();
         s.handle_recv(TIMEOUT + 1, None).unwrap();
         s.handle_recv(2 * TIMEOUT + 1, Some(0)).unwrap();

@@ -62,11 +62,13 @@ impl TimerWheel {
         at.rem_euclid(self.heads.len() as i64) as usize
     }
 
-    /// Files `slot` under `deadline` (replacing its entry, if any).
-    pub(crate) fn schedule(&mut self, slot: usize, deadline: i64) {
+    /// Files `slot` under `deadline` (replacing its entry, if any), at
+    /// `now` (the first call starts the wheel there, so a deadline filed
+    /// later but due sooner is not held back behind the first one).
+    pub(crate) fn schedule(&mut self, slot: usize, deadline: i64, now: i64) {
         if !self.started {
             self.started = true;
-            self.cursor = deadline.div_euclid(self.tick);
+            self.cursor = now.div_euclid(self.tick);
         }
         // Past deadlines go in the first bucket still to expire; far ones
         // at the end of the span.
@@ -165,10 +167,10 @@ mod tests {
     #[test]
     fn a_slot_comes_due_within_a_tick_of_its_deadline() {
         let mut w = TimerWheel::new(8, 10, 16);
-        w.schedule(3, 105);
-        w.schedule(5, 131);
-        assert!(!w.due(105) && !w.due(109));
+        w.schedule(3, 105, 0);
+        w.schedule(5, 131, 0);
         assert!(expired(&mut w, 109, 100).is_empty());
+        assert!(!w.due(109), "caught up: one compare until the next tick");
         assert!(w.due(110));
         assert_eq!(expired(&mut w, 110, 100), [3]);
         assert!(!w.is_filed(3) && w.is_filed(5));
@@ -178,12 +180,25 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_filed_after_a_later_one_is_not_held_back() {
+        // The first deadline filed is a heartbeat interval away; one filed
+        // next is due at once: it comes due at the next tick, not with the
+        // first.
+        let mut w = TimerWheel::new(4, 10, 512);
+        w.schedule(0, 3_000, 1_000);
+        w.schedule(1, 1_005, 1_000);
+        assert_eq!(expired(&mut w, 1_010, 100), [1]);
+        assert_eq!(expired(&mut w, 2_990, 100), []);
+        assert_eq!(expired(&mut w, 3_010, 100), [0]);
+    }
+
+    #[test]
     fn rescheduling_moves_the_one_entry_and_cancel_removes_it() {
         let mut w = TimerWheel::new(4, 1, 8);
-        w.schedule(0, 5);
-        w.schedule(1, 5);
-        w.schedule(2, 5);
-        w.schedule(1, 7); // moved
+        w.schedule(0, 5, 0);
+        w.schedule(1, 5, 0);
+        w.schedule(2, 5, 0);
+        w.schedule(1, 7, 0); // moved
         w.cancel(2);
         w.cancel(2); // twice is fine
         assert_eq!(expired(&mut w, 6, 100), [0]);
@@ -194,16 +209,16 @@ mod tests {
     #[test]
     fn far_and_past_deadlines_come_back_early_not_late() {
         let mut w = TimerWheel::new(4, 10, 4);
-        w.schedule(0, 0);
+        w.schedule(0, 0, 0);
         // Beyond the span (3 buckets ahead): filed at its end, due early.
-        w.schedule(1, 1000);
+        w.schedule(1, 1000, 0);
         assert_eq!(expired(&mut w, 10, 100), [0]);
-        w.schedule(0, 5); // in the past: due at the next expiry
+        w.schedule(0, 5, 0); // in the past: due at the next expiry
         assert_eq!(expired(&mut w, 20, 100), [0]);
         assert_eq!(expired(&mut w, 40, 100), [1], "the far one, early");
         // After a long pause every entry comes due in one call.
-        w.schedule(2, 45);
-        w.schedule(3, 51);
+        w.schedule(2, 45, 0);
+        w.schedule(3, 51, 0);
         assert_eq!(expired(&mut w, 10_000, 100), [2, 3]);
     }
 
@@ -211,7 +226,7 @@ mod tests {
     fn expiry_is_bounded_per_call_and_resumes() {
         let mut w = TimerWheel::new(100, 1, 8);
         for s in 0..100 {
-            w.schedule(s, 3);
+            w.schedule(s, 3, 0);
         }
         let mut all = Vec::new();
         for _ in 0..5 {
@@ -242,7 +257,7 @@ mod tests {
         // Per slot: its deadline and the tick it is due after.
         let mut model: Vec<Option<(i64, i64)>> = vec![None; slots];
         let (mut now, mut cursor) = (0i64, 0i64);
-        w.schedule(0, 0);
+        w.schedule(0, 0, 0);
         model[0] = Some((0, 0));
         let file = |d: i64, cursor: i64| (d.div_euclid(tick)).clamp(cursor, cursor + buckets - 1);
         for _ in 0..20_000 {
@@ -250,7 +265,7 @@ mod tests {
                 0 | 1 => {
                     let s = rand(slots as u64) as usize;
                     let d = now + rand(600) as i64 - 50;
-                    w.schedule(s, d);
+                    w.schedule(s, d, 0);
                     model[s] = Some((d, file(d, cursor)));
                 }
                 2 => {
@@ -273,7 +288,7 @@ mod tests {
                         let (d, _) = model[s].take().unwrap();
                         if d.div_euclid(tick) >= upto {
                             // Early (it lay beyond the span): filed again.
-                            w.schedule(s, d);
+                            w.schedule(s, d, 0);
                             model[s] = Some((d, file(d, cursor)));
                         }
                     }

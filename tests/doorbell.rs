@@ -18,17 +18,21 @@ use std::time::Duration;
 use common::*;
 use tcpshm::{Server, Transport};
 
-const MS: i64 = 1_000_000;
-
 /// Bytes from the start of the bell to the word of bits of `slot`
 /// (`docs/protocol.md`, "A group's doorbell").
 fn bit_word(slot: usize) -> u64 {
     64 * (1 + slot as u64 / 64)
 }
 
-#[test]
-#[cfg_attr(miri, ignore = "sockets")]
-fn a_message_never_rung_is_found_by_the_sweep_within_its_interval() {
+/// A clock of `tps` ticks per second, from the test's start.
+fn clock(tps: u64) -> i64 {
+    (now() as i128 * i128::from(tps) / 1_000_000_000) as i64
+}
+
+/// A message published and never rung, with the server's clock in ticks
+/// of `tps` per second: the sweep finds it within its interval (64 slots
+/// in 20 ms), and not before, however coarse the ticks.
+fn never_rung(tps: u64) {
     let dir = scratch("bell-sweep");
     let _c = Cleanup(dir.clone());
     let sweep = Duration::from_millis(20);
@@ -36,6 +40,7 @@ fn a_message_never_rung_is_found_by_the_sweep_within_its_interval() {
         c.shm_conns_per_group = 64;
         c.shm_doorbell_slots = 0;
         c.shm_sweep_interval = sweep;
+        c.ticks_per_second = tps;
     });
     let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
     server.listen("127.0.0.1:0").unwrap();
@@ -48,17 +53,24 @@ fn a_message_never_rung_is_found_by_the_sweep_within_its_interval() {
     let mut c = client(&dir, "c", &cfg);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        serve(s, &mut server, &mut echo, &stop);
-        let _stop = StopOnDrop(&stop);
+        let (server, echo, stop) = (&mut server, &mut echo, &stop);
+        s.spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                server.poll(clock(tps), echo);
+                std::thread::yield_now();
+            }
+        });
+        let _stop = StopOnDrop(stop);
         c.connect(Transport::Shm, addr, 0).unwrap();
         for o in &mut others {
             o.connect(Transport::Shm, addr, 0).unwrap();
         }
     });
     let mut check = CheckingClient::default();
-    // Past the hot window, with the writer's acknowledgement seen: the
-    // ring is cold, looked at only when rung or swept.
-    let t = now() + 100 * MS;
+    let ticks = |d: Duration| (d.as_nanos() * u128::from(tps) / 1_000_000_000) as i64;
+    // Past the hot window, with the writer's acknowledgement seen (the
+    // sweep looks for it): the ring is cold, looked at when rung or swept.
+    let t = clock(tps) + ticks(Duration::from_millis(100));
     server.poll(t, &mut echo);
     server.poll(t, &mut echo);
     assert!(send(c.connection(), 0, 16));
@@ -71,25 +83,39 @@ fn a_message_never_rung_is_found_by_the_sweep_within_its_interval() {
     server.poll(t, &mut echo);
     assert_eq!(echo.echoed, 0, "found before the sweep came by");
     // The sweep comes by every ring once per interval.
-    let sweep_ns = sweep.as_nanos() as i64;
+    let interval = ticks(sweep);
+    let step = (interval / 64).max(1);
     let mut at = t;
     while echo.echoed == 0 {
-        at += sweep_ns / 64;
+        at += step;
         assert!(
-            at <= t + sweep_ns + sweep_ns / 64,
+            at <= t + interval + step,
             "not found within the sweep interval"
         );
         server.poll(at, &mut echo);
     }
     wait_until(10, "the echo", || {
-        server.poll(now().max(at), &mut echo);
-        c.poll(now(), &mut check);
+        server.poll(clock(tps).max(at), &mut echo);
+        c.poll(clock(tps), &mut check);
         check.received == 1
     });
     // Rung as usual, a message is found by the next poll.
     assert!(send(c.connection(), 1, 16));
-    server.poll(at, &mut echo);
+    server.poll(clock(tps).max(at), &mut echo);
     assert_eq!(echo.echoed, 2, "a rung message waits for no sweep");
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "sockets")]
+fn a_message_never_rung_is_found_by_the_sweep_within_its_interval() {
+    never_rung(1_000_000_000);
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "sockets")]
+fn the_sweep_keeps_its_interval_on_a_millisecond_clock() {
+    // 20 ticks for 64 slots: a lap that stepped a tick per slot took 64.
+    never_rung(1_000);
 }
 
 #[test]

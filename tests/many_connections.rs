@@ -201,3 +201,104 @@ fn a_tcp_connection_closed_between_polls_is_reported() {
 fn an_shm_connection_closed_between_polls_is_reported() {
     close_from_outside(Transport::Shm);
 }
+
+/// The polling thread pauses past the connection timeout while 300
+/// clients each have a message waiting: the first poll after the pause
+/// hears of at most 128 readable sockets and has far more deadlines due,
+/// yet no connection is closed for a silence it did not check with a
+/// read.
+#[test]
+#[cfg_attr(miri, ignore = "sockets")]
+fn a_pause_past_the_timeout_closes_no_connection_with_bytes_waiting() {
+    let dir = scratch("pause");
+    let _c = Cleanup(dir.clone());
+    let n = 300;
+    let cfg = config_with(&dir, |c| {
+        c.tcp_conns_per_group = n + 4;
+        c.heartbeat_interval = std::time::Duration::from_secs(1);
+        c.connection_timeout = std::time::Duration::from_secs(3);
+    });
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut echo = EchoServer::default();
+    let stop = AtomicBool::new(false);
+    let mut clients = Vec::new();
+    std::thread::scope(|s| {
+        serve(s, &mut server, &mut echo, &stop);
+        let _stop = StopOnDrop(&stop);
+        for i in 0..n {
+            let mut c = client(&dir, &format!("c{i}"), &cfg);
+            c.connect(Transport::Tcp, addr, 0).unwrap();
+            clients.push(c);
+        }
+    });
+    // Every session's timers run (the serving thread polled them all).
+    let t = now();
+    for _ in 0..10 {
+        server.poll(t, &mut echo);
+    }
+    for c in &mut clients {
+        assert!(send(c.connection(), 0, 16));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100)); // on the wire
+    let later = t + 4_000_000_000; // past the 3 s timeout
+    for _ in 0..20 {
+        server.poll(later, &mut echo);
+    }
+    assert!(
+        echo.disconnects.is_empty(),
+        "{:?}",
+        &echo.disconnects[..3.min(echo.disconnects.len())]
+    );
+    assert_eq!(echo.echoed, n as u64);
+}
+
+/// A client that does not read while the server pushes it more than the
+/// sockets hold (24 MiB): the group's send is left unfinished, watched
+/// for the socket to take bytes again, and once the client reads (and
+/// acks), everything arrives, in order, once.
+#[test]
+#[cfg_attr(miri, ignore = "sockets")]
+fn a_burst_larger_than_the_sockets_arrives_once_the_client_reads() {
+    let dir = scratch("burst");
+    let _c = Cleanup(dir.clone());
+    let cfg = config_with(&dir, |c| {
+        c.tcp_conns_per_group = 4;
+        c.tcp_queue_size = 32 << 20;
+        c.tcp_recv_buf_max_size = (32 << 20) + 64;
+    });
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut h = Ids::default();
+    let stop = AtomicBool::new(false);
+    let mut clients = Vec::new();
+    std::thread::scope(|s| {
+        serve(s, &mut server, &mut h, &stop);
+        let _stop = StopOnDrop(&stop);
+        for i in 0..3 {
+            let mut c = client(&dir, &format!("c{i}"), &cfg);
+            c.connect(Transport::Tcp, addr, 0).unwrap();
+            clients.push((c, CheckingClient::default()));
+        }
+    });
+    let id = h.ids.iter().find(|(n, _)| n == "c0").unwrap().1;
+    // 24 MiB to c0, which does not read: the sockets fill.
+    let n = 24 * 4096;
+    let conn = server.connection(id).unwrap();
+    for k in 0..n {
+        assert!(send(conn, k, 248), "queue full at {k}");
+    }
+    let t = now();
+    for i in 0..100 {
+        server.poll(t + i, &mut h);
+    }
+    let (c0, check) = &mut clients[0];
+    wait_until(60, "every message of the burst", || {
+        server.poll(now(), &mut h);
+        c0.poll(now(), check);
+        check.received == n
+    });
+    assert!(h.echo.disconnects.is_empty());
+}

@@ -110,7 +110,8 @@ impl TcpLink {
     /// knows nothing arrived skips the system call), checks the timeout,
     /// sends heartbeats.
     pub(crate) fn poll_heartbeats(&mut self, now: i64, read: bool) -> Result<(), Close> {
-        let got = if read {
+        // A timeout is never concluded without a read.
+        let got = if read || self.session.would_time_out(now) {
             socket::discard(&mut self.sock)?
         } else {
             0

@@ -7,6 +7,7 @@ mod link;
 mod rx;
 mod tx;
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 pub(crate) use self::link::{LinkState, TcpLink};
@@ -356,7 +357,8 @@ impl Connection {
             let RxTransport::Tcp { buf, ack } = &mut self.rx.t else {
                 return Ok(());
             };
-            let got = if read {
+            // A timeout is never concluded without a read.
+            let got = if read || l.session.would_time_out(now) {
                 l.read(buf, Some(queue), self.guard.as_ref())?
             } else {
                 Some(0)
@@ -384,7 +386,9 @@ impl Connection {
     /// consumed message whose ack is not yet told, a session closed by
     /// this side, or timers not yet started. What a group visits every
     /// poll; every other connection waits for its socket or its deadline.
-    pub(crate) fn tcp_wants_poll(&self) -> bool {
+    /// `writable_watched`: the caller waits for the socket to take bytes
+    /// (then unsent bytes are no reason to visit).
+    pub(crate) fn tcp_wants_poll(&self, writable_watched: bool) -> bool {
         let (TxTransport::Tcp { queue, link }, RxTransport::Tcp { buf, ack }) =
             (&self.tx.t, &self.rx.t)
         else {
@@ -395,9 +399,25 @@ impl Connection {
         };
         buf.has_messages()
             || self.tx.state.closed().is_some()
-            || !l.session.transmit(Some(queue)).0.is_empty()
             || l.session.ack_pending(ack.get())
             || l.session.next_deadline().is_none()
+            || (!l.session.transmit(Some(queue)).0.is_empty() && !writable_watched)
+    }
+
+    /// The socket of the TCP session, while there is one, and whether
+    /// bytes wait to be sent on it (the socket took no more): a group then
+    /// waits for the socket to be writable instead of trying at every poll.
+    pub(crate) fn tcp_socket(&self) -> Option<(RawFd, bool)> {
+        match &self.tx.t {
+            TxTransport::Tcp {
+                queue,
+                link: Some(l),
+            } => Some((
+                l.sock.as_raw_fd(),
+                !l.session.transmit(Some(queue)).0.is_empty(),
+            )),
+            _ => None,
+        }
     }
 
     /// When the TCP side's timers next have work (a heartbeat, a timeout);

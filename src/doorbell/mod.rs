@@ -37,11 +37,11 @@ const VERSION: u64 = 1;
 const OFF_MAGIC: usize = 0;
 const OFF_VERSION: usize = 8;
 const OFF_SLOTS: usize = 16;
-/// A cache line: the header's, and each word of bits's (so the words
-/// rung by different clients do not share a line).
+/// A cache line: the header's, and each word of bits's (the 64 clients
+/// of a word share its line; two words never share one).
 const LINE: usize = 64;
-/// The largest bell a client maps: 2^20 slots.
-const MAX_LEN: usize = LINE * (1 + (1 << 20) / 64);
+/// The largest bell a client maps.
+const MAX_LEN: usize = LINE * (1 + MAX_SLOTS as usize / 64);
 
 /// The high 16 bits of an announcement: `ANNOUNCED << 48 | group << 32 |
 /// slot`.
@@ -58,9 +58,19 @@ pub(crate) fn parse_announcement(word: u64) -> Option<(usize, usize)> {
     (word >> 48 == ANNOUNCED).then_some(((word >> 32) as u16 as usize, word as u32 as usize))
 }
 
-/// Bytes of a bell for `slots` slots.
+/// The most slots a bell holds (2^20: 128 KiB of bell).
+pub(crate) const MAX_SLOTS: u64 = 1 << 20;
+
+/// Bytes of a bell for `slots` slots (at most `MAX_SLOTS`, checked where
+/// the number comes from a peer).
 fn len_for(slots: usize) -> usize {
     LINE * (1 + slots.div_ceil(64))
+}
+
+/// The bytes a bell of `slots` slots read from a file must have; `None`
+/// for a number no bell has.
+fn len_for_peer(slots: u64) -> Option<usize> {
+    (slots <= MAX_SLOTS).then(|| len_for(slots as usize))
 }
 
 /// What a bell file holds, read without mapping or locking it (for
@@ -82,7 +92,7 @@ pub(crate) fn read_header(bytes: &[u8]) -> Result<(u64, u32), String> {
         ));
     }
     let slots = word(OFF_SLOTS).unwrap_or(0);
-    if usize::try_from(slots).map_or(true, |n| len_for(n) != bytes.len()) {
+    if len_for_peer(slots) != Some(bytes.len()) {
         return Err(format!("{slots} slots, but {} bytes", bytes.len()));
     }
     let rung = (LINE..bytes.len())
@@ -178,7 +188,7 @@ impl Ringer {
             return Err(format!("{} is no doorbell", path.display()));
         }
         let slots = word(OFF_SLOTS);
-        if usize::try_from(slots).map_or(true, |n| len_for(n) != map.len() || slot >= n) {
+        if len_for_peer(slots) != Some(map.len()) || slot as u64 >= slots {
             return Err(format!(
                 "{}: slot {slot} of {slots}, {} bytes",
                 path.display(),
@@ -258,6 +268,14 @@ mod tests {
         assert!(Ringer::open(&p, 0).is_err());
         std::fs::write(&p, [7u8; 13]).unwrap();
         assert!(Ringer::open(&p, 0).is_err());
+        // A header claiming more slots than any bell has (no overflow).
+        let mut b = vec![0u8; 128];
+        b[..8].copy_from_slice(b"TSHMBELL");
+        b[8] = 1;
+        b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        std::fs::write(&p, &b).unwrap();
+        assert!(Ringer::open(&p, 0).is_err());
+        assert!(read_header(&b).is_err());
         assert!(Ringer::open(&tmp("missing.bell"), 0).is_err());
         std::fs::remove_file(&p).unwrap();
     }

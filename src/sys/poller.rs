@@ -7,6 +7,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// A socket became readable (or hung up, or failed: a read tells which).
 pub(crate) const READABLE: u32 = libc::EPOLLIN as u32;
+/// A socket can take bytes again.
+pub(crate) const WRITABLE: u32 = libc::EPOLLOUT as u32;
 
 /// An epoll set, and room for the events one wait returns.
 #[derive(Debug)]
@@ -54,6 +56,14 @@ impl Poller {
     /// `epoll_ctl`'s.
     pub(crate) fn add(&self, fd: &impl AsRawFd, token: u64, interest: u32) -> io::Result<()> {
         self.ctl(libc::EPOLL_CTL_ADD, fd.as_raw_fd(), token, interest)
+    }
+
+    /// Watches `fd`, already in the set, for `interest` instead.
+    ///
+    /// # Errors
+    /// `epoll_ctl`'s.
+    pub(crate) fn modify(&self, fd: RawFd, token: u64, interest: u32) -> io::Result<()> {
+        self.ctl(libc::EPOLL_CTL_MOD, fd, token, interest)
     }
 
     /// Stops watching `fd` (a closed descriptor leaves the set by itself).

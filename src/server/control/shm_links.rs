@@ -149,7 +149,7 @@ impl ShmLinks {
         match res {
             Ok(()) => {
                 match s.link.session.next_deadline() {
-                    Some(d) => self.wheel.schedule(p, d),
+                    Some(d) => self.wheel.schedule(p, d, now),
                     None => {
                         self.busy.insert(p);
                     }

@@ -59,11 +59,13 @@ struct Bell {
     hot: SlotSet,
     hot_until: Vec<i64>,
     hot_window: i64,
-    /// The sweep: the next slot it looks at, when, and the ticks between
-    /// two slots (the interval over the group's slots).
+    /// The sweep: the next slot it looks at, when its current lap began,
+    /// and the slots looked at in that lap; a lap covers every slot in
+    /// one interval, its slots due in proportion to the time gone (so a
+    /// coarse clock does not stretch it).
     sweep_slot: usize,
-    sweep_at: Option<i64>,
-    sweep_step: i64,
+    sweep_lap: Option<i64>,
+    sweep_done: usize,
     sweep_interval: i64,
 }
 
@@ -76,7 +78,10 @@ impl Readiness {
         server: &Name,
         cfg: &Config,
     ) -> Result<Self, SetupError> {
-        let bell = if slots >= cfg.shm_doorbell_slots && slots > 0 {
+        let bell = if slots >= cfg.shm_doorbell_slots
+            && slots > 0
+            && slots as u64 <= doorbell::MAX_SLOTS
+        {
             let path = bell_path(&cfg.shm_dir, server, group);
             let door = Doorbell::create(&path, slots, cfg.file_mode).map_err(SetupError::File)?;
             let t = cfg.ticks();
@@ -90,9 +95,9 @@ impl Readiness {
                 hot_until: vec![0; slots],
                 hot_window: cfg.ticks_of(HOT_WINDOW),
                 sweep_slot: 0,
-                sweep_at: None,
-                sweep_step: (t.shm_sweep_interval / slots as i64).max(1),
-                sweep_interval: t.shm_sweep_interval,
+                sweep_lap: None,
+                sweep_done: 0,
+                sweep_interval: t.shm_sweep_interval.max(1),
             })
         } else {
             None
@@ -206,7 +211,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
         let mut i = 0;
         while i < direct.len() {
             let slot = direct.at(i);
-            if self.serve_and_note(slot, now, &mut busy, &mut hot, handler) {
+            if self.serve_and_note(slot, now, (&mut busy, &mut hot, false), handler) {
                 i += 1;
             } else {
                 direct.remove(slot);
@@ -218,16 +223,18 @@ impl<U: UserData, R: UserData> Group<U, R> {
             let slot = hot.at(i);
             if now.wrapping_sub(self.bell_mut().hot_until[slot]) > 0 {
                 hot.remove(slot); // cooled down (looked at once more now)
-            } else {
+            }
+            self.serve_and_note(slot, now, (&mut busy, &mut hot, true), handler);
+            // A slot that left the set moved the last member to `i`.
+            if i < hot.len() && hot.at(i) == slot {
                 i += 1;
             }
-            self.serve_and_note(slot, now, &mut busy, &mut hot, handler);
         }
         // Rings the last poll left with messages.
         for i in 0..left.len() {
             let slot = left.at(i);
             if !hot.contains(slot) && !direct.contains(slot) {
-                self.serve_and_note(slot, now, &mut busy, &mut hot, handler);
+                self.serve_and_note(slot, now, (&mut busy, &mut hot, true), handler);
             }
         }
         left.clear();
@@ -245,7 +252,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
                     && !direct.contains(slot)
                     && !hot.contains(slot)
                 {
-                    self.serve_and_note(slot, now, &mut busy, &mut hot, handler);
+                    self.serve_and_note(slot, now, (&mut busy, &mut hot, true), handler);
                 }
             }
         }
@@ -255,14 +262,14 @@ impl<U: UserData, R: UserData> Group<U, R> {
     }
 
     /// Serves `slot`'s ring and notes what it left: a ring that delivered
-    /// turns hot (if there is room), one left with messages goes in
-    /// `busy`. Returns whether the session is still up.
+    /// turns hot (if `heat` and there is room: a ring looked at in every
+    /// poll anyway takes no place), one left with messages goes in `busy`.
+    /// Returns whether the session is still up.
     fn serve_and_note<H: GroupHandler<U>>(
         &mut self,
         slot: usize,
         now: i64,
-        busy: &mut SlotSet,
-        hot: &mut SlotSet,
+        (busy, hot, heat): (&mut SlotSet, &mut SlotSet, bool),
         handler: &mut H,
     ) -> bool {
         if !self.live.contains(slot) {
@@ -275,7 +282,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             busy.remove(slot);
             return false;
         };
-        if delivered && (hot.contains(slot) || (hot.len() < HOT_MAX && hot.insert(slot))) {
+        if heat && delivered && (hot.contains(slot) || (hot.len() < HOT_MAX && hot.insert(slot))) {
             let b = self.bell_mut();
             b.hot_until[slot] = now.wrapping_add(b.hot_window);
         }
@@ -300,18 +307,27 @@ impl<U: UserData, R: UserData> Group<U, R> {
     ) {
         let cap = self.conns.len();
         let b = self.bell_mut();
-        let step = b.sweep_step;
-        let mut at = *b.sweep_at.get_or_insert(now);
-        if now.wrapping_sub(at) > b.sweep_interval {
-            at = now.wrapping_sub(b.sweep_interval);
+        let interval = b.sweep_interval;
+        let mut lap = *b.sweep_lap.get_or_insert(now);
+        if now.wrapping_sub(lap) > interval {
+            // After a pause, one full lap at most.
+            lap = now.wrapping_sub(interval);
+            b.sweep_done = 0;
         }
-        let mut n = 0;
-        while n < cap && now.wrapping_sub(at) >= 0 {
+        // The slots due by now in this lap, in proportion to its time.
+        let gone = i128::from(now.wrapping_sub(lap).max(0));
+        let due = (gone * cap as i128 / i128::from(interval)) as usize;
+        let n = due.min(cap).saturating_sub(b.sweep_done);
+        b.sweep_done += n;
+        if b.sweep_done >= cap {
+            b.sweep_done = 0;
+            lap = lap.wrapping_add(interval);
+        }
+        b.sweep_lap = Some(lap);
+        for _ in 0..n {
             let b = self.bell_mut();
             let slot = b.sweep_slot;
             b.sweep_slot = (slot + 1) % cap;
-            at = at.wrapping_add(step);
-            n += 1;
             if !self.live.contains(slot) {
                 continue;
             }
@@ -320,13 +336,12 @@ impl<U: UserData, R: UserData> Group<U, R> {
                 if word != 0 && self.acknowledged(slot, word) {
                     self.bell_mut().announced[slot] = 0;
                     direct.remove(slot);
-                    self.serve_and_note(slot, now, busy, hot, handler);
+                    self.serve_and_note(slot, now, (busy, hot, true), handler);
                 }
             } else if !hot.contains(slot) {
-                self.serve_and_note(slot, now, busy, hot, handler);
+                self.serve_and_note(slot, now, (busy, hot, true), handler);
             }
         }
-        self.bell_mut().sweep_at = Some(at);
     }
 
     /// Whether the writer of `slot`'s ring acknowledged the bell `word`.

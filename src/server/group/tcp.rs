@@ -19,7 +19,7 @@ use crate::conn::deliver;
 use crate::error::SetupError;
 use crate::server::slot_set::SlotSet;
 use crate::server::GroupHandler;
-use crate::sys::{Poller, READABLE};
+use crate::sys::{Poller, READABLE, WRITABLE};
 use crate::timer_wheel::TimerWheel;
 use crate::wire::UserData;
 
@@ -64,6 +64,9 @@ pub(super) struct Readiness {
     hot_window: i64,
     /// Polls since the readiness set was last asked.
     since_wait: u32,
+    /// Per slot: whether its socket is watched for writability too (bytes
+    /// wait that the socket did not take).
+    watch_out: Vec<bool>,
     /// Whether the group is past `DIRECT_MAX` (the sets and the wheel are
     /// in use).
     active: bool,
@@ -86,14 +89,31 @@ impl Readiness {
             hot_until: vec![0; slots],
             hot_window: cfg.ticks_of(HOT_WINDOW),
             since_wait: 0,
+            watch_out: vec![false; slots],
             active: false,
         })
     }
 
     /// Watches the socket of a session starting in `slot` (it leaves the
     /// set when it is closed).
-    pub(super) fn watch(&self, sock: &TcpStream, slot: usize) -> io::Result<()> {
+    pub(super) fn watch(&mut self, sock: &TcpStream, slot: usize) -> io::Result<()> {
+        self.watch_out[slot] = false;
         self.poller.add(sock, slot as u64, READABLE)
+    }
+
+    /// Watches `slot`'s socket `fd` for writability too while `unsent`
+    /// (one `epoll_ctl` when that changes, not a `send` at every poll).
+    fn watch_writable(&mut self, slot: usize, fd: std::os::fd::RawFd, unsent: bool) {
+        if self.watch_out[slot] != unsent {
+            let interest = if unsent {
+                READABLE | WRITABLE
+            } else {
+                READABLE
+            };
+            if self.poller.modify(fd, slot as u64, interest).is_ok() {
+                self.watch_out[slot] = unsent;
+            }
+        }
     }
 
     /// The next poll visits `slot`.
@@ -253,11 +273,14 @@ impl<U: UserData, R: UserData> Group<U, R> {
             if conn.rx.pops != popped {
                 r.heat(slot, now);
             }
-            if conn.tcp_wants_poll() {
+            if let Some((fd, unsent)) = conn.tcp_socket() {
+                r.watch_writable(slot, fd, unsent);
+            }
+            if conn.tcp_wants_poll(r.watch_out[slot]) {
                 r.busy.insert(slot);
             }
             match conn.tcp_deadline() {
-                Some(d) => r.wheel.schedule(slot, d),
+                Some(d) => r.wheel.schedule(slot, d, now),
                 None => {
                     r.busy.insert(slot);
                 }
