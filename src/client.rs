@@ -322,22 +322,29 @@ impl<U: UserData, R: UserData> Client<U, R> {
     ///   messages, and reads the TCP socket (heartbeats, the timeout) once
     ///   `Config::socket_poll_interval` has passed since it last did: a
     ///   poll in between makes no system call.
+    ///
+    /// Returns whether it did work for the application (delivered a
+    /// message, reported a disconnect): what an [`Idle`](crate::Idle)
+    /// strategy takes, so a loop spins while work comes and rests when
+    /// none does.
     #[inline]
-    pub fn poll<H: ClientHandler>(&mut self, now: i64, handler: &mut H) {
+    pub fn poll<H: ClientHandler>(&mut self, now: i64, handler: &mut H) -> bool {
         let socket_due = self
             .socket_at
             .is_none_or(|t| now.wrapping_sub(t) >= self.socket_every);
+        let mut worked = false;
         if !self.conn.tx.is_shm() || socket_due {
             self.socket_at = Some(now);
-            self.parts().0.poll(now, handler);
+            worked = self.parts().0.poll(now, handler);
         }
         if self.conn.tx.is_shm() {
-            ClientShm {
+            worked |= ClientShm {
                 conn: Some(&mut self.conn),
                 budget: self.cfg.shm_msgs_per_poll,
             }
             .poll(now, handler);
         }
+        worked
     }
 
     /// The TCP and shm sides as two values that can be polled from two
@@ -442,28 +449,30 @@ pub struct ClientTcp<'a> {
 
 impl ClientTcp<'_> {
     /// Reads, acks, heartbeats and the timeout; over TCP, delivers the
-    /// server's messages too. Reports a disconnect once.
-    pub fn poll<H: ClientHandler>(&mut self, now: i64, handler: &mut H) {
+    /// server's messages too. Reports a disconnect once. Returns whether
+    /// it did work for the application (see [`Client::poll`]).
+    pub fn poll<H: ClientHandler>(&mut self, now: i64, handler: &mut H) -> bool {
         if let Some(conn) = self.conn.as_deref_mut() {
-            if let Some(close) = conn.poll_tcp_io(now, true) {
+            let closed = conn.poll_tcp_io(now, true);
+            if let Some(close) = closed {
                 handler.on_disconnected(close);
             }
             // TCP: what the receive buffer holds, a bound of its own.
-            deliver(conn, u32::MAX, |msg, tx| handler.on_server_msg(msg, tx));
-            return;
+            let handed = deliver(conn, u32::MAX, |msg, tx| handler.on_server_msg(msg, tx));
+            return handed || closed.is_some();
         }
         let Some(l) = self.shm_link.as_mut() else {
-            return;
+            return false;
         };
         let res: Result<(), Close> = match self.state.closed() {
             Some(c) => Err(c),
             None => l.poll_heartbeats(now, true),
         };
-        if let Err(c) = res {
-            self.state.close(c);
-            *self.shm_link = None;
-            handler.on_disconnected(self.state.closed().unwrap_or(c));
-        }
+        let Err(c) = res else { return false };
+        self.state.close(c);
+        *self.shm_link = None;
+        handler.on_disconnected(self.state.closed().unwrap_or(c));
+        true
     }
 }
 
@@ -477,19 +486,20 @@ pub struct ClientShm<'a> {
 impl ClientShm<'_> {
     /// Delivers waiting server messages to `handler`, at most
     /// `Config::shm_msgs_per_poll` of them. The TCP side reports the end
-    /// of the session.
+    /// of the session. Returns whether it delivered a message.
     #[inline]
-    pub fn poll<H: ClientHandler>(&mut self, _now: i64, handler: &mut H) {
+    pub fn poll<H: ClientHandler>(&mut self, _now: i64, handler: &mut H) -> bool {
         let Some(conn) = self.conn.as_deref_mut() else {
-            return;
+            return false;
         };
         if conn.is_closed() {
-            return;
+            return false;
         }
-        deliver(conn, self.budget, |msg, tx| handler.on_server_msg(msg, tx));
+        let handed = deliver(conn, self.budget, |msg, tx| handler.on_server_msg(msg, tx));
         if let Some(f) = conn.rx.fault.take() {
             conn.tx.state.close(f);
         }
+        handed
     }
 
     /// The connection, to push from this side's thread (shm mode).

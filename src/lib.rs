@@ -117,6 +117,7 @@ mod error;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;
+mod idle;
 mod login;
 mod pair_files;
 mod ptcp_queue;
@@ -133,6 +134,7 @@ pub use close::{Close, CloseReason};
 pub use config::Config;
 pub use conn::{Alloc, AllocError, ConnRx, ConnTx, Connection, Received, Transport};
 pub use error::{ConfigError, ConnectError, FileError, FileErrorKind, SetupError};
+pub use idle::Idle;
 pub use login::{Rejection, SeqMismatch};
 pub use server::{
     Accept, ConnId, Control, ControlHandler, Group, GroupHandler, LoginRequest, Server, ServerParts,

@@ -302,13 +302,13 @@ pub(crate) fn peer_rawtcp(p: &PeerArgs) -> Result<(), String> {
 
 /// Nanoseconds per call of `f` over `n` calls (after n/10 to warm up);
 /// generic, so the call is inlined as an application's loop would have it.
-fn time_calls(n: u32, mut f: impl FnMut()) -> f64 {
+fn time_calls<T>(n: u32, mut f: impl FnMut() -> T) -> f64 {
     for _ in 0..n / 10 {
-        f();
+        std::hint::black_box(f());
     }
     let t0 = Instant::now();
     for _ in 0..n {
-        f();
+        std::hint::black_box(f());
     }
     t0.elapsed().as_nanos() as f64 / f64::from(n.max(1))
 }
@@ -335,9 +335,12 @@ fn empty_polls(
     let connected = std::sync::atomic::AtomicBool::new(false);
     let clients = std::thread::scope(|s| {
         let th = s.spawn(|| {
-            serve(&mut server, &mut BenchEcho, || {
-                connected.load(Ordering::Relaxed)
-            })
+            serve(
+                &mut server,
+                &mut BenchEcho,
+                || connected.load(Ordering::Relaxed),
+                tcpshm::Idle::busy(),
+            )
         });
         let shm = our_client(&dir.join("ep"), &addr, true, false, shm_dir);
         let tcp = our_client(&dir.join("ep"), &addr, false, false, shm_dir);
@@ -488,8 +491,8 @@ fn measure(
     dir: &std::path::Path,
 ) -> Result<(Pair, Pair, Tput, EmptyPolls), String> {
     let total = u64::from(per_round) * a.rounds as u64;
-    let (mut server, addr) = spawn_server(&dir.join("server"), &a.shm_dir, false)?;
-    let (server_v1, addr_v1) = spawn_server(&dir.join("server-v1"), &a.shm_dir, true)?;
+    let (mut server, addr) = spawn_server(&dir.join("server"), &a.shm_dir, false, None)?;
+    let (server_v1, addr_v1) = spawn_server(&dir.join("server-v1"), &a.shm_dir, true, None)?;
     // SHM (fast path, and v1 ring) against the cache-line floor. One
     // transport at a time: a live TCP connection would add a read syscall
     // to every loop of the peer.

@@ -240,7 +240,7 @@ pub fn run(a: Args) -> Result<(), String> {
 /// neighbours. Order: quiet, idle, quiet, stall, quiet, heartbeats, quiet, stream,
 /// quiet, idle, ...
 fn measure(a: &Args, dir: &std::path::Path) -> Result<(Vec<f64>, Vec<Vec<Around>>), String> {
-    let (server, addr) = ours::spawn_server(&dir.join("server"), &a.shm_dir, false)?;
+    let (server, addr) = ours::spawn_server(&dir.join("server"), &a.shm_dir, false, None)?;
     let mut good = ours::our_client(dir, &addr, a.shm, false, &a.shm_dir)?;
     let mut seq = 0;
     let mut round = |good: &mut _| -> Result<(f64, f64), String> {

@@ -4,6 +4,7 @@
 //! a noisy machine; `docs/benchmarks.md` has the method and the numbers.
 
 mod bench;
+mod idle;
 mod isolation;
 mod ours;
 mod peer;
@@ -38,6 +39,10 @@ enum Cmd {
     /// trip, against lone rounds of the same run; the server's system
     /// calls per idle poll and what it holds per connection.
     Scale(scale::Args),
+    /// What each idle strategy costs and gives a server: idle CPU with
+    /// idle clients, the round trip of a quiet client, ping-pong against
+    /// busy polling.
+    Idle(idle::Args),
     /// The other process of a run (not for direct use).
     #[command(hide = true)]
     Peer(peer::PeerArgs),
@@ -48,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Isolation(a) => isolation::run(a),
         Cmd::Scale(a) => scale::run(a),
+        Cmd::Idle(a) => idle::run(a),
         Cmd::Peer(a) => peer::peer(a),
     };
     match r {

@@ -65,11 +65,20 @@ pub(crate) fn bench_config(shm_dir: &std::path::Path, fast: bool) -> Config {
 /// thread would: `Server::poll` at every pass, the clock and `until` every
 /// 128 passes (an empty shm poll is a few ns: `now` is then at most a
 /// microsecond old) or every pass while a TCP connection is live (its poll
-/// makes a system call anyway, and its timers want a fresh `now`).
-pub(crate) fn serve(server: &mut Server, h: &mut BenchEcho, until: impl Fn() -> bool) {
+/// makes a system call anyway, and its timers want a fresh `now`). A
+/// poll that found nothing goes to `idle`; after one that may have slept,
+/// the clock is read again.
+pub(crate) fn serve(
+    server: &mut Server,
+    h: &mut BenchEcho,
+    until: impl Fn() -> bool,
+    mut idle: tcpshm::Idle,
+) {
     let (mut t, mut i, mut tcp_live) = (now(), 0u32, false);
+    let busy = idle == tcpshm::Idle::busy();
+    let mut rested = false;
     loop {
-        if tcp_live || i % 128 == 0 {
+        if tcp_live || i % 128 == 0 || rested {
             if until() {
                 return;
             }
@@ -77,7 +86,9 @@ pub(crate) fn serve(server: &mut Server, h: &mut BenchEcho, until: impl Fn() -> 
             t = now();
         }
         i = i.wrapping_add(1);
-        server.poll(t, h);
+        let worked = server.poll(t, h);
+        idle.idle(worked);
+        rested = !busy && !worked;
     }
 }
 
@@ -88,17 +99,20 @@ pub(crate) const SERVER_V1: &str = "bsrvv1";
 
 /// Starts the bench's server (the fast path, or with `v1` the v1 ring) as
 /// a peer process with its queue files in `dir`; returns it and the
-/// address it listens on.
+/// address it listens on. `idle`: its loop's `--idle` (`busy` by default).
 pub(crate) fn spawn_server(
     dir: &std::path::Path,
     shm_dir: &std::path::Path,
     v1: bool,
+    idle: Option<&str>,
 ) -> Result<(Peer, String), String> {
     let mut args = vec![
         "server".to_string(),
         dir.display().to_string(),
         "--shm-dir".into(),
         shm_dir.display().to_string(),
+        "--idle".into(),
+        idle.unwrap_or("busy").into(),
     ];
     if v1 {
         args.push("--v1".into());
@@ -116,7 +130,12 @@ pub(crate) fn peer_server(p: &PeerArgs) -> Result<(), String> {
     println!("{}", server.local_addr().expect("listening"));
     let _ = std::io::stdout().flush();
     tcpshm_cli::util::catch_stop_signals();
-    serve(&mut server, &mut BenchEcho, tcpshm_cli::util::stopping);
+    serve(
+        &mut server,
+        &mut BenchEcho,
+        tcpshm_cli::util::stopping,
+        p.idle.strategy(),
+    );
     Ok(())
 }
 

@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use tcpshm_cli::util::IdleArg;
+
 #[derive(clap::Args, Debug)]
 pub struct PeerArgs {
     /// cacheline FILE | rawtcp ADDR | server DIR
@@ -24,6 +26,9 @@ pub struct PeerArgs {
     /// abuse modes: the directory for a client's queue files.
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// server mode: what its loop does with a poll that found nothing.
+    #[arg(long, value_enum, default_value_t = IdleArg::Busy)]
+    pub idle: IdleArg,
 }
 
 /// Pins the calling thread to CPU `cpu` if the machine has it.

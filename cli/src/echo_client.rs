@@ -18,7 +18,8 @@ use hdrhistogram::Histogram;
 use tcpshm::{Client, ClientHandler, Close, Config, ConnTx, ConnectError, Received, Transport};
 
 use crate::util::{
-    catch_stop_signals, fmt_ns, ints_before, msg_type, now, stopping, CliError, CounterFile, INTS,
+    catch_stop_signals, fmt_ns, ints_before, msg_type, now, stopping, CliError, CounterFile,
+    IdleArg, INTS,
 };
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +68,13 @@ pub struct Args {
     /// peers on SMT siblings.
     #[arg(long)]
     pub shm_no_hand_over: bool,
+    /// What the loop does with a poll that found nothing.
+    #[arg(long, value_enum, default_value_t = IdleArg::Busy)]
+    pub idle: IdleArg,
+    /// Send one message every this many microseconds (after its echo),
+    /// idling in between: the latency of a quiet connection's message.
+    #[arg(long, conflicts_with = "fast")]
+    pub interval_us: Option<u64>,
 }
 
 const RING: usize = 1 << 16;
@@ -207,6 +215,12 @@ pub fn run(a: Args) -> Result<(), CliError> {
     let mut t = now();
     let mut last_stats = i64::MIN;
     let step = (a.count / 20).max(1);
+    let mut idle = a.idle.strategy();
+    // Paced (`--interval-us`) or sleeping between polls: the clock is
+    // read at every loop.
+    let interval = a.interval_us.map(|us| (us as i64).saturating_mul(1000));
+    let clock_each_loop = interval.is_some() || a.idle != IdleArg::Busy;
+    let mut next_send = i64::MIN;
     loop {
         if stopping() {
             return Err(CliError::Failed("interrupted".into()));
@@ -264,12 +278,13 @@ pub fn run(a: Args) -> Result<(), CliError> {
         let mut budget = if a.fast {
             u32::MAX
         } else {
-            u32::from(in_flight == 0)
+            u32::from(in_flight == 0 && t >= next_send)
         };
+        let mut sent = false;
         while budget > 0 && pushed < a.count {
-            let t = msg_type(pushed);
-            let n = INTS[t as usize - 1];
-            let Ok(mut m) = client.connection().alloc(t, 4 * n as usize) else {
+            let ty = msg_type(pushed);
+            let n = INTS[ty as usize - 1];
+            let Ok(mut m) = client.connection().alloc(ty, 4 * n as usize) else {
                 break;
             };
             for (i, c) in m.payload_mut().chunks_exact_mut(4).enumerate() {
@@ -284,6 +299,10 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 m.push();
             }
             send_num = send_num.wrapping_add(n);
+            sent = true;
+            if let Some(every) = interval {
+                next_send = t.saturating_add(every);
+            }
             h.sent_at[pushed as usize % RING] = at;
             pushed += 1;
             budget -= 1;
@@ -295,7 +314,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
         // loops only (`Client::poll` reads the heartbeat socket every
         // 200 µs of it, and the shm loop stays free of system calls).
         loops = loops.wrapping_add(1);
-        if !a.shm || loops % 64 == 0 {
+        if !a.shm || loops % 64 == 0 || clock_each_loop {
             t = now();
             if t.saturating_sub(last_stats) >= crate::stats_file::EVERY_NS {
                 let peer = client
@@ -310,7 +329,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 last_stats = t;
             }
         }
-        client.poll(t, &mut h);
+        let worked = client.poll(t, &mut h);
+        idle.idle(worked || sent);
         if let Some(e) = h.error.take() {
             return Err(CliError::BadEcho(e));
         }

@@ -15,7 +15,7 @@ use tcpshm::{
     Name, Received, SeqMismatch, Server, ServerParts, Transport,
 };
 
-use crate::util::{catch_stop_signals, now, stopping, CliError};
+use crate::util::{catch_stop_signals, now, stopping, CliError, IdleArg};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -60,6 +60,9 @@ pub struct Args {
     /// at once.
     #[arg(long)]
     pub ack_delay_us: Option<u64>,
+    /// What each polling loop does with a poll that found nothing.
+    #[arg(long, value_enum, default_value_t = IdleArg::Busy)]
+    pub idle: IdleArg,
 }
 
 #[derive(Clone)]
@@ -143,18 +146,22 @@ impl GroupHandler for Echo {
 /// makes a system call anyway, and its timers want a fresh `now`), else
 /// every 128 loops (an empty shm poll is a few ns: `now` is then at most a
 /// microsecond old); with `stats_dir`, it publishes the statistics there
-/// every second.
+/// every second. A poll that found nothing goes to `idle`; a loop that
+/// may sleep reads the clock after every such poll.
 fn serve_loop<H: ControlHandler + GroupHandler>(
     server: &mut Server,
     h: &mut H,
     until: impl Fn() -> bool,
     stats_dir: Option<&std::path::Path>,
+    mut idle: tcpshm::Idle,
 ) {
     let (mut t, mut last_stats) = (0, i64::MIN);
     let mut i = 0u32;
     let mut tcp_live = false;
+    let busy = idle == tcpshm::Idle::busy();
+    let mut rested = false;
     loop {
-        if tcp_live || i % 128 == 0 {
+        if tcp_live || i % 128 == 0 || rested {
             let p = server.parts();
             tcp_live = p.tcp.iter().any(|g| g.live() > 0);
             if until() {
@@ -175,7 +182,9 @@ fn serve_loop<H: ControlHandler + GroupHandler>(
             }
         }
         i = i.wrapping_add(1);
-        server.poll(t, h);
+        let worked = server.poll(t, h);
+        idle.idle(worked);
+        rested = !busy && !worked;
     }
 }
 
@@ -228,19 +237,31 @@ pub fn run(a: Args) -> Result<(), CliError> {
         std::thread::scope(|s| {
             for g in tcp.iter_mut().chain(shm.iter_mut()) {
                 let mut h = echo.clone();
+                let mut idle = a.idle.strategy();
                 s.spawn(move || {
                     while !stopping() {
-                        g.poll(now(), &mut h);
+                        idle.idle(g.poll(now(), &mut h));
                     }
                 });
             }
+            // The control part yields when busy-polled: logins are not
+            // the hot path.
+            let mut idle = match a.idle {
+                IdleArg::Busy => IdleArg::Yield.strategy(),
+                other => other.strategy(),
+            };
             while !stopping() {
-                control.poll(now(), &mut echo);
-                std::thread::yield_now();
+                idle.idle(control.poll(now(), &mut echo));
             }
         });
     } else {
-        serve_loop(&mut server, &mut echo, stopping, Some(&a.dir));
+        serve_loop(
+            &mut server,
+            &mut echo,
+            stopping,
+            Some(&a.dir),
+            a.idle.strategy(),
+        );
     }
     server.stop();
     println!("echo-server stopped");

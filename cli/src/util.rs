@@ -167,3 +167,26 @@ pub fn fmt_ns(ns: f64) -> String {
         format!("{ns:.0} ns")
     }
 }
+
+/// `--idle`: what a polling loop does with a poll that found nothing
+/// ([`tcpshm::Idle`]).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdleArg {
+    /// Spin: the lowest latency, a whole core.
+    #[default]
+    Busy,
+    /// Yield the core at every idle poll.
+    Yield,
+    /// Spin, then yield, then sleep 1 µs doubling to 1 ms.
+    Backoff,
+}
+
+impl IdleArg {
+    pub fn strategy(self) -> tcpshm::Idle {
+        match self {
+            IdleArg::Busy => tcpshm::Idle::busy(),
+            IdleArg::Yield => tcpshm::Idle::yielding(),
+            IdleArg::Backoff => tcpshm::Idle::backoff(),
+        }
+    }
+}

@@ -430,6 +430,48 @@ fn names_with_underscores_are_never_split_wrong() {
     }
 }
 
+/// The echo programs backing off (`--idle backoff`), the client sending a
+/// message every 2 ms (`--interval-us`), so both sides are parked when
+/// each arrives: every echo comes back, in order, over TCP and SHM (the
+/// client checks each), and the report has its percentiles.
+#[test]
+fn echo_programs_back_off_and_pace() {
+    let dir = scratch("idle");
+    let _c = Cleanup(dir.clone());
+    let shm = dir.join("shm");
+    // A port free a moment ago (the other tests' ranges are fixed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let _srv = Kill(
+        Command::new(EXE)
+            .args(["echo-server", "--name", "srv", "--listen", &listen, "--dir"])
+            .arg(dir.join("srv"))
+            .args(["--idle", "backoff", "--shm-dir"])
+            .arg(&shm)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for (name, shm_flag) in [("quiet_tcp", None), ("quiet_shm", Some("--shm"))] {
+        let d = dir.join(name);
+        let mut args = vec!["echo-client", name, "--server", &listen, "--count", "40"];
+        args.extend(["--idle", "backoff", "--interval-us", "2000"]);
+        args.extend(["--retry", "10", "--dir", d.to_str().unwrap()]);
+        args.extend(["--shm-dir", shm.to_str().unwrap()]);
+        args.extend(shm_flag);
+        let (ok, out) = run(&args);
+        assert!(ok, "{out}");
+        assert!(out.contains("done: messages=40 "), "{out}");
+        assert!(out.contains("rtt_samples=40 "), "{out}");
+    }
+    let (ok, out) = run(&["echo-client", "x", "--fast", "--interval-us", "5"]);
+    assert!(!ok && out.contains("--fast"), "pacing and streaming exclude each other: {out}");
+}
+
 /// The pair's sequence numbers no longer fit (the client's queue file was
 /// replaced by an older copy): the login fails with status 1; `tcpshm
 /// reset` on the client's directory moves its files aside; the next login

@@ -435,35 +435,39 @@ impl Connection {
 /// the queue full from holding the poll; over TCP the receive buffer
 /// bounds the loop (nothing is read inside it). Each round starts with
 /// the cheap check (`may_have_messages`), so an empty poll, and the end
-/// of a delivery, cost a load or two rather than a `front`.
+/// of a delivery, cost a load or two rather than a `front`. Returns
+/// whether a message was handed over.
 #[inline]
 pub(crate) fn deliver(
     conn: &mut Connection,
     budget: u32,
     f: impl FnMut(Received<'_>, &mut ConnTx),
-) {
+) -> bool {
     if conn.rx.may_have_messages() {
-        deliver_ready(conn, budget, f);
+        deliver_ready(conn, budget, f)
     } else {
         // What was pushed with `push_more` since the last poll goes now,
         // and the last message's lines to the reader's side of the cache.
         conn.tx.settle();
+        false
     }
 }
 
 /// [`deliver`] for a caller that has just seen `may_have_messages()`
 /// return true (a group's poll does, to skip idle connections): the first
-/// round does not check again.
+/// round does not check again. Returns whether a message was handed over.
 #[inline(always)]
 pub(crate) fn deliver_ready(
     conn: &mut Connection,
     budget: u32,
     mut f: impl FnMut(Received<'_>, &mut ConnTx),
-) {
+) -> bool {
     let (rx, tx) = conn.split();
+    let mut handed = false;
     for _ in 0..budget {
         let pops = rx.pops;
         let Some(msg) = rx.front() else { break };
+        handed = true;
         f(msg, tx);
         if rx.pops == pops || !rx.may_have_messages() {
             break;
@@ -472,4 +476,5 @@ pub(crate) fn deliver_ready(
     // What the handler pushed with `push_more` goes now, and the lines
     // of its last message to the reader's side of the cache.
     tx.settle();
+    handed
 }

@@ -672,8 +672,12 @@ pub fn session_conn(data: &[u8]) {
                     c.flush();
                 }
             }
-            4 | 5 => client.poll(now, &mut client_side),
-            6 => server.poll(now, &mut server_side),
+            4 | 5 => {
+                client.poll(now, &mut client_side);
+            }
+            6 => {
+                server.poll(now, &mut server_side);
+            }
             7 => now += i64::from(inp.byte()) * SECOND_NS / 50,
             8 => {
                 let h = op & 16 != 0;

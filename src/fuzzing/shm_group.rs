@@ -135,7 +135,9 @@ pub fn shm_group(data: &[u8]) {
                     pushed[k] += 1;
                 }
             }
-            2 | 3 => server.poll(now, &mut checker),
+            2 | 3 => {
+                server.poll(now, &mut checker);
+            }
             4 => poll_clients(&mut clients, now),
             5 => now += i64::from(inp.byte()) * 16_000, // up to 4 ms
             6 => {

@@ -317,21 +317,30 @@ impl<U: UserData, R: UserData> Server<U, R> {
     /// sessions). Every step is bounded (see [`Control::poll`] and
     /// [`Group::poll`]); a poll of SHM groups with nothing to deliver
     /// makes no system call.
+    ///
+    /// Returns whether a part did work (see [`Group::poll`] and
+    /// [`Control::poll`]): what an [`Idle`](crate::Idle) strategy takes.
     #[inline]
-    pub fn poll<H: ControlHandler<U, R> + GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
+    pub fn poll<H: ControlHandler<U, R> + GroupHandler<U>>(
+        &mut self,
+        now: i64,
+        handler: &mut H,
+    ) -> bool {
+        let mut worked = false;
         if self
             .control_at
             .is_none_or(|t| now.wrapping_sub(t) >= self.control_every)
         {
-            self.control.poll(now, handler);
+            worked = self.control.poll(now, handler);
             self.control_at = Some(now);
         }
         for g in self.tcp.iter_mut() {
-            g.poll(now, handler);
+            worked |= g.poll(now, handler);
         }
         for g in self.shm.iter_mut() {
-            g.poll(now, handler);
+            worked |= g.poll(now, handler);
         }
+        worked
     }
 
     /// The parts, to poll from separate threads (with
@@ -346,9 +355,9 @@ impl<U: UserData, R: UserData> Server<U, R> {
     /// let ServerParts { control, tcp, shm, .. } = server.parts();
     /// std::thread::scope(|s| {
     ///     for group in tcp.iter_mut().chain(shm.iter_mut()) {
-    ///         s.spawn(move || loop { group.poll(now(), &mut Echo) });
+    ///         s.spawn(move || loop { group.poll(now(), &mut Echo); });
     ///     }
-    ///     loop { control.poll(now(), &mut Gate) }
+    ///     loop { control.poll(now(), &mut Gate); }
     /// });
     /// ```
     pub fn parts(&mut self) -> ServerParts<'_, U, R> {

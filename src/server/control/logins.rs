@@ -42,6 +42,7 @@ impl<U: UserData, R: UserData> Control<U, R> {
             };
             match listener.accept() {
                 Ok((stream, peer)) => {
+                    self.worked = true;
                     if stream.set_nonblocking(true).is_err()
                         || stream.set_nodelay(self.cfg.tcp_no_delay).is_err()
                     {
@@ -141,6 +142,7 @@ impl<U: UserData, R: UserData> Control<U, R> {
         let drop_it = match read {
             Ok(0) => true,
             Ok(n) => {
+                self.worked = true;
                 p.got += n;
                 false
             }

@@ -54,6 +54,8 @@ pub struct Control<U: UserData = u8, R: UserData = u8> {
     shm: Vec<GroupSlots<U, R>>,
     from_groups: Inbox<ToCtl>,
     shm_links: ShmLinks,
+    /// This poll did work (what `poll` returns).
+    worked: bool,
 }
 
 impl<U: UserData, R: UserData> Control<U, R> {
@@ -88,6 +90,7 @@ impl<U: UserData, R: UserData> Control<U, R> {
             tcp,
             shm,
             from_groups,
+            worked: false,
         })
     }
 
@@ -135,11 +138,16 @@ impl<U: UserData, R: UserData> Control<U, R> {
     /// Pending logins past their time are dropped, and SHM sessions whose
     /// heartbeat or timeout is due are seen to (a timer wheel: one compare
     /// when none is). Every step is bounded.
-    pub fn poll<H: ControlHandler<U, R>>(&mut self, now: i64, handler: &mut H) {
+    ///
+    /// Returns whether it did work (a connection accepted, login bytes
+    /// read, a group's news taken, a session closed): what an
+    /// [`Idle`](crate::Idle) strategy takes.
+    pub fn poll<H: ControlHandler<U, R>>(&mut self, now: i64, handler: &mut H) -> bool {
         for _ in 0..GROUP_MSGS_PER_POLL {
             let Some(m) = self.from_groups.take() else {
                 break;
             };
+            self.worked = true;
             self.on_group_msg(m);
         }
         let shm_tokens = self.shm_tokens();
@@ -166,12 +174,14 @@ impl<U: UserData, R: UserData> Control<U, R> {
         }
         // A failed shm session is closed here and its group told; the group
         // stops delivering and reports it back (ToCtl::Disconnected).
-        let shm = &self.shm;
+        let (shm, worked) = (&self.shm, &mut self.worked);
         self.shm_links.poll(now, |id| {
+            *worked = true;
             let _ = shm[id.group]
                 .to_group
                 .send(ToGroup::Closed { slot: id.slot });
         });
+        std::mem::take(&mut self.worked)
     }
 
     fn on_group_msg(&mut self, m: ToCtl) {

@@ -45,6 +45,8 @@ pub struct Group<U: UserData = u8, R: UserData = u8> {
     tcp: Option<tcp::Readiness>,
     /// How an SHM group does (`None` for TCP).
     shm: Option<shm::Readiness>,
+    /// This poll did work for the application (what `poll` returns).
+    worked: bool,
 }
 
 impl<U: UserData, R: UserData> Group<U, R> {
@@ -75,6 +77,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             to_ctl,
             tcp,
             shm,
+            worked: false,
         })
     }
 
@@ -159,21 +162,26 @@ impl<U: UserData, R: UserData> Group<U, R> {
     /// load per 64 connections plus the rings looked at in every poll. An
     /// empty poll of a TCP group makes one system call, however many
     /// connections it has.
+    ///
+    /// Returns whether it did work for the application (a login finished,
+    /// a message delivered, a disconnect reported): what an
+    /// [`Idle`](crate::Idle) strategy takes.
     #[inline]
-    pub fn poll<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
+    pub fn poll<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) -> bool {
         self.take_mail(handler);
-        if self.live.is_empty() {
-            return;
+        if !self.live.is_empty() {
+            match self.transport {
+                Transport::Shm => self.serve_shm(now, handler),
+                Transport::Tcp => self.serve_tcp(now, handler),
+            }
         }
-        match self.transport {
-            Transport::Shm => self.serve_shm(now, handler),
-            Transport::Tcp => self.serve_tcp(now, handler),
-        }
+        std::mem::take(&mut self.worked)
     }
 
     /// Stops serving slot `slot`, whose session ended with `close`, and
     /// reports it to the handler and the control part.
     fn end(&mut self, slot: usize, close: Close, handler: &mut impl GroupHandler<U>) {
+        self.worked = true;
         self.live.remove(slot);
         if let Some(t) = &mut self.tcp {
             t.forget(slot);
@@ -227,6 +235,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
     #[cold]
     #[inline(never)]
     fn take_mail_slow<H: GroupHandler<U>>(&mut self, handler: &mut H) {
+        self.worked = true;
         // Bounded: a login and a close per slot at most; the rest waits
         // for the next poll.
         for _ in 0..2 * self.conns.len() {

@@ -182,7 +182,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
         }
         let id = self.id(slot);
         let conn = &mut self.conns[slot];
-        deliver_ready(conn, self.cfg.shm_msgs_per_poll, |msg, tx| {
+        self.worked |= deliver_ready(conn, self.cfg.shm_msgs_per_poll, |msg, tx| {
             handler.on_client_msg(id, msg, tx)
         });
         if let Some(f) = conn.rx.fault.take() {

@@ -267,7 +267,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             return false;
         }
         let popped = conn.rx.pops;
-        deliver(conn, u32::MAX, |msg, tx| handler.on_client_msg(id, msg, tx));
+        self.worked |= deliver(conn, u32::MAX, |msg, tx| handler.on_client_msg(id, msg, tx));
         let r = self.tcp.as_mut().expect("a TCP group");
         if r.active {
             if conn.rx.pops != popped {

@@ -1,0 +1,123 @@
+//! Polls that say whether they worked, and loops that rest on it:
+//! - a server's and a client's poll return true exactly when they
+//!   delivered (or finished a login, reported a close), over TCP and SHM;
+//! - a backing-off server and client, both parked between messages sent
+//!   every few milliseconds, lose nothing.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use tcpshm::{Idle, Server, Transport};
+
+/// Connects `c` to `server` (polled on a scoped thread meanwhile).
+fn connect(server: &mut Server, c: &mut TestClient, echo: &mut EchoServer, t: Transport) {
+    let addr = server.local_addr().unwrap();
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (server, echo, done) = (&mut *server, &mut *echo, &done);
+        s.spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                server.poll(now(), echo);
+                std::thread::yield_now();
+            }
+        });
+        let _stop = StopOnDrop(done);
+        c.connect(t, addr, 0).unwrap();
+    });
+}
+
+fn poll_reports_work(t: Transport) {
+    let dir = scratch("idle-work");
+    let _c = Cleanup(dir.clone());
+    let cfg = config(&dir);
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let mut echo = EchoServer::default();
+    let mut c = client(&dir, "c", &cfg);
+    connect(&mut server, &mut c, &mut echo, t);
+    let mut got = CheckingClient::default();
+    // The login's news settles: then polls with nothing to do say so.
+    let mut quiet = 0;
+    wait_until(10, "quiet polls", || {
+        let worked = server.poll(now(), &mut echo) | c.poll(now(), &mut got);
+        quiet = if worked { 0 } else { quiet + 1 };
+        quiet >= 1000
+    });
+    for seq in 0..200 {
+        assert!(send(c.connection(), seq, small_len(seq)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while got.received == seq {
+            assert!(Instant::now() < deadline, "echo {seq} in time");
+            let echoed = echo.echoed;
+            let worked = server.poll(now(), &mut echo);
+            assert_eq!(worked, echo.echoed != echoed, "server poll {seq}");
+            let received = got.received;
+            let worked = c.poll(now(), &mut got);
+            assert_eq!(worked, got.received != received, "client poll {seq}");
+        }
+    }
+    assert_eq!((echo.echoed, got.received), (200, 200));
+    assert!(echo.disconnects.is_empty() && got.disconnects.is_empty());
+}
+
+#[test]
+fn a_tcp_poll_says_whether_it_worked() {
+    poll_reports_work(Transport::Tcp);
+}
+
+#[test]
+fn an_shm_poll_says_whether_it_worked() {
+    poll_reports_work(Transport::Shm);
+}
+
+/// A server and a client that back off (parked up to 2 ms) exchange
+/// messages sent 3 ms apart, so both are asleep when each arrives: every
+/// echo comes back, in order, once.
+fn backing_off_peers(t: Transport) {
+    let dir = scratch("idle-backoff");
+    let _c = Cleanup(dir.clone());
+    let cfg = config(&dir);
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let mut echo = EchoServer::default();
+    let mut c = client(&dir, "c", &cfg);
+    connect(&mut server, &mut c, &mut echo, t);
+    let backoff = Idle::backoff_with(100, 10, Duration::from_micros(50), Duration::from_millis(2));
+    let stop = AtomicBool::new(false);
+    let mut got = CheckingClient::default();
+    std::thread::scope(|s| {
+        let (server, echo, stop) = (&mut server, &mut echo, &stop);
+        let mut idle = backoff.clone();
+        s.spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                idle.idle(server.poll(now(), echo));
+            }
+        });
+        let _stop = StopOnDrop(stop);
+        let mut idle = backoff.clone();
+        for seq in 0..50 {
+            assert!(send(c.connection(), seq, small_len(seq)));
+            wait_until(10, "the echo", || {
+                let worked = c.poll(now(), &mut got);
+                idle.idle(worked);
+                got.received == seq + 1
+            });
+            std::thread::sleep(Duration::from_millis(3));
+        }
+    });
+    assert_eq!((echo.echoed, got.received), (50, 50));
+    assert!(echo.disconnects.is_empty() && got.disconnects.is_empty());
+}
+
+#[test]
+fn backing_off_peers_lose_nothing_over_tcp() {
+    backing_off_peers(Transport::Tcp);
+}
+
+#[test]
+fn backing_off_peers_lose_nothing_over_shm() {
+    backing_off_peers(Transport::Shm);
+}
