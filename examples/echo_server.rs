@@ -7,8 +7,8 @@
 //!
 //! Its queue files live in DIR, its shared-memory rings in /dev/shm: stop
 //! it (even with kill -9) and start it again, and its clients resume
-//! where they were. Its loop backs off when no message comes (`Idle`):
-//! idle, it takes about 1% of a core, not all of it.
+//! where they were. Its loop sleeps when no message comes (`Idle::block`):
+//! idle, it takes no CPU, not a whole core.
 
 use std::time::Instant;
 
@@ -50,12 +50,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     server.listen(&addr)?;
     println!("listening on {}", server.local_addr().unwrap());
     let t0 = Instant::now();
-    // Spins while messages come, then yields, then sleeps up to 1 ms at a
-    // time; `Idle::busy()` spins always (the lowest latency, a core).
-    let mut idle = Idle::backoff();
+    // Spins while messages come, then sleeps until one does (or a timer
+    // is due); `Idle::busy()` spins always (the lowest latency, a core).
+    let mut idle = Idle::block();
     loop {
         // One thread polls it all; `now` in nanoseconds, the default tick.
-        let worked = server.poll(t0.elapsed().as_nanos() as i64, &mut Echo);
-        idle.idle(worked);
+        let now = t0.elapsed().as_nanos() as i64;
+        let worked = server.poll(now, &mut Echo);
+        idle.idle_on(&mut server, now, worked)?;
     }
 }

@@ -27,7 +27,8 @@ use crate::error::{ConnectError, FileError, SetupError};
 use crate::login::{self, Rejection, SeqMismatch};
 use crate::pair_files;
 use crate::stats::ConnStats;
-use crate::sys::Mapping;
+use crate::sys::{Mapping, Poller, READABLE};
+use crate::wait::{min_timeout, Wait};
 use crate::wire::{
     opt_name_to_wire, DecodeError, Login, LoginResponse, LoginStatus, Name, UserData, NAME_SIZE,
 };
@@ -88,6 +89,13 @@ pub struct Client<U: UserData = u8, R: UserData = u8> {
     /// the heartbeat socket of an shm session (`None`: not yet).
     socket_every: i64,
     socket_at: Option<i64>,
+    /// The session's socket, to sleep on (`Wait`): the client's
+    /// descriptor, the same across reconnects.
+    poller: Poller,
+    /// Over shared memory: this session's reader announced that it may
+    /// sleep, and its flag is up now (`crate::wake`).
+    wake_announced: bool,
+    asleep: bool,
     _ud: PhantomData<fn(U, R)>,
 }
 
@@ -100,6 +108,10 @@ impl<U: UserData, R: UserData> Client<U, R> {
     /// that cannot be created.
     pub fn new(name: &str, dir: impl AsRef<Path>, cfg: Config) -> Result<Self, SetupError> {
         let (name, dir) = cfg.setup(name, dir.as_ref())?;
+        let poller = Poller::new(4).map_err(|source| SetupError::Io {
+            op: "create the client's epoll set",
+            source,
+        })?;
         Ok(Client {
             name,
             dir,
@@ -109,6 +121,9 @@ impl<U: UserData, R: UserData> Client<U, R> {
             conn: Connection::new(name),
             shm_link: None,
             socket_at: None,
+            poller,
+            wake_announced: false,
+            asleep: false,
             _ud: PhantomData,
         })
     }
@@ -290,6 +305,12 @@ impl<U: UserData, R: UserData> Client<U, R> {
         s.set_read_timeout(None).map_err(io("set timeout"))?;
         s.set_write_timeout(None).map_err(io("set timeout"))?;
         self.conn.guard = Some(login::guard_against_response::<R>(&server));
+        // The socket leaves the set when it closes.
+        self.poller
+            .add(&s, 0, READABLE)
+            .map_err(io("watch the socket"))?;
+        self.wake_announced = false;
+        self.asleep = false;
         let state = LinkState::new_open();
         let link = TcpLink::new(s, self.cfg.timers());
         let opened = match transport {
@@ -329,6 +350,9 @@ impl<U: UserData, R: UserData> Client<U, R> {
     /// none does.
     #[inline]
     pub fn poll<H: ClientHandler>(&mut self, now: i64, handler: &mut H) -> bool {
+        if self.asleep {
+            self.awake();
+        }
         let socket_due = self
             .socket_at
             .is_none_or(|t| now.wrapping_sub(t) >= self.socket_every);
@@ -336,6 +360,11 @@ impl<U: UserData, R: UserData> Client<U, R> {
         if !self.conn.tx.is_shm() || socket_due {
             self.socket_at = Some(now);
             worked = self.parts().0.poll(now, handler);
+            // Whether the server's reader may sleep, now and then (not as
+            // a C++ client, which never wakes it).
+            if self.cfg.shm_doorbell_slots != usize::MAX {
+                self.conn.tx.join_wake();
+            }
         }
         if self.conn.tx.is_shm() {
             worked |= ClientShm {
@@ -343,8 +372,29 @@ impl<U: UserData, R: UserData> Client<U, R> {
                 budget: self.cfg.shm_msgs_per_poll,
             }
             .poll(now, handler);
+            self.send_wake(now);
         }
         worked
+    }
+
+    /// Over shared memory: a publication found the server's reader
+    /// asleep, so a heartbeat goes on the session's socket to wake it.
+    #[inline(always)]
+    fn send_wake(&mut self, now: i64) {
+        if self.conn.tx.take_wake_due() {
+            if let Some(l) = &mut self.shm_link {
+                l.wake(now);
+            }
+        }
+    }
+
+    /// Lowers the reader's flag (`crate::wake`) after a sleep.
+    #[cold]
+    fn awake(&mut self) {
+        self.asleep = false;
+        if let Some(r) = self.conn.rx.shm_reader() {
+            r.awake();
+        }
     }
 
     /// The TCP and shm sides as two values that can be polled from two
@@ -429,6 +479,94 @@ impl<U: UserData, R: UserData> Client<U, R> {
         self.shm_link = None;
         self.conn.release();
         self.last_server = None;
+    }
+}
+
+impl<U: UserData, R: UserData> Wait for Client<U, R> {
+    /// See [`Wait::wait_timeout`]. Zero while the session is down (the
+    /// application reconnects), or messages wait; else until the session's
+    /// next timer. Over shared memory the client tells the server's writer
+    /// that it sleeps (the writer then wakes it with a heartbeat); a
+    /// writer that cannot (a C++ server) has it sleep in slices of
+    /// `Config::shm_sweep_interval`.
+    fn wait_timeout(&mut self, now: i64) -> Option<Duration> {
+        if self.asleep {
+            self.awake();
+        }
+        let zero = Some(Duration::ZERO);
+        if self.conn.is_closed() || self.conn.rx.may_have_messages() {
+            return zero;
+        }
+        // The socket is read after any sleep: what woke it is there.
+        self.socket_at = None;
+        if !self.conn.tx.is_shm() {
+            if self.conn.tcp_wants_poll(false) {
+                return zero;
+            }
+            let d = self.conn.tcp_deadline()?;
+            return Some(self.cfg.until(now, d));
+        }
+        self.send_wake(now);
+        let deadline = match &self.shm_link {
+            Some(l) => l.session.next_deadline(),
+            None => return zero,
+        };
+        let Some(deadline) = deadline else {
+            return zero; // the timers start at the next poll
+        };
+        let until = Some(self.cfg.until(now, deadline));
+        let slice = Some(self.cfg.shm_sweep_interval);
+        let Some(r) = self.conn.rx.shm_reader() else {
+            return zero;
+        };
+        if !self.wake_announced {
+            self.wake_announced = true;
+            r.announce_wake();
+            // A heartbeat now, so the server's writer looks (and
+            // acknowledges) at once rather than at its next timer.
+            if let Some(l) = &mut self.shm_link {
+                l.wake(now);
+            }
+        }
+        let acked = r.wake_acked();
+        if !r.sleep() {
+            return zero; // a message came meanwhile
+        }
+        self.asleep = true;
+        if acked {
+            until
+        } else {
+            min_timeout(until, slice)
+        }
+    }
+
+    /// See [`Wait::wait`].
+    fn wait(&mut self, now: i64, timeout: Duration) -> io::Result<()> {
+        let t = self.wait_timeout(now).map_or(timeout, |t| t.min(timeout));
+        if !t.is_zero() {
+            self.poller
+                .wait(crate::wait::timeout_ms(Some(t)))
+                .map(|_| ())?;
+        }
+        if self.asleep {
+            self.awake();
+        }
+        Ok(())
+    }
+}
+
+impl<U: UserData, R: UserData> std::os::fd::AsRawFd for Client<U, R> {
+    /// An epoll set with the session's socket (the same descriptor across
+    /// reconnects): readable when the server sent something, over TCP,
+    /// or woke this client, over shared memory. See [`Wait`].
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.poller.as_raw_fd()
+    }
+}
+
+impl<U: UserData, R: UserData> std::os::fd::AsFd for Client<U, R> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.poller.as_fd()
     }
 }
 

@@ -158,13 +158,17 @@ pub struct Config {
     /// every ring, which costs less for a few (`docs/benchmarks.md`,
     /// "Many connections"). 0: every SHM group; `usize::MAX`: none. C++
     /// clients never ring: their rings are polled at every poll either way.
-    /// On a client, `usize::MAX` also means: ring no server's bell, as a
-    /// C++ client (for comparisons and tests).
+    /// On a client, `usize::MAX` also means: ring no server's bell and
+    /// wake no sleeping server, as a C++ client (for comparisons and
+    /// tests).
     pub shm_doorbell_slots: usize,
     /// Server: every ring of a group with a doorbell is looked at once per
     /// this interval (default 1 ms), a few at each poll: a client killed
     /// between writing a message and ringing, or a peer that cleared
     /// another's bit, delays a message by at most this much, never loses it.
+    /// Both sides: a shared-memory reader asleep ([`Wait`](crate::Wait))
+    /// whose writer has not said it wakes it (a C++ peer never does) looks
+    /// at its rings at least this often.
     pub shm_sweep_interval: Duration,
 }
 
@@ -324,6 +328,14 @@ impl Config {
             .saturating_mul(u128::from(self.ticks_per_second))
             / 1_000_000_000;
         i64::try_from(t).unwrap_or(i64::MAX / 4)
+    }
+
+    /// The time from `now` until `deadline`, both in ticks of `now` (zero
+    /// when it has passed).
+    pub(crate) fn until(&self, now: i64, deadline: i64) -> Duration {
+        let ticks = deadline.wrapping_sub(now).max(0) as u128;
+        let ns = ticks.saturating_mul(1_000_000_000) / u128::from(self.ticks_per_second.max(1));
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
 
     fn try_ticks(&self) -> Result<Ticks, ConfigError> {

@@ -1,17 +1,22 @@
 //! What a polling loop does with a poll that found nothing to do
 //! ([`Idle`]).
 
+use std::io;
 use std::time::Duration;
+
+use crate::wait::Wait;
 
 /// How a polling loop spends the polls that find nothing to do: spin
 /// (the lowest latency, a whole core), yield the core to other threads,
-/// or back off: spin a while, then yield a while, then sleep for periods
+/// back off (spin a while, then yield a while, then sleep for periods
 /// that double from a minimum to a maximum, like Agrona's
-/// `BackoffIdleStrategy`. Any work starts the spinning again. Cheap to
+/// `BackoffIdleStrategy`), or block: spin a while, then sleep until the
+/// part has work ([`Wait`]). Any work starts the spinning again. Cheap to
 /// clone; each loop keeps its own.
 ///
 /// Every `poll` of the library returns whether it did work for the
-/// application; `idle` takes that value:
+/// application; `idle` takes that value (and [`idle_on`](Idle::idle_on)
+/// the part too, which blocking needs):
 ///
 /// ```no_run
 /// # use tcpshm::*;
@@ -31,7 +36,8 @@ use std::time::Duration;
 /// |---|---|---|
 /// | [`busy`](Idle::busy) | a whole core | a poll |
 /// | [`yielding`](Idle::yielding) | a whole core when the core is free, else what others leave | a poll, or a time slice |
-/// | [`backoff`](Idle::backoff) | about 1% once parked (measured: `docs/benchmarks.md`) | up to the longest park (1 ms by default) |
+/// | [`backoff`](Idle::backoff) | a few % once parked (measured: `docs/benchmarks.md`) | up to the longest park (1 ms by default) |
+/// | [`block`](Idle::block) | nothing while asleep | a wake-up (tens of µs) |
 ///
 /// A sleep asks the kernel for at least its period: Linux adds its timer
 /// slack (50 µs by default) to short ones.
@@ -54,6 +60,10 @@ enum Kind {
         min_park: Duration,
         max_park: Duration,
     },
+    Block {
+        spins: u64,
+        max_wait: Duration,
+    },
 }
 
 /// What one idle poll does (for the tests).
@@ -62,11 +72,15 @@ enum Step {
     Spin,
     Yield,
     Park(Duration),
+    /// Sleep until the part has work, at most this long.
+    Wait(Duration),
 }
 
 impl Idle {
-    /// Spins: a hint to the CPU (`spin_loop`) and nothing else. The
-    /// lowest latency; the loop's core is never free.
+    /// Polls again at once: no pause, no yield, as the C++ library's
+    /// loops. The lowest latency; the loop's core is never free (and an
+    /// SMT sibling gets no `pause` hint: add `std::hint::spin_loop` in
+    /// your loop if one shares the core).
     pub const fn busy() -> Idle {
         Idle::of(Kind::Busy)
     }
@@ -118,6 +132,21 @@ impl Idle {
         })
     }
 
+    /// Spins for 10,000 idle polls, then sleeps until the part has work
+    /// or its next timer, at most 100 ms at a time (the loop sees its own
+    /// flags that often): use [`idle_on`](Idle::idle_on), which has the
+    /// part. In a ping-pong it stays in the spins; idle, the thread costs
+    /// nothing.
+    pub const fn block() -> Idle {
+        Idle::block_with(10_000, Duration::from_millis(100))
+    }
+
+    /// [`block`](Idle::block) with its counts: `spins` idle polls
+    /// spinning, then waits of at most `max_wait`.
+    pub const fn block_with(spins: u64, max_wait: Duration) -> Idle {
+        Idle::of(Kind::Block { spins, max_wait })
+    }
+
     const fn of(kind: Kind) -> Idle {
         let park = match kind {
             Kind::Backoff { min_park, .. } => min_park,
@@ -132,18 +161,66 @@ impl Idle {
 
     /// After a poll: `worked` is what the poll returned. Work starts the
     /// spinning again; no work spins, yields or sleeps, as the strategy
-    /// says.
+    /// says. Returns whether it gave the CPU up (yielded or slept): a loop
+    /// that reads its clock only now and then should read it again.
     #[inline]
-    pub fn idle(&mut self, worked: bool) {
+    pub fn idle(&mut self, worked: bool) -> bool {
         if worked {
             self.reset();
-            return;
+            return false;
         }
         match self.step() {
-            Step::Spin => std::hint::spin_loop(),
+            Step::Spin => return false,
             Step::Yield => std::thread::yield_now(),
             Step::Park(d) => std::thread::sleep(d),
+            // Without the part, a blocking strategy parks as backoff's
+            // longest: use `idle_on`.
+            Step::Wait(d) => std::thread::sleep(d.min(Duration::from_millis(1))),
         }
+        true
+    }
+
+    /// After a poll of `part` at `now`: as [`idle`](Idle::idle), and a
+    /// blocking strategy sleeps in [`Wait::wait`] when its spins are
+    /// over. Returns whether it gave the CPU up.
+    ///
+    /// # Errors
+    /// The wait's (the system's).
+    #[inline]
+    pub fn idle_on<W: Wait + ?Sized>(
+        &mut self,
+        part: &mut W,
+        now: i64,
+        worked: bool,
+    ) -> io::Result<bool> {
+        self.idle_within(part, now, worked, Duration::MAX)
+    }
+
+    /// [`idle_on`](Idle::idle_on) for a loop with a timer of its own:
+    /// no sleep or park lasts longer than `within`. Returns whether it
+    /// gave the CPU up.
+    ///
+    /// # Errors
+    /// The wait's (the system's).
+    #[inline]
+    pub fn idle_within<W: Wait + ?Sized>(
+        &mut self,
+        part: &mut W,
+        now: i64,
+        worked: bool,
+        within: Duration,
+    ) -> io::Result<bool> {
+        if worked {
+            self.reset();
+            return Ok(false);
+        }
+        match self.step() {
+            Step::Spin => return Ok(false),
+            Step::Yield => std::thread::yield_now(),
+            Step::Park(d) => std::thread::sleep(d.min(within)),
+            Step::Wait(d) => part.wait(now, d.min(within))?,
+        }
+        Ok(true)
     }
 
     /// Starts over, as after work (for a loop that learns of work some
@@ -178,6 +255,13 @@ impl Idle {
                     let d = self.park;
                     self.park = d.saturating_mul(2).min(max_park);
                     Step::Park(d)
+                }
+            }
+            Kind::Block { spins, max_wait } => {
+                if n < spins {
+                    Step::Spin
+                } else {
+                    Step::Wait(max_wait)
                 }
             }
         }
@@ -250,6 +334,15 @@ mod tests {
             .iter()
             .all(|s| *s == Step::Yield));
         assert_eq!(Idle::default(), Idle::busy());
+    }
+
+    #[test]
+    fn block_spins_then_waits() {
+        let mut i = Idle::block_with(2, Duration::from_millis(7));
+        let w = Step::Wait(Duration::from_millis(7));
+        assert_eq!(steps(&mut i, 4), [Step::Spin, Step::Spin, w, w]);
+        i.reset();
+        assert_eq!(i.step(), Step::Spin);
     }
 
     #[test]

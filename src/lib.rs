@@ -127,6 +127,10 @@ mod shm_queue;
 mod stats;
 mod sys;
 mod timer_wheel;
+#[cfg(feature = "tokio")]
+pub mod tokio;
+mod wait;
+mod wake;
 mod wire;
 
 pub use client::{Client, ClientHandler, ClientShm, ClientTcp};
@@ -140,6 +144,7 @@ pub use server::{
     Accept, ConnId, Control, ControlHandler, Group, GroupHandler, LoginRequest, Server, ServerParts,
 };
 pub use stats::ConnStats;
+pub use wait::Wait;
 pub use wire::{Name, NameError, UserData};
 
 #[cfg(not(target_endian = "little"))]

@@ -366,6 +366,25 @@ impl Session {
         self.heartbeats += 1;
     }
 
+    /// Queues a heartbeat at `now` whatever the timers say, unless one is
+    /// on its way: the wake-up of a shared-memory reader asleep on this
+    /// socket (`crate::wake`). It carries the ack last told.
+    pub(crate) fn heartbeat_now(&mut self, now: i64) {
+        if self.hb_left > 0 {
+            return; // its rest goes first, and wakes the peer as well
+        }
+        self.hb = MsgHeader {
+            size: HEADER_SIZE as u16,
+            msg_type: MSG_TYPE_HEARTBEAT,
+            ack_seq: self.ack_sent,
+        }
+        .encode();
+        self.hb_left = HEADER_SIZE;
+        self.now = now;
+        self.last_send = now;
+        self.heartbeats += 1;
+    }
+
     /// Whether the local ack `local_ack` is newer than what the peer was
     /// told, or a delayed ack waits: the next polls must see to it.
     pub(crate) fn ack_pending(&self, local_ack: u32) -> bool {

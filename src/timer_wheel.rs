@@ -146,6 +146,20 @@ impl TimerWheel {
         }
     }
 
+    /// When [`expire`](Self::expire) next has something to hand out:
+    /// the end of the first bucket with an entry (a look at each bucket
+    /// of the span, at most: for a part about to sleep, not for a poll).
+    /// `None` when the wheel is empty.
+    pub(crate) fn next_due(&self) -> Option<i64> {
+        if !self.started {
+            return None;
+        }
+        let lap = self.heads.len() as i64;
+        (self.cursor..self.cursor + lap)
+            .find(|&at| self.heads[self.bucket_of(at)] != NIL)
+            .map(|at| (at + 1).saturating_mul(self.tick))
+    }
+
     /// Whether `slot` has an entry.
     #[cfg(test)]
     pub(crate) fn is_filed(&self, slot: usize) -> bool {
@@ -156,6 +170,23 @@ impl TimerWheel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_due_is_the_end_of_the_first_bucket_with_an_entry() {
+        let mut w = TimerWheel::new(4, 10, 8);
+        assert_eq!(w.next_due(), None);
+        w.schedule(0, 57, 3);
+        w.schedule(1, 35, 3);
+        assert_eq!(w.next_due(), Some(40), "35 is in bucket 3, due from 40");
+        let mut got = Vec::new();
+        w.expire(39, 10, |s| got.push(s));
+        assert!(got.is_empty(), "not before");
+        w.expire(40, 10, |s| got.push(s));
+        assert_eq!(got, [1]);
+        assert_eq!(w.next_due(), Some(60));
+        w.cancel(0);
+        assert_eq!(w.next_due(), None);
+    }
 
     fn expired(w: &mut TimerWheel, now: i64, max: usize) -> Vec<usize> {
         let mut v = Vec::new();

@@ -2,7 +2,8 @@
 //! side, over TCP and over shared memory (the queue files and rings are
 //! mapped, and a mapping keeps its file, and the file's lock, without a
 //! descriptor). A server near its process's descriptor limit serves that
-//! many clients.
+//! many clients. (A client also has one epoll set, its `Wait`
+//! descriptor, from its making, whatever its connections.)
 
 mod common;
 
@@ -41,8 +42,10 @@ fn one_descriptor_per_connection_and_side() {
         .into_iter()
         .enumerate()
         {
-            let before = open_fds();
+            // A client has an epoll set of its own (its `Wait`
+            // descriptor), from its making: not the connection's.
             let mut c = client(&dir, &format!("c{i}"), &cfg);
+            let before = open_fds();
             let mut h = CheckingClient::default();
             c.connect(transport, addr, 0).unwrap();
             // Both sides in this process: the client's socket and the

@@ -185,3 +185,18 @@ fn exactly_once() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("each answered exactly once"), "{text}");
 }
+
+/// The tokio example (`--features tokio`: CI runs it): a server and a TCP
+/// and an SHM client in one runtime, every echo in order.
+#[cfg(feature = "tokio")]
+#[test]
+fn tokio_echo() {
+    let out = run(Command::new(example("tokio_echo")).arg("2000"), 120);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for t in ["tcp", "shm"] {
+        assert!(
+            text.contains(&format!("{t}: 2000 echoes in order")),
+            "{text}"
+        );
+    }
+}

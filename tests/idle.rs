@@ -1,8 +1,8 @@
 //! Polls that say whether they worked, and loops that rest on it:
 //! - a server's and a client's poll return true exactly when they
 //!   delivered (or finished a login, reported a close), over TCP and SHM;
-//! - a backing-off server and client, both parked between messages sent
-//!   every few milliseconds, lose nothing.
+//! - a backing-off (or blocking) server and client, both asleep between
+//!   messages sent every few milliseconds, lose nothing.
 
 mod common;
 
@@ -73,10 +73,10 @@ fn an_shm_poll_says_whether_it_worked() {
     poll_reports_work(Transport::Shm);
 }
 
-/// A server and a client that back off (parked up to 2 ms) exchange
-/// messages sent 3 ms apart, so both are asleep when each arrives: every
-/// echo comes back, in order, once.
-fn backing_off_peers(t: Transport) {
+/// A server and a client that rest by `strategy` (parked up to 2 ms, or
+/// blocked in `Wait`) exchange messages sent 3 ms apart, so both are
+/// asleep when each arrives: every echo comes back, in order, once.
+fn resting_peers(t: Transport, strategy: Idle) {
     let dir = scratch("idle-backoff");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
@@ -85,7 +85,7 @@ fn backing_off_peers(t: Transport) {
     let mut echo = EchoServer::default();
     let mut c = client(&dir, "c", &cfg);
     connect(&mut server, &mut c, &mut echo, t);
-    let backoff = Idle::backoff_with(100, 10, Duration::from_micros(50), Duration::from_millis(2));
+    let backoff = strategy;
     let stop = AtomicBool::new(false);
     let mut got = CheckingClient::default();
     std::thread::scope(|s| {
@@ -93,7 +93,8 @@ fn backing_off_peers(t: Transport) {
         let mut idle = backoff.clone();
         s.spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                idle.idle(server.poll(now(), echo));
+                let worked = server.poll(now(), echo);
+                idle.idle_on(server, now(), worked).unwrap();
             }
         });
         let _stop = StopOnDrop(stop);
@@ -102,7 +103,7 @@ fn backing_off_peers(t: Transport) {
             assert!(send(c.connection(), seq, small_len(seq)));
             wait_until(10, "the echo", || {
                 let worked = c.poll(now(), &mut got);
-                idle.idle(worked);
+                idle.idle_on(&mut c, now(), worked).unwrap();
                 got.received == seq + 1
             });
             std::thread::sleep(Duration::from_millis(3));
@@ -112,12 +113,34 @@ fn backing_off_peers(t: Transport) {
     assert!(echo.disconnects.is_empty() && got.disconnects.is_empty());
 }
 
+fn backoff() -> Idle {
+    Idle::backoff_with(100, 10, Duration::from_micros(50), Duration::from_millis(2))
+}
+
+/// Blocking with waits of at most 50 ms: a lost wake-up would show as
+/// echoes 50 ms late, past the 3 ms pace (the test then takes seconds,
+/// not a fraction of one, but fails only at its 10 s deadline: see
+/// `tests/sleep.rs` for the strict check).
+fn block() -> Idle {
+    Idle::block_with(100, Duration::from_millis(50))
+}
+
 #[test]
 fn backing_off_peers_lose_nothing_over_tcp() {
-    backing_off_peers(Transport::Tcp);
+    resting_peers(Transport::Tcp, backoff());
 }
 
 #[test]
 fn backing_off_peers_lose_nothing_over_shm() {
-    backing_off_peers(Transport::Shm);
+    resting_peers(Transport::Shm, backoff());
+}
+
+#[test]
+fn blocking_peers_lose_nothing_over_tcp() {
+    resting_peers(Transport::Tcp, block());
+}
+
+#[test]
+fn blocking_peers_lose_nothing_over_shm() {
+    resting_peers(Transport::Shm, block());
 }

@@ -23,10 +23,17 @@
 //! the reader's clearing of the last session's. Weakening any of those
 //! SYNC POINTs (doorbell-rung, doorbell-acked, doorbell-announced) fails
 //! a model.
+//!
+//! The wake protocol (`src/wake/bits.rs`, the very file) runs here too: a
+//! reader that raised its flag and then found no message sleeps only if
+//! the writer, after publishing, saw the flag (SYNC POINT wake-flag: drop
+//! either fence and both can miss the other's store); and a reader that
+//! sees the writer's acknowledgement sees the messages published before
+//! it (SYNC POINT wake-acked).
 #![cfg(loom)]
 
 mod sync {
-    pub use loom::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+    pub use loom::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 }
 
 #[allow(dead_code, missing_docs)]
@@ -36,6 +43,10 @@ mod ring;
 #[allow(dead_code, missing_docs)]
 #[path = "../src/doorbell/bits.rs"]
 mod bits;
+
+#[allow(dead_code, missing_docs)]
+#[path = "../src/wake/bits.rs"]
+mod wake;
 
 use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::Arc;
@@ -332,5 +343,60 @@ fn doorbell_announcement_loses_no_acknowledgement() {
         bits::announce(&ack, &ann, WORD);
         let acked = t.join().unwrap();
         assert_eq!(bits::acknowledged(&ack, WORD), acked);
+    });
+}
+
+/// SYNC POINT wake-flag: the reader raises its flag, then looks at the
+/// ring; the writer publishes, then looks at the flag. A reader that
+/// found nothing sleeps, and must then have been seen by the writer.
+#[test]
+fn wake_is_never_lost() {
+    loom::model(|| {
+        let m = mem(0);
+        let mut w = Writer::new(m.clone());
+        let r = Reader::new(m);
+        let flag = Arc::new(AtomicU64::new(0));
+        let f = flag.clone();
+        let t = loom::thread::spawn(move || {
+            w.alloc(1, 8).expect("room").fill(1);
+            w.push();
+            wake::must_wake(&f)
+        });
+        wake::sleep(&flag);
+        let sleeps = !r.published_unread();
+        let woken = t.join().unwrap();
+        if sleeps {
+            assert!(
+                woken,
+                "wake-up lost: the reader sleeps and its writer did not see it"
+            );
+        }
+    });
+}
+
+/// SYNC POINT wake-acked: the writer looks at the flag only after the
+/// publications that follow its acknowledgement. A reader that sees the
+/// acknowledgement (and then sleeps without slices) must see what was
+/// published before it.
+#[test]
+fn wake_acknowledgement_strands_no_message() {
+    loom::model(|| {
+        let m = mem(0);
+        let mut w = Writer::new(m.clone());
+        let r = Reader::new(m);
+        let ack = Arc::new(AtomicU64::new(0));
+        let a = ack.clone();
+        let t = loom::thread::spawn(move || {
+            w.alloc(1, 8).expect("room").fill(1);
+            w.push();
+            wake::acknowledge(&a);
+        });
+        if wake::acknowledged(&ack) {
+            assert!(
+                r.published_unread(),
+                "wake-up lost: acknowledged, and the message before it unseen"
+            );
+        }
+        t.join().unwrap();
     });
 }

@@ -216,10 +216,10 @@ pub fn run(a: Args) -> Result<(), CliError> {
     let mut last_stats = i64::MIN;
     let step = (a.count / 20).max(1);
     let mut idle = a.idle.strategy();
-    // Paced (`--interval-us`) or sleeping between polls: the clock is
-    // read at every loop.
+    // Paced (`--interval-us`): the clock is read at every loop; else after
+    // a rest (a yield or a sleep) too.
     let interval = a.interval_us.map(|us| (us as i64).saturating_mul(1000));
-    let clock_each_loop = interval.is_some() || a.idle != IdleArg::Busy;
+    let mut rested = false;
     let mut next_send = i64::MIN;
     loop {
         if stopping() {
@@ -314,7 +314,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
         // loops only (`Client::poll` reads the heartbeat socket every
         // 200 µs of it, and the shm loop stays free of system calls).
         loops = loops.wrapping_add(1);
-        if !a.shm || loops % 64 == 0 || clock_each_loop {
+        if !a.shm || loops % 64 == 0 || interval.is_some() || rested {
             t = now();
             if t.saturating_sub(last_stats) >= crate::stats_file::EVERY_NS {
                 let peer = client
@@ -330,7 +330,16 @@ pub fn run(a: Args) -> Result<(), CliError> {
             }
         }
         let worked = client.poll(t, &mut h);
-        idle.idle(worked || sent);
+        // Asleep no further than the next message to send.
+        let within = match interval {
+            Some(_) if pushed.wrapping_sub(h.popped) == 0 => {
+                Duration::from_nanos(next_send.saturating_sub(now()).max(0) as u64)
+            }
+            _ => Duration::MAX,
+        };
+        rested = idle
+            .idle_within(&mut client, t, worked || sent, within)
+            .unwrap_or(true);
         if let Some(e) = h.error.take() {
             return Err(CliError::BadEcho(e));
         }

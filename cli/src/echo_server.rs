@@ -146,8 +146,8 @@ impl GroupHandler for Echo {
 /// makes a system call anyway, and its timers want a fresh `now`), else
 /// every 128 loops (an empty shm poll is a few ns: `now` is then at most a
 /// microsecond old); with `stats_dir`, it publishes the statistics there
-/// every second. A poll that found nothing goes to `idle`; a loop that
-/// may sleep reads the clock after every such poll.
+/// every second. A poll that found nothing goes to `idle`; after a rest
+/// (a yield or a sleep) the clock is read again.
 fn serve_loop<H: ControlHandler + GroupHandler>(
     server: &mut Server,
     h: &mut H,
@@ -158,7 +158,6 @@ fn serve_loop<H: ControlHandler + GroupHandler>(
     let (mut t, mut last_stats) = (0, i64::MIN);
     let mut i = 0u32;
     let mut tcp_live = false;
-    let busy = idle == tcpshm::Idle::busy();
     let mut rested = false;
     loop {
         if tcp_live || i % 128 == 0 || rested {
@@ -183,8 +182,8 @@ fn serve_loop<H: ControlHandler + GroupHandler>(
         }
         i = i.wrapping_add(1);
         let worked = server.poll(t, h);
-        idle.idle(worked);
-        rested = !busy && !worked;
+        // A wait that fails (not expected: our own descriptors) spins on.
+        rested = idle.idle_on(server, t, worked).unwrap_or(true);
     }
 }
 
@@ -240,7 +239,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 let mut idle = a.idle.strategy();
                 s.spawn(move || {
                     while !stopping() {
-                        idle.idle(g.poll(now(), &mut h));
+                        let worked = g.poll(now(), &mut h);
+                        let _ = idle.idle_on(g, now(), worked);
                     }
                 });
             }
@@ -251,7 +251,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
                 other => other.strategy(),
             };
             while !stopping() {
-                idle.idle(control.poll(now(), &mut echo));
+                let worked = control.poll(now(), &mut echo);
+                let _ = idle.idle_on(control, now(), worked);
             }
         });
     } else {

@@ -179,6 +179,8 @@ pub enum IdleArg {
     Yield,
     /// Spin, then yield, then sleep 1 µs doubling to 1 ms.
     Backoff,
+    /// Spin, then sleep until there is work (`tcpshm::Wait`).
+    Block,
 }
 
 impl IdleArg {
@@ -187,6 +189,7 @@ impl IdleArg {
             IdleArg::Busy => tcpshm::Idle::busy(),
             IdleArg::Yield => tcpshm::Idle::yielding(),
             IdleArg::Backoff => tcpshm::Idle::backoff(),
+            IdleArg::Block => tcpshm::Idle::block(),
         }
     }
 }

@@ -469,7 +469,10 @@ fn echo_programs_back_off_and_pace() {
         assert!(out.contains("rtt_samples=40 "), "{out}");
     }
     let (ok, out) = run(&["echo-client", "x", "--fast", "--interval-us", "5"]);
-    assert!(!ok && out.contains("--fast"), "pacing and streaming exclude each other: {out}");
+    assert!(
+        !ok && out.contains("--fast"),
+        "pacing and streaming exclude each other: {out}"
+    );
 }
 
 /// The pair's sequence numbers no longer fit (the client's queue file was

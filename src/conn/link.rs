@@ -105,6 +105,13 @@ impl TcpLink {
         Ok(Some(n))
     }
 
+    /// Sends a heartbeat now: wakes the peer's reader, asleep on this
+    /// socket. A failure is left for the next poll to find.
+    pub(crate) fn wake(&mut self, now: i64) {
+        self.session.heartbeat_now(now);
+        let _ = self.flush(None);
+    }
+
     /// The socket of a shared-memory session: reads (and drops) at most one
     /// bounded read of the peer's heartbeats (if `read`: a caller that
     /// knows nothing arrived skips the system call), checks the timeout,

@@ -172,6 +172,14 @@ impl ConnRx {
         matches!(&self.t, RxTransport::Shm(r) if r.is_fast())
     }
 
+    /// The shared-memory reader, over shared memory.
+    pub(crate) fn shm_reader(&mut self) -> Option<&mut crate::shm_queue::ShmReader> {
+        match &mut self.t {
+            RxTransport::Shm(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// Whether whole messages are waiting (TCP), or may be (shm: on the
     /// fast path one load of the next header, on v1 the cached index or
     /// one load of `write_idx`). What an empty poll costs, and what ends a

@@ -230,6 +230,25 @@ impl ConnTx {
         }
     }
 
+    /// Over shared memory: whether a publication found the reader asleep
+    /// since the last call (the socket's owner then sends the wake-up).
+    #[inline(always)]
+    pub(crate) fn take_wake_due(&mut self) -> bool {
+        match &mut self.t {
+            TxTransport::Shm(w) => w.take_wake_due(),
+            _ => false,
+        }
+    }
+
+    /// Over shared memory, now and then: whether the reader may sleep, and
+    /// this writer looks for its sleep after each publication
+    /// (`ShmWriter::join_wake`).
+    pub(crate) fn join_wake(&mut self) {
+        if let TxTransport::Shm(w) = &mut self.t {
+            w.join_wake();
+        }
+    }
+
     /// Sends what `push_more` left unsent (over shared memory: lets the
     /// batch go); polls do this too.
     pub fn flush(&mut self) {

@@ -1,6 +1,6 @@
 //! An SHM group with a doorbell, driven for real ([`shm_group`]): its
-//! bell and the doorbell words of its rings are peer-written memory, and
-//! the input writes them.
+//! bell and the doorbell and wake words of its rings are peer-written
+//! memory, and the input writes them.
 
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::peers::{fuzz_config, Scratch};
 use super::Input;
-use crate::shm_queue::DOORBELL_WORDS;
+use crate::shm_queue::{DOORBELL_WORDS, WAKE_WORDS};
 use crate::{
     Accept, Client, ClientHandler, ConnId, ConnTx, ControlHandler, GroupHandler, LoginRequest,
     Received, Server, Transport,
@@ -59,9 +59,11 @@ impl ClientHandler for Ignore {
 /// clock), and five tcpshm clients logged in over shared memory; the
 /// input chooses each step: a client pushes a message (or a batch with
 /// `push_more`, let go by its next poll), the server or a client polls,
-/// the clock moves (at most 4 ms a step), or a peer writes a word of the
-/// bell (any value, header included) or a doorbell word of a ring's
-/// trailer (the reader's announcement, the writer's acknowledgement).
+/// the clock moves (at most 4 ms a step), the server gets ready to sleep
+/// (`Wait::wait_timeout`: its flags go up, its next poll takes them
+/// down), or a peer writes a word of the bell (any value, header
+/// included) or a doorbell or wake word of a ring's trailer (either
+/// ring's: announcements, acknowledgements, the reader's flag).
 /// Every message arrives at the server once, in order; and once the clock
 /// has moved past a sweep interval with the server polling, every message
 /// pushed has arrived, whatever the bell said.
@@ -135,7 +137,11 @@ pub fn shm_group(data: &[u8]) {
                     pushed[k] += 1;
                 }
             }
-            2 | 3 => {
+            2 => {
+                server.poll(now, &mut checker);
+            }
+            3 => {
+                let _ = crate::Wait::wait_timeout(&mut server, now);
                 server.poll(now, &mut checker);
             }
             4 => poll_clients(&mut clients, now),
@@ -149,12 +155,25 @@ pub fn shm_group(data: &[u8]) {
                 }
             }
             _ => {
-                // A doorbell word of a client's ring (its other words have
-                // fuzz targets of their own).
+                // A doorbell or wake word of a client's rings (their other
+                // words have fuzz targets of their own).
                 let k = inp.byte() as usize % CLIENTS;
-                let off = DOORBELL_WORDS[inp.byte() as usize % 2];
+                let which = inp.byte() as usize;
+                let words = [
+                    DOORBELL_WORDS[0],
+                    DOORBELL_WORDS[1],
+                    WAKE_WORDS[0],
+                    WAKE_WORDS[1],
+                    WAKE_WORDS[2],
+                ];
+                let off = words[which % words.len()];
+                let path = if which & 0x80 != 0 {
+                    cfg.shm_dir.join(format!("srv_c{k}.shm"))
+                } else {
+                    ring(k)
+                };
                 let v = inp.bytes(8);
-                if let Ok(f) = std::fs::OpenOptions::new().write(true).open(ring(k)) {
+                if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
                     let _ = f.write_at(&v, cap + off as u64);
                 }
             }

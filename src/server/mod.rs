@@ -6,12 +6,13 @@
 //! A server is made of parts that share nothing but lock-free channels,
 //! used only at login and disconnect:
 //! - the [`Control`] part accepts connections, reads logins within
-//!   `Config::new_connection_timeout`, asks its [`ControlHandler`] which
-//!   group serves a login, and keeps shared-memory sessions alive (their
-//!   TCP heartbeats);
+//!   `Config::new_connection_timeout` and asks its [`ControlHandler`]
+//!   which group serves a login;
 //! - each [`Group`] (TCP or SHM) owns its connections: it finishes their
 //!   logins (opens files, checks sequence numbers, answers), delivers
-//!   their messages and reports their ends, all to its [`GroupHandler`].
+//!   their messages, keeps their sockets alive (over shared memory, the
+//!   heartbeats of the TCP side) and reports their ends, all to its
+//!   [`GroupHandler`].
 //!
 //! [`Server::poll`] polls every part from one thread with one handler
 //! that implements both traits. [`Server::parts`] hands the parts out to
@@ -35,17 +36,21 @@ mod slot_set;
 use std::io;
 use std::marker::PhantomData;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use self::control::Control;
 pub use self::group::Group;
 use crate::close::Close;
 use crate::config::Config;
-use crate::conn::{ConnTx, Connection, LinkState, Received, Transport};
+use crate::conn::{ConnTx, Connection, Received, Transport};
 use crate::error::{FileError, FileErrorKind, SetupError};
 use crate::login::SeqMismatch;
 use crate::stats::ConnStats;
+use crate::sys::{Poller, READABLE};
+use crate::wait::{min_timeout, Wait};
 use crate::wire::{Name, UserData};
 
 /// Which connection: transport, group and slot in the group. A slot serves
@@ -169,10 +174,6 @@ struct LoginHandoff<U: UserData, R: UserData> {
 enum ToGroup<U: UserData, R: UserData> {
     /// Finish this login.
     Login(Box<LoginHandoff<U, R>>),
-    /// The control part closed the session of this slot (its TCP side
-    /// failed or timed out): stop serving it and report it. A group polls
-    /// only its mailbox's count, not every connection's state.
-    Closed { slot: usize },
 }
 
 /// A group's mailbox, as the control part holds it: the group's
@@ -181,12 +182,8 @@ type GroupInbox<U, R> = (Transport, mailbox::Outbox<ToGroup<U, R>>, usize);
 
 /// What a group tells the control part.
 enum ToCtl {
-    /// A login finished; for shm, the socket comes back for heartbeats.
-    LoginDone {
-        id: ConnId,
-        ok: bool,
-        shm: Option<(TcpStream, Arc<LinkState>)>,
-    },
+    /// A login finished (`ok`: a session started).
+    LoginDone { id: ConnId, ok: bool },
     /// A session ended; the group delivers nothing more for it.
     Disconnected { id: ConnId },
 }
@@ -233,6 +230,9 @@ pub struct Server<U: UserData = u8, R: UserData = u8> {
     control_at: Option<i64>,
     tcp: Vec<Group<U, R>>,
     shm: Vec<Group<U, R>>,
+    /// The parts' descriptors in one set (`Wait`): token 0 the control
+    /// part, then the TCP groups, then the SHM groups.
+    poller: Poller,
     _ud: PhantomData<fn(U, R)>,
 }
 
@@ -258,12 +258,16 @@ impl<U: UserData, R: UserData> Server<U, R> {
     pub fn new(name: &str, dir: impl AsRef<Path>, cfg: Config) -> Result<Self, SetupError> {
         let (name, dir) = cfg.setup(name, dir.as_ref())?;
         let cfg = Arc::new(cfg);
-        let (to_ctl, from_groups) = mailbox::mailbox();
+        let mailbox_err = |source| SetupError::Io {
+            op: "create a mailbox's eventfd",
+            source,
+        };
+        let (to_ctl, from_groups) = mailbox::mailbox().map_err(mailbox_err)?;
         let mut inboxes = Vec::new();
         let mut groups = |transport: Transport, n: usize, per: usize| {
             (0..n)
                 .map(|idx| {
-                    let (tx, rx) = mailbox::mailbox();
+                    let (tx, rx) = mailbox::mailbox().map_err(mailbox_err)?;
                     inboxes.push((transport, tx, per));
                     Group::new(
                         transport,
@@ -283,6 +287,20 @@ impl<U: UserData, R: UserData> Server<U, R> {
         let shm_dir = cfg.shm_dir.clone();
         let control_every = cfg.ticks().socket_poll_interval;
         let control = Control::new(name, cfg, inboxes, from_groups)?;
+        let poller = Poller::new(1 + tcp.len() + shm.len()).map_err(|source| SetupError::Io {
+            op: "create the server's epoll set",
+            source,
+        })?;
+        let parts = std::iter::once(control.as_raw_fd())
+            .chain(tcp.iter().chain(shm.iter()).map(Group::as_raw_fd));
+        for (token, fd) in parts.enumerate() {
+            poller
+                .add(&fd, token as u64, READABLE)
+                .map_err(|source| SetupError::Io {
+                    op: "watch a part's epoll set",
+                    source,
+                })?;
+        }
         Ok(Server {
             name,
             dir,
@@ -292,6 +310,7 @@ impl<U: UserData, R: UserData> Server<U, R> {
             control_at: None,
             tcp,
             shm,
+            poller,
             _ud: PhantomData,
         })
     }
@@ -424,6 +443,60 @@ impl<U: UserData, R: UserData> Server<U, R> {
         for g in self.tcp.iter_mut().chain(self.shm.iter_mut()) {
             g.stop();
         }
+    }
+}
+
+impl<U: UserData, R: UserData> Wait for Server<U, R> {
+    /// See [`Wait::wait_timeout`]: the shortest of its parts' (the control
+    /// part's, each group's).
+    fn wait_timeout(&mut self, now: i64) -> Option<Duration> {
+        // The control part runs at the poll after a sleep, whatever its
+        // interval says (a login may be what woke the server).
+        self.control_at = None;
+        let mut t = self.control.wait_timeout(now);
+        for g in self.tcp.iter_mut() {
+            t = min_timeout(t, g.wait_timeout(now));
+        }
+        // The SHM groups last: each tells its writers that it sleeps, and
+        // takes that back if another part has work after all.
+        if t != Some(Duration::ZERO) {
+            for g in self.shm.iter_mut() {
+                t = min_timeout(t, g.wait_timeout(now));
+                if t == Some(Duration::ZERO) {
+                    break;
+                }
+            }
+        }
+        if t == Some(Duration::ZERO) {
+            self.shm.iter_mut().for_each(Group::wake_up);
+        }
+        t
+    }
+
+    /// See [`Wait::wait`].
+    fn wait(&mut self, now: i64, timeout: Duration) -> io::Result<()> {
+        let t = self.wait_timeout(now).map_or(timeout, |t| t.min(timeout));
+        if !t.is_zero() {
+            self.poller
+                .wait(crate::wait::timeout_ms(Some(t)))
+                .map(|_| ())?;
+        }
+        self.shm.iter_mut().for_each(Group::wake_up);
+        Ok(())
+    }
+}
+
+impl<U: UserData, R: UserData> AsRawFd for Server<U, R> {
+    /// An epoll set of its parts' sets: readable when one of them is. See
+    /// [`Wait`].
+    fn as_raw_fd(&self) -> RawFd {
+        self.poller.as_raw_fd()
+    }
+}
+
+impl<U: UserData, R: UserData> AsFd for Server<U, R> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.poller.as_fd()
     }
 }
 

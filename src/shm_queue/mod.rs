@@ -67,6 +67,15 @@ const OFF_BELL_ACK: usize = 80;
 /// Offset of the reader's doorbell announcement (bytes the C++ queue
 /// leaves unused, in the reader's record line).
 const OFF_BELL_ANNOUNCE: usize = 200;
+/// Offset of the reader's "asleep" flag (`crate::wake`; bytes the C++
+/// queue leaves unused, in `write_idx`'s line: the writer that looks at it
+/// after publishing has the line already).
+const OFF_WAKE_FLAG: usize = 16;
+/// Offset of the writer's wake acknowledgement (in the writer's record
+/// line).
+const OFF_WAKE_ACK: usize = 88;
+/// Offset of the reader's wake announcement (in the reader's record line).
+const OFF_WAKE_ANNOUNCE: usize = 208;
 /// Offset of the pair tag (`pair_files::pair_tag`), claimed by the first
 /// end to open the object (bytes the C++ queue leaves unused; read only
 /// when an end opens the object).
@@ -76,17 +85,25 @@ pub(crate) const TRAILER: usize = 256;
 #[cfg(any(test, fuzzing))]
 /// The trailer words and their sizes (4 or 8 bytes), as offsets after the
 /// blocks: what a peer can write besides the blocks.
-pub(crate) const TRAILER_WORDS: [(usize, usize); 9] = [
+pub(crate) const TRAILER_WORDS: [(usize, usize); 12] = [
     (OFF_WRITE, 4),
     (OFF_CACHE, 4),
     (OFF_ANNOUNCE, 8),
+    (OFF_WAKE_FLAG, 8),
     (OFF_WRITE_RECORD, 8),
     (OFF_PAIR, 8),
     (OFF_BELL_ACK, 8),
+    (OFF_WAKE_ACK, 8),
     (OFF_READ, 4),
     (OFF_READ_RECORD, 8),
     (OFF_BELL_ANNOUNCE, 8),
+    (OFF_WAKE_ANNOUNCE, 8),
 ];
+
+#[cfg(any(test, fuzzing))]
+/// The wake protocol's words of the trailer: the reader's flag, the
+/// writer's acknowledgement, the reader's announcement.
+pub(crate) const WAKE_WORDS: [usize; 3] = [OFF_WAKE_FLAG, OFF_WAKE_ACK, OFF_WAKE_ANNOUNCE];
 
 #[cfg(any(test, fuzzing))]
 /// The doorbell's words of the trailer (offsets after the blocks): the
@@ -182,9 +199,9 @@ impl<R: Region> RegionMemory<R> {
 
     fn word64(&self, off: usize) -> &AtomicU64 {
         // SAFETY: off is OFF_ANNOUNCE, OFF_WRITE_RECORD, OFF_READ_RECORD,
-        // OFF_BELL_ACK or OFF_BELL_ANNOUNCE, so the word lies in the
-        // trailer (capacity + off + 8 <= size), 8-aligned because the
-        // base is 64-aligned; otherwise as in `word`.
+        // OFF_BELL_ACK, OFF_BELL_ANNOUNCE, OFF_PAIR or one of the OFF_WAKE_*,
+        // so the word lies in the trailer (capacity + off + 8 <= size),
+        // 8-aligned because the base is 64-aligned; otherwise as in `word`.
         unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(self.capacity + off).cast()) }
     }
 
@@ -283,6 +300,11 @@ pub(crate) struct ShmWriter<R: Region = Mapping> {
     bell: Option<Ringer>,
     /// Messages published with `push_more` and not rung yet.
     unrung: bool,
+    /// The reader announced that it may sleep, and this writer looks at
+    /// its flag after every publication (`crate::wake`).
+    wakes: bool,
+    /// The reader was found asleep: its owner sends the wake-up.
+    wake_due: bool,
 }
 
 /// The consuming end of a queue in region `R`: the only one.
@@ -323,6 +345,8 @@ impl<R: Region> ShmWriter<R> {
             w: ring::Writer::new(RegionMemory::new(region)?),
             bell: None,
             unrung: false,
+            wakes: false,
+            wake_due: false,
         })
     }
 
@@ -350,14 +374,47 @@ impl<R: Region> ShmWriter<R> {
         self.ring();
     }
 
-    /// Rings the reader's doorbell, if it announced one: after every
-    /// publication a reader may see.
+    /// Rings the reader's doorbell, if it announced one, and looks for
+    /// its sleep, if it may sleep: after every publication a reader may
+    /// see.
     #[inline(always)]
     fn ring(&mut self) {
         if let Some(b) = &self.bell {
             b.ring();
         }
         self.unrung = false;
+        if self.wakes && crate::wake::must_wake(self.w.memory().word64(OFF_WAKE_FLAG)) {
+            self.wake_due = true;
+        }
+    }
+
+    /// Now and then (the socket's owner, at its socket polls): if the
+    /// reader announced that it may sleep, this writer looks for its flag
+    /// after every publication from now on, and acknowledges. Returns
+    /// whether it does.
+    pub(crate) fn join_wake(&mut self) -> bool {
+        let m = self.w.memory();
+        if crate::wake::announcement(m.word64(OFF_WAKE_ANNOUNCE)) {
+            self.wakes = true;
+            // Acknowledged again if the reader cleared it (a new session
+            // of the reader).
+            if !crate::wake::acknowledged(m.word64(OFF_WAKE_ACK)) {
+                crate::wake::acknowledge(m.word64(OFF_WAKE_ACK));
+            }
+        }
+        self.wakes
+    }
+
+    /// Whether a publication found the reader asleep since the last call:
+    /// its owner sends a heartbeat on the session's socket.
+    #[inline(always)]
+    pub(crate) fn take_wake_due(&mut self) -> bool {
+        // A load, and a store only when set (every poll asks).
+        if self.wake_due {
+            self.wake_due = false;
+            return true;
+        }
+        false
     }
 
     /// Publishes the last allocated message, persisted and visible to a v1
@@ -417,8 +474,11 @@ impl<R: Region> ShmWriter<R> {
         self.w.holding()
     }
 
-    /// Takes up the indices stored in the region again.
+    /// Takes up the indices stored in the region again (a session
+    /// starts: the reader announces its sleep again, if it sleeps).
     pub(crate) fn reload(&mut self) {
+        self.wakes = false;
+        self.wake_due = false;
         self.w.reload()
     }
 
@@ -607,6 +667,45 @@ impl<R: Region> ShmReader<R> {
     pub(crate) fn announce_doorbell(&self, word: u64) {
         let m = self.0.memory();
         doorbell::announce(m.word64(OFF_BELL_ACK), m.word64(OFF_BELL_ANNOUNCE), word);
+    }
+
+    /// At the start of a session (before the login response, or the first
+    /// poll): clears the wake words of the last one (flag, announcement,
+    /// acknowledgement).
+    pub(crate) fn reset_wake(&self) {
+        let m = self.0.memory();
+        for off in [OFF_WAKE_FLAG, OFF_WAKE_ANNOUNCE, OFF_WAKE_ACK] {
+            // Relaxed: this session's writer has not started; it reads the
+            // announcement only after this reader makes it, later.
+            m.word64(off).store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Announces that this reader may sleep (`crate::wake`).
+    pub(crate) fn announce_wake(&self) {
+        crate::wake::announce(self.0.memory().word64(OFF_WAKE_ANNOUNCE));
+    }
+
+    /// Whether the writer acknowledged: it wakes this reader from now on.
+    pub(crate) fn wake_acked(&self) -> bool {
+        crate::wake::acknowledged(self.0.memory().word64(OFF_WAKE_ACK))
+    }
+
+    /// Going to sleep: raises the flag and looks at the ring once more.
+    /// Returns whether the reader may sleep (nothing published that it
+    /// has not read); if not, the flag is down again.
+    pub(crate) fn sleep(&mut self) -> bool {
+        crate::wake::sleep(self.0.memory().word64(OFF_WAKE_FLAG));
+        if self.0.published_unread() {
+            self.awake();
+            return false;
+        }
+        true
+    }
+
+    /// Awake: lowers the flag.
+    pub(crate) fn awake(&self) {
+        crate::wake::awake(self.0.memory().word64(OFF_WAKE_FLAG));
     }
 
     /// Whether this session's writer acknowledged the bell announced as

@@ -22,5 +22,5 @@ mod region;
 pub(crate) mod socket;
 
 pub(crate) use mapping::{Lock, MapOptions, Mapping};
-pub(crate) use poller::{Poller, READABLE, WRITABLE};
+pub(crate) use poller::{Poller, Waker, READABLE, WRITABLE};
 pub(crate) use region::{HeapRegion, Region};

@@ -1,6 +1,8 @@
 //! Readiness of many sockets at once: an epoll set, level-triggered. A
 //! poll waits on it with a zero timeout and hears only of the sockets
-//! that have something: one system call, however many are registered.
+//! that have something: one system call, however many are registered; a
+//! part with nothing to do waits on it with a timeout. A [`Waker`] (an
+//! eventfd) in the set lets another thread wake it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -107,10 +109,78 @@ impl AsRawFd for Poller {
     }
 }
 
+impl std::os::fd::AsFd for Poller {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// An eventfd: another thread (or a signal handler) makes it readable, so
+/// a part asleep in its readiness set wakes (its mailbox got mail).
+#[derive(Debug)]
+pub(crate) struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    /// A new waker, not readable.
+    ///
+    /// # Errors
+    /// `eventfd`'s (out of descriptors, say).
+    pub(crate) fn new() -> io::Result<Waker> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Waker {
+            // SAFETY: a descriptor just returned to us, owned from here.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Makes it readable (it stays so until `reset`).
+    pub(crate) fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our descriptor. A full
+        // counter (EAGAIN) is still readable: nothing is lost.
+        let _ = unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Makes it not readable (until the next `wake`).
+    pub(crate) fn reset(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads at most 8 bytes into a live u64 from our
+        // descriptor (non-blocking: EAGAIN when it was not readable).
+        let _ = unsafe { libc::read(self.fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+}
+
+impl AsRawFd for Waker {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    #[cfg_attr(miri, ignore = "eventfd")]
+    fn a_waker_wakes_a_wait_until_reset() {
+        let mut p = Poller::new(4).unwrap();
+        let w = Waker::new().unwrap();
+        p.add(&w, 9, READABLE).unwrap();
+        assert_eq!(p.wait(0).unwrap().count(), 0);
+        w.wake();
+        w.wake();
+        assert_eq!(p.wait(1000).unwrap().collect::<Vec<_>>(), [9]);
+        assert_eq!(p.wait(0).unwrap().count(), 1, "level-triggered until reset");
+        w.reset();
+        assert_eq!(p.wait(0).unwrap().count(), 0);
+    }
 
     #[test]
     #[cfg_attr(miri, ignore = "sockets")]

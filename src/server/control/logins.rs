@@ -9,6 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 
 use super::slots::{Choice, SlotState};
 use super::{Control, PENDING_TOKENS};
+use crate::config::Ticks;
 use crate::conn::Transport;
 use crate::login::Rejection;
 use crate::server::{Accept, ControlHandler, LoginHandoff, LoginRequest, ToGroup};
@@ -30,6 +31,18 @@ pub(super) struct PendingLogin {
     got: usize,
     /// The readiness set said it is readable (or it is new).
     pub(super) readable: bool,
+}
+
+impl PendingLogin {
+    /// When the poll finds its time up: one tick past its timeout (the
+    /// shorter one while it has sent nothing).
+    pub(super) fn deadline(&self, t: &Ticks) -> i64 {
+        let mut wait = t.new_connection_timeout;
+        if self.got == 0 {
+            wait = wait.min(t.silent_login_timeout);
+        }
+        self.since.wrapping_add(wait).wrapping_add(1)
+    }
 }
 
 impl<U: UserData, R: UserData> Control<U, R> {

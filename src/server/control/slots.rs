@@ -98,10 +98,6 @@ impl<U: UserData, R: UserData> GroupSlots<U, R> {
             self.idle_bound.remove(slot);
         }
     }
-
-    pub(super) fn len(&self) -> usize {
-        self.state.len()
-    }
 }
 
 #[cfg(test)]
@@ -111,7 +107,7 @@ mod tests {
 
     #[test]
     fn a_name_keeps_its_slot_and_idle_slots_are_reused() {
-        let (tx, _rx) = mailbox::<ToGroup<u8, u8>>();
+        let (tx, _rx) = mailbox::<ToGroup<u8, u8>>().unwrap();
         let mut g = GroupSlots::new(Transport::Tcp, tx, 2);
         let n = |s: &str| Name::new(s).unwrap();
         assert_eq!(g.choose(n("a")), Choice::Slot(0), "lowest first");

@@ -5,17 +5,22 @@
 //! a timer wheel once the group is large) and `shm`.
 
 mod shm;
+mod shm_links;
 mod tcp;
+
+/// The readiness set's token of the mailbox's waker (slots are below it).
+const WAKER: u64 = u64::MAX;
 
 /// A connection that delivered application messages within this long
 /// (heartbeats do not count) is hot: a large group looks at it at every
 /// poll, as a small group looks at all of its connections.
 const HOT_WINDOW: std::time::Duration = std::time::Duration::from_millis(1);
 
-use std::io::Write;
-use std::net::TcpStream;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::mailbox::{Inbox, Outbox};
 use super::slot_set::SlotSet;
@@ -26,6 +31,8 @@ use crate::conn::{Connection, LinkState, RxTransport, TcpLink, Transport};
 use crate::error::{FileError, SetupError};
 use crate::login::{self, Rejection, SeqMismatch};
 use crate::stats::ConnStats;
+use crate::sys::READABLE;
+use crate::wait::Wait;
 use crate::wire::{error_msg_field, LoginResponse, LoginStatus, Name, UserData};
 
 /// A group of connections of one transport, polled by one thread with
@@ -47,6 +54,9 @@ pub struct Group<U: UserData = u8, R: UserData = u8> {
     shm: Option<shm::Readiness>,
     /// This poll did work for the application (what `poll` returns).
     worked: bool,
+    /// An SHM group's rings have their flags up (`Wait`): the next poll
+    /// lowers them.
+    asleep: bool,
 }
 
 impl<U: UserData, R: UserData> Group<U, R> {
@@ -65,6 +75,18 @@ impl<U: UserData, R: UserData> Group<U, R> {
             Transport::Tcp => (Some(tcp::Readiness::new(per, &cfg)?), None),
             Transport::Shm => (None, Some(shm::Readiness::new(per, idx, &server, &cfg)?)),
         };
+        // Mail wakes the group from a sleep.
+        let poller = match (&tcp, &shm) {
+            (Some(t), _) => &t.poller,
+            (_, Some(s)) => &s.poller,
+            _ => unreachable!("a group has one transport"),
+        };
+        poller
+            .add(&inbox.waker_fd(), WAKER, READABLE)
+            .map_err(|source| SetupError::Io {
+                op: "watch a group's mailbox",
+                source,
+            })?;
         Ok(Group {
             transport,
             idx,
@@ -78,6 +100,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             tcp,
             shm,
             worked: false,
+            asleep: false,
         })
     }
 
@@ -168,6 +191,9 @@ impl<U: UserData, R: UserData> Group<U, R> {
     /// [`Idle`](crate::Idle) strategy takes.
     #[inline]
     pub fn poll<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) -> bool {
+        if self.asleep {
+            self.wake_up();
+        }
         self.take_mail(handler);
         if !self.live.is_empty() {
             match self.transport {
@@ -175,7 +201,12 @@ impl<U: UserData, R: UserData> Group<U, R> {
                 Transport::Tcp => self.serve_tcp(now, handler),
             }
         }
-        std::mem::take(&mut self.worked)
+        // A store only after work: an empty poll reads the flag.
+        if self.worked {
+            self.worked = false;
+            return true;
+        }
+        false
     }
 
     /// Stops serving slot `slot`, whose session ended with `close`, and
@@ -196,19 +227,10 @@ impl<U: UserData, R: UserData> Group<U, R> {
         let _ = self.to_ctl.send(ToCtl::Disconnected { id });
     }
 
-    /// The control part closed slot `slot`: stop serving it and report it
-    /// (after its last delivery, which happened on this thread).
-    fn handle_closed(&mut self, slot: usize, handler: &mut impl GroupHandler<U>) {
-        if !self.live.contains(slot) {
-            return; // already reported
-        }
-        let Some(closed) = self.conns[slot].close_reason() else {
-            return; // a newer session of the slot
-        };
-        self.end(slot, closed, handler);
-    }
-
     pub(super) fn stop(&mut self) {
+        if let Some(s) = &mut self.shm {
+            s.stop_links();
+        }
         for c in &mut self.conns {
             c.end_session();
         }
@@ -241,16 +263,10 @@ impl<U: UserData, R: UserData> Group<U, R> {
         for _ in 0..2 * self.conns.len() {
             match self.inbox.take() {
                 None => break,
-                Some(ToGroup::Closed { slot }) => self.handle_closed(slot, handler),
                 Some(ToGroup::Login(h)) => {
                     let (id, slot) = (self.id(h.slot), h.slot);
-                    let shm = self.finish_login(*h, handler);
-                    let ok = shm.is_some();
-                    let _ = self.to_ctl.send(ToCtl::LoginDone {
-                        id,
-                        ok,
-                        shm: shm.flatten(),
-                    });
+                    let ok = self.finish_login(*h, handler);
+                    let _ = self.to_ctl.send(ToCtl::LoginDone { id, ok });
                     // A session that could not start (the resend failed, or
                     // the client acked beyond what we hold), or that the
                     // handler closed at logon: reported now, after its
@@ -266,14 +282,9 @@ impl<U: UserData, R: UserData> Group<U, R> {
     }
 
     /// Rules 5 to 7 of the login: open the pair's files, start afresh for
-    /// a new pair, check the sequence numbers, answer. Returns
-    /// `Some(shm socket)` on success.
-    #[allow(clippy::type_complexity)]
-    fn finish_login<H: GroupHandler<U>>(
-        &mut self,
-        h: LoginHandoff<U, R>,
-        handler: &mut H,
-    ) -> Option<Option<(TcpStream, Arc<LinkState>)>> {
+    /// a new pair, check the sequence numbers, answer. Returns whether a
+    /// session started.
+    fn finish_login<H: GroupHandler<U>>(&mut self, h: LoginHandoff<U, R>, handler: &mut H) -> bool {
         let LoginHandoff {
             slot,
             mut stream,
@@ -301,7 +312,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             handler.on_file_error(&name, &e);
             rsp.error_msg = error_msg_field(Rejection::System.text());
             let _ = stream.write(&rsp.encode(0));
-            return None;
+            return false;
         }
         let mut m = SeqMismatch {
             local_ack: 0,
@@ -322,7 +333,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
                     handler.on_file_error(&name, &FileError::corrupt(path, why));
                     rsp.error_msg = error_msg_field(Rejection::System.text());
                     let _ = stream.write(&rsp.encode(0));
-                    return None;
+                    return false;
                 }
             }
         }
@@ -332,7 +343,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             handler.on_seq_mismatch(&name, &m);
             rsp.status = LoginStatus::SeqMismatch;
             let _ = stream.write(&rsp.encode(m.local_ack));
-            return None;
+            return false;
         }
         // An SHM client rings the group's bell, if it has one, from the
         // start of its session (announced before the response, which
@@ -344,35 +355,37 @@ impl<U: UserData, R: UserData> Group<U, R> {
         if let RxTransport::Shm(r) = &conn.rx.t {
             r.announce_doorbell(bell);
         }
-        if let Some(t) = &mut self.tcp {
-            // The group's readiness set hears of this socket from now on.
-            if t.watch(&stream, slot).is_err() {
-                rsp.error_msg = error_msg_field(Rejection::System.text());
-                let _ = stream.write(&rsp.encode(0));
-                return None;
-            }
+        // The group's readiness set hears of this socket from now on.
+        let watched = match (&mut self.tcp, &mut self.shm) {
+            (Some(t), _) => t.watch(&stream, slot),
+            (_, Some(s)) => s.watch(&stream, slot),
+            _ => Ok(()),
+        };
+        if watched.is_err() {
+            rsp.error_msg = error_msg_field(Rejection::System.text());
+            let _ = stream.write(&rsp.encode(0));
+            return false;
         }
         rsp.status = LoginStatus::Ok;
         let frame = rsp.encode(m.local_ack);
         // A fresh socket's buffer takes a 72-byte frame whole.
         if !matches!(stream.write(&frame), Ok(n) if n == frame.len()) {
-            return None;
+            return false;
         }
         conn.guard = Some(login::guard_against_login::<U>(&name));
         let state = LinkState::new_open();
-        let shm_back = match self.transport {
-            Transport::Shm => {
+        match &mut self.shm {
+            Some(s) => {
                 let _ = conn.open_session(None, 0, state.clone());
-                Some((stream, state))
+                s.start_link(slot, stream, state, &self.cfg);
             }
-            Transport::Tcp => {
+            None => {
                 // A failed start closes the state; reported once the login
                 // is done (`take_mail_slow`).
                 let link = TcpLink::new(stream, self.cfg.timers());
                 let _ = conn.open_session(Some(link), m.remote_ack, state);
-                None
             }
-        };
+        }
         self.live.insert(slot);
         if let Some(t) = &mut self.tcp {
             t.touch(slot); // its first poll starts its timers
@@ -382,6 +395,63 @@ impl<U: UserData, R: UserData> Group<U, R> {
         }
         let id = self.id(slot);
         handler.on_client_logon(id, &login, &mut self.conns[slot]);
-        Some(shm_back)
+        true
+    }
+
+    /// Lowers what a sleep raised (an SHM group's flags), once.
+    pub(super) fn wake_up(&mut self) {
+        if std::mem::take(&mut self.asleep) {
+            self.shm_awake();
+        }
+    }
+}
+
+impl<U: UserData, R: UserData> Wait for Group<U, R> {
+    /// See [`Wait::wait_timeout`]. Zero when mail waits (a login to
+    /// finish) or a poll left work; else until the next heartbeat or
+    /// timeout of its sessions. An SHM group tells its clients' writers
+    /// that it sleeps (they wake it with a heartbeat on the session's
+    /// socket); a writer that cannot (a C++ client) has it sleep in
+    /// slices of `Config::shm_sweep_interval`.
+    fn wait_timeout(&mut self, now: i64) -> Option<Duration> {
+        self.wake_up();
+        if !self.inbox.may_sleep() {
+            return Some(Duration::ZERO);
+        }
+        match self.transport {
+            Transport::Tcp => self.tcp_wait_timeout(now),
+            Transport::Shm => self.shm_wait_timeout(now),
+        }
+    }
+
+    /// See [`Wait::wait`].
+    fn wait(&mut self, now: i64, timeout: Duration) -> io::Result<()> {
+        let t = self.wait_timeout(now).map_or(timeout, |t| t.min(timeout));
+        let r = if t.is_zero() {
+            Ok(())
+        } else {
+            crate::wait::sleep_on(self.as_raw_fd(), Some(t))
+        };
+        self.wake_up();
+        r
+    }
+}
+
+impl<U: UserData, R: UserData> AsRawFd for Group<U, R> {
+    /// An epoll set with the group's sockets and its mailbox: readable
+    /// when a socket has bytes (over shared memory: a client woke the
+    /// group, or its heartbeat came) or a login waits. See [`Wait`].
+    fn as_raw_fd(&self) -> RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
+impl<U: UserData, R: UserData> AsFd for Group<U, R> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match (&self.tcp, &self.shm) {
+            (Some(t), _) => t.poller.as_fd(),
+            (_, Some(s)) => s.poller.as_fd(),
+            _ => unreachable!("a group has one transport"),
+        }
     }
 }

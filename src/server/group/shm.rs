@@ -13,16 +13,36 @@
 //!   whose bits are set (one word per 64 slots, read and cleared); and a
 //!   few rings of the slow sweep, which looks at every ring once per
 //!   `Config::shm_sweep_interval`. An idle ring costs nothing else.
+//! - The sessions' sockets (heartbeats, timeouts, wake-ups: `shm_links`)
+//!   are in the group's readiness set, asked once per
+//!   `Config::socket_poll_interval`: a poll in between makes no system
+//!   call.
+//! - A group that sleeps (`Wait`) raises the flag of every live ring and
+//!   looks at each once more; their writers wake it with a heartbeat on
+//!   the session's socket (`crate::wake`).
 
+use std::io;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::shm_links::{ShmLinks, Visit};
 use super::{Group, HOT_WINDOW};
+use crate::close::{Close, CloseReason};
 use crate::config::Config;
-use crate::conn::{deliver_ready, RxTransport};
+use crate::conn::{deliver_ready, LinkState, RxTransport};
 use crate::doorbell::{self, Doorbell};
 use crate::error::SetupError;
 use crate::pair_files::bell_path;
 use crate::server::slot_set::SlotSet;
 use crate::server::GroupHandler;
+use crate::sys::{Poller, READABLE};
+use crate::wait::min_timeout;
 use crate::wire::{Name, UserData};
+
+/// Socket events one poll of the links hears of (the rest, level-
+/// triggered, at the next).
+const EVENTS_PER_POLL: usize = 128;
 
 /// Hot rings at most: a look at a ring is a load, so more than TCP's.
 const HOT_MAX: usize = 16;
@@ -42,6 +62,19 @@ pub(super) struct Readiness {
     touched: SlotSet,
     /// The doorbell and what goes with it, in a large group.
     bell: Option<Bell>,
+    /// The sessions' sockets, and the set that watches them (and the
+    /// mailbox's waker, `super::WAKER`).
+    pub(super) poller: Poller,
+    links: ShmLinks,
+    /// `Config::socket_poll_interval` in ticks, and when the links were
+    /// last polled (`None`: at the next poll).
+    socket_every: i64,
+    socket_at: Option<i64>,
+    /// Slots whose reader announced, this session, that it may sleep.
+    wake_announced: SlotSet,
+    /// The sessions a poll of the links found closed (kept so that no
+    /// poll allocates).
+    closed: SlotSet,
 }
 
 #[derive(Debug)]
@@ -102,10 +135,43 @@ impl Readiness {
         } else {
             None
         };
+        let poller = Poller::new(EVENTS_PER_POLL).map_err(|source| SetupError::Io {
+            op: "create an SHM group's epoll set",
+            source,
+        })?;
         Ok(Readiness {
             touched: SlotSet::new(slots),
             bell,
+            poller,
+            links: ShmLinks::new(slots, cfg),
+            socket_every: cfg.ticks().socket_poll_interval,
+            socket_at: None,
+            wake_announced: SlotSet::new(slots),
+            closed: SlotSet::new(slots),
         })
+    }
+
+    /// Watches the socket of a session starting in `slot`, before its
+    /// login response (it leaves the set when it is closed).
+    pub(super) fn watch(&mut self, sock: &TcpStream, slot: usize) -> io::Result<()> {
+        self.poller.add(sock, slot as u64, READABLE)
+    }
+
+    /// Closes every session's socket ("Request close").
+    pub(super) fn stop_links(&mut self) {
+        self.links.stop(Close::new(CloseReason::RequestClose));
+    }
+
+    /// The session of `slot` starts: its socket's heartbeats and timeouts
+    /// are the group's from now on.
+    pub(super) fn start_link(
+        &mut self,
+        slot: usize,
+        sock: TcpStream,
+        state: Arc<LinkState>,
+        cfg: &Config,
+    ) {
+        self.links.start(slot, sock, state, cfg);
     }
 
     /// The announcement for a session starting in `slot` of `group` (0:
@@ -120,6 +186,7 @@ impl Readiness {
     /// A session starts in `slot`, its bell announced as `word`: its ring
     /// is looked at in every poll until the writer acknowledges.
     pub(super) fn started(&mut self, slot: usize, word: u64) {
+        self.wake_announced.remove(slot);
         if let Some(b) = &mut self.bell {
             b.direct.insert(slot);
             b.announced[slot] = word;
@@ -131,9 +198,11 @@ impl Readiness {
         self.touched.insert(slot);
     }
 
-    /// `slot`'s session ended.
+    /// `slot`'s session ended: its socket closes.
     pub(super) fn forget(&mut self, slot: usize) {
         self.touched.remove(slot);
+        self.links.end(slot);
+        self.wake_announced.remove(slot);
         if let Some(b) = &mut self.bell {
             b.direct.remove(slot);
             b.busy.remove(slot);
@@ -148,16 +217,139 @@ impl<U: UserData, R: UserData> Group<U, R> {
     pub(super) fn serve_shm<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
         let r = self.shm.as_ref().expect("an SHM group");
         if !r.touched.is_empty() {
-            self.serve_touched(handler);
+            self.serve_touched(now, handler);
+        }
+        let r = self.shm.as_ref().expect("an SHM group");
+        if r.socket_at
+            .is_none_or(|t| now.wrapping_sub(t) >= r.socket_every)
+        {
+            self.serve_links(now, handler);
         }
         if self.live.len() > DIRECT_MAX && self.shm.as_ref().is_some_and(|r| r.bell.is_some()) {
             return self.serve_rung(now, handler);
         }
         let mut i = 0;
         while i < self.live.len() {
-            if self.serve_ring(self.live.at(i), handler).is_some() {
+            if self.serve_ring(self.live.at(i), now, handler).is_some() {
                 i += 1;
             } // else it ended, and the last live slot moved to `i`
+        }
+    }
+
+    /// The sessions' sockets: asks the readiness set which are readable
+    /// (one system call), reads those, sends the heartbeats and checks the
+    /// timeouts that are due, and ends the sessions that failed. A writer
+    /// whose socket is visited looks for its reader's announcement that it
+    /// may sleep (`ShmWriter::join_wake`).
+    #[cold]
+    #[inline(never)]
+    fn serve_links<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
+        let cap = self.conns.len();
+        let Group { shm, conns, .. } = self;
+        let r = shm.as_mut().expect("an SHM group");
+        r.socket_at = Some(now);
+        if let Ok(tokens) = r.poller.wait(0) {
+            for t in tokens {
+                // Our own tokens (slots; the waker's is past them).
+                if (t as usize) < cap {
+                    r.links.readable(t as usize);
+                }
+            }
+        }
+        let Readiness { links, closed, .. } = r;
+        links.poll(now, |slot, v| match v {
+            Visit::Up => conns[slot].tx.join_wake(),
+            Visit::Closed => {
+                closed.insert(slot);
+            }
+        });
+        let closed = std::mem::take(&mut r.closed);
+        for slot in closed.iter() {
+            if !self.live.contains(slot) {
+                continue;
+            }
+            let c = self.conns[slot]
+                .close_reason()
+                .unwrap_or(Close::new(CloseReason::RequestClose));
+            self.end(slot, c, handler);
+        }
+        let r = self.shm.as_mut().expect("an SHM group");
+        r.closed = closed;
+        r.closed.clear();
+    }
+
+    /// Sends the wake-up a publication to `slot`'s ring found due: its
+    /// client's reader sleeps (`crate::wake`).
+    #[inline(always)]
+    fn send_wake(&mut self, slot: usize, now: i64) {
+        if self.conns[slot].tx.take_wake_due() {
+            if let Some(r) = &mut self.shm {
+                r.links.wake(slot, now);
+            }
+        }
+    }
+
+    /// See `Wait::wait_timeout`: zero if a poll has work; else raises the
+    /// flag of every live ring and looks at each once more, and sleeps
+    /// until the next heartbeat or timeout (in slices of
+    /// `Config::shm_sweep_interval` while a writer has not acknowledged
+    /// that it wakes its reader: a C++ client never does).
+    pub(super) fn shm_wait_timeout(&mut self, now: i64) -> Option<Duration> {
+        let zero = Some(Duration::ZERO);
+        let Group {
+            shm,
+            conns,
+            live,
+            cfg,
+            ..
+        } = self;
+        let r = shm.as_mut().expect("an SHM group");
+        if !r.touched.is_empty()
+            || r.links.has_busy()
+            || r.bell.as_ref().is_some_and(|b| !b.busy.is_empty())
+        {
+            return zero;
+        }
+        let until = r.links.next_due().map(|d| cfg.until(now, d));
+        // The sockets are asked after any sleep: what woke it is there.
+        r.socket_at = None;
+        let mut unacked = false;
+        for i in 0..live.len() {
+            let slot = live.at(i);
+            let Some(rd) = conns[slot].rx.shm_reader() else {
+                continue;
+            };
+            if !r.wake_announced.contains(slot) {
+                r.wake_announced.insert(slot);
+                rd.announce_wake();
+            }
+            unacked |= !rd.wake_acked();
+            if !rd.sleep() {
+                // A message came: the flags raised so far go down.
+                for j in 0..i {
+                    if let Some(rd) = conns[live.at(j)].rx.shm_reader() {
+                        rd.awake();
+                    }
+                }
+                return zero;
+            }
+        }
+        self.asleep = true;
+        if unacked {
+            min_timeout(until, Some(self.cfg.shm_sweep_interval))
+        } else {
+            until
+        }
+    }
+
+    /// Lowers the flags a sleep raised.
+    #[cold]
+    pub(super) fn shm_awake(&mut self) {
+        for i in 0..self.live.len() {
+            let slot = self.live.at(i);
+            if let Some(rd) = self.conns[slot].rx.shm_reader() {
+                rd.awake();
+            }
         }
     }
 
@@ -168,15 +360,18 @@ impl<U: UserData, R: UserData> Group<U, R> {
     fn serve_ring<H: GroupHandler<U>>(
         &mut self,
         slot: usize,
+        now: i64,
         handler: &mut H,
     ) -> Option<(bool, bool)> {
         let conn = &mut self.conns[slot];
-        // The empty poll: a cached index, or one load. Closes by the
-        // control part come through the mailbox.
+        // The empty poll: a cached index, or one load. A session whose
+        // socket failed is ended by the poll of the links.
         if !conn.rx.may_have_messages() {
             // A batch pushed with `push_more` outside a handler goes with
             // this poll, and a message pushed outside one is handed over
             // (fields of ours, no shared-memory load).
+            // (What it lets go is a batch a handler held: no reader
+            // sleeps on that, the delivery that made it woke it.)
             conn.tx.settle();
             return Some((false, false));
         }
@@ -185,6 +380,8 @@ impl<U: UserData, R: UserData> Group<U, R> {
         self.worked |= deliver_ready(conn, self.cfg.shm_msgs_per_poll, |msg, tx| {
             handler.on_client_msg(id, msg, tx)
         });
+        self.send_wake(slot, now);
+        let conn = &mut self.conns[slot];
         if let Some(f) = conn.rx.fault.take() {
             conn.tx.state.close(f);
         }
@@ -277,7 +474,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             busy.remove(slot);
             return false;
         }
-        let Some((delivered, more)) = self.serve_ring(slot, handler) else {
+        let Some((delivered, more)) = self.serve_ring(slot, now, handler) else {
             hot.remove(slot);
             busy.remove(slot);
             return false;
@@ -362,7 +559,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
     /// Reports the touched connections the application closed, and lets
     /// their batches go.
     #[cold]
-    fn serve_touched<H: GroupHandler<U>>(&mut self, handler: &mut H) {
+    fn serve_touched<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
         let Some(r) = &mut self.shm else { return };
         let touched = std::mem::take(&mut r.touched);
         for slot in touched.iter() {
@@ -371,7 +568,10 @@ impl<U: UserData, R: UserData> Group<U, R> {
             }
             match self.conns[slot].close_reason() {
                 Some(closed) => self.end(slot, closed, handler),
-                None => self.conns[slot].tx.settle(),
+                None => {
+                    self.conns[slot].tx.settle();
+                    self.send_wake(slot, now);
+                }
             }
         }
         let r = self.shm.as_mut().expect("an SHM group");

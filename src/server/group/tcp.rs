@@ -12,6 +12,7 @@
 
 use std::io;
 use std::net::TcpStream;
+use std::time::Duration;
 
 use super::{Group, HOT_WINDOW};
 use crate::config::Config;
@@ -50,7 +51,8 @@ const WAIT_EVERY: u32 = 4;
 /// What a TCP group knows of which connections have work.
 #[derive(Debug)]
 pub(super) struct Readiness {
-    poller: Poller,
+    /// The sockets, and the mailbox's waker (`super::WAKER`).
+    pub(super) poller: Poller,
     wheel: TimerWheel,
     /// Connections with work for the next poll, whatever their sockets say.
     busy: SlotSet,
@@ -140,6 +142,30 @@ impl Readiness {
 }
 
 impl<U: UserData, R: UserData> Group<U, R> {
+    /// See `Wait::wait_timeout`: zero if a poll has work; else until the
+    /// next heartbeat, delayed ack or timeout (its sockets wake it).
+    pub(super) fn tcp_wait_timeout(&mut self, now: i64) -> Option<Duration> {
+        let zero = Some(Duration::ZERO);
+        let r = self.tcp.as_ref()?;
+        if r.active {
+            if !r.busy.is_empty() {
+                return zero;
+            }
+            return r.wheel.next_due().map(|d| self.cfg.until(now, d));
+        }
+        // A small group reads each connection at every poll.
+        let mut next: Option<Duration> = None;
+        for slot in self.live.iter() {
+            let c = &self.conns[slot];
+            if c.tcp_wants_poll(false) {
+                return zero;
+            }
+            let d = self.cfg.until(now, c.tcp_deadline()?);
+            next = Some(next.map_or(d, |n| n.min(d)));
+        }
+        next
+    }
+
     #[inline(never)]
     pub(super) fn serve_tcp<H: GroupHandler<U>>(&mut self, now: i64, handler: &mut H) {
         let Some(r) = &mut self.tcp else { return };

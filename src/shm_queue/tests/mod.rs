@@ -59,6 +59,67 @@ fn layout_is_the_protocol_one() {
     assert_eq!(reg.size(), 1024 + 256);
 }
 
+/// The wake protocol over one ring: the writer wakes a reader only after
+/// it announced and the writer acknowledged, once per sleep, for a
+/// publication of any kind (a push, a batch let go); a reader with a
+/// message waiting does not sleep; a new session clears it all.
+#[test]
+fn a_sleeping_reader_is_woken_once_per_sleep() {
+    let (mut w, mut r) = fast_pair(1024);
+    // Not announced: the writer does not look.
+    assert!(r.sleep());
+    w.alloc(1, 8).unwrap();
+    w.push();
+    assert!(!w.take_wake_due(), "no announcement, no wake-up");
+    r.awake();
+    r.front().unwrap().unwrap();
+    r.pop();
+    // Announced and acknowledged.
+    r.announce_wake();
+    assert!(!r.wake_acked());
+    assert!(w.join_wake());
+    assert!(r.wake_acked());
+    // Awake: no wake-up.
+    w.alloc(1, 8).unwrap();
+    w.push();
+    assert!(!w.take_wake_due(), "the reader was awake");
+    // A message waits: the reader does not sleep (and its flag is down).
+    assert!(!r.sleep(), "a message waits");
+    w.alloc(1, 8).unwrap();
+    w.push();
+    assert!(!w.take_wake_due(), "the flag went down again");
+    for _ in 0..2 {
+        r.front().unwrap().unwrap();
+        r.pop();
+    }
+    // Asleep: the first publication wakes it, once.
+    assert!(r.sleep());
+    w.alloc(1, 8).unwrap();
+    w.push();
+    assert!(w.take_wake_due());
+    assert!(!w.take_wake_due(), "taken");
+    w.alloc(1, 8).unwrap();
+    w.push();
+    assert!(!w.take_wake_due(), "one wake-up per sleep");
+    for _ in 0..2 {
+        r.front().unwrap().unwrap();
+        r.pop();
+    }
+    // A batch wakes it when it goes, not before.
+    assert!(r.sleep());
+    w.alloc(1, 8).unwrap();
+    w.push_more();
+    assert!(!w.take_wake_due());
+    w.settle();
+    assert!(w.take_wake_due(), "the batch went");
+    // A new session: the words are cleared, the writer looks again only
+    // when announced again.
+    r.reset_wake();
+    w.reload();
+    assert!(!r.wake_acked());
+    assert!(!w.join_wake());
+}
+
 #[test]
 fn wrap_marker_and_full() {
     let (mut w, mut r) = pair(256); // 4 blocks
