@@ -1,10 +1,15 @@
-//! `tcpshm-bench idle`: what each idle strategy (`tcpshm::Idle`) costs
-//! and gives, for a server process whose loop uses it:
+//! `tcpshm-bench idle`: what each idle strategy (`tcpshm::Idle`: busy,
+//! yield, backoff, block) costs and gives, for a server process whose
+//! loop uses it:
 //! - its CPU over `--secs` with `--clients` connected idle clients (from
 //!   `/proc/PID/stat`), no client sending;
 //! - the round trip of a quiet client that sends one message every
 //!   `--interval-us`, over TCP and SHM, the client busy-polling or idling
 //!   by the same strategy (both sides asleep when the message comes);
+//! - beside the quiet client, the floor of a wake-up: two processes that
+//!   sleep in a blocking `read` and echo 16 bytes over loopback TCP, one
+//!   message every `--interval-us` too, measured just before and just
+//!   after each strategy's quiet rounds;
 //! - for a strategy that sleeps, ping-pong against a busy server in
 //!   interleaved rounds: what it costs when work keeps coming.
 
@@ -16,13 +21,14 @@ use tcpshm::{Client, Idle, Transport};
 use tcpshm_cli::util::now;
 
 use crate::ours::{bench_config, our_round, spawn_server, Echoes, Ours};
+use crate::peer::PeerArgs;
 use crate::peer::{self, Peer};
 use crate::rounds::{hist, median, Rtt, Series};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Strategies measured (busy, yield, backoff), comma-separated.
-    #[arg(long, default_value = "busy,yield,backoff")]
+    /// Strategies measured (busy, yield, backoff, block), comma-separated.
+    #[arg(long, default_value = "busy,yield,backoff,block")]
     pub strategies: String,
     /// Seconds of idle CPU measured per strategy.
     #[arg(long, default_value_t = 10)]
@@ -143,8 +149,14 @@ fn quiet(c: &mut Client, mut idle: Idle, interval: Duration, n: u32) -> Result<R
     let mut e = Echoes(0);
     let mut next = Instant::now();
     for i in 0..n {
-        while Instant::now() < next {
-            idle.idle(c.poll(now(), &mut e));
+        loop {
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let worked = c.poll(now(), &mut e);
+            idle.idle_within(c, now(), worked, left)
+                .map_err(|e| format!("wait: {e}"))?;
         }
         next += interval;
         let before = e.0;
@@ -157,7 +169,9 @@ fn quiet(c: &mut Client, mut idle: Idle, interval: Duration, n: u32) -> Result<R
         m.push();
         idle.reset();
         while e.0 == before {
-            idle.idle(c.poll(now(), &mut e));
+            let worked = c.poll(now(), &mut e);
+            idle.idle_on(c, now(), worked)
+                .map_err(|e| format!("wait: {e}"))?;
             if c.connection().is_closed() {
                 return Err("connection closed".into());
             }
@@ -167,9 +181,49 @@ fn quiet(c: &mut Client, mut idle: Idle, interval: Duration, n: u32) -> Result<R
     Ok(Rtt::of(&h))
 }
 
+/// The blocking peer: echoes 16-byte messages on a blocking socket until
+/// the harness closes it.
+pub(crate) fn peer_blocktcp(p: &PeerArgs) -> Result<(), String> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(&p.target).map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut b = [0u8; 16];
+    while s.read_exact(&mut b).is_ok() {
+        s.write_all(&b).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The floor of a wake-up: `n` round trips of 16 bytes, one every
+/// `interval`, with a peer (on the other CPU) asleep in a blocking read
+/// and this side asleep in one too.
+fn blocking_floor(
+    h: &mut hdrhistogram::Histogram<u64>,
+    interval: Duration,
+    n: u32,
+) -> Result<(), String> {
+    use std::io::Read;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = l.local_addr().map_err(|e| e.to_string())?.to_string();
+    let _peer = Peer::spawn(&["blocktcp".to_string(), addr])?;
+    let (mut s, _) = l.accept().map_err(|e| e.to_string())?;
+    s.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut b = [7u8; 16];
+    for _ in 0..n {
+        std::thread::sleep(interval);
+        let t0 = Instant::now();
+        s.write_all(&b).map_err(|e| e.to_string())?;
+        s.read_exact(&mut b).map_err(|e| e.to_string())?;
+        let _ = h.record((t0.elapsed().as_nanos() as u64).max(1));
+    }
+    Ok(())
+}
+
 struct Row {
     strategy: String,
     cpu_pct: f64,
+    /// The blocking floor, around this row's quiet rounds.
+    floor: Rtt,
     /// (transport, client strategy, RTT)
     quiet: Vec<(&'static str, String, Rtt)>,
     /// (transport, median p50 ratio to busy, median mean ratio, p50 ns)
@@ -185,8 +239,10 @@ pub fn run(a: Args) -> Result<(), String> {
     }
     let strategies: Vec<String> = a.strategies.split(',').map(str::to_string).collect();
     for s in &strategies {
-        if !["busy", "yield", "backoff"].contains(&s.as_str()) {
-            return Err(format!("--strategies: {s} is not busy, yield or backoff"));
+        if !["busy", "yield", "backoff", "block"].contains(&s.as_str()) {
+            return Err(format!(
+                "--strategies: {s} is not busy, yield, backoff or block"
+            ));
         }
     }
     let pinned = peer::pin(0);
@@ -200,6 +256,7 @@ pub fn run(a: Args) -> Result<(), String> {
         let idle_of = |name: &str| match name {
             "yield" => Idle::yielding(),
             "backoff" => Idle::backoff(),
+            "block" => Idle::block(),
             _ => Idle::busy(),
         };
         let srv = start(s, s, &dir, &a.shm_dir, &mut clean)?;
@@ -216,6 +273,8 @@ pub fn run(a: Args) -> Result<(), String> {
         let cpu_pct = idle_cpu(&srv, &mut idlers, a.secs)?;
         eprintln!("{s}: {cpu_pct:.2}% of a core idle");
         let mut quiet_rows = Vec::new();
+        let mut floor = hist();
+        blocking_floor(&mut floor, interval, a.messages / 2)?;
         for (tn, t) in [("tcp", Transport::Tcp), ("shm", Transport::Shm)] {
             let mut c = client(&srv, &format!("quiet{tn}"), t)?;
             for cs in ["busy", s.as_str()] {
@@ -228,6 +287,9 @@ pub fn run(a: Args) -> Result<(), String> {
             }
             c.stop();
         }
+        blocking_floor(&mut floor, interval, a.messages / 2)?;
+        let floor = Rtt::of(&floor);
+        eprintln!("{s}: blocking floor p50 {} p99 {}", floor.p50, floor.p99);
         let mut busy_cost = Vec::new();
         if s != "busy" {
             // A busy server to compare with, paused while this one is
@@ -265,6 +327,7 @@ pub fn run(a: Args) -> Result<(), String> {
         rows.push(Row {
             strategy: s.clone(),
             cpu_pct,
+            floor,
             quiet: quiet_rows,
             busy_cost,
         });
@@ -281,8 +344,8 @@ fn report(a: &Args, rows: &[Row], pinned: bool, took: Duration) -> Result<(), St
         a.messages,
         took.as_secs_f64()
     );
-    println!("| server --idle | idle CPU | quiet TCP p50 / p99 (client busy) | (client idling too) | quiet SHM p50 / p99 (client busy) | (client idling too) | ping-pong p50 vs busy TCP / SHM |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| server --idle | idle CPU | quiet TCP p50 / p99 (client busy) | (client idling too) | quiet SHM p50 / p99 (client busy) | (client idling too) | blocking floor p50 / p99 | ping-pong p50 vs busy TCP / SHM |");
+    println!("|---|---|---|---|---|---|---|---|");
     let us = |ns: u64| format!("{:.1} µs", ns as f64 / 1000.0);
     for r in rows {
         let q = |t: &str, own: bool| {
@@ -301,13 +364,15 @@ fn report(a: &Args, rows: &[Row], pinned: bool, took: Duration) -> Result<(), St
                 .map_or("-".to_string(), |c| format!("{:.3}x", c.1))
         };
         println!(
-            "| {} | {:.2}% | {} | {} | {} | {} | {} / {} |",
+            "| {} | {:.2}% | {} | {} | {} | {} | {} / {} | {} / {} |",
             r.strategy,
             r.cpu_pct,
             q("tcp", false),
             q("tcp", true),
             q("shm", false),
             q("shm", true),
+            us(r.floor.p50),
+            us(r.floor.p99),
             cost("tcp"),
             cost("shm")
         );
@@ -336,9 +401,10 @@ fn report(a: &Args, rows: &[Row], pinned: bool, took: Duration) -> Result<(), St
                     })
                     .collect();
                 format!(
-                    "{{\"strategy\":\"{}\",\"idle_cpu_pct\":{:.3},\"quiet\":[{}],\"ping_pong_vs_busy\":[{}]}}",
+                    "{{\"strategy\":\"{}\",\"idle_cpu_pct\":{:.3},\"blocking_floor\":{},\"quiet\":[{}],\"ping_pong_vs_busy\":[{}]}}",
                     r.strategy,
                     r.cpu_pct,
+                    r.floor.json(),
                     quiet.join(","),
                     cost.join(",")
                 )

@@ -66,8 +66,8 @@ pub(crate) fn bench_config(shm_dir: &std::path::Path, fast: bool) -> Config {
 /// 128 passes (an empty shm poll is a few ns: `now` is then at most a
 /// microsecond old) or every pass while a TCP connection is live (its poll
 /// makes a system call anyway, and its timers want a fresh `now`). A
-/// poll that found nothing goes to `idle`; after one that may have slept,
-/// the clock is read again.
+/// poll that found nothing goes to `idle`; after a rest (a yield or a
+/// sleep) the clock is read again.
 pub(crate) fn serve(
     server: &mut Server,
     h: &mut BenchEcho,
@@ -75,7 +75,6 @@ pub(crate) fn serve(
     mut idle: tcpshm::Idle,
 ) {
     let (mut t, mut i, mut tcp_live) = (now(), 0u32, false);
-    let busy = idle == tcpshm::Idle::busy();
     let mut rested = false;
     loop {
         if tcp_live || i % 128 == 0 || rested {
@@ -87,8 +86,7 @@ pub(crate) fn serve(
         }
         i = i.wrapping_add(1);
         let worked = server.poll(t, h);
-        idle.idle(worked);
-        rested = !busy && !worked;
+        rested = idle.idle_on(server, t, worked).unwrap_or(true);
     }
 }
 

@@ -10,7 +10,7 @@ use tcpshm_cli::util::IdleArg;
 
 #[derive(clap::Args, Debug)]
 pub struct PeerArgs {
-    /// cacheline FILE | rawtcp ADDR | server DIR
+    /// cacheline FILE | rawtcp ADDR | blocktcp ADDR | server DIR
     pub mode: String,
     pub target: String,
     #[arg(long, default_value = "/dev/shm")]
@@ -142,6 +142,7 @@ pub fn peer(p: PeerArgs) -> Result<(), String> {
     match p.mode.as_str() {
         "cacheline" => crate::bench::peer_cacheline(&p),
         "rawtcp" => crate::bench::peer_rawtcp(&p),
+        "blocktcp" => crate::idle::peer_blocktcp(&p),
         "server" => crate::ours::peer_server(&p),
         "scale-server" => crate::scale::peer_server(&p),
         m => Err(format!("unknown bench peer mode {m}")),
