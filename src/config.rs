@@ -81,18 +81,19 @@ pub struct Config {
     /// Client: the longest `connect` may block, TCP connect plus login
     /// (default 10 s).
     pub connect_timeout: Duration,
-    /// How often the one-call polls make their system calls while the
-    /// shared memory needs none (default 200 µs; zero: at every call):
+    /// How often polls make their system calls while the shared memory
+    /// needs none (default 200 µs; zero: at every call):
     /// [`Server::poll`](crate::Server::poll) runs the control part
-    /// (accepts, logins, the heartbeat sockets of SHM sessions) at most
-    /// this often, and [`Client::poll`](crate::Client::poll) reads an SHM
-    /// session's heartbeat socket at most this often. Heartbeats are
-    /// seconds apart, so this costs nothing but up to this much delay in
-    /// a login or in noticing a disconnect, and keeps a loop over shared
-    /// memory free of system calls. TCP groups and TCP sessions are polled
-    /// at every call; the parts polled on their own
-    /// ([`Server::parts`](crate::Server::parts), [`Client::parts`](crate::Client::parts))
-    /// at every call too.
+    /// (accepts, logins) at most this often, an SHM group asks its
+    /// sessions' sockets (heartbeats, timeouts) at most this often, and
+    /// [`Client::poll`](crate::Client::poll) reads an SHM session's socket
+    /// at most this often. Heartbeats are seconds apart, so this costs
+    /// nothing but up to this much delay in a login or in noticing a
+    /// disconnect, and keeps a loop over shared memory free of system
+    /// calls. A part that slept ([`Wait`](crate::Wait)) asks at its next
+    /// poll. TCP groups and TCP sessions are polled at every call; the
+    /// control part polled on its own ([`Server::parts`](crate::Server::parts))
+    /// and [`ClientTcp`](crate::ClientTcp) at every call too.
     pub socket_poll_interval: Duration,
     /// Server: logins being read at once (default 5). The accept backlog
     /// is drained every control poll; when the set is full, a new
@@ -125,9 +126,8 @@ pub struct Config {
     pub shm_dir: PathBuf,
     /// The most messages one poll delivers per shared-memory connection
     /// (default 256). A peer that keeps its queue full then cannot keep a
-    /// poll from returning: the other connections of the group, and the
-    /// control part's heartbeats on a single-threaded server, get their
-    /// turn. The C++ library delivers one; more amortizes the poll over a
+    /// poll from returning: the other connections of the group, and their
+    /// heartbeats, get their turn. The C++ library delivers one; more amortizes the poll over a
     /// burst: measured with `tcpshm bench` on this project's 2-vCPU VM,
     /// 8 or 32 cost up to half the SHM streaming throughput of 256 or 1024
     /// at 64-256 B, and 256 bounds a poll to 256 handler calls per

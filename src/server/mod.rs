@@ -332,10 +332,10 @@ impl<U: UserData, R: UserData> Server<U, R> {
     /// Polls the server from one thread, with one handler for all: each
     /// TCP group, then each SHM group, and the control part once
     /// `Config::socket_poll_interval` has passed since it last ran (its
-    /// work is system calls: accepts, logins, the heartbeats of SHM
-    /// sessions). Every step is bounded (see [`Control::poll`] and
-    /// [`Group::poll`]); a poll of SHM groups with nothing to deliver
-    /// makes no system call.
+    /// work is system calls: accepts, logins). Every step is bounded (see
+    /// [`Control::poll`] and [`Group::poll`]); a poll of SHM groups with
+    /// nothing to deliver makes no system call but once per
+    /// `Config::socket_poll_interval` (their sessions' sockets).
     ///
     /// Returns whether a part did work (see [`Group::poll`] and
     /// [`Control::poll`]): what an [`Idle`](crate::Idle) strategy takes.
