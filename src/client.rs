@@ -27,7 +27,7 @@ use crate::error::{ConnectError, FileError, SetupError};
 use crate::login::{self, Rejection, SeqMismatch};
 use crate::pair_files;
 use crate::stats::ConnStats;
-use crate::sys::{Mapping, Poller, READABLE};
+use crate::sys::{Mapping, Poller, READABLE, WRITABLE};
 use crate::wait::{min_timeout, Wait};
 use crate::wire::{
     opt_name_to_wire, DecodeError, Login, LoginResponse, LoginStatus, Name, UserData, NAME_SIZE,
@@ -96,6 +96,9 @@ pub struct Client<U: UserData = u8, R: UserData = u8> {
     /// sleep, and its flag is up now (`crate::wake`).
     wake_announced: bool,
     asleep: bool,
+    /// Over TCP: the socket is watched for writability too (bytes wait
+    /// that it did not take).
+    watch_out: bool,
     _ud: PhantomData<fn(U, R)>,
 }
 
@@ -124,6 +127,7 @@ impl<U: UserData, R: UserData> Client<U, R> {
             poller,
             wake_announced: false,
             asleep: false,
+            watch_out: false,
             _ud: PhantomData,
         })
     }
@@ -311,11 +315,19 @@ impl<U: UserData, R: UserData> Client<U, R> {
             .map_err(io("watch the socket"))?;
         self.wake_announced = false;
         self.asleep = false;
+        self.watch_out = false;
         let state = LinkState::new_open();
         let link = TcpLink::new(s, self.cfg.timers());
         let opened = match transport {
             Transport::Shm => {
                 self.shm_link = Some(link);
+                // The last session's wake words go (the server's writer
+                // looks for an announcement only at its socket polls; one
+                // that read the old one acknowledges again when this
+                // session's comes).
+                if let Some(r) = self.conn.rx.shm_reader() {
+                    r.reset_wake();
+                }
                 let opened = self.conn.open_session(None, 0, state);
                 if let TxTransport::Shm(w) = &mut self.conn.tx.t {
                     // Ring the server group's bell, if it announced one
@@ -359,7 +371,7 @@ impl<U: UserData, R: UserData> Client<U, R> {
         let mut worked = false;
         if !self.conn.tx.is_shm() || socket_due {
             self.socket_at = Some(now);
-            worked = self.parts().0.poll(now, handler);
+            worked = self.split().0.poll(now, handler);
             // Whether the server's reader may sleep, now and then (not as
             // a C++ client, which never wakes it).
             if self.cfg.shm_doorbell_slots != usize::MAX {
@@ -388,6 +400,24 @@ impl<U: UserData, R: UserData> Client<U, R> {
         }
     }
 
+    /// Watches the TCP socket for writability too while `unsent` (one
+    /// `epoll_ctl` when that changes).
+    fn watch_writable(&mut self, unsent: bool) {
+        if self.watch_out == unsent {
+            return;
+        }
+        if let Some((fd, _)) = self.conn.tcp_socket() {
+            let interest = if unsent {
+                READABLE | WRITABLE
+            } else {
+                READABLE
+            };
+            if self.poller.modify(fd, 0, interest).is_ok() {
+                self.watch_out = unsent;
+            }
+        }
+    }
+
     /// Lowers the reader's flag (`crate::wake`) after a sleep.
     #[cold]
     fn awake(&mut self) {
@@ -400,7 +430,26 @@ impl<U: UserData, R: UserData> Client<U, R> {
     /// The TCP and shm sides as two values that can be polled from two
     /// threads (with `std::thread::scope`), each with a handler of its
     /// own.
+    ///
+    /// Over shared memory the server's reader, if it sleeps, is not woken
+    /// by this client's messages from then on (the shm side cannot write
+    /// the socket): it looks at the ring every `Config::shm_sweep_interval`
+    /// instead, until [`Client::poll`] runs again.
     pub fn parts(&mut self) -> (ClientTcp<'_>, ClientShm<'_>) {
+        if self.asleep {
+            self.awake();
+        }
+        if self.conn.tx.leave_wake() {
+            // A server asleep on the old promise looks again, and then
+            // sleeps in slices.
+            if let Some(l) = &mut self.shm_link {
+                l.wake(l.session.now());
+            }
+        }
+        self.split()
+    }
+
+    fn split(&mut self) -> (ClientTcp<'_>, ClientShm<'_>) {
         let is_shm = self.conn.tx.is_shm();
         let state = self.conn.tx.state.clone();
         let (conn_tcp, conn_shm) = if is_shm {
@@ -500,12 +549,18 @@ impl<U: UserData, R: UserData> Wait for Client<U, R> {
         // The socket is read after any sleep: what woke it is there.
         self.socket_at = None;
         if !self.conn.tx.is_shm() {
-            if self.conn.tcp_wants_poll(false) {
+            // Bytes the socket did not take: sleep until it takes more.
+            let unsent = self.conn.tcp_socket().is_some_and(|(_, u)| u);
+            self.watch_writable(unsent);
+            if self.conn.tcp_wants_poll(unsent) {
                 return zero;
             }
             let d = self.conn.tcp_deadline()?;
             return Some(self.cfg.until(now, d));
         }
+        // A batch pushed with `push_more` goes now (a sleeping server is
+        // woken for it).
+        self.conn.tx.settle();
         self.send_wake(now);
         let deadline = match &self.shm_link {
             Some(l) => l.session.next_deadline(),
@@ -543,15 +598,17 @@ impl<U: UserData, R: UserData> Wait for Client<U, R> {
     /// See [`Wait::wait`].
     fn wait(&mut self, now: i64, timeout: Duration) -> io::Result<()> {
         let t = self.wait_timeout(now).map_or(timeout, |t| t.min(timeout));
-        if !t.is_zero() {
+        let slept = if t.is_zero() {
+            Ok(())
+        } else {
             self.poller
                 .wait(crate::wait::timeout_ms(Some(t)))
-                .map(|_| ())?;
-        }
+                .map(|_| ())
+        };
         if self.asleep {
             self.awake();
         }
-        Ok(())
+        slept
     }
 }
 

@@ -391,6 +391,11 @@ impl Session {
         local_ack != self.ack_sent || self.ack_waiting_since.is_some()
     }
 
+    /// The `now` of the last poll.
+    pub(crate) fn now(&self) -> i64 {
+        self.now
+    }
+
     /// Heartbeats (standalone acks included) queued this session.
     pub(crate) fn heartbeats(&self) -> u64 {
         self.heartbeats

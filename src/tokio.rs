@@ -67,8 +67,11 @@ impl<P: Wait + AsFd> Async<P> {
     /// runtime's reactor.
     ///
     /// # Errors
-    /// The duplicate's (out of descriptors), or the reactor's (outside a
-    /// runtime, say).
+    /// The duplicate's (out of descriptors), or the reactor's.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime with its I/O driver enabled (tokio's
+    /// `AsyncFd` does).
     pub fn new(part: P) -> io::Result<Async<P>> {
         let dup = part.as_fd().try_clone_to_owned()?;
         // SAFETY: `dup` is an open descriptor that the `AsyncFd` owns from
@@ -80,7 +83,9 @@ impl<P: Wait + AsFd> Async<P> {
         Ok(Async { part, fd })
     }
 
-    /// The part, to poll and push to.
+    /// The part, to poll and push to. (Replacing it with another leaves
+    /// the reactor watching the first one's descriptor: make a new
+    /// `Async` instead.)
     pub fn get_mut(&mut self) -> &mut P {
         &mut self.part
     }

@@ -21,7 +21,9 @@ use std::time::Duration;
 /// `wait_timeout(now)`; if it says zero, poll again at once; else sleep
 /// until the descriptor is readable or the timeout passes, then poll
 /// until a poll reports no work, then ask again. [`wait`](Wait::wait)
-/// does the sleeping for a thread of its own.
+/// does the sleeping for a thread of its own. A message the handler
+/// leaves unconsumed (not popped) keeps the part awake: it is delivered
+/// again at every poll.
 ///
 /// ```no_run
 /// # use tcpshm::*;

@@ -354,7 +354,7 @@ fn wake_is_never_lost() {
     loom::model(|| {
         let m = mem(0);
         let mut w = Writer::new(m.clone());
-        let r = Reader::new(m);
+        let mut r = Reader::new(m);
         let flag = Arc::new(AtomicU64::new(0));
         let f = flag.clone();
         let t = loom::thread::spawn(move || {
@@ -363,7 +363,7 @@ fn wake_is_never_lost() {
             wake::must_wake(&f)
         });
         wake::sleep(&flag);
-        let sleeps = !r.published_unread();
+        let sleeps = !r.ready();
         let woken = t.join().unwrap();
         if sleeps {
             assert!(
@@ -383,7 +383,7 @@ fn wake_acknowledgement_strands_no_message() {
     loom::model(|| {
         let m = mem(0);
         let mut w = Writer::new(m.clone());
-        let r = Reader::new(m);
+        let mut r = Reader::new(m);
         let ack = Arc::new(AtomicU64::new(0));
         let a = ack.clone();
         let t = loom::thread::spawn(move || {
@@ -393,7 +393,7 @@ fn wake_acknowledgement_strands_no_message() {
         });
         if wake::acknowledged(&ack) {
             assert!(
-                r.published_unread(),
+                r.ready(),
                 "wake-up lost: acknowledged, and the message before it unseen"
             );
         }

@@ -331,3 +331,125 @@ fn readable(fd: i32, ms: i32) -> bool {
     let r = unsafe { libc::poll(&mut p, 1, ms) };
     r > 0 && p.revents & libc::POLLIN != 0
 }
+
+/// Over shared memory, with the server asleep: a batch pushed with
+/// `push_more` and then a `wait` straight away (no poll between: the
+/// wait lets the batch go, and wakes the server for it); then the
+/// client's sides polled apart (`Client::parts`), which wake no one: the
+/// server, told so, looks at the ring in slices. Every echo within its
+/// deadline, heartbeats 30 s apart.
+#[test]
+fn batches_and_parts_wake_a_sleeping_server() {
+    let dir = scratch("sleep-batch");
+    let _c = Cleanup(dir.clone());
+    let cfg = quiet_config(&dir);
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut echo = EchoServer::default();
+    let (stop, polls) = (AtomicBool::new(false), AtomicU64::new(0));
+    let mut got = CheckingClient::default();
+    std::thread::scope(|s| {
+        let srv = sleeping_server(
+            s,
+            &mut server,
+            &mut echo,
+            &stop,
+            &polls,
+            Duration::from_secs(60),
+        );
+        let _stop = StopOnDrop(&stop);
+        let mut c = client(&dir, "c", &cfg);
+        c.connect(Transport::Shm, addr, 0).unwrap();
+        // The wake-up is agreed on both sides first.
+        for seq in 0..5 {
+            echo_sleeping(&mut c, &mut got, seq, Duration::from_secs(5));
+        }
+        for seq in 5..25u64 {
+            std::thread::sleep(Duration::from_millis(5)); // the server sleeps
+            let mut m = c.connection().alloc((seq % 1000) as u16 + 1, 8).unwrap();
+            m.payload_mut().copy_from_slice(&payload(seq, 8));
+            m.push_more();
+            let until = Instant::now() + Duration::from_secs(5);
+            loop {
+                c.wait(now(), Duration::from_secs(6)).unwrap();
+                c.poll(now(), &mut got);
+                if got.received > seq {
+                    break;
+                }
+                assert!(Instant::now() < until, "batch {seq}: the server slept on");
+            }
+        }
+        // The sides apart: the SHM side pushes and reads, the TCP side
+        // keeps the session; the server is woken by no one, and still
+        // answers within its slices.
+        let (mut tcp, mut shm) = c.parts();
+        for seq in 25..45u64 {
+            std::thread::sleep(Duration::from_millis(5));
+            assert!(send(shm.connection().unwrap(), seq, 8));
+            let until = Instant::now() + Duration::from_secs(5);
+            while got.received <= seq {
+                assert!(Instant::now() < until, "parts {seq}: the server slept on");
+                tcp.poll(now(), &mut got);
+                shm.poll(now(), &mut got);
+                std::thread::yield_now();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        assert!(send(shm.connection().unwrap(), 45, 8));
+        srv.join().unwrap();
+    });
+    assert!(echo.disconnects.is_empty() && got.disconnects.is_empty());
+}
+
+/// A group large enough for its doorbell (six live clients), asleep
+/// between messages: every client's echoes come back in time.
+#[test]
+fn a_sleeping_group_with_a_doorbell_is_woken() {
+    let dir = scratch("sleep-bell");
+    let _c = Cleanup(dir.clone());
+    let cfg = config_with(&dir, |c| {
+        c.heartbeat_interval = Duration::from_secs(30);
+        c.connection_timeout = Duration::from_secs(90);
+        c.shm_conns_per_group = 8;
+        c.shm_doorbell_slots = 0;
+    });
+    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
+    server.listen("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let mut echo = EchoServer::default();
+    let (stop, polls) = (AtomicBool::new(false), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        let srv = sleeping_server(
+            s,
+            &mut server,
+            &mut echo,
+            &stop,
+            &polls,
+            Duration::from_secs(60),
+        );
+        let _stop = StopOnDrop(&stop);
+        let mut clients: Vec<_> = (0..6)
+            .map(|k| {
+                let mut c = client(&dir, &format!("c{k}"), &cfg);
+                c.connect(Transport::Shm, addr, 0).unwrap();
+                (c, CheckingClient::default())
+            })
+            .collect();
+        for round in 0..10u64 {
+            for (c, got) in clients.iter_mut() {
+                std::thread::sleep(Duration::from_millis(2));
+                echo_sleeping(c, got, round, Duration::from_secs(5));
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let (c, got) = &mut clients[0];
+        assert!(send(c.connection(), 10, 8));
+        c.poll(now(), got);
+        srv.join().unwrap();
+        for (_, got) in &clients {
+            assert!(got.disconnects.is_empty());
+        }
+    });
+    assert!(echo.disconnects.is_empty(), "{:?}", echo.disconnects);
+}

@@ -5,7 +5,7 @@
 //! - `stall`: logs in, sends requests and never reads, so its send queue
 //!   (or ring) on the server fills and its requests wait unanswered;
 //! - `heartbeats`: logs in and floods heartbeat frames (over shared
-//!   memory: the session's TCP socket, which the control part reads);
+//!   memory: the session's TCP socket, which its SHM group reads);
 //! - `stream`: logs in and streams messages the server consumes, as fast
 //!   as its pacing allows;
 //! - `idle`, the control: logs in and wakes as often as the others, but

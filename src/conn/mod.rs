@@ -326,7 +326,6 @@ impl Connection {
             (TxTransport::Shm(w), RxTransport::Shm(r)) => {
                 w.reload();
                 r.reload();
-                r.reset_wake();
                 Ok(())
             }
             _ => Ok(()),

@@ -249,6 +249,16 @@ impl ConnTx {
         }
     }
 
+    /// Over shared memory: this writer stops waking its reader, and says
+    /// so (the reader sleeps in slices from then on).
+    /// Returns whether it woke it until now (see `ShmWriter::leave_wake`).
+    pub(crate) fn leave_wake(&mut self) -> bool {
+        match &mut self.t {
+            TxTransport::Shm(w) => w.leave_wake(),
+            _ => false,
+        }
+    }
+
     /// Sends what `push_more` left unsent (over shared memory: lets the
     /// batch go); polls do this too.
     pub fn flush(&mut self) {

@@ -405,6 +405,27 @@ impl<R: Region> ShmWriter<R> {
         self.wakes
     }
 
+    /// Stops waking the reader (no owner of the socket will send the
+    /// wake-ups): the acknowledgement goes, so the reader sleeps in
+    /// slices; a later `join_wake` takes it up again.
+    /// Returns whether it did wake it until now: its owner then wakes it
+    /// once more, so that a reader asleep on the acknowledgement looks
+    /// again.
+    pub(crate) fn leave_wake(&mut self) -> bool {
+        if !self.wakes {
+            return false;
+        }
+        self.wakes = false;
+        self.wake_due = false;
+        // Relaxed: a reader asleep on the old acknowledgement is woken once
+        // more by the caller, and reads this one then.
+        self.w
+            .memory()
+            .word64(OFF_WAKE_ACK)
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        true
+    }
+
     /// Whether a publication found the reader asleep since the last call:
     /// its owner sends a heartbeat on the session's socket.
     #[inline(always)]
@@ -669,14 +690,19 @@ impl<R: Region> ShmReader<R> {
         doorbell::announce(m.word64(OFF_BELL_ACK), m.word64(OFF_BELL_ANNOUNCE), word);
     }
 
-    /// At the start of a session (before the login response, or the first
-    /// poll): clears the wake words of the last one (flag, announcement,
-    /// acknowledgement).
+    /// At the start of a session: clears the wake words of the last one
+    /// (flag, announcement, acknowledgement). A server clears them before
+    /// its login response, so the client's writer of this session never
+    /// sees the last one's; a client after the response, so the server's
+    /// writer may have read the last announcement and acknowledged it
+    /// before the clear: it acknowledges again when this session's comes
+    /// (`ShmWriter::join_wake`), and until then this reader sleeps in
+    /// slices.
     pub(crate) fn reset_wake(&self) {
         let m = self.0.memory();
         for off in [OFF_WAKE_FLAG, OFF_WAKE_ANNOUNCE, OFF_WAKE_ACK] {
-            // Relaxed: this session's writer has not started; it reads the
-            // announcement only after this reader makes it, later.
+            // Relaxed: nothing is published with these; a writer compares
+            // them with constants only.
             m.word64(off).store(0, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -692,15 +718,22 @@ impl<R: Region> ShmReader<R> {
     }
 
     /// Going to sleep: raises the flag and looks at the ring once more.
-    /// Returns whether the reader may sleep (nothing published that it
-    /// has not read); if not, the flag is down again.
+    /// Returns whether the reader may sleep (nothing it can read now); if
+    /// not, the flag is down again. (A batch its writer still holds is
+    /// nothing to read: the writer wakes it when it lets the batch go.)
     pub(crate) fn sleep(&mut self) -> bool {
         crate::wake::sleep(self.0.memory().word64(OFF_WAKE_FLAG));
-        if self.0.published_unread() {
+        if self.0.ready() {
             self.awake();
             return false;
         }
         true
+    }
+
+    /// Raises the flag, for a reader that sleeps on many rings: then one
+    /// `wake::before_look` for all, then [`ready`](Self::ready) for each.
+    pub(crate) fn raise_flag(&self) {
+        crate::wake::raise(self.0.memory().word64(OFF_WAKE_FLAG));
     }
 
     /// Awake: lowers the flag.

@@ -7,7 +7,8 @@
 //!   the acknowledgement ([`acknowledged`]) it sleeps in short slices: a
 //!   C++ writer never acknowledges.
 //! - Going to sleep, the reader raises its flag and looks at the ring
-//!   once more ([`sleep`], then its own look); awake, it lowers the flag
+//!   once more ([`sleep`], or [`raise`] for each ring and one
+//!   [`before_look`], then its own look); awake, it lowers the flag
 //!   ([`awake`]).
 //! - After each publication the writer asks [`must_wake`]: the flag was
 //!   up, and is now down; its owner then sends a heartbeat on the
@@ -59,16 +60,28 @@ pub(crate) fn acknowledged(ack: &AtomicU64) -> bool {
     ack.load(Ordering::Acquire) == ANNOUNCED
 }
 
-/// The reader, going to sleep: raises its flag. It must then look at the
-/// ring once more (a load of `write_idx`), and sleep only if that finds
-/// nothing.
+/// The reader, going to sleep: raises its flag. It must then run
+/// [`before_look`] (once for any number of rings) and look at the ring
+/// once more, and sleep only if that finds nothing.
+#[inline]
+pub(crate) fn raise(asleep: &AtomicU64) {
+    // Relaxed: the fence in `before_look` orders it.
+    asleep.store(ASLEEP, Ordering::Relaxed);
+}
+
+/// The reader, between raising its flags and its last look at the rings.
+#[inline]
+pub(crate) fn before_look() {
+    // SYNC POINT wake-flag: the flags before the reader's look at the
+    // rings; pairs with the fence in `must_wake`.
+    fence(Ordering::SeqCst);
+}
+
+/// [`raise`] and [`before_look`], for one ring.
 #[inline]
 pub(crate) fn sleep(asleep: &AtomicU64) {
-    // Relaxed: the fence orders it.
-    asleep.store(ASLEEP, Ordering::Relaxed);
-    // SYNC POINT wake-flag: the flag before the reader's look at the
-    // ring; pairs with the fence in `must_wake`.
-    fence(Ordering::SeqCst);
+    raise(asleep);
+    before_look();
 }
 
 /// The reader, awake (woken, timed out, or it found work): lowers its
@@ -86,7 +99,7 @@ pub(crate) fn awake(asleep: &AtomicU64) {
 #[inline]
 pub(crate) fn must_wake(asleep: &AtomicU64) -> bool {
     // SYNC POINT wake-flag: the publication before the look at the flag;
-    // pairs with the fence in `sleep`.
+    // pairs with the fence in `before_look`.
     fence(Ordering::SeqCst);
     // Relaxed: the fences order these; the swap only lowers the flag.
     asleep.load(Ordering::Relaxed) != 0 && asleep.swap(0, Ordering::Relaxed) != 0

@@ -23,5 +23,5 @@ pub(crate) mod sync {
 }
 
 pub(crate) use self::bits::{
-    acknowledge, acknowledged, announce, announcement, awake, must_wake, sleep,
+    acknowledge, acknowledged, announce, announcement, awake, before_look, must_wake, raise, sleep,
 };

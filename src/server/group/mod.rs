@@ -176,9 +176,9 @@ impl<U: UserData, R: UserData> Group<U, R> {
     ///   socket is readable (one `epoll_wait` for the group), whose timers
     ///   are due, or that have bytes to send or messages to deliver.
     /// - SHM: delivers at most `Config::shm_msgs_per_poll` messages per
-    ///   connection from shared memory. The TCP side of these sessions
-    ///   (heartbeats, timeouts) is the control part's; a session it closed
-    ///   is reported from here, after its last delivery.
+    ///   connection from shared memory, and once per
+    ///   `Config::socket_poll_interval` sees to the TCP side of these
+    ///   sessions (heartbeats, timeouts, one `epoll_wait` for the group).
     ///
     /// An empty poll of an SHM group makes no system call: it costs a few
     /// nanoseconds per connection in a small group, and with a doorbell a
@@ -245,8 +245,8 @@ impl<U: UserData, R: UserData> Group<U, R> {
         self.live.clear();
     }
 
-    /// Takes what the control part sent (logins to finish, sessions it
-    /// closed): one load when there is nothing (every poll comes here).
+    /// Takes what the control part sent (logins to finish): one load when
+    /// there is nothing (every poll comes here).
     #[inline(always)]
     fn take_mail<H: GroupHandler<U>>(&mut self, handler: &mut H) {
         if !self.inbox.is_empty() {
@@ -354,6 +354,9 @@ impl<U: UserData, R: UserData> Group<U, R> {
             .map_or(0, |r| r.announcement(self.idx, slot));
         if let RxTransport::Shm(r) = &conn.rx.t {
             r.announce_doorbell(bell);
+            // The last session's wake words go before this one's writer
+            // starts (the response starts it).
+            r.reset_wake();
         }
         // The group's readiness set hears of this socket from now on.
         let watched = match (&mut self.tcp, &mut self.shm) {

@@ -308,14 +308,18 @@ impl<U: UserData, R: UserData> Group<U, R> {
             || r.links.has_busy()
             || r.bell.as_ref().is_some_and(|b| !b.busy.is_empty())
         {
+            // Work for the next poll, sockets' included.
+            r.socket_at = None;
             return zero;
         }
         let until = r.links.next_due().map(|d| cfg.until(now, d));
         // The sockets are asked after any sleep: what woke it is there.
         r.socket_at = None;
+        // Every live ring's flag up, one fence, then a look at each ring
+        // (SYNC POINT wake-flag): a writer that publishes meanwhile either
+        // is seen here or sees its flag.
         let mut unacked = false;
-        for i in 0..live.len() {
-            let slot = live.at(i);
+        for slot in live.iter() {
             let Some(rd) = conns[slot].rx.shm_reader() else {
                 continue;
             };
@@ -324,17 +328,21 @@ impl<U: UserData, R: UserData> Group<U, R> {
                 rd.announce_wake();
             }
             unacked |= !rd.wake_acked();
-            if !rd.sleep() {
-                // A message came: the flags raised so far go down.
-                for j in 0..i {
-                    if let Some(rd) = conns[live.at(j)].rx.shm_reader() {
-                        rd.awake();
-                    }
-                }
-                return zero;
+            rd.raise_flag();
+        }
+        crate::wake::before_look();
+        let mut ready = false;
+        for slot in live.iter() {
+            if let Some(rd) = conns[slot].rx.shm_reader() {
+                ready |= rd.ready();
             }
         }
         self.asleep = true;
+        if ready {
+            // A message came: the flags go down again.
+            self.wake_up();
+            return zero;
+        }
         if unacked {
             min_timeout(until, Some(self.cfg.shm_sweep_interval))
         } else {

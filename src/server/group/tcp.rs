@@ -153,14 +153,25 @@ impl<U: UserData, R: UserData> Group<U, R> {
             }
             return r.wheel.next_due().map(|d| self.cfg.until(now, d));
         }
-        // A small group reads each connection at every poll.
+        // A small group reads each connection at every poll; a socket
+        // that did not take all its bytes is watched for writability.
         let mut next: Option<Duration> = None;
-        for slot in self.live.iter() {
+        for i in 0..self.live.len() {
+            let slot = self.live.at(i);
             let c = &self.conns[slot];
-            if c.tcp_wants_poll(false) {
+            let Some((fd, unsent)) = c.tcp_socket() else {
+                return zero; // closed: the next poll reports it
+            };
+            let r = self.tcp.as_mut().expect("a TCP group");
+            r.watch_writable(slot, fd, unsent);
+            let c = &self.conns[slot];
+            if c.tcp_wants_poll(r.watch_out[slot]) {
                 return zero;
             }
-            let d = self.cfg.until(now, c.tcp_deadline()?);
+            let Some(d) = c.tcp_deadline() else {
+                return zero; // its timers start at the next poll
+            };
+            let d = self.cfg.until(now, d);
             next = Some(next.map_or(d, |n| n.min(d)));
         }
         next

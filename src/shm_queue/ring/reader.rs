@@ -366,16 +366,6 @@ impl<M: QueueMemory> Reader<M> {
         false
     }
 
-    /// Whether the writer published something this reader has not read
-    /// yet: one load of `write_idx`, whatever the path (a held batch
-    /// counts). For a reader about to sleep.
-    pub(crate) fn published_unread(&self) -> bool {
-        // SYNC POINT msg-published: Acquire pairs with the Release store in
-        // Writer::push; here only compared (SYNC POINT wake-flag orders it
-        // after the reader's flag).
-        self.mem.write_idx().load(Ordering::Acquire) != self.read_idx
-    }
-
     /// The memory.
     pub(crate) fn memory(&self) -> &M {
         &self.mem
