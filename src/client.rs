@@ -597,18 +597,11 @@ impl<U: UserData, R: UserData> Wait for Client<U, R> {
 
     /// See [`Wait::wait`].
     fn wait(&mut self, now: i64, timeout: Duration) -> io::Result<()> {
-        let t = self.wait_timeout(now).map_or(timeout, |t| t.min(timeout));
-        let slept = if t.is_zero() {
-            Ok(())
-        } else {
-            self.poller
-                .wait(crate::wait::timeout_ms(Some(t)))
-                .map(|_| ())
-        };
-        if self.asleep {
-            self.awake();
-        }
-        slept
+        crate::wait::wait_then(self, now, timeout, |c| {
+            if c.asleep {
+                c.awake();
+            }
+        })
     }
 }
 

@@ -54,12 +54,27 @@ pub trait Wait: AsRawFd {
     /// # Errors
     /// The system's, from the wait (an interrupted wait is not one).
     fn wait(&mut self, now: i64, timeout: Duration) -> io::Result<()> {
-        let t = self.wait_timeout(now).map_or(timeout, |t| t.min(timeout));
-        if t.is_zero() {
-            return Ok(());
-        }
-        sleep_on(self.as_raw_fd(), Some(t))
+        wait_then(self, now, timeout, |_| {})
     }
+}
+
+/// [`Wait::wait`] for a part whose `wait_timeout` raised something to
+/// take back after the sleep (a shared-memory reader's flags): `after`
+/// runs on every path, an error's included.
+pub(crate) fn wait_then<W: Wait + ?Sized>(
+    part: &mut W,
+    now: i64,
+    timeout: Duration,
+    after: impl FnOnce(&mut W),
+) -> io::Result<()> {
+    let t = part.wait_timeout(now).map_or(timeout, |t| t.min(timeout));
+    let slept = if t.is_zero() {
+        Ok(())
+    } else {
+        sleep_on(part.as_raw_fd(), Some(t))
+    };
+    after(part);
+    slept
 }
 
 /// Milliseconds for `epoll_wait` and `poll`: `timeout` rounded up (never

@@ -475,16 +475,9 @@ impl<U: UserData, R: UserData> Wait for Server<U, R> {
 
     /// See [`Wait::wait`].
     fn wait(&mut self, now: i64, timeout: Duration) -> io::Result<()> {
-        let t = self.wait_timeout(now).map_or(timeout, |t| t.min(timeout));
-        let slept = if t.is_zero() {
-            Ok(())
-        } else {
-            self.poller
-                .wait(crate::wait::timeout_ms(Some(t)))
-                .map(|_| ())
-        };
-        self.shm.iter_mut().for_each(Group::wake_up);
-        slept
+        crate::wait::wait_then(self, now, timeout, |s| {
+            s.shm.iter_mut().for_each(Group::wake_up)
+        })
     }
 }
 

@@ -429,14 +429,7 @@ impl<U: UserData, R: UserData> Wait for Group<U, R> {
 
     /// See [`Wait::wait`].
     fn wait(&mut self, now: i64, timeout: Duration) -> io::Result<()> {
-        let t = self.wait_timeout(now).map_or(timeout, |t| t.min(timeout));
-        let r = if t.is_zero() {
-            Ok(())
-        } else {
-            crate::wait::sleep_on(self.as_raw_fd(), Some(t))
-        };
-        self.wake_up();
-        r
+        crate::wait::wait_then(self, now, timeout, Group::wake_up)
     }
 }
 
