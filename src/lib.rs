@@ -14,7 +14,10 @@
 //! The library creates no threads, reads no clock (every poll takes
 //! `now` in ticks of your clock, `Config::ticks_per_second`), takes no
 //! locks, prints nothing and does not allocate per message. Only
-//! [`Client::connect`] blocks.
+//! [`Client::connect`] blocks, and the waits you ask for: every poll
+//! says whether it did work, for an [`Idle`] strategy, and every part
+//! can sleep until it has work ([`Wait`]; an epoll descriptor per part,
+//! and `tcpshm::tokio` with the `tokio` feature).
 //!
 //! # Example: an echo server and a client
 //!
