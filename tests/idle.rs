@@ -12,23 +12,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use tcpshm::{Idle, Server, Transport};
 
-/// Connects `c` to `server` (polled on a scoped thread meanwhile).
-fn connect(server: &mut Server, c: &mut TestClient, echo: &mut EchoServer, t: Transport) {
-    let addr = server.local_addr().unwrap();
-    let done = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let (server, echo, done) = (&mut *server, &mut *echo, &done);
-        s.spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                server.poll(now(), echo);
-                std::thread::yield_now();
-            }
-        });
-        let _stop = StopOnDrop(done);
-        c.connect(t, addr, 0).unwrap();
-    });
-}
-
 fn poll_reports_work(t: Transport) {
     let dir = scratch("idle-work");
     let _c = Cleanup(dir.clone());
@@ -37,7 +20,7 @@ fn poll_reports_work(t: Transport) {
     server.listen("127.0.0.1:0").unwrap();
     let mut echo = EchoServer::default();
     let mut c = client(&dir, "c", &cfg);
-    connect(&mut server, &mut c, &mut echo, t);
+    connect_served(&mut server, &mut c, &mut echo, t);
     let mut got = CheckingClient::default();
     // The login's news settles: then polls with nothing to do say so.
     let mut quiet = 0;
@@ -84,7 +67,7 @@ fn resting_peers(t: Transport, strategy: Idle) {
     server.listen("127.0.0.1:0").unwrap();
     let mut echo = EchoServer::default();
     let mut c = client(&dir, "c", &cfg);
-    connect(&mut server, &mut c, &mut echo, t);
+    connect_served(&mut server, &mut c, &mut echo, t);
     let backoff = strategy;
     let stop = AtomicBool::new(false);
     let mut got = CheckingClient::default();

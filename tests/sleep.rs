@@ -265,21 +265,9 @@ fn descriptors_turn_readable_with_work() {
         let cfg = quiet_config(&dir);
         let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
         server.listen("127.0.0.1:0").unwrap();
-        let addr = server.local_addr().unwrap();
         let mut echo = EchoServer::default();
         let mut c = client(&dir, "c", &cfg);
-        let done = AtomicBool::new(false);
-        std::thread::scope(|s| {
-            let (server, echo, done) = (&mut server, &mut echo, &done);
-            s.spawn(move || {
-                while !done.load(Ordering::Relaxed) {
-                    server.poll(now(), echo);
-                    std::thread::yield_now();
-                }
-            });
-            let _stop = StopOnDrop(done);
-            c.connect(t, addr, 0).unwrap();
-        });
+        connect_served(&mut server, &mut c, &mut echo, t);
         // Settle: the login's news taken, the timers started, and over
         // shared memory the group's announcement that it may sleep seen
         // by the client's writer (it acknowledges at its socket polls).

@@ -333,6 +333,29 @@ pub fn with_echo_server(
     handler
 }
 
+/// Connects `c` over `t` to `server`, which a scoped thread polls with
+/// `echo` meanwhile (the login blocks until the server answers).
+pub fn connect_served(
+    server: &mut tcpshm::Server,
+    c: &mut tcpshm::Client,
+    echo: &mut EchoServer,
+    t: tcpshm::Transport,
+) {
+    let addr = server.local_addr().unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (server, echo, done) = (&mut *server, &mut *echo, &done);
+        s.spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                server.poll(now(), echo);
+                std::thread::yield_now();
+            }
+        });
+        let _stop = StopOnDrop(done);
+        c.connect(t, addr, 0).unwrap();
+    });
+}
+
 /// A client of the tests' default types.
 pub type TestClient = tcpshm::Client;
 

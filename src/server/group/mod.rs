@@ -75,19 +75,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
             Transport::Tcp => (Some(tcp::Readiness::new(per, &cfg)?), None),
             Transport::Shm => (None, Some(shm::Readiness::new(per, idx, &server, &cfg)?)),
         };
-        // Mail wakes the group from a sleep.
-        let poller = match (&tcp, &shm) {
-            (Some(t), _) => &t.poller,
-            (_, Some(s)) => &s.poller,
-            _ => unreachable!("a group has one transport"),
-        };
-        poller
-            .add(&inbox.waker_fd(), WAKER, READABLE)
-            .map_err(|source| SetupError::Io {
-                op: "watch a group's mailbox",
-                source,
-            })?;
-        Ok(Group {
+        let group = Group {
             transport,
             idx,
             server,
@@ -101,7 +89,25 @@ impl<U: UserData, R: UserData> Group<U, R> {
             shm,
             worked: false,
             asleep: false,
-        })
+        };
+        // Mail wakes the group from a sleep.
+        group
+            .poller()
+            .add(&group.inbox.waker_fd(), WAKER, READABLE)
+            .map_err(|source| SetupError::Io {
+                op: "watch a group's mailbox",
+                source,
+            })?;
+        Ok(group)
+    }
+
+    /// The group's readiness set: its transport's.
+    fn poller(&self) -> &crate::sys::Poller {
+        match (&self.tcp, &self.shm) {
+            (Some(t), _) => &t.poller,
+            (_, Some(s)) => &s.poller,
+            _ => unreachable!("a group has one transport"),
+        }
     }
 
     /// Statistics of the slots bound to a client name (allocates: not
@@ -444,10 +450,6 @@ impl<U: UserData, R: UserData> AsRawFd for Group<U, R> {
 
 impl<U: UserData, R: UserData> AsFd for Group<U, R> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        match (&self.tcp, &self.shm) {
-            (Some(t), _) => t.poller.as_fd(),
-            (_, Some(s)) => s.poller.as_fd(),
-            _ => unreachable!("a group has one transport"),
-        }
+        self.poller().as_fd()
     }
 }
