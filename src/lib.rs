@@ -117,6 +117,7 @@ mod conn;
 mod cpp_ptcp;
 mod doorbell;
 mod error;
+mod failpoint;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -139,7 +140,9 @@ mod wire;
 pub use client::{Client, ClientHandler, ClientShm, ClientTcp};
 pub use close::{Close, CloseReason};
 pub use config::Config;
-pub use conn::{Alloc, AllocError, ConnRx, ConnTx, Connection, Received, Transport};
+pub use conn::{
+    Alloc, AllocError, Batch, CommitError, ConnRx, ConnTx, Connection, Received, Transport,
+};
 pub use error::{ConfigError, ConnectError, FileError, FileErrorKind, SetupError};
 pub use idle::Idle;
 pub use login::{Rejection, SeqMismatch};

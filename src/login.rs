@@ -158,6 +158,10 @@ pub(crate) fn open_pair(
             let size = cfg.shm_queue_size;
             let mut w = ShmWriter::open_file(&sp, size, opts, pair_tag(local, remote))?;
             let mut r = ShmReader::open_file(&rp, size, opts, pair_tag(remote, local))?;
+            // A batch or consume-and-reply a crash cut short is finished
+            // before anything else reads the rings.
+            crate::shm_queue::recover(&mut w, &mut r)
+                .map_err(|why| FileError::corrupt(&sp, why))?;
             w.set_fast_path(cfg.shm_fast_path);
             w.set_hand_over(cfg.shm_hand_over);
             r.set_fast_path(cfg.shm_fast_path);

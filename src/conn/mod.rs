@@ -3,6 +3,7 @@
 //! are shown with compile_fail tests in `docs/soundness.md`.)
 #![forbid(unsafe_code)]
 
+mod batch;
 mod link;
 mod rx;
 mod tx;
@@ -10,6 +11,7 @@ mod tx;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
+pub use self::batch::{Batch, CommitError};
 pub(crate) use self::link::{LinkState, TcpLink};
 pub(crate) use self::rx::RxTransport;
 pub use self::rx::{ConnRx, Received};
@@ -100,9 +102,14 @@ const _: () = {
 
 impl Connection {
     pub(crate) fn new(local: Name) -> Self {
+        // A number per connection, shared by its two halves: a commit
+        // that consumes a message checks that it is this connection's.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        // Relaxed: a unique number, nothing is published with it.
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Connection {
-            rx: ConnRx::none(),
-            tx: ConnTx::new(local),
+            rx: ConnRx::none(id),
+            tx: ConnTx::new(local, id),
             guard: None,
             sessions: 0,
             resent: 0,
@@ -122,6 +129,11 @@ impl Connection {
     #[inline]
     pub fn alloc(&mut self, msg_type: u16, len: usize) -> Result<Alloc<'_>, AllocError> {
         self.tx.alloc(msg_type, len)
+    }
+
+    /// See [`ConnTx::batch`].
+    pub fn batch(&mut self) -> Batch<'_> {
+        self.tx.batch()
     }
 
     /// See [`ConnRx::front`].

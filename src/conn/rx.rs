@@ -31,6 +31,9 @@ pub struct ConnRx {
     /// Messages and payload bytes popped, ever (statistics).
     pub(crate) pops_total: u64,
     pub(crate) bytes: u64,
+    /// The connection this half belongs to (`Connection::new`'s number,
+    /// shared with its send half).
+    pub(crate) conn: u64,
 }
 
 /// A received message, borrowed from the receive buffer or the shared
@@ -58,7 +61,7 @@ pub struct Received<'a> {
 // Two words, returned in registers (see `Received`).
 const _: () = assert!(std::mem::size_of::<Option<Received<'static>>>() == 16);
 
-impl Received<'_> {
+impl<'a> Received<'a> {
     /// The message type (1..=65535).
     #[inline]
     pub fn msg_type(&self) -> u16 {
@@ -96,16 +99,24 @@ impl Received<'_> {
         self.rx.bytes += self.len() as u64;
         self.rx.pop_current();
     }
+
+    /// The receive half the message is in, and its payload length: for a
+    /// commit that consumes it (`Batch::commit_consuming`).
+    pub(crate) fn into_rx(self) -> (&'a mut ConnRx, usize) {
+        let len = self.len();
+        (self.rx, len)
+    }
 }
 
 impl ConnRx {
-    pub(crate) fn none() -> Self {
+    pub(crate) fn none(conn: u64) -> Self {
         ConnRx {
             t: RxTransport::None,
             pops: 0,
             fault: None,
             pops_total: 0,
             bytes: 0,
+            conn,
         }
     }
 
@@ -129,6 +140,13 @@ impl ConnRx {
             rx: self,
             word: u32::from(msg_type) << 16 | u32::from(len),
         })
+    }
+
+    /// Counts a message consumed by a commit (the transport did the rest).
+    pub(crate) fn count_pop(&mut self, len: usize) {
+        self.bytes += len as u64;
+        self.pops += 1;
+        self.pops_total += 1;
     }
 
     #[inline(always)]

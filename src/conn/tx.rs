@@ -29,6 +29,15 @@ pub enum AllocError {
     ReservedType,
     /// The connection has no queue yet (a client before its first login).
     NotOpen,
+    /// A [`Batch`](super::Batch) larger than the send queue: it can never
+    /// be committed.
+    BatchTooLarge {
+        /// Bytes the batch takes in the queue so far, headers and padding
+        /// included.
+        bytes: usize,
+        /// The most a batch can take in this connection's queue.
+        capacity: usize,
+    },
 }
 
 impl fmt::Display for AllocError {
@@ -40,6 +49,10 @@ impl fmt::Display for AllocError {
             AllocError::Full => f.write_str("send queue full"),
             AllocError::ReservedType => f.write_str("msg_type 0 is reserved for heartbeats"),
             AllocError::NotOpen => f.write_str("connection has no queue yet"),
+            AllocError::BatchTooLarge { bytes, capacity } => write!(
+                f,
+                "batch of {bytes} bytes exceeds the send queue's {capacity}"
+            ),
         }
     }
 }
@@ -75,6 +88,8 @@ pub struct ConnTx {
     pub(crate) sent: (u64, u64),
     /// Payload bytes of the message allocated and not yet pushed.
     pending_len: usize,
+    /// The connection this half belongs to (see `ConnRx::conn`).
+    pub(crate) conn: u64,
 }
 
 /// A message being written in the send queue. [`push`](Alloc::push)
@@ -135,8 +150,9 @@ impl Alloc<'_> {
 }
 
 impl ConnTx {
-    pub(crate) fn new(local: Name) -> Self {
+    pub(crate) fn new(local: Name, conn: u64) -> Self {
         ConnTx {
+            conn,
             local,
             remote: None,
             t: TxTransport::None,
@@ -203,19 +219,31 @@ impl ConnTx {
     /// `push` over TCP (out of line: see `alloc`).
     #[inline(never)]
     fn push_tcp(&mut self, send_now: bool) {
-        match &mut self.t {
-            TxTransport::Tcp { queue, link } => {
-                let Some(stamped) = queue.push() else { return };
-                if let Some(l) = link {
-                    l.session.handle_ack_stamped(stamped);
-                    if send_now && self.state.closed().is_none() {
-                        if let Err(c) = l.flush(Some(queue)) {
-                            self.state.close(c);
-                        }
-                    }
-                }
+        if let TxTransport::Tcp { queue, .. } = &mut self.t {
+            if let Some(stamped) = queue.push() {
+                self.sent_tcp(Some(stamped), send_now);
             }
-            TxTransport::Shm(_) | TxTransport::None => {}
+        }
+    }
+
+    /// Over TCP, after messages stamped with the ack `stamped` (the first
+    /// of them) were published: the session learns that the peer will
+    /// know the ack; with `send_now`, they are sent if connected.
+    pub(crate) fn sent_tcp(&mut self, stamped: Option<u32>, send_now: bool) {
+        let TxTransport::Tcp {
+            queue,
+            link: Some(l),
+        } = &mut self.t
+        else {
+            return;
+        };
+        if let Some(a) = stamped {
+            l.session.handle_ack_stamped(a);
+        }
+        if send_now && self.state.closed().is_none() {
+            if let Err(c) = l.flush(Some(queue)) {
+                self.state.close(c);
+            }
         }
     }
 

@@ -29,9 +29,9 @@
 //! | 12 | 4 | capacity in 8-byte blocks |
 //! | 16 | 4 | selector: which state slot (0 or 1) is current |
 //! | 20 | 4 | local ack: messages consumed from the peer |
-//! | 24 | 4 | compaction progress in blocks (see below) |
+//! | 24 | 4 | compaction progress in blocks, or the intent's local ack (see below) |
 //! | 28 | 4 | pair tag: the low half of `pair_files::pair_tag` of the file's pair (0: not yet claimed) |
-//! | 32 | 16 | state slot 0: write index, read index, sequence number at the read index, compaction flag |
+//! | 32 | 16 | state slot 0: write index, read index, sequence number at the read index, journal flag (0 none, 1 compacting, 2 consume intent) |
 //! | 48 | 16 | state slot 1 |
 //! | 64 | capacity × 8 | messages, each a wire header + payload padded to 8 bytes |
 //!
@@ -51,6 +51,10 @@
 //! it is copied in chunks no larger than the gap it closes, recording
 //! progress after each, so a copy interrupted by a crash is finished on
 //! the next open without reading bytes it has already overwritten.
+//!
+//! A batch ([`batch`]) is written after the write index and published by
+//! one selector store; a consume-and-reply also moves the local ack, through
+//! an intent the next open rolls forward (see there).
 //!
 //! Power loss is not covered: the kernel writes the pages back when it
 //! chooses.
@@ -76,6 +80,11 @@ const SLOT_SIZE: usize = 16;
 /// Bytes before the message area.
 pub(crate) const FILE_HEADER_SIZE: usize = 64;
 const BLK: usize = 8;
+/// The slot's journal flag: a compaction is under way.
+const COMPACTING: u32 = 1;
+/// The slot's journal flag: a consume-and-reply committed; the local ack
+/// must become the word at [`OFF_PROGRESS`] (see [`batch`]).
+const INTENT: u32 = 2;
 
 /// The 32 bits of a pair tag a queue file keeps (never 0).
 pub(crate) fn pair_tag32(tag: u64) -> u32 {
@@ -205,6 +214,8 @@ pub(crate) struct PtcpQueue<R: Region = Mapping> {
     send_off: usize,
     /// The message allocated but not yet pushed.
     pending: Option<Pending>,
+    /// The batch being written after the write index, if any.
+    batch: Option<batch::Tentative>,
 }
 
 /// The local ack of a queue file: messages this side consumed from the
@@ -312,13 +323,19 @@ impl<R: Region> PtcpQueue<R> {
             seq_end: st.read_seq,
             send_off: 0,
             pending: None,
+            batch: None,
         };
-        if st.compacting != 0 {
-            let progress = q.mem.get(OFF_PROGRESS);
-            if st.compacting != 1 || st.read == 0 || progress > st.write - st.read {
-                return Err("interrupted compaction has an impossible state".into());
+        match st.compacting {
+            0 => {}
+            COMPACTING => {
+                let progress = q.mem.get(OFF_PROGRESS);
+                if st.read == 0 || progress > st.write - st.read {
+                    return Err("interrupted compaction has an impossible state".into());
+                }
+                q.compact_from(progress);
             }
-            q.compact_from(progress);
+            INTENT => q.roll_forward()?,
+            f => return Err(format!("journal flag {f} is not 0, 1 or 2")),
         }
         let (_, end) = q.check()?;
         q.seq_end = end;
@@ -388,16 +405,23 @@ impl<R: Region> PtcpQueue<R> {
     fn commit(&mut self, st: State) {
         let next = self.sel ^ 1;
         let so = OFF_SLOTS + next as usize * SLOT_SIZE;
+        // (The crash points: the kill -9 tests stop a process after each
+        // store; nothing outside the unit tests.)
         self.mem.set(so, st.write);
+        crate::failpoint::hit();
         self.mem.set(so + 4, st.read);
+        crate::failpoint::hit();
         self.mem.set(so + 8, st.read_seq);
+        crate::failpoint::hit();
         self.mem.set(so + 12, st.compacting);
+        crate::failpoint::hit();
         // The slot (and any message bytes written before) must be in memory
         // before the selector names it, and nothing written after may move
         // before it: a kill between two stores sees them in program order.
         compiler_fence(Ordering::SeqCst);
         self.mem.set(OFF_SELECTOR, next);
         compiler_fence(Ordering::SeqCst);
+        crate::failpoint::hit();
         self.sel = next;
         self.st = st;
     }
@@ -429,7 +453,7 @@ impl<R: Region> PtcpQueue<R> {
             if blks > self.blk_cnt - self.st.write + self.st.read {
                 return None;
             }
-            self.compact();
+            self.compact(0);
         }
         self.pending = Some(Pending { blks, size });
         let off = self.st.write as usize * BLK;
@@ -471,18 +495,26 @@ impl<R: Region> PtcpQueue<R> {
         Some(ack)
     }
 
-    /// Moves the unacknowledged messages to the front of the area.
-    fn compact(&mut self) {
+    /// Moves the unacknowledged messages to the front of the area (and
+    /// `extra` blocks after the write index with them: a batch being
+    /// written, which is not in the queue yet, so no crash can need it).
+    fn compact(&mut self, extra: u32) {
         if self.st.read == 0 {
             return;
         }
+        let (read, write) = (self.st.read, self.st.write);
         self.mem.set(OFF_PROGRESS, 0);
         compiler_fence(Ordering::SeqCst);
         self.commit(State {
-            compacting: 1,
+            compacting: COMPACTING,
             ..self.st
         });
         self.compact_from(0);
+        let from = write as usize * BLK;
+        self.data_mut().copy_within(
+            from..from + extra as usize * BLK,
+            (write - read) as usize * BLK,
+        );
     }
 
     /// Copies the live blocks `[read + done, write)` to `[done, ..)` in
@@ -626,6 +658,7 @@ impl<R: Region> PtcpQueue<R> {
     pub(crate) fn reset(&mut self, ack: &mut AckCounter<R>) {
         assert!(self.mem.same(&ack.mem), "the AckCounter of another queue");
         self.pending = None;
+        self.batch = None;
         self.commit(State::default());
         self.seq_end = 0;
         self.send_off = 0;
@@ -642,6 +675,7 @@ impl<R: Region> PtcpQueue<R> {
     pub(crate) fn restart_at(&mut self, ack: &mut AckCounter<R>, seq: u32, local_ack: u32) {
         assert!(self.mem.same(&ack.mem), "the AckCounter of another queue");
         self.pending = None;
+        self.batch = None;
         self.commit(State {
             read_seq: seq,
             ..State::default()
@@ -720,6 +754,9 @@ impl PtcpQueue<Mapping> {
     }
 }
 
+mod batch;
+#[cfg(test)]
+mod batch_kill;
 #[cfg(test)]
 mod kill;
 #[cfg(test)]

@@ -28,11 +28,14 @@
 //! hostile peer) is reported as [`Corrupt`], never read or written out of
 //! bounds.
 
+mod intent;
 mod ring;
 mod wake_words;
 
-/// The atomics `ring` uses (loom's in the loom test).
+/// The atomics `ring` uses (loom's in the loom test), and its crash
+/// points (`crate::failpoint`; none in the loom test).
 pub(crate) mod sync {
+    pub(crate) use crate::failpoint::hit as crash_point;
     pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 }
 
@@ -41,6 +44,10 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
+pub(crate) use self::intent::recover;
+use self::intent::OFF_INTENT;
+#[cfg(any(test, fuzzing))]
+use self::intent::{OFF_INTENT_IN, OFF_INTENT_OUT};
 use self::ring::QueueMemory;
 pub(crate) use self::ring::{Corrupt, BLOCK};
 use self::wake_words::OFF_WAKE_FLAG;
@@ -80,7 +87,7 @@ pub(crate) const TRAILER: usize = 256;
 #[cfg(any(test, fuzzing))]
 /// The trailer words and their sizes (4 or 8 bytes), as offsets after the
 /// blocks: what a peer can write besides the blocks.
-pub(crate) const TRAILER_WORDS: [(usize, usize); 12] = [
+pub(crate) const TRAILER_WORDS: [(usize, usize); 15] = [
     (OFF_WRITE, 4),
     (OFF_CACHE, 4),
     (OFF_ANNOUNCE, 8),
@@ -89,6 +96,9 @@ pub(crate) const TRAILER_WORDS: [(usize, usize); 12] = [
     (OFF_PAIR, 8),
     (OFF_BELL_ACK, 8),
     (OFF_WAKE_ACK, 8),
+    (OFF_INTENT, 8),
+    (OFF_INTENT_OUT, 8),
+    (OFF_INTENT_IN, 8),
     (OFF_READ, 4),
     (OFF_READ_RECORD, 8),
     (OFF_BELL_ANNOUNCE, 8),
@@ -194,7 +204,8 @@ impl<R: Region> RegionMemory<R> {
 
     fn word64(&self, off: usize) -> &AtomicU64 {
         // SAFETY: off is OFF_ANNOUNCE, OFF_WRITE_RECORD, OFF_READ_RECORD,
-        // OFF_BELL_ACK, OFF_BELL_ANNOUNCE, OFF_PAIR or one of the OFF_WAKE_*,
+        // OFF_BELL_ACK, OFF_BELL_ANNOUNCE, OFF_PAIR or one of the OFF_WAKE_*
+        // or OFF_INTENT*,
         // so the word lies in the trailer (capacity + off + 8 <= size),
         // 8-aligned because the base is 64-aligned; otherwise as in `word`.
         unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(self.capacity + off).cast()) }
@@ -458,6 +469,11 @@ impl<R: Region> ShmWriter<R> {
     /// `reload` sees the empty queue).
     pub(crate) fn reset(&mut self) {
         ring::reset(self.w.memory());
+        // Relaxed: as the indices `ring::reset` stores.
+        self.w
+            .memory()
+            .word64(OFF_INTENT)
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         self.w.reload();
     }
 
@@ -469,7 +485,6 @@ impl<R: Region> ShmWriter<R> {
         self.w.lone_markers()
     }
 
-    #[cfg(any(test, fuzzing))]
     /// Capacity in bytes.
     pub(crate) fn capacity(&self) -> usize {
         self.w.memory().capacity

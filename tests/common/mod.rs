@@ -73,6 +73,8 @@ pub struct EchoServer {
     pub paused: bool,
     /// Echo with `push_more` (sent with the end of the poll).
     pub batch: bool,
+    /// Echo with a consume-and-reply (`Batch::commit_consuming`).
+    pub atomic: bool,
     /// Next sequence number expected per client: every message arrives
     /// exactly once, in order.
     pub next_seq: std::collections::HashMap<String, u64>,
@@ -103,6 +105,25 @@ impl GroupHandler for EchoServer {
             return;
         }
         let who = tx.remote_name().unwrap().to_string();
+        if self.atomic {
+            let p = msg.payload();
+            let seq = u64::from_le_bytes(p[..8].try_into().unwrap());
+            let mut b = tx.batch();
+            match b.alloc(msg.msg_type(), p.len()) {
+                Ok(r) => r.copy_from_slice(p),
+                Err(_) => return, // full: redelivered on the next poll
+            }
+            if b.commit_consuming(msg).is_ok() {
+                let next = self.next_seq.entry(who).or_default();
+                assert_eq!(
+                    seq, *next,
+                    "server got a message out of order, twice or not at all"
+                );
+                *next += 1;
+                self.echoed += 1;
+            }
+            return;
+        }
         let mut rsp = match tx.alloc(msg.msg_type(), msg.payload().len()) {
             Ok(r) => r,
             Err(_) => return, // full: redelivered on the next poll

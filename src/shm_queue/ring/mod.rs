@@ -39,7 +39,7 @@
 mod reader;
 mod writer;
 
-use super::sync::{AtomicU32, AtomicU64, Ordering};
+use super::sync::{crash_point, AtomicU32, AtomicU64, Ordering};
 
 pub(crate) use self::reader::Reader;
 pub(crate) use self::writer::Writer;

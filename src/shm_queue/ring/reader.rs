@@ -129,10 +129,34 @@ impl<M: QueueMemory> Reader<M> {
         self.read_idx = idx;
         self.popped = self.popped.wrapping_add(delta) & 0x7fff_ffff;
         Record::store(self.mem.read_record(), idx, self.popped, delta);
+        crash_point();
         // SYNC POINT block-released: Release so our reads of the blocks
         // before `idx` happen before the writer may reuse them; pairs with
         // the Acquire load of read_idx in Writer::reload_read.
         self.mem.read_idx().store(idx, Ordering::Release);
+        crash_point();
+    }
+
+    /// Where consuming the message the last `front` returned takes the
+    /// ring: `read_idx` and the message count after it; `None` without
+    /// one.
+    pub(crate) fn pop_target(&self) -> Option<(u32, u32)> {
+        let c = self.cur?;
+        Some((c.end, self.popped.wrapping_add(1) & 0x7fff_ffff))
+    }
+
+    /// After a crash: a consumption committed up to `idx` with the count
+    /// `count` (the caller's record of it, validated by the caller) is
+    /// published: the commit record, then `read_idx`. Then takes the
+    /// indices up again ([`reload`](Self::reload)).
+    pub(crate) fn roll_forward(&mut self, idx: u32, count: u32) {
+        Record::store(self.mem.read_record(), idx, count, 1);
+        crash_point();
+        // SYNC POINT block-released, as in `release` (this side read the
+        // blocks before it crashed).
+        self.mem.read_idx().store(idx, Ordering::Release);
+        crash_point();
+        self.reload();
     }
 
     /// Caught up on v1: takes the fast path if the writer of this session

@@ -4,6 +4,8 @@
 
 use super::*;
 
+mod batch;
+
 /// The message allocated and not yet pushed: our own copy of where it is,
 /// never read back from the ring.
 #[derive(Clone, Copy, Debug)]
@@ -68,6 +70,8 @@ pub(crate) struct Writer<M> {
     /// Something was published since the last `settle`: a held batch or
     /// blocks to hand over may be waiting (a held batch implies it).
     unsettled: bool,
+    /// The batch being written after write_idx, if any (`batch`).
+    batch: Option<batch::Batch>,
 }
 
 impl<M: QueueMemory> Writer<M> {
@@ -91,6 +95,7 @@ impl<M: QueueMemory> Writer<M> {
             handover: (0, 0),
             handover_max: HANDOVER_MAX,
             unsettled: false,
+            batch: None,
         };
         w.reload();
         w
@@ -139,6 +144,7 @@ impl<M: QueueMemory> Writer<M> {
         self.write_idx = write;
         self.read_cache = read;
         self.pending = None;
+        self.batch = None;
         self.stamping = false;
         self.cleared_to = write;
         self.handover = (0, 0);

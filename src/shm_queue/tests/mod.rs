@@ -3,6 +3,8 @@
 //! two threads streaming (`stress`), objects in /dev/shm (`files`), and
 //! ends closed and opened again with messages in flight (`restarts`).
 
+mod batch;
+mod batch_kill;
 mod files;
 mod hostile;
 mod props;

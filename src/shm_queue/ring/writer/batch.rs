@@ -1,0 +1,195 @@
+//! Batches: messages written after `write_idx` and published together.
+//!
+//! Until the batch is published nothing of it can be read:
+//! - a v1 reader (a C++ peer) reads up to `write_idx`, which has not moved;
+//! - a fast-path reader waits on the stamp at the batch's first stop (its
+//!   first message, or the wrap marker before it), which holds the held
+//!   form of its header (`HELD`): size and type, so a v1 reader can read
+//!   it once `write_idx` passes it, but a stamp no reader waits on.
+//!
+//! The other headers are stamped as the messages are allocated (Relaxed);
+//! publishing stores the first stop's stamped header with Release, then
+//! `write_idx`: a fast-path reader that loads that header with Acquire sees
+//! every store of the batch before it (SYNC POINT batch-stamped).
+//!
+//! Crash-exact counts and what a dead writer's batch becomes are the
+//! caller's (`shm_queue::intent`): this module publishes, and rolls a
+//! committed publication forward.
+
+use super::*;
+
+/// A batch being written: our own record of it, never read back.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Batch {
+    /// `write_idx` when it began: its first stop.
+    start: u32,
+    /// One past its last block.
+    end: u32,
+    /// Messages in it.
+    n: u32,
+    /// The stamped header word of its first stop, once written.
+    first: Option<u64>,
+    /// The last message: its first slot, blocks, payload offset and
+    /// length.
+    last: Option<(u32, u32, usize, usize)>,
+}
+
+impl<M: QueueMemory> Writer<M> {
+    /// Starts a batch (dropping one not published, and the pending
+    /// `alloc`). A batch `push_more` holds goes first.
+    pub(crate) fn batch_begin(&mut self) {
+        self.release();
+        self.pending = None;
+        if self.fast && !self.stamping {
+            self.announce();
+        }
+        if self.stamping && (self.cleared_to.wrapping_sub(self.write_idx) as i32) > 1 {
+            // Payloads written after write_idx cover headers cleared ahead:
+            // from here on the end of each publication is cleared again.
+            self.cleared_to = self.write_idx.wrapping_add(1);
+        }
+        self.batch = Some(Batch {
+            start: self.write_idx,
+            end: self.write_idx,
+            n: 0,
+            first: None,
+            last: None,
+        });
+    }
+
+    /// Stores the header `word` at index `at` of the batch `b`: its first
+    /// stop holds the held form (see the module), the others their
+    /// stamped word.
+    fn batch_stop(&mut self, b: &mut Batch, at: u32, word: u64) {
+        let slot = at & self.mask;
+        // Relaxed: nothing reads past the first stop before the Release
+        // store of its stamped word in `batch_publish` (SYNC POINT
+        // batch-stamped); a v1 reader reads these only once write_idx,
+        // stored after that with Release, passes them.
+        if at == b.start {
+            b.first = Some(word);
+            let held = word ^ (u64::from(HELD) << 32);
+            self.mem.header(slot).store(held, Ordering::Relaxed);
+        } else {
+            self.mem.header(slot).store(word, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a message to the batch and returns its payload to fill. `None`
+    /// without a batch, or when the message does not fit after the batch
+    /// (the batch is unchanged).
+    pub(crate) fn batch_alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
+        let mut b = self.batch?;
+        let size = HDR + payload_len;
+        if size > u16::MAX as usize {
+            return None;
+        }
+        let blks = size.div_ceil(BLOCK) as u32;
+        if blks > self.blk_cnt - self.stamping as u32 {
+            return None;
+        }
+        let slot = b.end & self.mask;
+        let to_end = self.blk_cnt - slot;
+        let rewind = blks > to_end;
+        let start = if rewind {
+            b.end.wrapping_add(to_end)
+        } else {
+            b.end
+        };
+        if !self.fits(start.wrapping_add(blks)) {
+            return None;
+        }
+        if rewind {
+            let at = b.end;
+            let marker = header_word(0, 0, self.stamp(slot, at));
+            self.batch_stop(&mut b, at, marker);
+        }
+        let first = start & self.mask;
+        let word = header_word(size as u16, msg_type, self.stamp(first, start));
+        self.batch_stop(&mut b, start, word);
+        let off = first as usize * BLOCK + HDR;
+        b.end = start.wrapping_add(blks);
+        b.n += 1;
+        b.last = Some((first, blks, off, payload_len));
+        self.batch = Some(b);
+        self.mem.track_write(off, payload_len);
+        self.batch_payload()
+    }
+
+    /// The payload of the batch's last message.
+    pub(crate) fn batch_payload(&mut self) -> Option<&mut [u8]> {
+        let (_, _, off, len) = self.batch?.last?;
+        // SAFETY: `(off, len)` is our own record of the last allocation of
+        // the batch, inside the blocks (batch_alloc checked that it ends
+        // before the end of the ring); the blocks are free and unpublished
+        // (after write_idx, checked against read_idx), so the reader does
+        // not touch them until batch_publish, and `&mut self` makes the
+        // slice the only one this writer gives out.
+        Some(unsafe { std::slice::from_raw_parts_mut(self.mem.blocks().add(off), len) })
+    }
+
+    /// Messages in the batch.
+    pub(crate) fn batch_len(&self) -> u32 {
+        self.batch.map_or(0, |b| b.n)
+    }
+
+    /// Where publishing the batch takes the ring: `write_idx` and the
+    /// message count after it; `None` for no batch or an empty one.
+    pub(crate) fn batch_target(&self) -> Option<(u32, u32)> {
+        let b = self.batch.filter(|b| b.n > 0)?;
+        Some((b.end, self.pushed.wrapping_add(b.n) & 0x7fff_ffff))
+    }
+
+    /// Publishes the batch: the commit record, the first stop's stamp,
+    /// `write_idx`. Returns the messages published.
+    pub(crate) fn batch_publish(&mut self) -> u32 {
+        let Some(b) = self.batch.take().filter(|b| b.n > 0) else {
+            return 0;
+        };
+        for &(_, _, off, len) in b.last.iter() {
+            self.mem.track_write(off, len);
+        }
+        if self.stamping {
+            self.ensure_cleared(b.end);
+        }
+        self.pushed = self.pushed.wrapping_add(b.n) & 0x7fff_ffff;
+        Record::store(self.mem.write_record(), b.end, self.pushed, 1);
+        crash_point();
+        if let Some(word) = b.first {
+            // SYNC POINT batch-stamped: Release so every header and payload
+            // of the batch, stored before, is visible to a reader that
+            // loads this header with Acquire (Reader::front_fast), and
+            // from it reads on through the batch.
+            self.mem
+                .header(b.start & self.mask)
+                .store(word, Ordering::Release);
+        }
+        crash_point();
+        self.write_idx = b.end;
+        if let Some((first, blks, _, _)) = b.last {
+            self.handover = (first, blks.min(self.handover_max));
+        }
+        self.unsettled = true;
+        // SYNC POINT msg-published, as in `publish`.
+        self.mem.write_idx().store(b.end, Ordering::Release);
+        crash_point();
+        if self.stamping {
+            self.clear_ahead(b.end);
+        }
+        b.n
+    }
+
+    /// After a crash: a batch committed to publishing up to `end` with the
+    /// count `count` (the caller's record of it, validated by the caller)
+    /// is published, as far as a v1 reader sees: the commit record, then
+    /// `write_idx`. The stamps do not matter: a reader starts each session
+    /// on v1. Then takes the indices up again.
+    pub(crate) fn roll_forward(&mut self, end: u32, count: u32) {
+        Record::store(self.mem.write_record(), end, count, 1);
+        crash_point();
+        // Release: as in `publish` (a reader of this session may be on v1).
+        self.mem.write_idx().store(end, Ordering::Release);
+        crash_point();
+        self.reload();
+    }
+}

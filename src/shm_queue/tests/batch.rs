@@ -1,0 +1,194 @@
+//! Batches on the ring in one process (Miri runs these): a batch is read
+//! whole or not at all, from two threads, on the fast path and on v1; a
+//! batch dropped before its commit leaves nothing a reader could take for
+//! a message; the intent record's words are checked before use.
+
+use super::pair;
+use crate::shm_queue::{heap_queue, recover};
+
+/// Payload of message `idx` of batch `id` of `size` messages: the three
+/// numbers, then bytes derived from them.
+fn fill(p: &mut [u8], id: u32, idx: u32, size: u32) {
+    for (k, b) in p.iter_mut().enumerate() {
+        *b = (id as usize * 7 + idx as usize + k) as u8;
+    }
+    if p.len() >= 12 {
+        p[..4].copy_from_slice(&id.to_le_bytes());
+        p[4..8].copy_from_slice(&idx.to_le_bytes());
+        p[8..12].copy_from_slice(&size.to_le_bytes());
+    }
+}
+
+fn len_of(id: u32, idx: u32) -> usize {
+    12 + (id as usize * 53 + idx as usize * 29) % 180
+}
+
+fn size_of(id: u32) -> u32 {
+    1 + (id * 5 + id / 3) % 6
+}
+
+/// SYNC POINT batch-stamped, with the writer on another thread: once a
+/// reader has the first message of a batch, the others are there at once
+/// (no `front` in between finds nothing), every byte as written.
+fn two_threads(fast: bool) {
+    let batches: u32 = if cfg!(miri) { 40 } else { 20_000 };
+    // 64 blocks: the largest batch (6 messages of up to 4 blocks) fits
+    // with the wrap marker's waste and the fast path's free block.
+    let (mut w, mut r) = pair(4096);
+    w.set_fast_path(fast);
+    r.set_fast_path(fast);
+    let t = std::thread::spawn(move || {
+        for id in 0..batches {
+            loop {
+                w.batch_begin();
+                let size = size_of(id);
+                let fits = (0..size).all(|idx| match w.batch_alloc(1, len_of(id, idx)) {
+                    Some(p) => {
+                        fill(p, id, idx, size);
+                        true
+                    }
+                    None => false,
+                });
+                if fits {
+                    assert_eq!(w.batch_commit(None), Some(size));
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    for id in 0..batches {
+        for idx in 0..size_of(id) {
+            loop {
+                if let Some((_, p)) = r.front().unwrap() {
+                    let mut want = vec![0; len_of(id, idx)];
+                    fill(&mut want, id, idx, size_of(id));
+                    assert!(p == &want[..], "batch {id} message {idx}");
+                    r.pop();
+                    break;
+                }
+                assert!(idx == 0, "batch {id} seen without its message {idx}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "writer stuck at batch {id}"
+                );
+                std::thread::yield_now();
+            }
+        }
+    }
+    t.join().unwrap();
+    assert!(r.front().unwrap().is_none());
+}
+
+#[test]
+fn a_batch_is_read_whole_fast_path() {
+    two_threads(true);
+}
+
+#[test]
+fn a_batch_is_read_whole_v1() {
+    two_threads(false);
+}
+
+/// A batch dropped before its commit: its payloads, made of words that
+/// look like stamped headers for the indices a reader stops at next, must
+/// not be taken for messages; the next publication is read alone.
+#[test]
+fn a_dropped_batch_leaves_nothing_to_read() {
+    let (mut w, mut r) = pair(1024);
+    for round in 0..40u32 {
+        assert!(r.front().unwrap().is_none());
+        w.batch_begin();
+        let at = round * 20;
+        for _ in 0..3 {
+            if let Some(p) = w.batch_alloc(9, 300) {
+                for (k, c) in p.chunks_mut(8).enumerate() {
+                    let stamp = at.wrapping_add(k as u32 % 16);
+                    let v = 64u64 | 7 << 16 | u64::from(stamp) << 32;
+                    c.copy_from_slice(&v.to_le_bytes()[..c.len()]);
+                }
+            }
+        }
+        // Dropped: a single message instead, and a batch of one.
+        w.alloc(3, 4).unwrap().copy_from_slice(&round.to_le_bytes());
+        w.push();
+        w.batch_begin();
+        w.batch_alloc(4, 4)
+            .unwrap()
+            .copy_from_slice(&round.to_le_bytes());
+        assert_eq!(w.batch_commit(None), Some(1));
+        for t in [3, 4] {
+            let (got, p) = r.front().unwrap().expect("the message");
+            assert_eq!((got, p), (t, &round.to_le_bytes()[..]));
+            r.pop();
+        }
+        assert!(r.front().unwrap().is_none(), "round {round}: a phantom");
+    }
+}
+
+/// A consume-and-reply: the request is consumed and the replies are
+/// there, with the counts of both rings; an empty batch just consumes.
+#[test]
+fn commit_consuming_moves_both_rings() {
+    let (mut peer, mut r) = pair(1024);
+    let (mut w, mut out) = heap_queue(1024).unwrap();
+    for i in 0..3u8 {
+        peer.alloc(1, 8).unwrap().fill(i);
+        peer.push();
+    }
+    assert_eq!(r.front().unwrap().unwrap().1, &[0; 8]);
+    w.batch_begin();
+    for k in 0..2u8 {
+        w.batch_alloc(2, 5).unwrap().fill(k);
+    }
+    assert_eq!(w.batch_commit(Some(&mut r)), Some(2));
+    assert_eq!((w.pushed(), r.popped()), (2, 1));
+    assert_eq!(r.front().unwrap().unwrap().1, &[1; 8]);
+    w.batch_begin();
+    assert_eq!(w.batch_commit(Some(&mut r)), Some(0));
+    assert_eq!((w.pushed(), r.popped()), (2, 2));
+    // No current message: nothing happens.
+    w.batch_begin();
+    w.batch_alloc(2, 5).unwrap();
+    assert_eq!(w.batch_commit(Some(&mut r)), None);
+    assert_eq!((w.pushed(), r.popped()), (2, 2));
+    for k in 0..2u8 {
+        assert_eq!(out.front().unwrap().unwrap(), (2, &[k; 5][..]));
+        out.pop();
+    }
+    assert!(out.front().unwrap().is_none());
+    // Nothing to recover after a commit that ran to its end.
+    assert_eq!(recover(&mut w, &mut r), Ok(false));
+}
+
+/// Hostile intent records: a word that does not check, or targets beyond
+/// the rings' indices, are refused and change nothing.
+#[test]
+fn hostile_intent_records_are_refused() {
+    use crate::shm_queue::intent::{commit_word, OFF_INTENT, OFF_INTENT_IN, OFF_INTENT_OUT};
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mut w, _out) = heap_queue(1024).unwrap();
+    let (_peer, mut r) = heap_queue(1024).unwrap();
+    for (word, o, i) in [
+        (0x696e_0000_1234_5678u64, 0, 0),
+        (u64::MAX, 5, 5),
+        (1, 0, 0),
+    ] {
+        let m = w.memory();
+        m.word64(OFF_INTENT_OUT).store(o, Relaxed);
+        m.word64(OFF_INTENT_IN).store(i, Relaxed);
+        m.word64(OFF_INTENT).store(word, Relaxed);
+        assert!(recover(&mut w, &mut r).is_err(), "{word:#x}");
+    }
+    // A record that checks, with a write index far beyond the ring.
+    let out = 1_000u64 | 4 << 32;
+    let m = w.memory();
+    m.word64(OFF_INTENT_OUT).store(out, Relaxed);
+    m.word64(OFF_INTENT_IN).store(0, Relaxed);
+    m.word64(OFF_INTENT)
+        .store(commit_word(out, 0, false), Relaxed);
+    let e = recover(&mut w, &mut r).unwrap_err();
+    assert!(e.contains("write index 1000"), "{e}");
+    assert_eq!(w.pushed(), 0);
+}

@@ -1,0 +1,184 @@
+//! A batch and a consume-and-reply over shared memory, killed with
+//! kill -9 after every store of their commit (`crate::failpoint`), and
+//! their recovery (`shm_queue::recover`) killed after every store of its
+//! own: the rings then hold all of the batch or none, and the request is
+//! consumed exactly when the batch is there.
+
+use std::path::{Path, PathBuf};
+
+use crate::failpoint::{run_child, Ended};
+use crate::shm_queue::{recover, ShmReader, ShmWriter};
+use crate::sys::MapOptions;
+
+/// 64 blocks.
+const CAP: usize = 1 << 12;
+const DIR_ENV: &str = "TCPSHM_SHM_BATCH_KILL_DIR";
+const MODE_ENV: &str = "TCPSHM_SHM_BATCH_KILL_MODE";
+/// Messages of 3 blocks published and consumed before the batch: it starts
+/// at block 57 and its third message needs a wrap marker first.
+const BEFORE: u32 = 19;
+const BATCH: u32 = 3;
+const LEN: usize = 150;
+/// Requests waiting in the other ring.
+const REQUESTS: u8 = 2;
+
+fn opts() -> MapOptions {
+    MapOptions::default()
+}
+
+/// Our ring (we write it) and the peer's (we read it).
+fn paths(dir: &Path) -> (PathBuf, PathBuf) {
+    (dir.join("a_b.shm"), dir.join("b_a.shm"))
+}
+
+/// Our two ends, with a crash's commit finished, as a restarted process
+/// opens them.
+fn open(dir: &Path) -> (ShmWriter, ShmReader) {
+    let (out, inn) = paths(dir);
+    let mut w = ShmWriter::open_file(&out, CAP, opts(), 1).unwrap();
+    let mut r = ShmReader::open_file(&inn, CAP, opts(), 2).unwrap();
+    recover(&mut w, &mut r).unwrap();
+    w.reload();
+    r.reload();
+    (w, r)
+}
+
+fn prepare(dir: &Path) {
+    let (out, inn) = paths(dir);
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&inn);
+    let mut peer = ShmWriter::open_file(&inn, CAP, opts(), 2).unwrap();
+    for i in 0..REQUESTS {
+        peer.alloc(7, 20).unwrap().fill(i);
+        peer.push();
+    }
+    let mut w = ShmWriter::open_file(&out, CAP, opts(), 1).unwrap();
+    let mut reader = ShmReader::open_file(&out, CAP, opts(), 1).unwrap();
+    for i in 0..BEFORE {
+        w.alloc(1, LEN).unwrap().fill(i as u8);
+        w.push();
+        assert!(reader.front().unwrap().is_some());
+        reader.pop();
+    }
+}
+
+/// The child: opens the rings (recovering them), reads the first request,
+/// then with mode "consume" or "plain" commits a batch of `BATCH`
+/// messages, consuming the request with "consume"; with "recover" it only
+/// opens. Crash points count from the start (the recovery's included).
+#[test]
+#[ignore = "the child process of shm_batch_commit_is_all_or_nothing_at_every_point"]
+fn shm_batch_child() {
+    let dir = PathBuf::from(std::env::var(DIR_ENV).expect("spawned by the parent"));
+    let mode = std::env::var(MODE_ENV).unwrap();
+    crate::failpoint::arm();
+    let (mut w, mut r) = open(&dir);
+    if mode == "recover" {
+        return;
+    }
+    assert!(r.front().unwrap().is_some());
+    w.batch_begin();
+    for i in 0..BATCH {
+        w.batch_alloc(2, LEN).unwrap().fill(0xb0 + i as u8);
+    }
+    let consume = (mode == "consume").then_some(&mut r);
+    assert_eq!(w.batch_commit(consume), Some(BATCH));
+}
+
+/// What the rings hold after a reopen: requests consumed, and whether the
+/// batch is there (every byte checked). The counts agree with both.
+fn outcome(dir: &Path) -> (u32, bool) {
+    let (w, mut r) = open(dir);
+    let popped = r.popped();
+    let (want, _) = r.front().unwrap().expect("a request is left");
+    assert_eq!(want, 7);
+    let next = r.current().unwrap().1[0];
+    assert_eq!(
+        u32::from(next),
+        popped,
+        "the next request is the one after the consumed"
+    );
+    let mut reader = ShmReader::open_file(&paths(dir).0, CAP, opts(), 1).unwrap();
+    let mut got = 0u32;
+    while let Some((t, p)) = reader.front().unwrap() {
+        assert_eq!(
+            (t, p),
+            (2, &[0xb0 + got as u8; LEN][..]),
+            "batch message {got}"
+        );
+        reader.pop();
+        got += 1;
+    }
+    let whole = match got {
+        0 => false,
+        BATCH => true,
+        n => panic!("a partial batch: {n} of {BATCH} messages"),
+    };
+    assert_eq!(w.pushed(), BEFORE + got, "pushed count");
+    (popped, whole)
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "processes and files")]
+fn shm_batch_commit_is_all_or_nothing_at_every_point() {
+    let dir = std::env::temp_dir().join(format!("tcpshm-shm-batch-kill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("saved");
+    std::fs::create_dir_all(&saved).unwrap();
+    let (out, inn) = paths(&dir);
+    let save = |from: &Path, to: &Path| {
+        for f in ["a_b.shm", "b_a.shm"] {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    };
+    let run = |p: u32, m: &str| {
+        run_child(
+            "shm_queue::tests::batch_kill::shm_batch_child",
+            p,
+            &[(DIR_ENV, &dir), (MODE_ENV, Path::new(m))],
+        )
+    };
+    for mode in ["plain", "consume"] {
+        let (mut points, mut intents) = (0, 0);
+        for point in 1.. {
+            prepare(&dir);
+            let ended = run(point, mode);
+            save(&dir, &saved);
+            let (popped, whole) = outcome(&dir);
+            match mode {
+                "plain" => assert_eq!(popped, 0, "point {point}"),
+                _ => assert_eq!(
+                    popped == 1,
+                    whole,
+                    "point {point}: popped {popped}, batch {whole}"
+                ),
+            }
+            if ended == Ended::Finished {
+                assert!(whole, "a finished commit published its batch");
+                break;
+            }
+            points += 1;
+            for r in 1.. {
+                save(&saved, &dir);
+                let ended = run(r, "recover");
+                assert_eq!(
+                    outcome(&dir),
+                    (popped, whole),
+                    "point {point}, recovery point {r}"
+                );
+                if ended == Ended::Finished {
+                    intents += u32::from(r > 1);
+                    break;
+                }
+            }
+        }
+        assert!(points >= 6, "{mode}: only {points} crash points");
+        assert!(
+            intents > 0,
+            "{mode}: no crash left an intent to roll forward"
+        );
+    }
+    let _ = (out, inn);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
