@@ -1,26 +1,27 @@
 //! Exactly-once request/reply, across kill -9 of the server.
 //!
 //! A request is consumed by popping it and answered by pushing a reply;
-//! each is persisted at once, so a crash can fall between the two:
-//! - reply, then pop (as here): after a crash in between, the request is
-//!   delivered again although its reply exists;
+//! done one after the other, a crash can fall between the two:
+//! - reply, then pop: after a crash in between, the request is delivered
+//!   again although its reply exists;
 //! - pop, then reply: after a crash in between, the reply is lost.
 //!
-//! The pair's counters tell which case a redelivered request is in: each
-//! push and each pop counts, exactly, across any crash. A server that
-//! sends one reply per request, and nothing else on that connection, has
-//! pushed one reply more than it has popped requests exactly when the
-//! request in front of it was answered before a crash. It then pops it
-//! without answering twice.
+//! A [`Batch`](tcpshm::Batch) committed with
+//! [`commit_consuming`](tcpshm::Batch::commit_consuming) does both as one
+//! step: after a crash at any instruction, either the request is still
+//! unconsumed and no reply exists, or it is consumed and its reply is
+//! queued. The restarted server is handed exactly the requests it has not
+//! answered, with no bookkeeping of its own.
 //!
 //! ```text
 //! cargo run --example exactly_once
 //! ```
 //!
 //! runs the server as a child process, kills it with SIGKILL at random
-//! moments (the server waits a little between its push and its pop, so
-//! some kills land there), starts it again, and checks that every one of
-//! the client's requests gets exactly one reply, in order.
+//! moments (the server waits a little between writing its reply and
+//! committing it, so some kills land there), starts it again, and checks
+//! that every one of the client's requests gets exactly one reply, in
+//! order.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -42,23 +43,18 @@ impl ControlHandler for Replier {
 
 impl GroupHandler for Replier {
     fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
-        // Answered before a crash that came before the pop: consume it.
-        // (Counters are mod 2^31.)
-        if tx.messages_pushed() == msg.popped_before().wrapping_add(1) & 0x7fff_ffff {
-            println!("already answered {}", msg.popped_before());
-            msg.pop();
-            return;
-        }
-        let Ok(mut reply) = tx.alloc(1, 8) else {
+        let n = u64::from_le_bytes(msg.payload().try_into().unwrap());
+        let mut reply = tx.batch();
+        let Ok(p) = reply.alloc(1, 8) else {
             return; // no room yet: the request comes back at the next poll
         };
-        let n = u64::from_le_bytes(msg.payload().try_into().unwrap());
-        reply.payload_mut().copy_from_slice(&(2 * n).to_le_bytes());
-        reply.push();
-        // A window for the kills to land in, between the push and the pop.
+        p.copy_from_slice(&(2 * n).to_le_bytes());
+        // A window for the kills to land in, before the commit.
         let t = Instant::now();
         while t.elapsed() < Duration::from_micros(20) {}
-        msg.pop();
+        // The reply queued and the request consumed, as one step (not
+        // committed, the request comes back at the next poll).
+        let _ = reply.commit_consuming(msg);
     }
 }
 
@@ -109,13 +105,8 @@ struct ServerProcess {
     addr: String,
 }
 
-/// A count of the requests a server process found already answered.
-type Answered = std::sync::mpsc::Receiver<()>;
-
 impl ServerProcess {
-    fn start(
-        dir: &std::path::Path,
-    ) -> Result<(ServerProcess, Answered), Box<dyn std::error::Error>> {
+    fn start(dir: &std::path::Path) -> Result<ServerProcess, Box<dyn std::error::Error>> {
         let mut child = Command::new(std::env::current_exe()?)
             .arg("server")
             .arg(dir)
@@ -124,15 +115,7 @@ impl ServerProcess {
             .spawn()?;
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let addr = lines.next().ok_or("the server printed nothing")??;
-        let (tx, answered) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for l in lines.map_while(Result::ok) {
-                if l.starts_with("already answered") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        Ok((ServerProcess { child, addr }, answered))
+        Ok(ServerProcess { child, addr })
     }
 }
 
@@ -151,15 +134,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("tcpshm-exactly-once-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("shm"))?;
     let mut client: Client = Client::new("desk", dir.join("desk"), config(&dir))?;
-    let (requests, mut kills, mut answered) = (20_000u64, 0, Vec::new());
+    let (requests, mut kills) = (20_000u64, 0);
     let mut check = Check { next: 0 };
     let mut sent = 0u64;
     let mut rng = 0x2545_f491u32;
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(120);
     while check.next < requests {
-        let (server, a) = ServerProcess::start(&dir)?;
-        answered.push(a);
+        let server = ServerProcess::start(&dir)?;
         // Log in again; what was sent and not consumed is resent by itself.
         loop {
             match client.connect(Transport::Tcp, server.addr.as_str(), 0) {
@@ -194,11 +176,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    // Each process's output ends at its death: count what it said.
-    let skipped: usize = answered.iter().map(|a| a.iter().count()).sum();
     println!(
         "{requests} requests, each answered exactly once, in order, across {kills} kill -9 of the \
-         server; {skipped} requests were redelivered after their reply was pushed, and recognized"
+         server"
     );
     drop(client);
     std::fs::remove_dir_all(&dir)?;

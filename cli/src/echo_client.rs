@@ -3,6 +3,13 @@
 //! 17 or 50 integers), checks the echoes come back as the same rising
 //! sequence, and resumes exactly where it was after a crash.
 //!
+//! With `--batch N` the messages go in batches of 1 to N (a function of
+//! the batch's number), each committed as one step, and each payload
+//! starts with three little-endian u32s: the batch's number (from 0), the
+//! message's index in it, and the batch's size. A client that finds a
+//! partial batch in its queue (after a kill -9) or an echo out of its
+//! batch says so and fails.
+//!
 //! Resuming: the type of message k is a function of k, so the next integer
 //! to send (receive) follows from the number of messages pushed (popped),
 //! which the connection keeps exact across kill -9. The counter files
@@ -18,8 +25,8 @@ use hdrhistogram::Histogram;
 use tcpshm::{Client, ClientHandler, Close, Config, ConnTx, ConnectError, Received, Transport};
 
 use crate::util::{
-    catch_stop_signals, fmt_ns, ints_before, msg_type, now, stopping, CliError, CounterFile,
-    IdleArg, INTS,
+    batch_of, batch_size, catch_stop_signals, fmt_ns, ints_before, msg_type, now, stopping,
+    CliError, CounterFile, IdleArg, INTS,
 };
 
 #[derive(clap::Args, Debug)]
@@ -75,7 +82,21 @@ pub struct Args {
     /// idling in between: the latency of a quiet connection's message.
     #[arg(long, conflicts_with = "fast")]
     pub interval_us: Option<u64>,
+    /// Send batches of 1 to N messages (random, by the batch's number),
+    /// each committed atomically; each payload starts with the batch's
+    /// number, the message's index in it and the batch's size (three
+    /// little-endian u32s). Ping-pong waits for a whole batch's echoes.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub batch: Option<u32>,
+    /// TCP send queue size in bytes (a multiple of 8; default
+    /// `Config::tcp_queue_size`), and receive buffer to match: a batch
+    /// must fit in it. Use the same as the server's `--tcp-queue-size`.
+    #[arg(long)]
+    pub tcp_queue_size: Option<usize>,
 }
+
+/// Bytes of the batch prefix (`--batch`).
+const BATCH_PREFIX: usize = 12;
 
 const RING: usize = 1 << 16;
 
@@ -91,6 +112,8 @@ struct Checker {
     /// Per-message timestamps on (not `--avg-only`).
     timed: bool,
     hist: Histogram<u64>,
+    /// `--batch N`: N, and where the next echo is (batch, index).
+    batch: Option<(u32, u32, u32)>,
 }
 
 impl ClientHandler for Checker {
@@ -98,7 +121,23 @@ impl ClientHandler for Checker {
         if self.error.is_some() {
             return;
         }
-        let p = msg.payload();
+        let mut p = msg.payload();
+        if let Some((n, b, idx)) = self.batch {
+            let field = |i: usize| {
+                p.get(4 * i..4 * i + 4)
+                    .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            };
+            let got = (field(0), field(1), field(2));
+            let want = (Some(b), Some(idx), Some(batch_size(b, n)));
+            if got != want {
+                self.error = Some(format!(
+                    "echo {}: batch fields {got:?}, expected {want:?}",
+                    self.popped
+                ));
+                return;
+            }
+            p = &p[BATCH_PREFIX..];
+        }
         let want_type = msg_type(self.popped);
         if msg.msg_type() != want_type || p.len() != 4 * INTS[want_type as usize - 1] as usize {
             self.error = Some(format!(
@@ -134,6 +173,12 @@ impl ClientHandler for Checker {
         }
         self.recv_num = base.wrapping_add((p.len() / 4) as u32);
         msg.pop();
+        if let Some((n, b, idx)) = &mut self.batch {
+            *idx += 1;
+            if *idx == batch_size(*b, *n) {
+                (*b, *idx) = (*b + 1, 0);
+            }
+        }
         let slot = &mut self.sent_at[self.popped as usize % RING];
         if self.timed && *slot != 0 {
             let _ = self.hist.record((now() - *slot).max(1) as u64);
@@ -174,6 +219,71 @@ impl Counters {
     }
 }
 
+/// Sends message `k` (or with `batch`, the batch that starts at message
+/// `k`, committed as one step), whose first integer is `*send_num`, and
+/// advances `*send_num`. Streaming (`more`), a single message goes with
+/// `push_more` (one write per loop over TCP; over shm a fast-path reader
+/// reads the loop's messages as a run), sent by the loop's flush. Returns
+/// the messages sent, or `None` when the queue has no room now.
+///
+/// # Errors
+/// A batch that can never fit the queue.
+fn send(
+    conn: &mut tcpshm::Connection,
+    k: u32,
+    send_num: &mut u32,
+    batch: Option<u32>,
+    more: bool,
+) -> Result<Option<u32>, CliError> {
+    let fill = |p: &mut [u8], first: u32| {
+        for (i, c) in p.chunks_exact_mut(4).enumerate() {
+            c.copy_from_slice(&first.wrapping_add(i as u32).to_le_bytes());
+        }
+    };
+    let Some(n) = batch else {
+        let ty = msg_type(k);
+        let ints = INTS[ty as usize - 1];
+        let Ok(mut m) = conn.alloc(ty, 4 * ints as usize) else {
+            return Ok(None);
+        };
+        fill(m.payload_mut(), *send_num);
+        if more {
+            m.push_more();
+        } else {
+            m.push();
+        }
+        *send_num = send_num.wrapping_add(ints);
+        return Ok(Some(1));
+    };
+    let (b, _) = batch_of(k, n);
+    let size = batch_size(b, n);
+    let mut num = *send_num;
+    let mut out = conn.batch();
+    for idx in 0..size {
+        let ty = msg_type(k + idx);
+        let ints = INTS[ty as usize - 1];
+        let p = match out.alloc(ty, BATCH_PREFIX + 4 * ints as usize) {
+            Ok(p) => p,
+            Err(e @ tcpshm::AllocError::BatchTooLarge { .. }) => {
+                return Err(CliError::Failed(format!(
+                    "batch {b} of {size} messages: {e} (use a smaller --batch, or a larger --tcp-queue-size or --shm-queue-size)"
+                )))
+            }
+            Err(_) => return Ok(None),
+        };
+        for (i, v) in [b, idx, size].into_iter().enumerate() {
+            p[4 * i..4 * i + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        fill(&mut p[BATCH_PREFIX..], num);
+        num = num.wrapping_add(ints);
+    }
+    if out.commit().is_err() {
+        return Ok(None);
+    }
+    *send_num = num;
+    Ok(Some(size))
+}
+
 pub fn run(a: Args) -> Result<(), CliError> {
     if a.shm && !a.shm_dir.is_dir() {
         return Err(CliError::Usage(format!(
@@ -187,6 +297,10 @@ pub fn run(a: Args) -> Result<(), CliError> {
     cfg.shm_fast_path = !a.shm_v1;
     cfg.shm_hand_over = !a.shm_no_hand_over;
     cfg.shm_dir = a.shm_dir.clone();
+    if let Some(q) = a.tcp_queue_size {
+        cfg.tcp_queue_size = q;
+        cfg.tcp_recv_buf_max_size = cfg.tcp_recv_buf_max_size.max(q + 64);
+    }
     let mut h = Checker {
         recv_num: 0,
         popped: 0,
@@ -195,6 +309,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
         sent_at: vec![0; RING],
         timed: !a.avg_only,
         hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
+        batch: None,
     };
     let mut client: Client = Client::new(&a.name, &dir, cfg)?;
     catch_stop_signals();
@@ -259,6 +374,16 @@ pub fn run(a: Args) -> Result<(), CliError> {
                     counters = Some(c);
                     h.recv_num = recv_num;
                     h.popped = popped;
+                    if let Some(n) = a.batch {
+                        let (b, idx) = batch_of(pushed, n);
+                        if idx != 0 {
+                            return Err(CliError::BadEcho(format!(
+                                "a partial batch in the send queue: {pushed} messages pushed end inside batch {b} (at its message {idx})"
+                            )));
+                        }
+                        let (b, idx) = batch_of(popped, n);
+                        h.batch = Some((n, b, idx));
+                    }
                     h.disconnected = None;
                     println!(
                         "logged in to {server} over {mode}: {pushed} sent, {popped} echoed so far"
@@ -282,29 +407,18 @@ pub fn run(a: Args) -> Result<(), CliError> {
         };
         let mut sent = false;
         while budget > 0 && pushed < a.count {
-            let ty = msg_type(pushed);
-            let n = INTS[ty as usize - 1];
-            let Ok(mut m) = client.connection().alloc(ty, 4 * n as usize) else {
+            let at = if a.avg_only { 0 } else { now() };
+            let Some(n) = send(client.connection(), pushed, &mut send_num, a.batch, a.fast)? else {
                 break;
             };
-            for (i, c) in m.payload_mut().chunks_exact_mut(4).enumerate() {
-                c.copy_from_slice(&send_num.wrapping_add(i as u32).to_le_bytes());
-            }
-            let at = if a.avg_only { 0 } else { now() };
-            // Streaming: one batch per loop (one write over TCP; over shm a
-            // fast-path reader reads it as a run), sent by the flush below.
-            if a.fast {
-                m.push_more();
-            } else {
-                m.push();
-            }
-            send_num = send_num.wrapping_add(n);
             sent = true;
             if let Some(every) = interval {
                 next_send = t.saturating_add(every);
             }
-            h.sent_at[pushed as usize % RING] = at;
-            pushed += 1;
+            for k in pushed..pushed + n {
+                h.sent_at[k as usize % RING] = at;
+            }
+            pushed += n;
             budget -= 1;
         }
         if a.fast {

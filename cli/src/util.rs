@@ -121,6 +121,30 @@ pub fn msg_type(k: u32) -> u16 {
     ((z ^ (z >> 31)) % 4) as u16 + 1
 }
 
+/// The size of batch `b` of a pair sending batches of up to `n` messages
+/// (`echo-client --batch`): "random" in 1..=n but a function of `b`, so a
+/// restarted client finds where it is from the message counts alone.
+pub fn batch_size(b: u32, n: u32) -> u32 {
+    let mut z = u64::from(b).wrapping_add(0x2545_F491_4F6C_DD1D);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) % u64::from(n.max(1))) as u32 + 1
+}
+
+/// Where message `k` is in the batches of [`batch_size`]: its batch and
+/// its index in it.
+pub fn batch_of(k: u32, n: u32) -> (u32, u32) {
+    let (mut b, mut start) = (0u32, 0u32);
+    loop {
+        let size = batch_size(b, n);
+        if k - start < size {
+            return (b, k - start);
+        }
+        start += size;
+        b += 1;
+    }
+}
+
 /// Integers in the first `k` messages: the next integer to send after
 /// `k` messages, or to receive after `k` echoes.
 pub fn ints_before(k: u32) -> u32 {

@@ -5,6 +5,11 @@
 //! every echo exactly once and in order (it checks every integer and exits
 //! non-zero on any gap or duplicate).
 //!
+//! The server answers with consume-and-reply (`--exactly-once`); over TCP
+//! and over SHM without a doorbell the client sends atomic batches of 1 to
+//! 16 messages (`--batch 16`): after each restart it checks that its queue
+//! ends at a whole batch, and every echo carries its batch's fields.
+//!
 //! `torture_*` runs in CI (10 client kills and 10 server kills per
 //! transport, well under a minute); `torture_long_*` (ignored) does
 //! hundreds: `cargo test -p tcpshm-cli --test torture -- --ignored`.
@@ -94,7 +99,14 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// SHM the client rings it; over TCP the group polls its readiness set
 /// only once more than a few connections are live, so this changes
 /// nothing there).
-fn torture(shm: bool, bell: bool, client_kills: usize, server_kills: usize, step: u32, secs: u64) {
+/// `batch`: the client sends atomic batches (`--batch 16`).
+fn torture(
+    (shm, bell, batch): (bool, bool, bool),
+    client_kills: usize,
+    server_kills: usize,
+    step: u32,
+    secs: u64,
+) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
     let tag = match (shm, bell) {
@@ -139,6 +151,9 @@ fn torture(shm: bool, bell: bool, client_kills: usize, server_kills: usize, step
             shm_dir.display().to_string(),
             "--conns-per-group".into(),
             if bell { "64" } else { "4" }.into(),
+            "--exactly-once".into(),
+            "--tcp-queue-size".into(),
+            "65536".into(),
         ]
     };
     let mut log = Vec::new();
@@ -174,6 +189,10 @@ fn torture(shm: bool, bell: bool, client_kills: usize, server_kills: usize, step
         }
         if shm {
             v.push("--shm".into());
+        }
+        if batch {
+            v.extend(["--batch".into(), "16".into()]);
+            v.extend(["--tcp-queue-size".into(), "65536".into()]);
         }
         v
     };
@@ -308,33 +327,33 @@ impl Drop for Cleanup {
 
 #[test]
 fn torture_tcp() {
-    torture(false, false, 10, 10, 200_000, 150);
+    torture((false, false, true), 10, 10, 200_000, 150);
 }
 
 #[test]
 fn torture_shm() {
-    torture(true, false, 10, 10, 200_000, 150);
+    torture((true, false, true), 10, 10, 200_000, 150);
 }
 
 #[test]
 fn torture_shm_doorbell() {
-    torture(true, true, 10, 10, 200_000, 150);
+    torture((true, true, false), 10, 10, 200_000, 150);
 }
 
 #[test]
 #[ignore = "long: hundreds of kills"]
 fn torture_long_tcp() {
-    torture(false, false, 200, 200, 200_000, 1500);
+    torture((false, false, true), 200, 200, 200_000, 1500);
 }
 
 #[test]
 #[ignore = "long: hundreds of kills"]
 fn torture_long_shm() {
-    torture(true, false, 200, 200, 200_000, 1500);
+    torture((true, false, true), 200, 200, 200_000, 1500);
 }
 
 #[test]
 #[ignore = "long: hundreds of kills"]
 fn torture_long_shm_doorbell() {
-    torture(true, true, 200, 200, 200_000, 1500);
+    torture((true, true, false), 200, 200, 200_000, 1500);
 }
