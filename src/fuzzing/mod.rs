@@ -344,14 +344,15 @@ fn scribble(s: &Scribbler, op: &[u8]) {
 }
 
 /// The writer (and reader) side of the shm ring with a hostile peer
-/// rewriting headers and indices between every operation: the input picks
-/// the operations, sizes and scribbles. Every payload handed out has the
+/// rewriting headers and indices (and the intent record) between every
+/// operation: the input picks the operations (messages, batches, commits
+/// that consume, a restart's recovery), sizes and scribbles. Every payload handed out has the
 /// length asked for and lies inside the ring; nothing panics.
 pub fn shm_writer(data: &[u8]) {
     let cap = 512;
     let (mut w, mut r, s) = hostile_heap_queue(HeapRegion::new(cap + TRAILER));
     for op in data.chunks(10).take(256) {
-        match op[0] % 6 {
+        match op[0] % 8 {
             0 => {
                 let len = usize::from(op.get(1).copied().unwrap_or(0)) * 3;
                 if let Some(p) = w.alloc(op[0] as u16 | 1, len) {
@@ -375,6 +376,32 @@ pub fn shm_writer(data: &[u8]) {
                 }
             }
             4 => r.pop(),
+            // A batch: begin, add a message, commit it, or commit it
+            // consuming the reader's current message.
+            6 => match op.get(1).copied().unwrap_or(0) % 4 {
+                0 => w.batch_begin(),
+                1 => {
+                    let len = usize::from(op.get(2).copied().unwrap_or(0)) * 3;
+                    if let Some(p) = w.batch_alloc(op[0] as u16 | 1, len) {
+                        assert_eq!(p.len(), len);
+                        p.fill(op.get(3).copied().unwrap_or(0));
+                    }
+                }
+                2 => {
+                    let _ = w.batch_commit(None);
+                }
+                _ => {
+                    let _ = w.batch_commit(Some(&mut r));
+                }
+            },
+            // A restart's recovery of the intent record (which the
+            // scribbles may have written): refused or rolled forward.
+            7 => {
+                if let Ok(true) = crate::shm_queue::recover(&mut w, &mut r) {
+                    w.reload();
+                    r.reload();
+                }
+            }
             _ => scribble(&s, op),
         }
     }

@@ -96,7 +96,9 @@ fn check_frames(q: &mut PtcpQueue<HeapRegion>, m: &mut Model) {
 /// its top bit is set, the file header's magic, version and capacity are
 /// made to match, so the state slots, selector, local ack, compaction
 /// progress and message area (the rest of the input) are what gets
-/// checked. Then up to 64 operations: alloc and push, alloc without push,
+/// checked (a consume intent's journal word included). Then up to 64
+/// operations: alloc and push, alloc without push, batches (plain and
+/// consuming),
 /// partial sends, acks and login acks (older, fitting, beyond), a reopen
 /// of the same bytes, and a restart at a sequence number near the wrap.
 pub fn ptcp_open(data: &[u8]) {
@@ -137,14 +139,14 @@ pub fn ptcp_open(data: &[u8]) {
             break;
         }
         let op = inp.byte();
-        match op % 8 {
+        match op % 10 {
             0 | 1 => {
                 let len = usize::from(inp.byte()) % (blks * 8);
                 let (t, fill) = (u16::from(op >> 3) + 1, inp.byte());
                 if let Some(p) = q.alloc(t, len) {
                     assert_eq!(p.len(), len);
                     p.fill(fill);
-                    if op % 8 == 0 {
+                    if op % 10 == 0 {
                         q.push();
                         m.held.push_back(Held {
                             seq: m.end,
@@ -167,7 +169,7 @@ pub fn ptcp_open(data: &[u8]) {
                 } else {
                     a.wrapping_sub(3)
                 };
-                let only_sent = op % 8 == 3;
+                let only_sent = op % 10 == 3;
                 let got = if only_sent { q.ack(a) } else { q.login_ack(a) };
                 assert_eq!(got.is_ok(), m.ack(a, only_sent), "ack {a} ({only_sent})");
                 if !only_sent && got.is_ok() {
@@ -182,6 +184,39 @@ pub fn ptcp_open(data: &[u8]) {
                 m.sent = 0;
             }
             6 => check_frames(&mut q, &mut m),
+            // A batch of up to 4 messages, committed plain or consuming
+            // one message (the local ack moves with it); one that does not
+            // fit publishes nothing.
+            8 | 9 => {
+                q.batch_begin();
+                let k = inp.byte() % 5;
+                let mut added = Vec::new();
+                for _ in 0..k {
+                    let len = usize::from(inp.byte()) % (blks * 8);
+                    let (t, fill) = (u16::from(inp.byte() >> 3) + 1, inp.byte());
+                    match q.batch_alloc(t, len) {
+                        Some(p) => {
+                            p.fill(fill);
+                            added.push(Held {
+                                seq: 0,
+                                padded: padded(HEADER_SIZE + len),
+                                content: Some((t, fill)),
+                            });
+                        }
+                        None => break,
+                    }
+                }
+                if added.len() == usize::from(k) {
+                    let consume = (op % 10 == 9).then_some(&mut ack);
+                    let c = q.batch_commit(consume).expect("its own counter");
+                    assert_eq!(c.messages as usize, added.len());
+                    for mut h in added {
+                        h.seq = m.end;
+                        m.held.push_back(h);
+                        m.end = m.end.wrapping_add(1);
+                    }
+                }
+            }
             _ => {
                 let seq = u32::MAX - u32::from(inp.byte() % 8);
                 q.restart_at(&mut ack, seq, inp.seq());
