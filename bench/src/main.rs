@@ -3,6 +3,7 @@
 //! (or a quiet round) in the same run, so results are ratios that survive
 //! a noisy machine; `docs/benchmarks.md` has the method and the numbers.
 
+mod batch;
 mod bench;
 mod idle;
 mod isolation;
@@ -43,6 +44,9 @@ enum Cmd {
     /// idle clients, the round trip of a quiet client, ping-pong against
     /// busy polling.
     Idle(idle::Args),
+    /// What atomicity costs: atomic batches against `push_more`, and an
+    /// exactly-once echo (consume-and-reply) against the plain echo.
+    Batch(batch::Args),
     /// The other process of a run (not for direct use).
     #[command(hide = true)]
     Peer(peer::PeerArgs),
@@ -54,6 +58,7 @@ fn main() -> ExitCode {
         Cmd::Isolation(a) => isolation::run(a),
         Cmd::Scale(a) => scale::run(a),
         Cmd::Idle(a) => idle::run(a),
+        Cmd::Batch(a) => batch::run(a),
         Cmd::Peer(a) => peer::peer(a),
     };
     match r {

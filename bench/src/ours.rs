@@ -15,6 +15,9 @@ use crate::rounds::{round, rtt_size, Round};
 
 /// Messages of this type are consumed without an echo (throughput).
 pub(crate) const SINK_TYPE: u16 = 100;
+/// Messages of this type are echoed by a consume-and-reply
+/// (`Batch::commit_consuming`), as `tcpshm echo-server --exactly-once`.
+pub(crate) const EXACTLY_ONCE_TYPE: u16 = 101;
 
 /// The peer's server: echoes, except SINK_TYPE messages, consumed silently.
 #[derive(Clone)]
@@ -32,6 +35,14 @@ impl GroupHandler for BenchEcho {
             // Read every byte, as an application would.
             std::hint::black_box(msg.payload().iter().fold(0u8, |a, b| a ^ b));
             msg.pop();
+            return;
+        }
+        if msg.msg_type() == EXACTLY_ONCE_TYPE {
+            let mut rsp = tx.batch();
+            if let Ok(p) = rsp.alloc(msg.msg_type(), msg.payload().len()) {
+                p.copy_from_slice(msg.payload());
+                let _ = rsp.commit_consuming(msg);
+            }
             return;
         }
         let Ok(mut rsp) = tx.alloc(msg.msg_type(), msg.payload().len()) else {
@@ -220,6 +231,17 @@ impl Ours {
 }
 
 pub(crate) fn our_round(c: &mut Ours, n: u32, seq: &mut u32) -> Result<Round, String> {
+    typed_round(c, n, seq, 1)
+}
+
+/// As [`our_round`], with requests of `msg_type` (the peer's server echoes
+/// [`EXACTLY_ONCE_TYPE`] by a consume-and-reply).
+pub(crate) fn typed_round(
+    c: &mut Ours,
+    n: u32,
+    seq: &mut u32,
+    msg_type: u16,
+) -> Result<Round, String> {
     round(n, |_| {
         let i = *seq;
         *seq = seq.wrapping_add(1);
@@ -229,7 +251,7 @@ pub(crate) fn our_round(c: &mut Ours, n: u32, seq: &mut u32) -> Result<Round, St
         let mut m = c
             .client
             .connection()
-            .alloc(1, size)
+            .alloc(msg_type, size)
             .map_err(|e| format!("alloc: {e}"))?;
         m.payload_mut()[..4].copy_from_slice(&i.to_le_bytes());
         m.push();
@@ -266,6 +288,70 @@ pub(crate) fn our_tput(c: &mut Ours, size: usize, n: u32) -> Result<f64, String>
             return Err("connection closed during the benchmark".into());
         }
     }
+    marker(c)?;
+    Ok(f64::from(n) / t0.elapsed().as_secs_f64())
+}
+
+/// Streams `n` messages of `size` bytes in groups of `per`, then one
+/// echoed marker; returns messages per second. `atomic`: each group is a
+/// [`Batch`](tcpshm::Batch) committed as one step (one that does not fit
+/// yet is dropped and made again after a poll); else each message goes
+/// with `push_more` and the group with a `flush`.
+pub(crate) fn group_tput(
+    c: &mut Ours,
+    size: usize,
+    n: u32,
+    per: u32,
+    atomic: bool,
+) -> Result<f64, String> {
+    let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let t0 = Instant::now();
+    let mut sent = 0;
+    while sent < n {
+        let conn = c.client.connection();
+        if atomic {
+            let mut b = conn.batch();
+            for _ in 0..per {
+                match b.alloc(SINK_TYPE, size) {
+                    Ok(p) => p.copy_from_slice(&src),
+                    Err(tcpshm::AllocError::Full) => break,
+                    Err(e) => return Err(format!("batch alloc: {e}")),
+                }
+            }
+            match b.commit() {
+                Ok(k) => sent += k as u32,
+                Err(_) => c.poll(),
+            }
+        } else {
+            let mut k = 0;
+            while k < per {
+                match conn.alloc(SINK_TYPE, size) {
+                    Ok(mut m) => {
+                        m.payload_mut().copy_from_slice(&src);
+                        m.push_more();
+                        k += 1;
+                    }
+                    Err(tcpshm::AllocError::Full) => break,
+                    Err(e) => return Err(format!("alloc: {e}")),
+                }
+            }
+            conn.flush();
+            sent += k;
+            if k < per {
+                c.poll();
+            }
+        }
+        if c.client.connection().is_closed() {
+            return Err("connection closed during the benchmark".into());
+        }
+    }
+    marker(c)?;
+    Ok(f64::from(n) / t0.elapsed().as_secs_f64())
+}
+
+/// The end of a streaming run: one echoed message, sent after the stream
+/// and waited for.
+fn marker(c: &mut Ours) -> Result<(), String> {
     let before = c.echoes.0;
     while c.client.connection().alloc(1, 8).map(|m| m.push()).is_err() {
         c.client.connection().flush();
@@ -274,6 +360,9 @@ pub(crate) fn our_tput(c: &mut Ours, size: usize, n: u32) -> Result<f64, String>
     while c.echoes.0 == before {
         c.client.connection().flush();
         c.poll();
+        if c.client.connection().is_closed() {
+            return Err("connection closed during the benchmark".into());
+        }
     }
-    Ok(f64::from(n) / t0.elapsed().as_secs_f64())
+    Ok(())
 }

@@ -10,20 +10,22 @@
 //!
 //! | offset | word |
 //! |---|---|
-//! | `Q + 96` | commit word: `0x696e << 48`, bit 32 set for a consume, the low 32 bits a check of the two words below (0: none) |
+//! | `Q + 96` | commit word: `0x696e << 48`, bit 32 set for a consume, the low 32 bits a check of the three words below (0: none) |
 //! | `Q + 104` | this ring's `write_idx` after the batch (low half), its message count after it (high half) |
 //! | `Q + 112` | the other ring's `read_idx` after the consume (low half), its message count after it (high half) |
+//! | `Q + 120` | the stamped header of the batch's first stop (its first message, or the wrap marker before it) |
 //!
 //! Commit: the batch's messages are written after `write_idx` (nothing of
-//! them readable); the two target words are stored, then the commit word:
-//! that store is the commit point. Then the batch is published (record,
+//! them readable); the three words are stored, then the commit word: that
+//! store is the commit point. Then the batch is published (record,
 //! stamp, `write_idx`), the request consumed (record, `read_idx`), and the
 //! commit word cleared.
 //!
 //! Recovery ([`recover`], when a process opens the pair's two rings): a
-//! commit word whose check matches is rolled forward: both rings' records
-//! and indices are stored again (each is an absolute value: storing one
-//! twice is harmless), then the word is cleared. A crash before the commit
+//! commit word whose check matches is rolled forward: the first stop's
+//! header (if `write_idx` has not moved), both rings' records and indices
+//! are stored again (each is an absolute value: storing one twice is
+//! harmless), then the word is cleared. A crash before the commit
 //! point leaves the word 0 (it is cleared after every commit): nothing of
 //! the batch is published and the request is not consumed.
 //!
@@ -43,6 +45,8 @@ pub(super) const OFF_INTENT: usize = 96;
 pub(super) const OFF_INTENT_OUT: usize = 104;
 /// Offset of the target of the other ring (`read_idx`, count).
 pub(super) const OFF_INTENT_IN: usize = 112;
+/// Offset of the stamped header of the batch's first stop.
+pub(super) const OFF_INTENT_FIRST: usize = 120;
 
 /// High 16 bits of a commit word: "in".
 const MAGIC: u64 = 0x696e;
@@ -58,13 +62,16 @@ fn unpack(w: u64) -> (u32, u32) {
     (w as u32, (w >> 32) as u32)
 }
 
-/// The commit word for the target words `out` and `inn`.
-pub(super) fn commit_word(out: u64, inn: u64, consume: bool) -> u64 {
-    // FNV-1a over the 16 bytes, folded to 32 bits.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in out.to_le_bytes().into_iter().chain(inn.to_le_bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+/// The commit word for the target words `out` and `inn` and the first
+/// stop's header `first`.
+pub(super) fn commit_word(out: u64, inn: u64, first: u64, consume: bool) -> u64 {
+    // A multiply-xorshift mix of the three words (each rotated apart),
+    // folded to 32 bits: a record half written, or written by someone
+    // else, checks with odds of 2^-32. Cheap: it is on the path of every
+    // commit.
+    let mut h = out ^ inn.rotate_left(21) ^ first.rotate_left(42);
+    h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
     let check = (h ^ (h >> 32)) & 0xffff_ffff;
     MAGIC << 48 | if consume { CONSUME } else { 0 } | check
 }
@@ -106,6 +113,7 @@ impl<R: Region> ShmWriter<R> {
             }
             return Some(0);
         };
+        let first = self.w.batch_first().unwrap_or(0);
         let m = self.w.memory();
         let (out, inn_word) = (pack(out.0, out.1), inn.map_or(0, |(i, c)| pack(i, c)));
         // Relaxed, here and below: no other thread reads these words; a
@@ -116,8 +124,10 @@ impl<R: Region> ShmWriter<R> {
         crate::failpoint::hit();
         m.word64(OFF_INTENT_IN).store(inn_word, Ordering::Relaxed);
         crate::failpoint::hit();
+        m.word64(OFF_INTENT_FIRST).store(first, Ordering::Relaxed);
+        crate::failpoint::hit();
         compiler_fence(Ordering::SeqCst);
-        let word = commit_word(out, inn_word, inn.is_some());
+        let word = commit_word(out, inn_word, first, inn.is_some());
         m.word64(OFF_INTENT).store(word, Ordering::Relaxed);
         crate::failpoint::hit();
         compiler_fence(Ordering::SeqCst);
@@ -162,8 +172,9 @@ pub(crate) fn recover<R: Region>(
     }
     let out = m.word64(OFF_INTENT_OUT).load(Ordering::Relaxed);
     let inn = m.word64(OFF_INTENT_IN).load(Ordering::Relaxed);
+    let first = m.word64(OFF_INTENT_FIRST).load(Ordering::Relaxed);
     let consume = word & CONSUME != 0;
-    if word != commit_word(out, inn, consume) {
+    if word != commit_word(out, inn, first, consume) {
         return Err(format!("intent record {word:#018x} does not check"));
     }
     let blocks = (m.capacity() / BLOCK) as u32;
@@ -195,7 +206,7 @@ pub(crate) fn recover<R: Region>(
             "intent record: read index {r_end} impossible (read {r_read}, write {r_write})"
         ));
     }
-    w.w.roll_forward(w_end, w_count & 0x7fff_ffff);
+    w.w.roll_forward(w_end, w_count & 0x7fff_ffff, first);
     if consume {
         r.0.roll_forward(r_end, r_count & 0x7fff_ffff);
     }

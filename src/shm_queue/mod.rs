@@ -47,7 +47,7 @@ use std::sync::Arc;
 pub(crate) use self::intent::recover;
 use self::intent::OFF_INTENT;
 #[cfg(any(test, fuzzing))]
-use self::intent::{OFF_INTENT_IN, OFF_INTENT_OUT};
+use self::intent::{OFF_INTENT_FIRST, OFF_INTENT_IN, OFF_INTENT_OUT};
 use self::ring::QueueMemory;
 pub(crate) use self::ring::{Corrupt, BLOCK};
 use self::wake_words::OFF_WAKE_FLAG;
@@ -87,7 +87,7 @@ pub(crate) const TRAILER: usize = 256;
 #[cfg(any(test, fuzzing))]
 /// The trailer words and their sizes (4 or 8 bytes), as offsets after the
 /// blocks: what a peer can write besides the blocks.
-pub(crate) const TRAILER_WORDS: [(usize, usize); 15] = [
+pub(crate) const TRAILER_WORDS: [(usize, usize); 16] = [
     (OFF_WRITE, 4),
     (OFF_CACHE, 4),
     (OFF_ANNOUNCE, 8),
@@ -99,6 +99,7 @@ pub(crate) const TRAILER_WORDS: [(usize, usize); 15] = [
     (OFF_INTENT, 8),
     (OFF_INTENT_OUT, 8),
     (OFF_INTENT_IN, 8),
+    (OFF_INTENT_FIRST, 8),
     (OFF_READ, 4),
     (OFF_READ_RECORD, 8),
     (OFF_BELL_ANNOUNCE, 8),

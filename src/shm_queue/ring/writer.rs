@@ -327,6 +327,7 @@ impl<M: QueueMemory> Writer<M> {
     #[inline(always)]
     pub(crate) fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.pending = None;
+        self.forget_batch();
         // Fields only: whether the announcement still stands is checked
         // by `refill_cleared`, out of line (see there).
         if self.fast && !self.stamping {

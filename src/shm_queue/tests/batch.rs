@@ -187,7 +187,7 @@ fn hostile_intent_records_are_refused() {
     m.word64(OFF_INTENT_OUT).store(out, Relaxed);
     m.word64(OFF_INTENT_IN).store(0, Relaxed);
     m.word64(OFF_INTENT)
-        .store(commit_word(out, 0, false), Relaxed);
+        .store(commit_word(out, 0, 0, false), Relaxed);
     let e = recover(&mut w, &mut r).unwrap_err();
     assert!(e.contains("write index 1000"), "{e}");
     assert_eq!(w.pushed(), 0);

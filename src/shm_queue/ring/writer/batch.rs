@@ -2,15 +2,21 @@
 //!
 //! Until the batch is published nothing of it can be read:
 //! - a v1 reader (a C++ peer) reads up to `write_idx`, which has not moved;
-//! - a fast-path reader waits on the stamp at the batch's first stop (its
-//!   first message, or the wrap marker before it), which holds the held
-//!   form of its header (`HELD`): size and type, so a v1 reader can read
-//!   it once `write_idx` passes it, but a stamp no reader waits on.
+//! - a fast-path reader waits on the stamp of the batch's first stop (its
+//!   first message, or the wrap marker before it), whose header the batch
+//!   leaves as it was (cleared) until it is published.
 //!
 //! The other headers are stamped as the messages are allocated (Relaxed);
 //! publishing stores the first stop's stamped header with Release, then
 //! `write_idx`: a fast-path reader that loads that header with Acquire sees
-//! every store of the batch before it (SYNC POINT batch-stamped).
+//! every store of the batch before it (SYNC POINT batch-stamped). The
+//! first stop's header is stored once, at publication: a reader waiting on
+//! its line loses it once per batch, as for a single message.
+//!
+//! A batch dropped before it is published leaves headers and payload
+//! bytes after `write_idx`; the next batch or `alloc` has the blocks after
+//! `write_idx` cleared again before a reader can stop there
+//! (`forget_batch`).
 //!
 //! Crash-exact counts and what a dead writer's batch becomes are the
 //! caller's (`shm_queue::intent`): this module publishes, and rolls a
@@ -40,13 +46,9 @@ impl<M: QueueMemory> Writer<M> {
     pub(crate) fn batch_begin(&mut self) {
         self.release();
         self.pending = None;
+        self.forget_batch();
         if self.fast && !self.stamping {
             self.announce();
-        }
-        if self.stamping && (self.cleared_to.wrapping_sub(self.write_idx) as i32) > 1 {
-            // Payloads written after write_idx cover headers cleared ahead:
-            // from here on the end of each publication is cleared again.
-            self.cleared_to = self.write_idx.wrapping_add(1);
         }
         self.batch = Some(Batch {
             start: self.write_idx,
@@ -57,22 +59,44 @@ impl<M: QueueMemory> Writer<M> {
         });
     }
 
-    /// Stores the header `word` at index `at` of the batch `b`: its first
-    /// stop holds the held form (see the module), the others their
-    /// stamped word.
+    /// Drops a batch not published, if any: its headers and payloads after
+    /// `write_idx` may look like stamps where a reader stops next, so the
+    /// blocks after `write_idx` count as not cleared from here on.
+    #[inline]
+    pub(crate) fn forget_batch(&mut self) {
+        if let Some(b) = self.batch.take() {
+            self.dirty_after(b);
+        }
+    }
+
+    #[cold]
+    fn dirty_after(&mut self, b: Batch) {
+        if b.n > 0 && (self.cleared_to.wrapping_sub(b.start) as i32) > 1 {
+            self.cleared_to = b.start.wrapping_add(1);
+        }
+    }
+
+    /// Stores the header `word` at index `at` of the batch `b`: the first
+    /// stop's is kept for `batch_publish` (see the module), the others are
+    /// stored stamped.
     fn batch_stop(&mut self, b: &mut Batch, at: u32, word: u64) {
-        let slot = at & self.mask;
-        // Relaxed: nothing reads past the first stop before the Release
-        // store of its stamped word in `batch_publish` (SYNC POINT
-        // batch-stamped); a v1 reader reads these only once write_idx,
-        // stored after that with Release, passes them.
         if at == b.start {
             b.first = Some(word);
-            let held = word ^ (u64::from(HELD) << 32);
-            self.mem.header(slot).store(held, Ordering::Relaxed);
         } else {
-            self.mem.header(slot).store(word, Ordering::Relaxed);
+            // Relaxed: nothing reads past the first stop before the
+            // Release store of its stamped word in `batch_publish` (SYNC
+            // POINT batch-stamped); a v1 reader reads these only once
+            // write_idx, stored after that with Release, passes them.
+            self.mem
+                .header(at & self.mask)
+                .store(word, Ordering::Relaxed);
         }
+    }
+
+    /// The stamped header word of the batch's first stop: what a process
+    /// rolling the batch forward after a crash stores there.
+    pub(crate) fn batch_first(&self) -> Option<u64> {
+        self.batch?.first
     }
 
     /// Adds a message to the batch and returns its payload to fill. `None`
@@ -180,11 +204,23 @@ impl<M: QueueMemory> Writer<M> {
     }
 
     /// After a crash: a batch committed to publishing up to `end` with the
-    /// count `count` (the caller's record of it, validated by the caller)
-    /// is published, as far as a v1 reader sees: the commit record, then
-    /// `write_idx`. The stamps do not matter: a reader starts each session
-    /// on v1. Then takes the indices up again.
-    pub(crate) fn roll_forward(&mut self, end: u32, count: u32) {
+    /// count `count` and the first stop's header `first` (the caller's
+    /// record of it, validated by the caller) is published, as far as a v1
+    /// reader sees: the first stop's header if `write_idx` has not moved
+    /// yet (it is then the batch's start), the commit record, `write_idx`.
+    /// The other stamps do not matter: a reader starts each session on v1.
+    /// Then takes the indices up again.
+    pub(crate) fn roll_forward(&mut self, end: u32, count: u32, first: u64) {
+        // Relaxed, as every load at a reload (this side alone writes it).
+        let write = self.mem.write_idx().load(Ordering::Relaxed);
+        if write != end {
+            // Not published: the first stop's header was never stored (a
+            // v1 reader needs its size and type).
+            self.mem
+                .header(write & self.mask)
+                .store(first, Ordering::Release);
+            crash_point();
+        }
         Record::store(self.mem.write_record(), end, count, 1);
         crash_point();
         // Release: as in `publish` (a reader of this session may be on v1).
