@@ -43,7 +43,10 @@ impl ControlHandler for Replier {
 
 impl GroupHandler for Replier {
     fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
-        let n = u64::from_le_bytes(msg.payload().try_into().unwrap());
+        let Ok(n) = msg.payload().try_into().map(u64::from_le_bytes) else {
+            msg.pop(); // not a request of this example: consumed, unanswered
+            return;
+        };
         let mut reply = tx.batch();
         let Ok(p) = reply.alloc(1, 8) else {
             return; // no room yet: the request comes back at the next poll

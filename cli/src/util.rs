@@ -132,7 +132,7 @@ pub fn batch_size(b: u32, n: u32) -> u32 {
 }
 
 /// Where message `k` is in the batches of [`batch_size`]: its batch and
-/// its index in it.
+/// its index in it (linear in `k`: a client calls it at login only).
 pub fn batch_of(k: u32, n: u32) -> (u32, u32) {
     let (mut b, mut start) = (0u32, 0u32);
     loop {

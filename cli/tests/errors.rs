@@ -182,3 +182,65 @@ fn shm_full_is_reported_by_the_client() {
     one_clear_line(code, &err, "System error");
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Kills the child on every exit path, a failed assertion included.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_batch_larger_than_the_queue() {
+    // Batches of up to 1,000 messages against the default 2,000-byte TCP
+    // queue: the first that cannot fit says so, once.
+    let d = scratch("bigbatch");
+    let mut srv = Killed(
+        Command::new(EXE)
+            .args([
+                "echo-server",
+                "--listen",
+                "127.0.0.1:0",
+                "--exactly-once",
+                "--dir",
+            ])
+            .arg(d.join("s"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(srv.0.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let addr = first
+        .split_whitespace()
+        .skip_while(|w| *w != "on")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let (code, err) = run(&[
+        "echo-client",
+        "c",
+        "--server",
+        &addr,
+        "--batch",
+        "1000",
+        "--count",
+        "100000",
+        "--dir",
+        d.join("c").to_str().unwrap(),
+    ]);
+    drop(srv);
+    one_clear_line(
+        code,
+        &err,
+        "exceeds the send queue's 2000 (use a smaller --batch",
+    );
+    let _ = std::fs::remove_dir_all(&d);
+}

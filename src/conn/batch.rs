@@ -147,6 +147,12 @@ impl Batch<'_> {
                 padded(HEADER_SIZE + len),
                 queue.capacity(),
             ),
+            TxTransport::Shm(w) if w.batch_len() >= crate::shm_queue::MAX_BATCH => {
+                return Err(AllocError::BatchTooLarge {
+                    bytes: self.size,
+                    capacity: self.size,
+                })
+            }
             TxTransport::Shm(w) => (
                 w.batch_alloc(msg_type, len).is_some(),
                 (HEADER_SIZE + len).next_multiple_of(crate::shm_queue::BLOCK),
@@ -243,9 +249,12 @@ impl Batch<'_> {
                 tx.sent_tcp(c.stamped, true);
                 c.messages
             }
-            (TxTransport::Shm(w), RxTransport::Shm(r)) => w
-                .batch_commit(Some(r))
-                .ok_or(CommitError::OtherConnection)?,
+            (TxTransport::Shm(w), RxTransport::Shm(r)) => {
+                // `req` is the reader's current message: it has one.
+                let n = w.batch_commit(Some(r));
+                debug_assert!(n.is_some(), "a received message is current");
+                n.ok_or(CommitError::OtherConnection)?
+            }
             _ => return Err(CommitError::OtherConnection),
         };
         rx.count_pop(len);

@@ -38,7 +38,7 @@ use crate::wire::{padded, MsgHeader, HEADER_SIZE, MAX_PAYLOAD};
 
 /// A batch being written: our own record of it, never read back from the
 /// file.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(super) struct Tentative {
     /// Blocks written after the write index.
     blks: u32,
@@ -66,12 +66,7 @@ impl<R: Region> PtcpQueue<R> {
     /// Starts a batch (dropping one not committed, and the pending `alloc`).
     pub(crate) fn batch_begin(&mut self) {
         self.pending = None;
-        self.batch = Some(Tentative {
-            blks: 0,
-            n: 0,
-            last: None,
-            last_ack: 0,
-        });
+        self.batch = Some(Tentative::default());
     }
 
     /// Adds a message of `msg_type` with `payload_len` bytes of payload to
@@ -141,12 +136,7 @@ impl<R: Region> PtcpQueue<R> {
         if consume.as_ref().is_some_and(|a| !self.mem.same(&a.mem)) {
             return None;
         }
-        let b = self.batch.take().unwrap_or(Tentative {
-            blks: 0,
-            n: 0,
-            last: None,
-            last_ack: 0,
-        });
+        let mut b = self.batch.take().unwrap_or_default();
         let write = self.st.write + b.blks;
         match consume {
             None => {
@@ -156,6 +146,16 @@ impl<R: Region> PtcpQueue<R> {
             }
             Some(ack) => {
                 let target = ack.get().wrapping_add(1);
+                if let Some((at, _)) = b.last {
+                    // The last reply carries the ack of its request (one
+                    // send per reply): still after the write index, so
+                    // nothing reads it before the commit, and an open
+                    // after a crash rolls the local ack forward before it
+                    // checks the stamps.
+                    let off = (self.st.write + at) as usize * BLK + 4;
+                    self.data_mut()[off..off + 4].copy_from_slice(&target.to_le_bytes());
+                    b.last_ack = target;
+                }
                 self.mem.set(OFF_PROGRESS, target);
                 crate::failpoint::hit();
                 // The journal word before the commit that names it (a kill

@@ -156,3 +156,28 @@ fn batch_commit_is_all_or_nothing_at_every_point() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A consume-and-reply's last reply carries the ack of the request it
+/// answers: the peer learns it from the reply, with no frame of its own.
+#[test]
+fn the_last_reply_carries_the_new_ack() {
+    let (mut q, mut ack) = PtcpQueue::heap(1024);
+    ack.set(ACK);
+    q.batch_begin();
+    for _ in 0..2 {
+        q.batch_alloc(2, 10).unwrap();
+    }
+    let c = q.batch_commit(Some(&mut ack)).unwrap();
+    assert_eq!(
+        (c.messages, c.stamped, ack.get()),
+        (2, Some(ACK + 1), ACK + 1)
+    );
+    let s = q.sendable();
+    let first = MsgHeader::decode(s).unwrap();
+    let last = MsgHeader::decode(&s[first.padded_size()..]).unwrap();
+    assert_eq!((first.ack_seq, last.ack_seq), (ACK, ACK + 1));
+    // A plain batch stamps the ack as it stands.
+    q.batch_begin();
+    q.batch_alloc(2, 10).unwrap();
+    assert_eq!(q.batch_commit(None).unwrap().stamped, Some(ACK + 1));
+}

@@ -4,34 +4,37 @@
 //! A batch moves the ring's `write_idx` and the writer's commit record; a
 //! consume-and-reply also moves `read_idx` (and the reader's record) of
 //! the other ring, another object. No single store changes them all, so
-//! the writer first records where they are going, in three words of its
+//! the writer first records where they are going, in four words of its
 //! own ring's trailer that the C++ queue leaves unused and no reader reads
-//! (`docs/protocol.md`, "The intent record"):
+//! (`docs/protocol.md`, "Batches and the intent record"):
 //!
 //! | offset | word |
 //! |---|---|
-//! | `Q + 96` | commit word: `0x696e << 48`, bit 32 set for a consume, the low 32 bits a check of the three words below (0: none) |
-//! | `Q + 104` | this ring's `write_idx` after the batch (low half), its message count after it (high half) |
-//! | `Q + 112` | the other ring's `read_idx` after the consume (low half), its message count after it (high half) |
+//! | `Q + 96` | commit word: `0x69 << 56`, bit 55 set for a consume, bits 32-54 the batch's messages, the low 32 bits a check of the three words below (0: none) |
+//! | `Q + 104` | this ring's `write_idx` before the batch (low half) and after it (high half) |
+//! | `Q + 112` | the other ring's `read_idx` before the consume (low half) and after it (high half) |
 //! | `Q + 120` | the stamped header of the batch's first stop (its first message, or the wrap marker before it) |
 //!
 //! Commit: the batch's messages are written after `write_idx` (nothing of
 //! them readable); the three words are stored, then the commit word: that
-//! store is the commit point. Then the batch is published (record,
-//! stamp, `write_idx`), the request consumed (record, `read_idx`), and the
-//! commit word cleared.
+//! store is the commit point. Then the batch is published (record, stamp,
+//! `write_idx`), the request consumed (record, `read_idx`), and the commit
+//! word cleared.
 //!
 //! Recovery ([`recover`], when a process opens the pair's two rings): a
-//! commit word whose check matches is rolled forward: the first stop's
-//! header (if `write_idx` has not moved), both rings' records and indices
-//! are stored again (each is an absolute value: storing one twice is
-//! harmless), then the word is cleared. A crash before the commit
-//! point leaves the word 0 (it is cleared after every commit): nothing of
-//! the batch is published and the request is not consumed.
+//! commit word whose check matches is rolled forward if each ring is at
+//! the record's start or end (its commit record agreeing): the first
+//! stop's header (if `write_idx` is still at the start), both rings'
+//! records and indices are stored (each an absolute value: storing one
+//! twice is harmless), then the word is cleared. The counts follow from
+//! the rings' own commit records and the batch's size. A crash before the
+//! commit point leaves the word 0 (it is cleared after every commit):
+//! nothing of the batch is published and the request is not consumed. A
+//! record whose rings have moved on (another writer, a reset) is stale:
+//! it is cleared, never applied.
 //!
-//! The words are peer-writable memory: each is read once, checked against
-//! the rings' indices (read once too), and a record that no honest writer
-//! leaves is refused, never applied.
+//! The words are peer-writable memory: each is read once and checked; a
+//! record whose check fails is refused (the pair is reported corrupt).
 
 use std::sync::atomic::{compiler_fence, Ordering};
 
@@ -48,32 +51,36 @@ pub(super) const OFF_INTENT_IN: usize = 112;
 /// Offset of the stamped header of the batch's first stop.
 pub(super) const OFF_INTENT_FIRST: usize = 120;
 
-/// High 16 bits of a commit word: "in".
-const MAGIC: u64 = 0x696e;
-/// Bit 32 of a commit word: the record consumes from the other ring.
-const CONSUME: u64 = 1 << 32;
+/// High 8 bits of a commit word: "i".
+const MAGIC: u64 = 0x69;
+/// Bit 55 of a commit word: the record consumes from the other ring.
+const CONSUME: u64 = 1 << 55;
+/// The most messages a batch over shared memory holds (bits 32-54 of the
+/// commit word).
+pub(crate) const MAX_BATCH: u32 = (1 << 23) - 1;
 
-/// An index and a message count, as one word.
-fn pack(idx: u32, count: u32) -> u64 {
-    u64::from(idx) | u64::from(count) << 32
+/// Two indices, as one word.
+fn pack(lo: u32, hi: u32) -> u64 {
+    u64::from(lo) | u64::from(hi) << 32
 }
 
 fn unpack(w: u64) -> (u32, u32) {
     (w as u32, (w >> 32) as u32)
 }
 
-/// The commit word for the target words `out` and `inn` and the first
-/// stop's header `first`.
-pub(super) fn commit_word(out: u64, inn: u64, first: u64, consume: bool) -> u64 {
-    // A multiply-xorshift mix of the three words (each rotated apart),
-    // folded to 32 bits: a record half written, or written by someone
-    // else, checks with odds of 2^-32. Cheap: it is on the path of every
-    // commit.
-    let mut h = out ^ inn.rotate_left(21) ^ first.rotate_left(42);
+/// The commit word for the words `out`, `inn` and `first`, a batch of `n`
+/// messages, consuming or not.
+pub(super) fn commit_word(out: u64, inn: u64, first: u64, n: u32, consume: bool) -> u64 {
+    // A multiply-xorshift mix of the three words (each rotated apart) and
+    // `n`, folded to 32 bits: cheap, as it is on the path of every commit.
+    // It tells a record this code wrote whole from a stray or corrupt
+    // one, not from a forgery (a hostile peer can rewrite the indices
+    // themselves anyway).
+    let mut h = out ^ inn.rotate_left(21) ^ first.rotate_left(42) ^ u64::from(n);
     h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
     h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
     let check = (h ^ (h >> 32)) & 0xffff_ffff;
-    MAGIC << 48 | if consume { CONSUME } else { 0 } | check
+    MAGIC << 56 | if consume { CONSUME } else { 0 } | u64::from(n & MAX_BATCH) << 32 | check
 }
 
 impl<R: Region> ShmWriter<R> {
@@ -106,16 +113,17 @@ impl<R: Region> ShmWriter<R> {
             Some(r) => Some(r.0.pop_target()?),
             None => None,
         };
-        let Some(out) = self.w.batch_target() else {
+        let Some((start, end, n)) = self.w.batch_target() else {
             // Nothing to publish: a pop alone is one step already.
             if let Some(r) = consume {
                 r.pop();
             }
             return Some(0);
         };
+        self.w.batch_seal();
         let first = self.w.batch_first().unwrap_or(0);
         let m = self.w.memory();
-        let (out, inn_word) = (pack(out.0, out.1), inn.map_or(0, |(i, c)| pack(i, c)));
+        let (out, inn_word) = (pack(start, end), inn.map_or(0, |(s, e)| pack(s, e)));
         // Relaxed, here and below: no other thread reads these words; a
         // process that opens the rings after a crash reads them, and
         // a kill -9 leaves every store executed, in program order (the
@@ -127,7 +135,7 @@ impl<R: Region> ShmWriter<R> {
         m.word64(OFF_INTENT_FIRST).store(first, Ordering::Relaxed);
         crate::failpoint::hit();
         compiler_fence(Ordering::SeqCst);
-        let word = commit_word(out, inn_word, first, inn.is_some());
+        let word = commit_word(out, inn_word, first, n, inn.is_some());
         m.word64(OFF_INTENT).store(word, Ordering::Relaxed);
         crate::failpoint::hit();
         compiler_fence(Ordering::SeqCst);
@@ -146,20 +154,31 @@ impl<R: Region> ShmWriter<R> {
     }
 }
 
-/// Checks the target `(idx, count)` against a ring whose published index
-/// is `from` and whose other index is `other`: `idx` at most a ring ahead
-/// of both (`from` and `other` bound the distance the record may move).
-fn check(m_blocks: u32, idx: u32, from: u32, other: u32) -> bool {
-    idx.wrapping_sub(from) <= m_blocks && idx.wrapping_sub(other) <= m_blocks
+/// The count a ring reaches with a record moving its index from `start`
+/// to `end` by `n` messages, given the index `idx` it holds now and its
+/// commit record `rec`; `None` if the ring is at neither end of the move
+/// (the record is stale), or its commit record disagrees.
+fn count_at_end(start: u32, end: u32, n: u32, idx: u32, rec: u64) -> Option<u32> {
+    let (rec_idx, rec_count) = ((rec >> 32) as u32, (rec as u32) >> 1);
+    let count = if rec_idx == end {
+        // The record of the move itself was stored.
+        rec_count
+    } else if rec_idx == start && idx == start {
+        // The ring's last publication ended at the start.
+        rec_count.wrapping_add(n)
+    } else {
+        return None;
+    };
+    (idx == start || idx == end).then_some(count & 0x7fff_ffff)
 }
 
 /// When a process opens the two rings of a pair (`w` writes one, `r`
 /// reads the other): rolls a committed intent forward (see the module).
-/// Returns whether there was one.
+/// Returns whether there was one to apply; a stale one is cleared.
 ///
 /// # Errors
-/// An intent record no honest writer leaves (its check, or its targets
-/// against the rings' indices); nothing is changed.
+/// An intent record whose check fails (no honest writer leaves one);
+/// nothing is changed.
 pub(crate) fn recover<R: Region>(
     w: &mut ShmWriter<R>,
     r: &mut ShmReader<R>,
@@ -173,45 +192,47 @@ pub(crate) fn recover<R: Region>(
     let out = m.word64(OFF_INTENT_OUT).load(Ordering::Relaxed);
     let inn = m.word64(OFF_INTENT_IN).load(Ordering::Relaxed);
     let first = m.word64(OFF_INTENT_FIRST).load(Ordering::Relaxed);
-    let consume = word & CONSUME != 0;
-    if word != commit_word(out, inn, first, consume) {
+    let (consume, n) = (word & CONSUME != 0, (word >> 32) as u32 & MAX_BATCH);
+    if word != commit_word(out, inn, first, n, consume) {
         return Err(format!("intent record {word:#018x} does not check"));
     }
     let blocks = (m.capacity() / BLOCK) as u32;
-    // Acquire: as in the ends' `reload`.
+    let ((w_start, w_end), (r_start, r_end)) = (unpack(out), unpack(inn));
+    // Acquire: as in the ends' `reload`; each read once.
     let (write, read) = (
         m.write_idx().load(Ordering::Acquire),
         m.read_idx().load(Ordering::Acquire),
     );
-    let (w_end, w_count) = unpack(out);
-    // The batch ends at most a ring after the index it started from, and
-    // after what the reader consumed.
-    if !check(blocks, w_end, write, read) {
-        return Err(format!(
-            "intent record: write index {w_end} impossible (write {write}, read {read})"
-        ));
-    }
+    let w_rec = m.write_record().load(Ordering::Relaxed);
     let rm = r.0.memory();
     let (r_read, r_write) = (
         rm.read_idx().load(Ordering::Acquire),
         rm.write_idx().load(Ordering::Acquire),
     );
-    let (r_end, r_count) = unpack(inn);
-    let r_blocks = (rm.capacity() / BLOCK) as u32;
-    // The request ends after our read index and at or before the peer's
-    // write index.
-    if consume && (r_end.wrapping_sub(r_read) > r_blocks || r_write.wrapping_sub(r_end) > r_blocks)
-    {
-        return Err(format!(
-            "intent record: read index {r_end} impossible (read {r_read}, write {r_write})"
-        ));
-    }
-    w.w.roll_forward(w_end, w_count & 0x7fff_ffff, first);
-    if consume {
-        r.0.roll_forward(r_end, r_count & 0x7fff_ffff);
+    let r_rec = rm.read_record().load(Ordering::Relaxed);
+    let fits = |start: u32, end: u32| {
+        let len = end.wrapping_sub(start);
+        len > 0 && len <= blocks
+    };
+    // This ring: at the batch's start or end, the reader no further than
+    // its end. The other: at the request's start or end, the request
+    // within what its writer published.
+    let w_count = count_at_end(w_start, w_end, n, write, w_rec)
+        .filter(|_| n > 0 && fits(w_start, w_end) && w_end.wrapping_sub(read) <= blocks);
+    let r_count = if consume {
+        count_at_end(r_start, r_end, 1, r_read, r_rec)
+            .filter(|_| fits(r_start, r_end) && r_write.wrapping_sub(r_end) <= blocks)
+    } else {
+        Some(0)
+    };
+    if let (Some(w_count), Some(r_count)) = (w_count, r_count) {
+        w.w.roll_forward(w_start, w_end, w_count, first);
+        if consume {
+            r.0.roll_forward(r_end, r_count);
+        }
     }
     compiler_fence(Ordering::SeqCst);
     w.w.memory().word64(OFF_INTENT).store(0, Ordering::Relaxed);
     crate::failpoint::hit();
-    Ok(true)
+    Ok(w_count.is_some() && r_count.is_some())
 }

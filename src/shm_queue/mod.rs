@@ -44,8 +44,8 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
-pub(crate) use self::intent::recover;
 use self::intent::OFF_INTENT;
+pub(crate) use self::intent::{recover, MAX_BATCH};
 #[cfg(any(test, fuzzing))]
 use self::intent::{OFF_INTENT_FIRST, OFF_INTENT_IN, OFF_INTENT_OUT};
 use self::ring::QueueMemory;
@@ -632,9 +632,15 @@ impl<R: Region> ShmReader<R> {
         self.0.is_fast()
     }
 
-    /// Empties the queue (only while the writer is not writing).
+    /// Empties the queue (only while the writer is not writing), with the
+    /// writer's intent record (`intent`): a new pair starts with none.
     pub(crate) fn reset(&mut self) {
         ring::reset(self.0.memory());
+        // Relaxed: as the indices `ring::reset` stores.
+        self.0
+            .memory()
+            .word64(OFF_INTENT)
+            .store(0, std::sync::atomic::Ordering::Relaxed);
         self.0.reload();
     }
 

@@ -138,11 +138,10 @@ impl<M: QueueMemory> Reader<M> {
     }
 
     /// Where consuming the message the last `front` returned takes the
-    /// ring: `read_idx` and the message count after it; `None` without
-    /// one.
+    /// ring: `read_idx` before and after; `None` without one.
     pub(crate) fn pop_target(&self) -> Option<(u32, u32)> {
         let c = self.cur?;
-        Some((c.end, self.popped.wrapping_add(1) & 0x7fff_ffff))
+        Some((self.read_idx, c.end))
     }
 
     /// After a crash: a consumption committed up to `idx` with the count

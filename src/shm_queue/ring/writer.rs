@@ -72,6 +72,9 @@ pub(crate) struct Writer<M> {
     unsettled: bool,
     /// The batch being written after write_idx, if any (`batch`).
     batch: Option<batch::Batch>,
+    /// A batch could not fit from write_idx because of a wrap: the next
+    /// one starts at slot 0 (`batch`).
+    wrap_next: bool,
 }
 
 impl<M: QueueMemory> Writer<M> {
@@ -96,6 +99,7 @@ impl<M: QueueMemory> Writer<M> {
             handover_max: HANDOVER_MAX,
             unsettled: false,
             batch: None,
+            wrap_next: false,
         };
         w.reload();
         w

@@ -166,7 +166,10 @@ fn commit_consuming_moves_both_rings() {
 /// the rings' indices, are refused and change nothing.
 #[test]
 fn hostile_intent_records_are_refused() {
-    use crate::shm_queue::intent::{commit_word, OFF_INTENT, OFF_INTENT_IN, OFF_INTENT_OUT};
+    use crate::shm_queue::intent::{
+        commit_word, OFF_INTENT, OFF_INTENT_FIRST, OFF_INTENT_IN, OFF_INTENT_OUT,
+    };
+    use crate::shm_queue::ring::QueueMemory;
     use std::sync::atomic::Ordering::Relaxed;
     let (mut w, _out) = heap_queue(1024).unwrap();
     let (_peer, mut r) = heap_queue(1024).unwrap();
@@ -181,14 +184,68 @@ fn hostile_intent_records_are_refused() {
         m.word64(OFF_INTENT).store(word, Relaxed);
         assert!(recover(&mut w, &mut r).is_err(), "{word:#x}");
     }
-    // A record that checks, with a write index far beyond the ring.
-    let out = 1_000u64 | 4 << 32;
-    let m = w.memory();
-    m.word64(OFF_INTENT_OUT).store(out, Relaxed);
-    m.word64(OFF_INTENT_IN).store(0, Relaxed);
-    m.word64(OFF_INTENT)
-        .store(commit_word(out, 0, 0, false), Relaxed);
-    let e = recover(&mut w, &mut r).unwrap_err();
-    assert!(e.contains("write index 1000"), "{e}");
-    assert_eq!(w.pushed(), 0);
+    // Records that check but whose rings are elsewhere (a write index far
+    // beyond the ring; then one in range but not where the ring is): stale,
+    // cleared and never applied.
+    for (start, end) in [(1_000u32, 1_004u32), (2, 6)] {
+        let out = u64::from(start) | u64::from(end) << 32;
+        let m = w.memory();
+        m.word64(OFF_INTENT_OUT).store(out, Relaxed);
+        m.word64(OFF_INTENT_IN).store(0, Relaxed);
+        m.word64(OFF_INTENT_FIRST).store(0, Relaxed);
+        m.word64(OFF_INTENT)
+            .store(commit_word(out, 0, 0, 4, false), Relaxed);
+        assert_eq!(recover(&mut w, &mut r), Ok(false), "{start}..{end}");
+        assert_eq!(w.memory().word64(OFF_INTENT).load(Relaxed), 0, "cleared");
+        w.reload();
+        assert_eq!(w.pushed(), 0);
+        assert_eq!(w.memory().write_idx().load(Relaxed), 0);
+    }
+}
+
+/// A batch whose message must wrap around the ring's end: at its start,
+/// the wrap marker goes alone and the batch starts at slot 0; after a
+/// first message, a batch too long from where it starts is refused once,
+/// and the next one starts at slot 0. Both get through.
+#[test]
+fn batches_that_wrap_get_through() {
+    for fast in [true, false] {
+        // 64 blocks; a 40-block message fits only from slot 0 on.
+        let (mut w, mut r) = pair(4096);
+        w.set_fast_path(fast);
+        r.set_fast_path(fast);
+        let big = 40 * 64 - 8;
+        for lens in [&[big][..], &[10, big][..], &[big, 10][..], &[10, big][..]] {
+            // Move write_idx to slot 40 or so.
+            for _ in 0..(lens.len() as u32 * 7 + 33) {
+                w.alloc(1, 56).unwrap();
+                w.push();
+                assert!(r.front().unwrap().is_some());
+                r.pop();
+            }
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                assert!(tries < 10, "{lens:?}: never fits");
+                w.batch_begin();
+                let ok = lens
+                    .iter()
+                    .all(|&l| w.batch_alloc(2, l).map(|p| p.fill(7)).is_some());
+                if ok {
+                    assert_eq!(w.batch_commit(None), Some(lens.len() as u32));
+                    break;
+                }
+                // Full: the reader frees what it can.
+                while r.front().unwrap().is_some() {
+                    r.pop();
+                }
+            }
+            for &l in lens {
+                let (t, p) = r.front().unwrap().expect("the batch");
+                assert_eq!((t, p.len()), (2, l));
+                r.pop();
+            }
+            assert!(r.front().unwrap().is_none());
+        }
+    }
 }

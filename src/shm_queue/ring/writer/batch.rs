@@ -50,6 +50,13 @@ impl<M: QueueMemory> Writer<M> {
         if self.fast && !self.stamping {
             self.announce();
         }
+        let slot = self.write_idx & self.mask;
+        if self.wrap_next && slot != 0 {
+            // The last batch could not fit from here: it starts at slot 0
+            // (once the reader has freed the tail; till then it is full).
+            self.publish_marker(slot, self.blk_cnt - slot);
+        }
+        self.wrap_next = (self.write_idx & self.mask) != 0 && self.wrap_next;
         self.batch = Some(Batch {
             start: self.write_idx,
             end: self.write_idx,
@@ -112,7 +119,19 @@ impl<M: QueueMemory> Writer<M> {
         if blks > self.blk_cnt - self.stamping as u32 {
             return None;
         }
-        let slot = b.end & self.mask;
+        let mut slot = b.end & self.mask;
+        if blks > self.blk_cnt - slot && b.n == 0 {
+            // A batch that starts with a wrap marker: publish the marker
+            // alone, as `alloc` does (it adds no message), and start the
+            // batch at slot 0; not yet if the reader has not freed the
+            // tail.
+            self.publish_marker(slot, self.blk_cnt - slot);
+            if self.write_idx == b.start {
+                return None;
+            }
+            (b.start, b.end, slot) = (self.write_idx, self.write_idx, 0);
+            self.batch = Some(b);
+        }
         let to_end = self.blk_cnt - slot;
         let rewind = blks > to_end;
         let start = if rewind {
@@ -120,7 +139,14 @@ impl<M: QueueMemory> Writer<M> {
         } else {
             b.end
         };
-        if !self.fits(start.wrapping_add(blks)) {
+        let end = start.wrapping_add(blks);
+        if end.wrapping_sub(b.start) > self.blk_cnt - self.stamping as u32 {
+            // The wrap's waste makes it too long from here, whatever the
+            // reader frees: the next batch starts at slot 0.
+            self.wrap_next = true;
+            return None;
+        }
+        if !self.fits(end) {
             return None;
         }
         if rewind {
@@ -157,11 +183,22 @@ impl<M: QueueMemory> Writer<M> {
         self.batch.map_or(0, |b| b.n)
     }
 
-    /// Where publishing the batch takes the ring: `write_idx` and the
-    /// message count after it; `None` for no batch or an empty one.
-    pub(crate) fn batch_target(&self) -> Option<(u32, u32)> {
+    /// Where publishing the batch takes the ring: `write_idx` before and
+    /// after it, and its messages; `None` for no batch or an empty one.
+    pub(crate) fn batch_target(&self) -> Option<(u32, u32, u32)> {
         let b = self.batch.filter(|b| b.n > 0)?;
-        Some((b.end, self.pushed.wrapping_add(b.n) & 0x7fff_ffff))
+        Some((b.start, b.end, b.n))
+    }
+
+    /// Before the batch is committed: the block after it is cleared (on
+    /// the fast path), so that nothing a crash leaves between the commit
+    /// and the publication depends on it.
+    pub(crate) fn batch_seal(&mut self) {
+        if let Some(b) = self.batch {
+            if self.stamping {
+                self.ensure_cleared(b.end);
+            }
+        }
     }
 
     /// Publishes the batch: the commit record, the first stop's stamp,
@@ -203,21 +240,20 @@ impl<M: QueueMemory> Writer<M> {
         b.n
     }
 
-    /// After a crash: a batch committed to publishing up to `end` with the
+    /// After a crash: a batch committed to publishing `start..end` with the
     /// count `count` and the first stop's header `first` (the caller's
     /// record of it, validated by the caller) is published, as far as a v1
-    /// reader sees: the first stop's header if `write_idx` has not moved
-    /// yet (it is then the batch's start), the commit record, `write_idx`.
+    /// reader sees: the first stop's header if `write_idx` is still at
+    /// `start`, the commit record, `write_idx`.
     /// The other stamps do not matter: a reader starts each session on v1.
     /// Then takes the indices up again.
-    pub(crate) fn roll_forward(&mut self, end: u32, count: u32, first: u64) {
+    pub(crate) fn roll_forward(&mut self, start: u32, end: u32, count: u32, first: u64) {
         // Relaxed, as every load at a reload (this side alone writes it).
-        let write = self.mem.write_idx().load(Ordering::Relaxed);
-        if write != end {
-            // Not published: the first stop's header was never stored (a
-            // v1 reader needs its size and type).
+        if self.mem.write_idx().load(Ordering::Relaxed) == start {
+            // Not published: the first stop's header may never have been
+            // stored (a v1 reader needs its size and type).
             self.mem
-                .header(write & self.mask)
+                .header(start & self.mask)
                 .store(first, Ordering::Release);
             crash_point();
         }
