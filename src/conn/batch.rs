@@ -85,6 +85,7 @@ pub struct Batch<'a> {
 impl ConnTx {
     /// Starts a [`Batch`]: messages published together, all or none.
     /// Works while disconnected too, as [`alloc`](Self::alloc) does.
+    #[inline]
     pub fn batch(&mut self) -> Batch<'_> {
         match &mut self.t {
             TxTransport::Tcp { queue, .. } => queue.batch_begin(),
@@ -109,6 +110,7 @@ impl Batch<'_> {
     /// whole does not fit the send queue now (or, for a batch larger than
     /// the queue, [`AllocError::BatchTooLarge`]). After an error the batch
     /// commits nothing: drop it, poll, and try again.
+    #[inline]
     pub fn alloc(&mut self, msg_type: u16, len: usize) -> Result<&mut [u8], AllocError> {
         if let Some(e) = self.failed {
             return Err(e);
@@ -128,6 +130,7 @@ impl Batch<'_> {
         Ok(p.unwrap_or(&mut []))
     }
 
+    #[inline]
     fn try_alloc(&mut self, msg_type: u16, len: usize) -> Result<(), AllocError> {
         if msg_type == MSG_TYPE_HEARTBEAT {
             return Err(AllocError::ReservedType);
@@ -197,6 +200,7 @@ impl Batch<'_> {
     /// # Errors
     /// [`CommitError::Alloc`] if an `alloc` of the batch failed: nothing
     /// is published.
+    #[inline]
     pub fn commit(self) -> Result<usize, CommitError> {
         if let Some(e) = self.failed {
             return Err(CommitError::Alloc(e));
@@ -231,6 +235,7 @@ impl Batch<'_> {
     /// [`CommitError::Alloc`] if an `alloc` of the batch failed, or
     /// [`CommitError::OtherConnection`] if `req` was received on another
     /// connection. Nothing is published and `req` stays unconsumed.
+    #[inline]
     pub fn commit_consuming(self, req: Received<'_>) -> Result<usize, CommitError> {
         if let Some(e) = self.failed {
             return Err(CommitError::Alloc(e));

@@ -132,6 +132,7 @@ impl Connection {
     }
 
     /// See [`ConnTx::batch`].
+    #[inline]
     pub fn batch(&mut self) -> Batch<'_> {
         self.tx.batch()
     }

@@ -85,16 +85,19 @@ pub(super) fn commit_word(out: u64, inn: u64, first: u64, n: u32, consume: bool)
 
 impl<R: Region> ShmWriter<R> {
     /// Starts a batch (`ring::Writer::batch_begin`).
+    #[inline]
     pub(crate) fn batch_begin(&mut self) {
         self.w.batch_begin()
     }
 
     /// Adds a message to the batch; `None` when it does not fit.
+    #[inline]
     pub(crate) fn batch_alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.w.batch_alloc(msg_type, payload_len)
     }
 
     /// The payload of the batch's last message.
+    #[inline]
     pub(crate) fn batch_payload(&mut self) -> Option<&mut [u8]> {
         self.w.batch_payload()
     }
@@ -108,6 +111,7 @@ impl<R: Region> ShmWriter<R> {
     /// other ring) consumes the message its last `front` returned, as one
     /// step (see the module). Returns the messages published; `None` if
     /// `consume` has no current message (nothing changes).
+    #[inline]
     pub(crate) fn batch_commit(&mut self, consume: Option<&mut ShmReader<R>>) -> Option<u32> {
         let inn = match &consume {
             Some(r) => Some(r.0.pop_target()?),
