@@ -143,27 +143,14 @@ fn shm_full_is_reported_by_the_client() {
     let shm = d.join("shm");
     std::fs::create_dir_all(&shm).unwrap();
     let size = beyond_free_space(&shm).to_string();
-    let mut srv = Command::new(EXE)
-        .args(["echo-server", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(d.join("s"))
-        .arg("--shm-dir")
-        .arg(&shm)
-        .args(["--shm-queue-size", &size])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(srv.stdout.as_mut().unwrap()),
-        &mut first,
-    )
-    .unwrap();
-    let addr = first
-        .split_whitespace()
-        .skip_while(|w| *w != "on")
-        .nth(1)
-        .unwrap()
-        .to_string();
+    let (srv, addr) = echo_server(&[
+        "--dir".as_ref(),
+        d.join("s").as_os_str(),
+        "--shm-dir".as_ref(),
+        shm.as_os_str(),
+        "--shm-queue-size".as_ref(),
+        size.as_ref(),
+    ]);
     let (code, err) = run(&[
         "echo-client",
         "c",
@@ -177,8 +164,7 @@ fn shm_full_is_reported_by_the_client() {
         "--shm-queue-size",
         &size,
     ]);
-    srv.kill().unwrap();
-    srv.wait().unwrap();
+    drop(srv);
     one_clear_line(code, &err, "System error");
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -193,21 +179,13 @@ impl Drop for Killed {
     }
 }
 
-#[test]
-fn a_batch_larger_than_the_queue() {
-    // Batches of up to 1,000 messages against the default 2,000-byte TCP
-    // queue: the first that cannot fit says so, once.
-    let d = scratch("bigbatch");
+/// An echo-server on a free port with `args`, killed when dropped, and
+/// the address it listens on.
+fn echo_server(args: &[&std::ffi::OsStr]) -> (Killed, String) {
     let mut srv = Killed(
         Command::new(EXE)
-            .args([
-                "echo-server",
-                "--listen",
-                "127.0.0.1:0",
-                "--exactly-once",
-                "--dir",
-            ])
-            .arg(d.join("s"))
+            .args(["echo-server", "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap(),
@@ -224,6 +202,19 @@ fn a_batch_larger_than_the_queue() {
         .nth(1)
         .unwrap()
         .to_string();
+    (srv, addr)
+}
+
+#[test]
+fn a_batch_larger_than_the_queue() {
+    // Batches of up to 1,000 messages against the default 2,000-byte TCP
+    // queue: the first that cannot fit says so, once.
+    let d = scratch("bigbatch");
+    let (srv, addr) = echo_server(&[
+        "--exactly-once".as_ref(),
+        "--dir".as_ref(),
+        d.join("s").as_os_str(),
+    ]);
     let (code, err) = run(&[
         "echo-client",
         "c",

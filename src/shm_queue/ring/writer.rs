@@ -337,14 +337,7 @@ impl<M: QueueMemory> Writer<M> {
         if self.fast && !self.stamping {
             self.announce();
         }
-        let size = HDR + payload_len;
-        if size > u16::MAX as usize {
-            return None;
-        }
-        let blks = size.div_ceil(BLOCK) as u32;
-        if blks > self.blk_cnt - self.stamping as u32 {
-            return None;
-        }
+        let (size, blks) = self.blocks_for(payload_len)?;
         let slot = self.write_idx & self.mask;
         let to_end = self.blk_cnt - slot;
         let rewind = blks > to_end;
@@ -378,6 +371,19 @@ impl<M: QueueMemory> Writer<M> {
         self.pending = Some(p);
         self.mem.track_write(p.off, p.len);
         Some(self.payload(p))
+    }
+
+    /// The size and blocks of a message with `payload_len` bytes of
+    /// payload; `None` if it can never fit (larger than a u16 size, or
+    /// than the ring, less one block on the fast path).
+    #[inline(always)]
+    fn blocks_for(&self, payload_len: usize) -> Option<(usize, u32)> {
+        let size = HDR + payload_len;
+        if size > u16::MAX as usize {
+            return None;
+        }
+        let blks = size.div_ceil(BLOCK) as u32;
+        (blks <= self.blk_cnt - self.stamping as u32).then_some((size, blks))
     }
 
     #[inline]

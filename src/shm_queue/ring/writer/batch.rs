@@ -111,14 +111,7 @@ impl<M: QueueMemory> Writer<M> {
     /// (the batch is unchanged).
     pub(crate) fn batch_alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         let mut b = self.batch?;
-        let size = HDR + payload_len;
-        if size > u16::MAX as usize {
-            return None;
-        }
-        let blks = size.div_ceil(BLOCK) as u32;
-        if blks > self.blk_cnt - self.stamping as u32 {
-            return None;
-        }
+        let (size, blks) = self.blocks_for(payload_len)?;
         let mut slot = b.end & self.mask;
         if blks > self.blk_cnt - slot && b.n == 0 {
             // A batch that starts with a wrap marker: publish the marker
