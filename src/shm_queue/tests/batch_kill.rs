@@ -43,7 +43,9 @@ fn open(dir: &Path) -> (ShmWriter, ShmReader) {
     (w, r)
 }
 
-fn prepare(dir: &Path) {
+/// The rings before the commit; returns the reader of our ring, caught
+/// up (on the fast path: the writer announced it).
+fn prepare(dir: &Path) -> ShmReader {
     let (out, inn) = paths(dir);
     let _ = std::fs::remove_file(&out);
     let _ = std::fs::remove_file(&inn);
@@ -60,6 +62,9 @@ fn prepare(dir: &Path) {
         assert!(reader.front().unwrap().is_some());
         reader.pop();
     }
+    // Caught up: it takes the fast path the writer announced.
+    assert!(reader.front().unwrap().is_none());
+    reader
 }
 
 /// The child: opens the rings (recovering them), reads the first request,
@@ -86,8 +91,9 @@ fn shm_batch_child() {
 }
 
 /// What the rings hold after a reopen: requests consumed, and whether the
-/// batch is there (every byte checked). The counts agree with both.
-fn outcome(dir: &Path) -> (u32, bool) {
+/// batch is there (every byte checked; `early` of its messages were read
+/// before the reopen). The counts agree with both.
+fn outcome_after(dir: &Path, early: u32) -> (u32, bool) {
     let (w, mut r) = open(dir);
     let popped = r.popped();
     let (want, _) = r.front().unwrap().expect("a request is left");
@@ -99,7 +105,7 @@ fn outcome(dir: &Path) -> (u32, bool) {
         "the next request is the one after the consumed"
     );
     let mut reader = ShmReader::open_file(&paths(dir).0, CAP, opts(), 1).unwrap();
-    let mut got = 0u32;
+    let mut got = early;
     while let Some((t, p)) = reader.front().unwrap() {
         assert_eq!(
             (t, p),
@@ -110,12 +116,58 @@ fn outcome(dir: &Path) -> (u32, bool) {
         got += 1;
     }
     let whole = match got {
-        0 => false,
+        0 if early == 0 => false,
         BATCH => true,
         n => panic!("a partial batch: {n} of {BATCH} messages"),
     };
     assert_eq!(w.pushed(), BEFORE + got, "pushed count");
     (popped, whole)
+}
+
+fn outcome(dir: &Path) -> (u32, bool) {
+    outcome_after(dir, 0)
+}
+
+/// A reader on the fast path, alive while the writer dies, reads what the
+/// dead writer's stamps show (the batch's first message once its first
+/// stop is stamped, though `write_idx` was not stored yet); the reopen then
+/// rolls the batch forward and the rest follows: every message once.
+#[test]
+#[cfg_attr(miri, ignore = "processes and files")]
+fn a_fast_reader_mid_batch_when_the_writer_dies() {
+    let dir = std::env::temp_dir().join(format!("tcpshm-shm-batch-mid-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut mid = 0;
+    for point in 1.. {
+        let mut reader = prepare(&dir);
+        assert!(reader.is_fast(), "the reader is on the fast path");
+        let ended = run_child(
+            "shm_queue::tests::batch_kill::shm_batch_child",
+            point,
+            &[(DIR_ENV, &dir), (MODE_ENV, Path::new("plain"))],
+        );
+        // Before anyone reopens the rings: what the live reader sees.
+        let mut early = 0u32;
+        if let Some((t, p)) = reader.front().unwrap() {
+            assert_eq!((t, p), (2, &[0xb0; LEN][..]), "point {point}");
+            reader.pop();
+            early = 1;
+        }
+        drop(reader);
+        let (popped, whole) = outcome_after(&dir, early);
+        assert_eq!(popped, 0);
+        assert!(
+            whole || early == 0,
+            "point {point}: a message of a lost batch read"
+        );
+        if ended == Ended::Finished {
+            break;
+        }
+        mid += u32::from(early == 1 && whole);
+    }
+    assert!(mid > 0, "no crash left a batch half read");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
