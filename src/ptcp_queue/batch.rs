@@ -34,7 +34,7 @@ use std::sync::atomic::{compiler_fence, Ordering};
 
 use super::{AckCounter, PtcpQueue, State, BLK, INTENT, OFF_LOCAL_ACK, OFF_PROGRESS};
 use crate::sys::Region;
-use crate::wire::{padded, MsgHeader, HEADER_SIZE, MAX_PAYLOAD};
+use crate::wire::HEADER_SIZE;
 
 /// A batch being written: our own record of it, never read back from the
 /// file.
@@ -76,32 +76,11 @@ impl<R: Region> PtcpQueue<R> {
     /// it holds can still be committed).
     pub(crate) fn batch_alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         let mut b = self.batch?;
-        if payload_len > MAX_PAYLOAD {
-            return None;
-        }
-        let size = HEADER_SIZE + payload_len;
-        let blks = (padded(size) / BLK) as u32;
-        let need = b.blks.checked_add(blks)?;
-        if need > self.blk_cnt - self.st.write {
-            if need > self.blk_cnt - self.st.write + self.st.read {
-                return None;
-            }
-            self.compact(b.blks);
-        }
         let ack = self.local_ack();
+        let (size, blks) = self.place(b.blks, msg_type, payload_len, ack)?;
         b.last_ack = ack;
-        let off = (self.st.write + b.blks) as usize * BLK;
-        let msg = &mut self.data_mut()[off..off + blks as usize * BLK];
-        MsgHeader {
-            size: size as u16,
-            msg_type,
-            ack_seq: ack,
-        }
-        .encode_into(msg);
-        // Padding goes on the wire: never leak older bytes.
-        msg[size..].fill(0);
         b.last = Some((b.blks, size));
-        b.blks = need;
+        b.blks += blks;
         b.n += 1;
         self.batch = Some(b);
         self.batch_payload()

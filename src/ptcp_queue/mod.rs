@@ -444,29 +444,46 @@ impl<R: Region> PtcpQueue<R> {
     /// A second `alloc` before `push` replaces the first.
     pub(crate) fn alloc(&mut self, msg_type: u16, payload_len: usize) -> Option<&mut [u8]> {
         self.pending = None;
+        let (size, blks) = self.place(0, msg_type, payload_len, 0)?;
+        self.pending = Some(Pending { blks, size });
+        self.pending_payload()
+    }
+
+    /// Makes room for a message with `payload_len` bytes of payload,
+    /// `after` blocks past the write index (compacting first when the free
+    /// space is split, carrying those blocks along), and writes its header,
+    /// stamped with `ack`, and zeroed padding. Returns its size and blocks;
+    /// `None` if it does not fit now or can never fit.
+    fn place(
+        &mut self,
+        after: u32,
+        msg_type: u16,
+        payload_len: usize,
+        ack: u32,
+    ) -> Option<(usize, u32)> {
         if payload_len > MAX_PAYLOAD {
             return None;
         }
         let size = HEADER_SIZE + payload_len;
         let blks = (padded(size) / BLK) as u32;
-        if blks > self.blk_cnt - self.st.write {
-            if blks > self.blk_cnt - self.st.write + self.st.read {
+        let need = after.checked_add(blks)?;
+        if need > self.blk_cnt - self.st.write {
+            if need > self.blk_cnt - self.st.write + self.st.read {
                 return None;
             }
-            self.compact(0);
+            self.compact(after);
         }
-        self.pending = Some(Pending { blks, size });
-        let off = self.st.write as usize * BLK;
+        let off = (self.st.write + after) as usize * BLK;
         let msg = &mut self.data_mut()[off..off + blks as usize * BLK];
         MsgHeader {
             size: size as u16,
             msg_type,
-            ack_seq: 0,
+            ack_seq: ack,
         }
         .encode_into(msg);
         // Padding goes on the wire: never leak older bytes.
         msg[size..].fill(0);
-        Some(&mut msg[HEADER_SIZE..size])
+        Some((size, blks))
     }
 
     /// The payload of the message allocated and not yet pushed (its size

@@ -59,6 +59,13 @@ const CONSUME: u64 = 1 << 55;
 /// commit word).
 pub(crate) const MAX_BATCH: u32 = (1 << 23) - 1;
 
+/// Clears the commit word in the memory `m` of a ring: after a commit,
+/// a recovery, or a reset of the ring.
+pub(super) fn clear<R: Region>(m: &RegionMemory<R>) {
+    // Relaxed: as in `batch_commit`.
+    m.word64(OFF_INTENT).store(0, Ordering::Relaxed);
+}
+
 /// Two indices, as one word.
 fn pack(lo: u32, hi: u32) -> u64 {
     u64::from(lo) | u64::from(hi) << 32
@@ -148,10 +155,7 @@ impl<R: Region> ShmWriter<R> {
             r.pop();
         }
         compiler_fence(Ordering::SeqCst);
-        self.w
-            .memory()
-            .word64(OFF_INTENT)
-            .store(0, Ordering::Relaxed);
+        clear(self.w.memory());
         crate::failpoint::hit();
         self.ring();
         Some(n)
@@ -236,7 +240,7 @@ pub(crate) fn recover<R: Region>(
         }
     }
     compiler_fence(Ordering::SeqCst);
-    w.w.memory().word64(OFF_INTENT).store(0, Ordering::Relaxed);
+    clear(w.w.memory());
     crate::failpoint::hit();
     Ok(w_count.is_some() && r_count.is_some())
 }

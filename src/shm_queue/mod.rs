@@ -44,10 +44,9 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
-use self::intent::OFF_INTENT;
 pub(crate) use self::intent::{recover, MAX_BATCH};
 #[cfg(any(test, fuzzing))]
-use self::intent::{OFF_INTENT_FIRST, OFF_INTENT_IN, OFF_INTENT_OUT};
+use self::intent::{OFF_INTENT, OFF_INTENT_FIRST, OFF_INTENT_IN, OFF_INTENT_OUT};
 use self::ring::QueueMemory;
 pub(crate) use self::ring::{Corrupt, BLOCK};
 use self::wake_words::OFF_WAKE_FLAG;
@@ -470,11 +469,7 @@ impl<R: Region> ShmWriter<R> {
     /// `reload` sees the empty queue).
     pub(crate) fn reset(&mut self) {
         ring::reset(self.w.memory());
-        // Relaxed: as the indices `ring::reset` stores.
-        self.w
-            .memory()
-            .word64(OFF_INTENT)
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        intent::clear(self.w.memory());
         self.w.reload();
     }
 
@@ -636,11 +631,7 @@ impl<R: Region> ShmReader<R> {
     /// writer's intent record (`intent`): a new pair starts with none.
     pub(crate) fn reset(&mut self) {
         ring::reset(self.0.memory());
-        // Relaxed: as the indices `ring::reset` stores.
-        self.0
-            .memory()
-            .word64(OFF_INTENT)
-            .store(0, std::sync::atomic::Ordering::Relaxed);
+        intent::clear(self.0.memory());
         self.0.reload();
     }
 
