@@ -32,9 +32,16 @@ pub enum CloseReason {
     ShmCorrupt,
     /// Our own send queue file was altered under us.
     QueueCorrupt,
+    /// The peer sent a message larger than this side's
+    /// `Config::max_message_size` (0, the default, takes none larger than
+    /// one frame). It stays in the peer's queue: raise the setting and
+    /// the next session delivers it.
+    LargeMessage,
+    /// The peer sent a large message's fragments out of sequence.
+    BadFragment,
 }
 
-const REASONS: [CloseReason; 11] = [
+const REASONS: [CloseReason; 13] = [
     CloseReason::RemoteClose,
     CloseReason::ReadError,
     CloseReason::SendError,
@@ -46,6 +53,8 @@ const REASONS: [CloseReason; 11] = [
     CloseReason::LoginAfterLogin,
     CloseReason::ShmCorrupt,
     CloseReason::QueueCorrupt,
+    CloseReason::LargeMessage,
+    CloseReason::BadFragment,
 ];
 
 impl CloseReason {
@@ -64,6 +73,8 @@ impl CloseReason {
             CloseReason::LoginAfterLogin => "Protocol violation: login frame after login",
             CloseReason::ShmCorrupt => "Protocol violation: corrupt shm queue",
             CloseReason::QueueCorrupt => "Send queue file corrupt",
+            CloseReason::LargeMessage => "Message larger than Config::max_message_size",
+            CloseReason::BadFragment => "Protocol violation: fragment out of sequence",
         }
     }
 

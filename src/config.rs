@@ -170,7 +170,22 @@ pub struct Config {
     /// whose writer has not said it wakes it (a C++ peer never does) looks
     /// at its rings at least this often.
     pub shm_sweep_interval: Duration,
+    /// Largest message, in bytes, this side sends or takes (default 0:
+    /// none larger than one frame, [`max_tcp_payload`](Self::max_tcp_payload)
+    /// or [`max_shm_payload`](Self::max_shm_payload)). A larger message
+    /// travels as fragments committed as one batch, so the send queue
+    /// must hold it whole (`AllocError::BatchTooLarge` says when it
+    /// cannot), and is handed to the receiver whole, copied once into a
+    /// buffer of this size that each connection allocates when its queue
+    /// opens. Both peers must set it: a peer that takes smaller messages
+    /// closes the session with `CloseReason::LargeMessage`, and the
+    /// message waits in the sender's queue (`docs/protocol.md`, "Messages
+    /// over 64 KiB"). At most 1 GiB.
+    pub max_message_size: usize,
 }
+
+/// The largest `Config::max_message_size`.
+const MAX_MESSAGE_SIZE: usize = 1 << 30;
 
 impl Default for Config {
     fn default() -> Self {
@@ -201,6 +216,7 @@ impl Default for Config {
             shm_hand_over: true,
             shm_doorbell_slots: 32,
             shm_sweep_interval: Duration::from_millis(1),
+            max_message_size: 0,
         }
     }
 }
@@ -263,6 +279,12 @@ impl Config {
                      follow them (or two echoing peers can wait on each other forever)",
                     self.tcp_recv_buf_max_size, self.tcp_queue_size
                 ),
+            );
+        }
+        if self.max_message_size > MAX_MESSAGE_SIZE {
+            return bad(
+                "max_message_size",
+                format!("{} is above 1 GiB", self.max_message_size),
             );
         }
         if self.ticks_per_second == 0 {

@@ -89,6 +89,21 @@ impl RecvBuf {
         }
     }
 
+    /// Steps over the message at the read position (after `front`)
+    /// without counting it consumed: a fragment copied out while the rest
+    /// of its message arrives. Returns the bytes it took, for
+    /// [`count_consumed`](Self::count_consumed) once the message is.
+    pub(crate) fn skip(&mut self) -> u64 {
+        let consumed = self.consumed;
+        self.pop();
+        std::mem::replace(&mut self.consumed, consumed) - consumed
+    }
+
+    /// Counts `bytes` stepped over with [`skip`](Self::skip) as consumed.
+    pub(crate) fn count_consumed(&mut self, bytes: u64) {
+        self.consumed += bytes;
+    }
+
     /// Bytes of messages consumed since this buffer was made.
     pub(crate) fn consumed(&self) -> u64 {
         self.consumed

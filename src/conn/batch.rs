@@ -6,7 +6,7 @@ use std::fmt;
 use super::rx::RxTransport;
 use super::tx::TxTransport;
 use super::{AllocError, ConnTx, Received};
-use crate::wire::{padded, HEADER_SIZE, MSG_TYPE_HEARTBEAT};
+use crate::wire::{padded, HEADER_SIZE};
 
 /// Why a batch was not committed. Nothing of it was published, and a
 /// request it was to consume stays unconsumed (it is delivered again).
@@ -72,14 +72,14 @@ impl std::error::Error for CommitError {}
 #[derive(Debug)]
 #[must_use = "a batch publishes nothing until it is committed"]
 pub struct Batch<'a> {
-    tx: &'a mut ConnTx,
+    pub(super) tx: &'a mut ConnTx,
     /// Payload bytes allocated (statistics).
     bytes: u64,
     /// Bytes the batch takes in the send queue, headers and padding
     /// included.
     size: usize,
     /// The first failed `alloc`: the batch then commits nothing.
-    failed: Option<AllocError>,
+    pub(super) failed: Option<AllocError>,
 }
 
 impl ConnTx {
@@ -115,26 +115,39 @@ impl Batch<'_> {
         if let Some(e) = self.failed {
             return Err(e);
         }
-        match self.try_alloc(msg_type, len) {
-            Ok(()) => {}
-            Err(e) => {
-                self.failed = Some(e);
-                return Err(e);
-            }
+        if super::tx::reserved(msg_type) {
+            return Err(self.fail(AllocError::ReservedType));
         }
-        let p = match &mut self.tx.t {
+        self.alloc_frame(msg_type, len)?;
+        Ok(self.payload().unwrap_or(&mut []))
+    }
+
+    /// Adds a frame of any type (fragments too); see [`alloc`](Self::alloc).
+    #[inline]
+    pub(super) fn alloc_frame(&mut self, msg_type: u16, len: usize) -> Result<(), AllocError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        self.try_alloc(msg_type, len).map_err(|e| self.fail(e))
+    }
+
+    /// Records the batch's first failure (it then commits nothing).
+    pub(super) fn fail(&mut self, e: AllocError) -> AllocError {
+        *self.failed.get_or_insert(e)
+    }
+
+    /// The payload of the batch's last message.
+    #[inline]
+    pub(super) fn payload(&mut self) -> Option<&mut [u8]> {
+        match &mut self.tx.t {
             TxTransport::Tcp { queue, .. } => queue.batch_payload(),
             TxTransport::Shm(w) => w.batch_payload(),
             TxTransport::None => None,
-        };
-        Ok(p.unwrap_or(&mut []))
+        }
     }
 
     #[inline]
     fn try_alloc(&mut self, msg_type: u16, len: usize) -> Result<(), AllocError> {
-        if msg_type == MSG_TYPE_HEARTBEAT {
-            return Err(AllocError::ReservedType);
-        }
         if len > self.tx.max_payload {
             return Err(match self.tx.t {
                 TxTransport::None => AllocError::NotOpen,
@@ -240,7 +253,7 @@ impl Batch<'_> {
         if let Some(e) = self.failed {
             return Err(CommitError::Alloc(e));
         }
-        let (rx, len) = req.into_rx();
+        let (rx, len, large) = req.into_rx();
         let tx = self.tx;
         if rx.conn != tx.conn {
             return Err(CommitError::OtherConnection);
@@ -262,7 +275,12 @@ impl Batch<'_> {
             }
             _ => return Err(CommitError::OtherConnection),
         };
-        rx.count_pop(len);
+        if large {
+            // The commit consumed its first fragment, which consumes it.
+            rx.consumed_first_fragment();
+        } else {
+            rx.count_pop(len);
+        }
         tx.sent.0 += u64::from(n);
         tx.sent.1 += self.bytes;
         Ok(n as usize)

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod large;
 mod link;
 mod rx;
 mod tx;
@@ -137,6 +138,14 @@ impl Connection {
         self.tx.batch()
     }
 
+    /// See [`ConnTx::send`].
+    ///
+    /// # Errors
+    /// See [`ConnTx::send`].
+    pub fn send(&mut self, msg_type: u16, payload: &[u8]) -> Result<(), CommitError> {
+        self.tx.send(msg_type, payload)
+    }
+
     /// See [`ConnRx::front`].
     #[inline]
     pub fn front(&mut self) -> Option<Received<'_>> {
@@ -240,6 +249,15 @@ impl Connection {
         };
         self.tx.t = TxTransport::Tcp { queue, link: None };
         self.tx.max_payload = cfg.max_tcp_payload();
+        self.set_max_message(cfg);
+    }
+
+    /// Large messages as `cfg` allows them: the largest sent, and the
+    /// receive half's assembler (allocated here, once per queue).
+    fn set_max_message(&mut self, cfg: &crate::Config) {
+        let max = cfg.max_message_size;
+        self.tx.max_message = max;
+        self.rx.large = (max > self.tx.max_payload).then(|| large::RxLarge::new(max));
     }
 
     /// Installs the two shm queues without a session.
@@ -247,6 +265,7 @@ impl Connection {
         self.rx.t = RxTransport::Shm(r);
         self.tx.t = TxTransport::Shm(w);
         self.tx.max_payload = cfg.max_shm_payload();
+        self.set_max_message(cfg);
     }
 
     pub(crate) fn has_queue(&self, transport: Transport) -> bool {
@@ -270,6 +289,8 @@ impl Connection {
         self.rx.t = RxTransport::None;
         self.tx.t = TxTransport::None;
         self.tx.max_payload = 0;
+        self.tx.max_message = 0;
+        self.rx.large = None;
     }
 
     /// The local ack and sequence range reported at login: 0s for shm.
@@ -285,6 +306,7 @@ impl Connection {
 
     /// Empties the queues: a new pair (the server name changed).
     pub(crate) fn reset_queues(&mut self) {
+        self.rx.reset_large();
         match (&mut self.tx.t, &mut self.rx.t) {
             (TxTransport::Tcp { queue, .. }, RxTransport::Tcp { buf, ack }) => {
                 queue.reset(ack);
@@ -315,6 +337,7 @@ impl Connection {
         self.tx.state = state;
         self.rx.fault = None;
         self.rx.pops = 0;
+        self.rx.reset_large();
         self.sessions += 1;
         let res = match (&mut self.tx.t, &mut self.rx.t) {
             (TxTransport::Tcp { queue, link: l }, RxTransport::Tcp { buf, ack }) => {
@@ -489,5 +512,10 @@ pub(crate) fn deliver_ready(
     // What the handler pushed with `push_more` goes now, and the lines
     // of its last message to the reader's side of the cache.
     tx.settle();
+    // A fault `front` found (a corrupt ring, a fragment refused) ends
+    // the session.
+    if let Some(f) = rx.fault.take() {
+        tx.state.close(f);
+    }
     handed
 }

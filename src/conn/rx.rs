@@ -1,10 +1,16 @@
 //! The receive half of a connection: [`ConnRx`] and the [`Received`]
 //! message it lends out.
 
+use super::large::RxLarge;
 use crate::close::{Close, CloseReason};
 use crate::ptcp_queue::AckCounter;
 use crate::session::RecvBuf;
 use crate::shm_queue::ShmReader;
+use crate::wire::FRAGMENT_TYPE;
+
+/// The length half of a [`Received`] word that stands for a large message
+/// (no frame's payload is this long): the payload is the assembler's.
+pub(super) const LARGE: u32 = 0xffff;
 
 #[derive(Debug)]
 pub(crate) enum RxTransport {
@@ -34,6 +40,9 @@ pub struct ConnRx {
     /// The connection this half belongs to (`Connection::new`'s number,
     /// shared with its send half).
     pub(crate) conn: u64,
+    /// The large message being put together (`Config::max_message_size`
+    /// set), else `None`.
+    pub(crate) large: Option<Box<RxLarge>>,
 }
 
 /// A received message, borrowed from the receive buffer or the shared
@@ -52,10 +61,10 @@ pub struct ConnRx {
 #[derive(Debug)]
 #[must_use = "a message is consumed only by `pop`; dropped, it is delivered again"]
 pub struct Received<'a> {
-    rx: &'a mut ConnRx,
-    /// `msg_type << 16 | payload length` (a message is at most 65535
-    /// bytes, its header included).
-    word: u32,
+    pub(super) rx: &'a mut ConnRx,
+    /// `msg_type << 16 | payload length` (a frame is at most 65535
+    /// bytes, its header included), or `msg_type << 16 | LARGE`.
+    pub(super) word: u32,
 }
 
 // Two words, returned in registers (see `Received`).
@@ -74,9 +83,14 @@ impl<'a> Received<'a> {
         self.word as u16 as usize
     }
 
-    /// The payload.
+    /// The payload: in place in the receive buffer or the shared memory,
+    /// or, for a message larger than one frame (`Config::max_message_size`),
+    /// the copy its fragments were put together in.
     #[inline]
     pub fn payload(&self) -> &[u8] {
+        if self.is_large() {
+            return self.rx.large.as_ref().map_or(&[][..], |l| l.message().1);
+        }
         match &self.rx.t {
             RxTransport::Tcp { buf, .. } => buf.front_payload(self.len()),
             RxTransport::Shm(r) => r.current().map_or(&[][..], |(_, p)| p),
@@ -96,15 +110,25 @@ impl<'a> Received<'a> {
     /// again; over shared memory the read index is the persistence.
     #[inline]
     pub fn pop(self) {
+        if self.is_large() {
+            return self.rx.pop_large();
+        }
         self.rx.bytes += self.len() as u64;
         self.rx.pop_current();
     }
 
-    /// The receive half the message is in, and its payload length: for a
-    /// commit that consumes it (`Batch::commit_consuming`).
-    pub(crate) fn into_rx(self) -> (&'a mut ConnRx, usize) {
-        let len = self.len();
-        (self.rx, len)
+    /// Whether this is a large message, put together from fragments.
+    #[inline]
+    pub(super) fn is_large(&self) -> bool {
+        self.word & 0xffff == LARGE
+    }
+
+    /// The receive half the message is in, its payload length, and
+    /// whether it is large: for a commit that consumes it
+    /// (`Batch::commit_consuming`).
+    pub(crate) fn into_rx(self) -> (&'a mut ConnRx, usize, bool) {
+        let (len, large) = (self.len(), self.is_large());
+        (self.rx, len, large)
     }
 }
 
@@ -117,6 +141,7 @@ impl ConnRx {
             pops_total: 0,
             bytes: 0,
             conn,
+            large: None,
         }
     }
 
@@ -134,6 +159,23 @@ impl ConnRx {
                     return None;
                 }
             },
+            RxTransport::None => return None,
+        };
+        if msg_type == FRAGMENT_TYPE {
+            return self.front_large();
+        }
+        Some(Received {
+            rx: self,
+            word: u32::from(msg_type) << 16 | u32::from(len),
+        })
+    }
+
+    /// The message first in line, as `front` finds it, when it is known
+    /// not to be a fragment (after orphan fragments were skipped).
+    pub(super) fn front_plain(&mut self) -> Option<Received<'_>> {
+        let (msg_type, len) = match &mut self.t {
+            RxTransport::Tcp { buf, .. } => buf.front()?,
+            RxTransport::Shm(r) => r.current().map(|(t, p)| (t, p.len() as u16))?,
             RxTransport::None => return None,
         };
         Some(Received {

@@ -8,7 +8,7 @@ use super::link::{LinkState, TcpLink};
 use crate::close::{Close, CloseReason};
 use crate::ptcp_queue::PtcpQueue;
 use crate::shm_queue::ShmWriter;
-use crate::wire::{Name, MSG_TYPE_HEARTBEAT};
+use crate::wire::Name;
 
 /// Why [`ConnTx::alloc`] gave no buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,7 +25,9 @@ pub enum AllocError {
     /// The send queue is full: the peer has not consumed enough yet. Try
     /// again after polling.
     Full,
-    /// msg_type 0 is the heartbeat; application types are 1..=65535.
+    /// msg_type 0 is the heartbeat, and `0xfff0..=0xffff` are tcpshm's
+    /// (fragments of large messages); application types are
+    /// 1..=0xffef.
     ReservedType,
     /// The connection has no queue yet (a client before its first login).
     NotOpen,
@@ -43,21 +45,32 @@ pub enum AllocError {
 impl fmt::Display for AllocError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            AllocError::TooLarge { len, max } => {
-                write!(f, "payload of {len} bytes exceeds the maximum of {max}")
-            }
+            AllocError::TooLarge { len, max } => write!(
+                f,
+                "payload of {len} bytes exceeds the maximum of {max} (Config::max_message_size \
+                 allows larger ones)"
+            ),
             AllocError::Full => f.write_str("send queue full"),
-            AllocError::ReservedType => f.write_str("msg_type 0 is reserved for heartbeats"),
+            AllocError::ReservedType => {
+                f.write_str("msg_type 0 and 0xfff0..=0xffff are reserved (heartbeat, fragments)")
+            }
             AllocError::NotOpen => f.write_str("connection has no queue yet"),
             AllocError::BatchTooLarge { bytes, capacity } => write!(
                 f,
-                "batch of {bytes} bytes exceeds the send queue's {capacity}"
+                "batch (or large message) of {bytes} bytes exceeds the send queue's {capacity}"
             ),
         }
     }
 }
 
 impl std::error::Error for AllocError {}
+
+/// Whether applications may not send `msg_type`: 0 (heartbeat) and
+/// `0xfff0..=0xffff` (tcpshm's: fragments).
+#[inline(always)]
+pub(crate) fn reserved(msg_type: u16) -> bool {
+    msg_type.wrapping_sub(1) >= crate::wire::RESERVED_TYPES - 1
+}
 
 /// `ConnTx::alloc` over TCP (out of line: see there).
 #[inline(never)]
@@ -83,6 +96,8 @@ pub struct ConnTx {
     pub(crate) remote: Option<Name>,
     pub(crate) t: TxTransport,
     pub(crate) max_payload: usize,
+    /// `Config::max_message_size` (0 until a queue is open).
+    pub(crate) max_message: usize,
     pub(crate) state: Arc<LinkState>,
     /// Messages and payload bytes pushed (statistics).
     pub(crate) sent: (u64, u64),
@@ -157,6 +172,7 @@ impl ConnTx {
             remote: None,
             t: TxTransport::None,
             max_payload: 0,
+            max_message: 0,
             state: LinkState::new_closed(CloseReason::RequestClose),
             sent: (0, 0),
             pending_len: 0,
@@ -172,7 +188,7 @@ impl ConnTx {
     /// type 0, or no queue yet.
     #[inline(always)]
     pub fn alloc(&mut self, msg_type: u16, len: usize) -> Result<Alloc<'_>, AllocError> {
-        if msg_type == MSG_TYPE_HEARTBEAT {
+        if reserved(msg_type) {
             return Err(AllocError::ReservedType);
         }
         if len > self.max_payload {

@@ -594,6 +594,30 @@ impl<R: Region> ShmReader<R> {
         self.0.pop()
     }
 
+    /// A message after the current one, not consumed
+    /// (`ring::Reader::peek`): `(msg_type, end, payload)`.
+    ///
+    /// # Errors
+    /// [`Corrupt`] for memory an honest writer never produces.
+    pub(crate) fn peek(&mut self, at: u32) -> Result<Option<(u16, u32, &[u8])>, Corrupt> {
+        self.0.peek(at)
+    }
+
+    /// The index of the next message to consume.
+    pub(crate) fn read_idx(&self) -> u32 {
+        self.0.read_idx()
+    }
+
+    /// `read_idx` before and after consuming the current message.
+    pub(crate) fn pop_target(&self) -> Option<(u32, u32)> {
+        self.0.pop_target()
+    }
+
+    /// Consumes one message that ends at `end` (`ring::Reader::consume_to`).
+    pub(crate) fn consume_to(&mut self, end: u32) {
+        self.0.consume_to(end)
+    }
+
     /// Whether something may be waiting: a cached index compare, else one
     /// load of `write_idx`. [`front`](Self::front) tells what it is.
     #[inline(always)]

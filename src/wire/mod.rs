@@ -12,6 +12,7 @@
 //! custom one).
 #![forbid(unsafe_code)]
 
+mod fragment;
 mod header;
 mod login;
 mod name;
@@ -19,6 +20,10 @@ mod seq;
 
 use std::fmt;
 
+pub(crate) use self::fragment::{
+    pieces, write_header as write_fragment_header, Assembler, FragmentError, Step, FRAGMENT_HEADER,
+    FRAGMENT_TYPE, RESERVED_TYPES,
+};
 pub(crate) use self::header::MsgHeader;
 pub use self::login::UserData;
 pub(crate) use self::login::{error_msg_field, Login, LoginResponse, LoginStatus};

@@ -109,9 +109,8 @@ impl GroupHandler for EchoServer {
             let p = msg.payload();
             let seq = u64::from_le_bytes(p[..8].try_into().unwrap());
             let mut b = tx.batch();
-            match b.alloc(msg.msg_type(), p.len()) {
-                Ok(r) => r.copy_from_slice(p),
-                Err(_) => return, // full: redelivered on the next poll
+            if b.append(msg.msg_type(), p).is_err() {
+                return; // full: redelivered on the next poll
             }
             if b.commit_consuming(msg).is_ok() {
                 let next = self.next_seq.entry(who).or_default();

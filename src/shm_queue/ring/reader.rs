@@ -308,19 +308,38 @@ impl<M: QueueMemory> Reader<M> {
         size: u16,
         msg_type: u16,
     ) -> Result<Option<(u16, &[u8])>, Corrupt> {
+        let cur = self.check(at, slot, size, msg_type)?;
+        self.cur = Some(cur);
+        self.mem.track_read(cur.off, cur.len);
+        Ok(self.current())
+    }
+
+    /// Our own copy of a message whose header, read at index `at` (slot
+    /// `slot`), holds `size` and `msg_type`, if it fits the ring there.
+    #[inline]
+    fn check(&self, at: u32, slot: u32, size: u16, msg_type: u16) -> Result<Current, Corrupt> {
         let blks = (size as usize).div_ceil(BLOCK) as u32;
         if (size as usize) < HDR || slot + blks > self.blk_cnt {
             return Err(Corrupt::Size { at, size });
         }
-        let cur = Current {
+        Ok(Current {
             end: at.wrapping_add(blks),
             msg_type,
             off: slot as usize * BLOCK + HDR,
             len: size as usize - HDR,
-        };
-        self.cur = Some(cur);
-        self.mem.track_read(cur.off, cur.len);
-        Ok(self.current())
+        })
+    }
+
+    /// The payload of a message [`check`](Self::check)ed and published.
+    #[inline]
+    fn payload(&self, c: Current) -> &[u8] {
+        // SAFETY: `c` is our own copy of a message `check` found to lie
+        // inside the ring (slot + blocks <= block count), and the callers
+        // found it published (before write_idx, SYNC POINT msg-published,
+        // or stamped, SYNC POINT msg-stamped) at or after `read_idx`; the
+        // writer does not reuse its blocks until pop releases them (SYNC
+        // POINT block-released).
+        unsafe { std::slice::from_raw_parts(self.mem.blocks().add(c.off), c.len) }
     }
 
     /// The message the last [`front`](Self::front) returned, if it has not
@@ -328,13 +347,83 @@ impl<M: QueueMemory> Reader<M> {
     #[inline]
     pub(crate) fn current(&self) -> Option<(u16, &[u8])> {
         let c = self.cur?;
-        // SAFETY: `c` is our own copy of a message `front` checked to lie
-        // inside the ring (slot + blocks <= block count) and to be published
-        // (before write_idx, SYNC POINT msg-published, or stamped, SYNC
-        // POINT msg-stamped); the writer does not reuse its blocks until
-        // pop releases them (SYNC POINT block-released).
-        let payload = unsafe { std::slice::from_raw_parts(self.mem.blocks().add(c.off), c.len) };
-        Some((c.msg_type, payload))
+        Some((c.msg_type, self.payload(c)))
+    }
+
+    /// The message at index `at`, at or after the current message's end,
+    /// as `(msg_type, end, payload)`, without making it current or
+    /// consuming anything; `None` if nothing is published there yet. For
+    /// reading on through the fragments of one large message, which its
+    /// writer publishes as one batch (`crate::wire::Assembler`). A wrap
+    /// marker at `at` is read through, never consumed.
+    ///
+    /// # Errors
+    /// [`Corrupt`], as [`front`](Self::front).
+    pub(crate) fn peek(&mut self, at: u32) -> Result<Option<(u16, u32, &[u8])>, Corrupt> {
+        let mut slot = at & self.mask;
+        let (at, slot, size, msg_type) = if self.fast {
+            // SYNC POINT msg-stamped, as in front_fast: a batch's headers
+            // are stored before its first stop's stamp.
+            let h = self.mem.header(slot).load(Ordering::Acquire);
+            if stamp_of(h) != at {
+                return Ok(None);
+            }
+            let (size, msg_type) = fields(h);
+            if size != 0 {
+                (at, slot, size, msg_type)
+            } else if slot == 0 {
+                return Err(Corrupt::Size { at, size });
+            } else {
+                let at = at.wrapping_add(self.blk_cnt - slot);
+                // SYNC POINT msg-stamped, as above.
+                let h0 = self.mem.header(0).load(Ordering::Acquire);
+                if stamp_of(h0) != at {
+                    return Ok(None);
+                }
+                let (size, msg_type) = fields(h0);
+                (at, 0, size, msg_type)
+            }
+        } else {
+            let mut at = at;
+            let mut avail = self.available(at)?;
+            if avail == 0 {
+                return Ok(None);
+            }
+            let (mut size, mut msg_type) = read_header(&self.mem, slot);
+            if size == 0 {
+                let skip = self.blk_cnt - slot;
+                if slot == 0 || skip > avail {
+                    return Err(Corrupt::Size { at, size });
+                }
+                at = at.wrapping_add(skip);
+                avail = self.available(at)?;
+                if avail == 0 {
+                    return Ok(None);
+                }
+                slot = 0;
+                (size, msg_type) = read_header(&self.mem, 0);
+            }
+            if (size as usize).div_ceil(BLOCK) as u32 > avail {
+                return Err(Corrupt::Size { at, size });
+            }
+            (at, slot, size, msg_type)
+        };
+        let c = self.check(at, slot, size, msg_type)?;
+        self.mem.track_read(c.off, c.len);
+        Ok(Some((c.msg_type, c.end, self.payload(c))))
+    }
+
+    /// The index of the next message to consume.
+    pub(crate) fn read_idx(&self) -> u32 {
+        self.read_idx
+    }
+
+    /// Consumes one message, which ends at `end`: a message
+    /// [`peek`](Self::peek) returned, once every one before it is
+    /// consumed.
+    pub(crate) fn consume_to(&mut self, end: u32) {
+        self.cur = None;
+        self.release(end, 1);
     }
 
     /// Consumes the message the last [`front`](Self::front) returned;

@@ -1,0 +1,332 @@
+//! Messages larger than one frame (`Config::max_message_size`): sent as
+//! fragments in one [`Batch`], put back together for the receiver
+//! (`crate::wire::Assembler`, `docs/protocol.md` "Messages over 64 KiB").
+//!
+//! The receiver copies each fragment into its assembler and consumes
+//! nothing until the application pops the whole message:
+//! - over TCP the fragments before the last are stepped over in the
+//!   receive buffer (the local ack stays before the first), and the last
+//!   stays first in line while the message is handed out;
+//! - over shared memory they stay in the ring, read ahead with
+//!   `ShmReader::peek`.
+//!
+//! Consuming the first fragment is what consumes the message (a pop, or
+//! the commit point of `Batch::commit_consuming`). A crash before the
+//! rest are consumed leaves them first in line, where the next process
+//! finds a fragment whose piece does not start the message: it skips it
+//! (`Step::Orphan`), so the message is handed out once.
+
+use super::rx::{RxTransport, LARGE};
+use super::{AllocError, Batch, CommitError, ConnRx, ConnTx, Received};
+use crate::close::{Close, CloseReason};
+use crate::ptcp_queue::AckCounter;
+use crate::session::RecvBuf;
+use crate::shm_queue::ShmReader;
+use crate::wire::{
+    pieces, write_fragment_header, Assembler, FragmentError, Step, FRAGMENT_HEADER, FRAGMENT_TYPE,
+};
+
+/// Fragments one `front` reads at most: a poll stays bounded however large
+/// the message (the next poll goes on where this one stopped).
+const FRAGMENTS_PER_FRONT: usize = 64;
+
+/// The receive half's large message in progress.
+#[derive(Debug)]
+pub(crate) struct RxLarge {
+    asm: Assembler,
+    /// TCP: receive-buffer bytes of the fragments stepped over.
+    skipped: u64,
+    /// Shared memory: the index of the first fragment, and the end of each
+    /// fragment taken (the next one starts there).
+    start: u32,
+    ends: Vec<u32>,
+}
+
+impl RxLarge {
+    pub(crate) fn new(max: usize) -> Box<Self> {
+        Box::new(RxLarge {
+            asm: Assembler::new(max),
+            skipped: 0,
+            start: 0,
+            // Full-size fragments: grown only for smaller ones.
+            ends: Vec::with_capacity(max / (u16::MAX as usize / 2) + 2),
+        })
+    }
+
+    fn reset(&mut self) {
+        self.asm.reset();
+        self.skipped = 0;
+        self.ends.clear();
+    }
+
+    /// The whole message, `(msg_type, payload)`.
+    pub(crate) fn message(&self) -> (u16, &[u8]) {
+        self.asm.message()
+    }
+}
+
+fn fault_of(e: FragmentError) -> Close {
+    Close::new(match e {
+        FragmentError::TooLarge { .. } => CloseReason::LargeMessage,
+        FragmentError::Bad => CloseReason::BadFragment,
+    })
+}
+
+impl ConnRx {
+    /// Forgets a large message in progress: a new session, or new queues,
+    /// deliver it again from its first fragment.
+    pub(crate) fn reset_large(&mut self) {
+        if let Some(l) = &mut self.large {
+            l.reset();
+        }
+    }
+
+    /// `front` found a fragment first in line: goes on putting its message
+    /// together. Returns it once whole (or the message after fragments
+    /// skipped as orphans); `None` while fragments are still to come, or
+    /// after a fault (`self.fault`, reported by the poll).
+    #[cold]
+    #[inline(never)]
+    pub(super) fn front_large(&mut self) -> Option<Received<'_>> {
+        let Some(large) = self.large.as_deref_mut() else {
+            self.fault = Some(Close::new(CloseReason::LargeMessage));
+            return None;
+        };
+        let found = match &mut self.t {
+            RxTransport::Tcp { buf, ack } => tcp_take(large, buf, ack),
+            RxTransport::Shm(r) => shm_take(large, r),
+            RxTransport::None => Ok(Found::Nothing),
+        };
+        match found {
+            Ok(Found::Whole) => Some(Received {
+                word: u32::from(large.message().0) << 16 | LARGE,
+                rx: self,
+            }),
+            Ok(Found::Plain) => self.front_plain(),
+            Ok(Found::Nothing) => None,
+            Err(c) => {
+                self.fault = Some(c);
+                None
+            }
+        }
+    }
+
+    /// Consumes the whole large message `front` returned.
+    pub(super) fn pop_large(&mut self) {
+        let Some(large) = self.large.as_deref_mut() else {
+            return;
+        };
+        match &mut self.t {
+            RxTransport::Tcp { buf, ack } => {
+                // One store of the ack consumes every fragment.
+                buf.pop();
+                buf.count_consumed(large.skipped);
+                ack.set(ack.get().wrapping_add(large.asm.frames()));
+            }
+            RxTransport::Shm(r) => {
+                // The first release consumes the message; the rest follow
+                // (orphans to the next process if it dies before them).
+                for &end in &large.ends {
+                    r.consume_to(end);
+                }
+            }
+            RxTransport::None => {}
+        }
+        self.finish_large();
+    }
+
+    /// After a commit consumed a large message's first fragment (and, over
+    /// TCP, took its last from the receive buffer): consumes the rest.
+    pub(super) fn consumed_first_fragment(&mut self) {
+        let Some(large) = self.large.as_deref_mut() else {
+            return;
+        };
+        match &mut self.t {
+            RxTransport::Tcp { buf, ack } => {
+                buf.count_consumed(large.skipped);
+                ack.set(ack.get().wrapping_add(large.asm.frames() - 1));
+            }
+            RxTransport::Shm(r) => {
+                for &end in &large.ends[1..] {
+                    r.consume_to(end);
+                }
+            }
+            RxTransport::None => {}
+        }
+        self.finish_large();
+    }
+
+    fn finish_large(&mut self) {
+        if let Some(large) = self.large.as_deref_mut() {
+            let len = large.asm.message().1.len();
+            large.reset();
+            self.count_pop(len);
+        }
+    }
+}
+
+/// What reading on through fragments found.
+enum Found {
+    /// The large message is whole.
+    Whole,
+    /// Not yet (or fragments skipped, and nothing after them yet).
+    Nothing,
+    /// Orphan fragments skipped, then a message of another type.
+    Plain,
+}
+
+/// Over TCP: takes the fragments first in line in the receive buffer.
+fn tcp_take(large: &mut RxLarge, buf: &mut RecvBuf, ack: &mut AckCounter) -> Result<Found, Close> {
+    for _ in 0..FRAGMENTS_PER_FRONT {
+        if large.asm.complete() {
+            return Ok(Found::Whole);
+        }
+        let Some((msg_type, len)) = buf.front() else {
+            return Ok(Found::Nothing);
+        };
+        if msg_type != FRAGMENT_TYPE {
+            // After orphans, its turn; inside a message, out of sequence.
+            if large.asm.busy() {
+                return Err(Close::new(CloseReason::BadFragment));
+            }
+            return Ok(Found::Plain);
+        }
+        match large
+            .asm
+            .take(buf.front_payload(usize::from(len)))
+            .map_err(fault_of)?
+        {
+            Step::Orphan => {
+                buf.pop();
+                ack.advance();
+            }
+            // The last stays first in line until the pop.
+            Step::Complete => {}
+            Step::More => large.skipped += buf.skip(),
+        }
+    }
+    Ok(if large.asm.complete() {
+        Found::Whole
+    } else {
+        Found::Nothing
+    })
+}
+
+/// Over shared memory: takes the fragments from the one first in line
+/// (the reader's current message) on, reading ahead without consuming.
+fn shm_take(large: &mut RxLarge, r: &mut ShmReader) -> Result<Found, Close> {
+    if large.asm.busy() && large.start != r.read_idx() {
+        // Our message was consumed under us (only a writer that rewrites
+        // what it published does that): start again from what is there.
+        large.reset();
+    }
+    let corrupt = |_| Close::new(CloseReason::ShmCorrupt);
+    for _ in 0..FRAGMENTS_PER_FRONT {
+        if large.asm.busy() {
+            break;
+        }
+        let Some((msg_type, p)) = r.current() else {
+            return Ok(Found::Nothing);
+        };
+        if msg_type != FRAGMENT_TYPE {
+            return Ok(Found::Plain);
+        }
+        if large.asm.take(p).map_err(fault_of)? == Step::Orphan {
+            r.pop();
+            if r.front().map_err(corrupt)?.is_none() {
+                return Ok(Found::Nothing);
+            }
+            continue;
+        }
+        let (start, end) = r.pop_target().ok_or(Close::new(CloseReason::ShmCorrupt))?;
+        large.start = start;
+        large.ends.clear();
+        large.ends.push(end);
+    }
+    for _ in 0..FRAGMENTS_PER_FRONT {
+        if large.asm.complete() {
+            return Ok(Found::Whole);
+        }
+        let Some(&at) = large.ends.last() else {
+            return Ok(Found::Nothing);
+        };
+        let Some((msg_type, end, p)) = r.peek(at).map_err(corrupt)? else {
+            return Ok(Found::Nothing);
+        };
+        if msg_type != FRAGMENT_TYPE || large.asm.take(p).map_err(fault_of)? == Step::Orphan {
+            return Err(Close::new(CloseReason::BadFragment));
+        }
+        large.ends.push(end);
+    }
+    Ok(if large.asm.complete() {
+        Found::Whole
+    } else {
+        Found::Nothing
+    })
+}
+
+impl Batch<'_> {
+    /// Adds a message of `msg_type` holding a copy of `payload`, of any
+    /// length up to `Config::max_message_size`: one message if it fits
+    /// one frame ([`ConnTx::max_payload`]), else the fragments of a large
+    /// message, which the receiver gets whole
+    /// ([`Received::payload`]). Either way the batch's commit publishes
+    /// it with the rest, or none of it.
+    ///
+    /// # Errors
+    /// As [`alloc`](Self::alloc): [`AllocError::TooLarge`] above
+    /// `Config::max_message_size`, [`AllocError::BatchTooLarge`] when
+    /// the send queue can never hold it, [`AllocError::Full`] when it
+    /// cannot now. The batch then commits nothing.
+    pub fn append(&mut self, msg_type: u16, payload: &[u8]) -> Result<(), AllocError> {
+        let max = self.tx.max_payload;
+        if payload.len() <= max || self.tx.max_message == 0 {
+            return self
+                .alloc(msg_type, payload.len())
+                .map(|p| p.copy_from_slice(payload));
+        }
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        if super::tx::reserved(msg_type) {
+            return Err(self.fail(AllocError::ReservedType));
+        }
+        if payload.len() > self.tx.max_message {
+            return Err(self.fail(AllocError::TooLarge {
+                len: payload.len(),
+                max: self.tx.max_message,
+            }));
+        }
+        for (off, len) in pieces(payload.len(), max) {
+            self.alloc_frame(FRAGMENT_TYPE, FRAGMENT_HEADER + len)?;
+            let p = self.payload().ok_or(AllocError::NotOpen)?;
+            write_fragment_header(p, payload.len() as u32, off as u32, msg_type);
+            p[FRAGMENT_HEADER..].copy_from_slice(&payload[off..off + len]);
+        }
+        Ok(())
+    }
+}
+
+impl ConnTx {
+    /// Publishes a copy of `payload` as one message of `msg_type`, of any
+    /// length up to `Config::max_message_size` (see [`Batch::append`]):
+    /// one frame if it fits, else fragments committed as one batch.
+    /// A copying [`alloc`](Self::alloc) and push for small messages.
+    ///
+    /// # Errors
+    /// As [`Batch::append`]; nothing is published.
+    pub fn send(&mut self, msg_type: u16, payload: &[u8]) -> Result<(), CommitError> {
+        let mut batch = self.batch();
+        batch
+            .append(msg_type, payload)
+            .map_err(CommitError::Alloc)?;
+        batch.commit().map(|_| ())
+    }
+
+    /// The largest message [`send`](Self::send) and
+    /// [`Batch::append`] take: `Config::max_message_size`, or one frame
+    /// ([`max_payload`](Self::max_payload)) if that is larger.
+    pub fn max_message(&self) -> usize {
+        self.max_message.max(self.max_payload)
+    }
+}
