@@ -7,6 +7,7 @@ mod batch;
 mod bench;
 mod idle;
 mod isolation;
+mod large;
 mod ours;
 mod peer;
 mod rounds;
@@ -47,6 +48,9 @@ enum Cmd {
     /// What atomicity costs: atomic batches against `push_more`, and an
     /// exactly-once echo (consume-and-reply) against the plain echo.
     Batch(batch::Args),
+    /// Streaming messages of 1 MiB (fragments, `Config::max_message_size`)
+    /// over shared memory and TCP, against `memcpy` between the two CPUs.
+    Large(large::Args),
     /// The other process of a run (not for direct use).
     #[command(hide = true)]
     Peer(peer::PeerArgs),
@@ -59,6 +63,7 @@ fn main() -> ExitCode {
         Cmd::Scale(a) => scale::run(a),
         Cmd::Idle(a) => idle::run(a),
         Cmd::Batch(a) => batch::run(a),
+        Cmd::Large(a) => large::run(a),
         Cmd::Peer(a) => peer::peer(a),
     };
     match r {

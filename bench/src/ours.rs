@@ -221,7 +221,7 @@ impl Ours {
     /// 64 loops only over shm (it costs some 30 ns here; the poll reads
     /// the heartbeat socket every 200 µs of it), as a latency-minded
     /// application would; every loop over TCP.
-    fn poll(&mut self) {
+    pub(crate) fn poll(&mut self) {
         self.loops = self.loops.wrapping_add(1);
         if !self.shm || self.loops % 64 == 0 {
             self.t = now();
@@ -351,7 +351,7 @@ pub(crate) fn group_tput(
 
 /// The end of a streaming run: one echoed message, sent after the stream
 /// and waited for.
-fn marker(c: &mut Ours) -> Result<(), String> {
+pub(crate) fn marker(c: &mut Ours) -> Result<(), String> {
     let before = c.echoes.0;
     while c.client.connection().alloc(1, 8).map(|m| m.push()).is_err() {
         c.client.connection().flush();

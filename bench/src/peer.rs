@@ -144,6 +144,7 @@ pub fn peer(p: PeerArgs) -> Result<(), String> {
         "rawtcp" => crate::bench::peer_rawtcp(&p),
         "blocktcp" => crate::idle::peer_blocktcp(&p),
         "server" => crate::ours::peer_server(&p),
+        "large-server" => crate::large::peer_server(&p),
         "scale-server" => crate::scale::peer_server(&p),
         m => Err(format!("unknown bench peer mode {m}")),
     }

@@ -10,6 +10,13 @@
 //! partial batch in its queue (after a kill -9) or an echo out of its
 //! batch says so and fails.
 //!
+//! With `--size BYTES` every message is BYTES long: its integers, then
+//! bytes derived from its number, then a little-endian FNV-1a 64 hash of
+//! everything before; messages larger than one frame go as fragments
+//! (`Config::max_message_size`). A client that finds an echo of another
+//! length, or whose hash does not match, says so and fails; so does one
+//! whose queue ends inside a large message.
+//!
 //! Resuming: the type of message k is a function of k, so the next integer
 //! to send (receive) follows from the number of messages pushed (popped),
 //! which the connection keeps exact across kill -9. The counter files
@@ -93,10 +100,43 @@ pub struct Args {
     /// must fit in it. Use the same as the server's `--tcp-queue-size`.
     #[arg(long)]
     pub tcp_queue_size: Option<usize>,
+    /// Send every message BYTES long (at least 256): its integers, filler
+    /// derived from its number, and a hash of it all in the last 8 bytes,
+    /// which the echo must preserve. Above one frame (64 KiB) messages go
+    /// as fragments (`Config::max_message_size`, which the server must
+    /// allow: `echo-server --max-message-size`), and must fit the queues
+    /// whole (`--tcp-queue-size`, `--shm-queue-size`).
+    #[arg(long, conflicts_with = "batch", value_parser = clap::value_parser!(u32).range(256..=1 << 30))]
+    pub size: Option<u32>,
 }
 
 /// Bytes of the batch prefix (`--batch`).
 const BATCH_PREFIX: usize = 12;
+
+/// FNV-1a 64 of `bytes`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Message `k` of `--size` BYTES in `out`: its integers from `first`
+/// (a `--size` message's are those of an ordinary one), filler derived
+/// from `k`, and the hash of it all.
+fn fill_sized(out: &mut Vec<u8>, k: u32, first: u32, size: usize) {
+    let ints = INTS[msg_type(k) as usize - 1];
+    out.clear();
+    out.extend((0..ints).flat_map(|i| first.wrapping_add(i).to_le_bytes()));
+    let mut x = u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while out.len() < size - 8 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes()[..(size - 8 - out.len()).min(8)]);
+    }
+    let h = fnv1a(out);
+    out.extend_from_slice(&h.to_le_bytes());
+}
 
 const RING: usize = 1 << 16;
 
@@ -114,6 +154,8 @@ struct Checker {
     hist: Histogram<u64>,
     /// `--batch N`: N, and where the next echo is (batch, index).
     batch: Option<(u32, u32, u32)>,
+    /// `--size BYTES`.
+    size: Option<usize>,
 }
 
 impl ClientHandler for Checker {
@@ -139,6 +181,18 @@ impl ClientHandler for Checker {
             p = &p[BATCH_PREFIX..];
         }
         let want_type = msg_type(self.popped);
+        if let Some(size) = self.size {
+            let sum = p.len().checked_sub(8).map(|n| p.split_at(n));
+            if p.len() != size || sum.is_none_or(|(m, h)| fnv1a(m).to_le_bytes() != h) {
+                self.error = Some(format!(
+                    "echo {}: {} bytes, expected {size} with its hash intact",
+                    self.popped,
+                    p.len()
+                ));
+                return;
+            }
+            p = &p[..4 * INTS[want_type as usize - 1] as usize];
+        }
         if msg.msg_type() != want_type || p.len() != 4 * INTS[want_type as usize - 1] as usize {
             self.error = Some(format!(
                 "echo {}: type {} with {} bytes, expected type {want_type}",
@@ -234,12 +288,27 @@ fn send(
     send_num: &mut u32,
     batch: Option<u32>,
     more: bool,
+    sized: Option<(usize, &mut Vec<u8>)>,
 ) -> Result<Option<u32>, CliError> {
     let fill = |p: &mut [u8], first: u32| {
         for (i, c) in p.chunks_exact_mut(4).enumerate() {
             c.copy_from_slice(&first.wrapping_add(i as u32).to_le_bytes());
         }
     };
+    if let Some((size, buf)) = sized {
+        let ty = msg_type(k);
+        fill_sized(buf, k, *send_num, size);
+        return match conn.send(ty, buf) {
+            Ok(()) => {
+                *send_num = send_num.wrapping_add(INTS[ty as usize - 1]);
+                Ok(Some(1))
+            }
+            Err(tcpshm::CommitError::Alloc(tcpshm::AllocError::Full)) => Ok(None),
+            Err(e) => Err(CliError::Failed(format!(
+                "message {k} of {size} bytes: {e} (use a smaller --size, or a larger --tcp-queue-size or --shm-queue-size)"
+            ))),
+        };
+    }
     let Some(n) = batch else {
         let ty = msg_type(k);
         let ints = INTS[ty as usize - 1];
@@ -310,7 +379,12 @@ pub fn run(a: Args) -> Result<(), CliError> {
         timed: !a.avg_only,
         hist: Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds"),
         batch: None,
+        size: a.size.map(|s| s as usize),
     };
+    if let Some(size) = h.size {
+        cfg.max_message_size = size;
+    }
+    let mut sized = vec![0u8; h.size.unwrap_or(0)];
     let mut client: Client = Client::new(&a.name, &dir, cfg)?;
     catch_stop_signals();
     let (mode, transport) = if a.shm {
@@ -353,8 +427,18 @@ pub fn run(a: Args) -> Result<(), CliError> {
                         .expect("logged in")
                         .to_string();
                     let conn = client.connection();
+                    // Frames per message (`--size`): the counts are of frames.
+                    let frames = h.size.map_or(1, |n| conn.split().1.frames_of(n));
                     pushed = conn.messages_pushed();
-                    let popped = conn.messages_popped();
+                    if pushed % frames != 0 {
+                        return Err(CliError::BadEcho(format!(
+                            "a partial large message in the send queue: {pushed} frames pushed, {frames} per message"
+                        )));
+                    }
+                    pushed /= frames;
+                    // A message whose first fragment is consumed is (the
+                    // rest are skipped as orphans).
+                    let popped = conn.messages_popped().div_ceil(frames);
                     send_num = ints_before(pushed);
                     let recv_num = ints_before(popped);
                     let base = dir.join(format!("{}_{}", a.name, server));
@@ -408,7 +492,16 @@ pub fn run(a: Args) -> Result<(), CliError> {
         let mut sent = false;
         while budget > 0 && pushed < a.count {
             let at = if a.avg_only { 0 } else { now() };
-            let Some(n) = send(client.connection(), pushed, &mut send_num, a.batch, a.fast)? else {
+            let size = h.size.map(|n| (n, &mut sized));
+            let Some(n) = send(
+                client.connection(),
+                pushed,
+                &mut send_num,
+                a.batch,
+                a.fast,
+                size,
+            )?
+            else {
                 break;
             };
             sent = true;

@@ -74,6 +74,11 @@ pub struct Args {
     /// and the request consumed as one step (a consume-and-reply).
     #[arg(long)]
     pub exactly_once: bool,
+    /// Take and echo messages of up to this many bytes
+    /// (`Config::max_message_size`; default: one frame). A message must
+    /// fit the queues whole: see `--tcp-queue-size`, `--shm-queue-size`.
+    #[arg(long, default_value_t = 0)]
+    pub max_message_size: usize,
 }
 
 #[derive(Clone)]
@@ -141,9 +146,15 @@ impl GroupHandler for Echo {
             let mut echo = tx.batch();
             // No room to answer yet: keep the request; it comes back at
             // the next poll (a batch that failed commits nothing).
-            if let Ok(p) = echo.alloc(msg.msg_type(), msg.payload().len()) {
-                p.copy_from_slice(msg.payload());
+            if echo.append(msg.msg_type(), msg.payload()).is_ok() {
                 let _ = echo.commit_consuming(msg);
+            }
+            return;
+        }
+        if msg.payload().len() > tx.max_payload() {
+            // A large message: its copy goes as fragments, in one batch.
+            if tx.send(msg.msg_type(), msg.payload()).is_ok() {
+                msg.pop();
             }
             return;
         }
@@ -219,6 +230,7 @@ pub fn run(a: Args) -> Result<(), CliError> {
     cfg.shm_fast_path = !a.shm_v1;
     cfg.shm_hand_over = !a.shm_no_hand_over;
     cfg.shm_dir = a.shm_dir.clone();
+    cfg.max_message_size = a.max_message_size;
     if let Some(q) = a.tcp_queue_size {
         cfg.tcp_queue_size = q;
         cfg.tcp_recv_buf_max_size = cfg.tcp_recv_buf_max_size.max(q + 64);

@@ -8,7 +8,10 @@
 //! The server answers with consume-and-reply (`--exactly-once`); over TCP
 //! and over SHM without a doorbell the client sends atomic batches of 1 to
 //! 16 messages (`--batch 16`): after each restart it checks that its queue
-//! ends at a whole batch, and every echo carries its batch's fields.
+//! ends at a whole batch, and every echo carries its batch's fields. The
+//! `large` runs send messages of 200,000 bytes (`--size`, four fragments
+//! each), every echo checked whole by its hash; the client also checks
+//! that its queue never ends inside a large message.
 //!
 //! `torture_*` runs in CI (10 client kills and 10 server kills per
 //! transport, well under a minute); `torture_long_*` (ignored) does
@@ -99,9 +102,23 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// SHM the client rings it; over TCP the group polls its readiness set
 /// only once more than a few connections are live, so this changes
 /// nothing there).
-/// `batch`: the client sends atomic batches (`--batch 16`).
+/// What the client sends.
+#[derive(Clone, Copy, PartialEq)]
+enum Load {
+    /// The C++ example's messages.
+    Plain,
+    /// Atomic batches (`--batch 16`).
+    Batch,
+    /// Messages of 200,000 bytes (`--size`), as fragments.
+    Large,
+}
+
+/// Bytes of each message of a `Load::Large` run, and the queues for it.
+const LARGE: &str = "200000";
+const LARGE_QUEUES: &str = "2097152";
+
 fn torture(
-    (shm, bell, batch): (bool, bool, bool),
+    (shm, bell, load): (bool, bool, Load),
     client_kills: usize,
     server_kills: usize,
     step: u32,
@@ -109,10 +126,12 @@ fn torture(
 ) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let pid = std::process::id();
-    let tag = match (shm, bell) {
-        (true, true) => "b",
-        (true, false) => "s",
-        (false, _) => "t",
+    let tag = match (shm, bell, load) {
+        (true, true, _) => "b",
+        (true, false, Load::Large) => "ls",
+        (false, _, Load::Large) => "lt",
+        (true, false, _) => "s",
+        (false, _, _) => "t",
     };
     let dir = std::env::temp_dir().join(format!("tcpshm-torture-{pid}-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -139,7 +158,7 @@ fn torture(
     let mut rng = Rng(seed);
 
     let server_args = |port: u16| {
-        vec![
+        let mut v = vec![
             "echo-server".to_string(),
             "--listen".into(),
             format!("127.0.0.1:{port}"),
@@ -153,8 +172,18 @@ fn torture(
             if bell { "64" } else { "4" }.into(),
             "--exactly-once".into(),
             "--tcp-queue-size".into(),
-            "65536".into(),
-        ]
+            if load == Load::Large {
+                LARGE_QUEUES
+            } else {
+                "65536"
+            }
+            .into(),
+        ];
+        if load == Load::Large {
+            v.extend(["--max-message-size".into(), LARGE.into()]);
+            v.extend(["--shm-queue-size".into(), LARGE_QUEUES.into()]);
+        }
+        v
     };
     let mut log = Vec::new();
     // First start on a free port, then restarts on the same port.
@@ -190,9 +219,17 @@ fn torture(
         if shm {
             v.push("--shm".into());
         }
-        if batch {
-            v.extend(["--batch".into(), "16".into()]);
-            v.extend(["--tcp-queue-size".into(), "65536".into()]);
+        match load {
+            Load::Plain => {}
+            Load::Batch => {
+                v.extend(["--batch".into(), "16".into()]);
+                v.extend(["--tcp-queue-size".into(), "65536".into()]);
+            }
+            Load::Large => {
+                v.extend(["--size".into(), LARGE.into()]);
+                v.extend(["--tcp-queue-size".into(), LARGE_QUEUES.into()]);
+                v.extend(["--shm-queue-size".into(), LARGE_QUEUES.into()]);
+            }
         }
         v
     };
@@ -327,33 +364,55 @@ impl Drop for Cleanup {
 
 #[test]
 fn torture_tcp() {
-    torture((false, false, true), 10, 10, 200_000, 150);
+    torture((false, false, Load::Batch), 10, 10, 200_000, 150);
 }
 
 #[test]
 fn torture_shm() {
-    torture((true, false, true), 10, 10, 200_000, 150);
+    torture((true, false, Load::Batch), 10, 10, 200_000, 150);
 }
 
 #[test]
 fn torture_shm_doorbell() {
-    torture((true, true, false), 10, 10, 200_000, 150);
+    torture((true, true, Load::Plain), 10, 10, 200_000, 150);
+}
+
+#[test]
+fn torture_large_tcp() {
+    torture((false, false, Load::Large), 5, 5, 1_000, 150);
+}
+
+#[test]
+fn torture_large_shm() {
+    torture((true, false, Load::Large), 5, 5, 1_000, 150);
 }
 
 #[test]
 #[ignore = "long: hundreds of kills"]
 fn torture_long_tcp() {
-    torture((false, false, true), 200, 200, 200_000, 1500);
+    torture((false, false, Load::Batch), 200, 200, 200_000, 1500);
 }
 
 #[test]
 #[ignore = "long: hundreds of kills"]
 fn torture_long_shm() {
-    torture((true, false, true), 200, 200, 200_000, 1500);
+    torture((true, false, Load::Batch), 200, 200, 200_000, 1500);
 }
 
 #[test]
 #[ignore = "long: hundreds of kills"]
 fn torture_long_shm_doorbell() {
-    torture((true, true, false), 200, 200, 200_000, 1500);
+    torture((true, true, Load::Plain), 200, 200, 200_000, 1500);
+}
+
+#[test]
+#[ignore = "long: hundreds of kills"]
+fn torture_long_large_tcp() {
+    torture((false, false, Load::Large), 100, 100, 1_000, 1500);
+}
+
+#[test]
+#[ignore = "long: hundreds of kills"]
+fn torture_long_large_shm() {
+    torture((true, false, Load::Large), 100, 100, 1_000, 1500);
 }

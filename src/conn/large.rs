@@ -323,6 +323,19 @@ impl ConnTx {
         batch.commit().map(|_| ())
     }
 
+    /// The frames a message of `len` bytes takes in the queue: 1 if it
+    /// fits one ([`max_payload`](Self::max_payload)), else its fragments.
+    /// [`messages_pushed`](Self::messages_pushed) and
+    /// [`ConnRx::messages_popped`] count frames (the protocol's sequence
+    /// numbers do).
+    pub fn frames_of(&self, len: usize) -> u32 {
+        if len <= self.max_payload {
+            1
+        } else {
+            pieces(len, self.max_payload).count() as u32
+        }
+    }
+
     /// The largest message [`send`](Self::send) and
     /// [`Batch::append`] take: `Config::max_message_size`, or one frame
     /// ([`max_payload`](Self::max_payload)) if that is larger.

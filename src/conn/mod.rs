@@ -5,6 +5,8 @@
 
 mod batch;
 mod large;
+#[cfg(test)]
+mod large_kill;
 mod link;
 mod rx;
 mod tx;

@@ -599,7 +599,7 @@ impl<R: Region> ShmReader<R> {
     ///
     /// # Errors
     /// [`Corrupt`] for memory an honest writer never produces.
-    pub(crate) fn peek(&mut self, at: u32) -> Result<Option<(u16, u32, &[u8])>, Corrupt> {
+    pub(crate) fn peek(&mut self, at: u32) -> Result<Option<ring::Peeked<'_>>, Corrupt> {
         self.0.peek(at)
     }
 

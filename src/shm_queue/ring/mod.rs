@@ -41,7 +41,7 @@ mod writer;
 
 use super::sync::{crash_point, AtomicU32, AtomicU64, Ordering};
 
-pub(crate) use self::reader::Reader;
+pub(crate) use self::reader::{Peeked, Reader};
 pub(crate) use self::writer::Writer;
 
 /// Bytes in a block.

@@ -15,6 +15,10 @@ struct Current {
     len: usize,
 }
 
+/// A message [`Reader::peek`] read ahead: its type, the index one past
+/// it, and its payload.
+pub(crate) type Peeked<'a> = (u16, u32, &'a [u8]);
+
 /// The consuming end.
 #[derive(Debug)]
 pub(crate) struct Reader<M> {
@@ -359,7 +363,7 @@ impl<M: QueueMemory> Reader<M> {
     ///
     /// # Errors
     /// [`Corrupt`], as [`front`](Self::front).
-    pub(crate) fn peek(&mut self, at: u32) -> Result<Option<(u16, u32, &[u8])>, Corrupt> {
+    pub(crate) fn peek(&mut self, at: u32) -> Result<Option<Peeked<'_>>, Corrupt> {
         let mut slot = at & self.mask;
         let (at, slot, size, msg_type) = if self.fast {
             // SYNC POINT msg-stamped, as in front_fast: a batch's headers
