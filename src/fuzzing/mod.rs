@@ -25,7 +25,10 @@ use crate::ptcp_queue::PtcpQueue;
 use crate::session::{RecvBuf, ReloginGuard};
 use crate::shm_queue::{self, ShmReader, ShmWriter, BLOCK, TRAILER, TRAILER_WORDS};
 use crate::sys::{HeapRegion, Region};
-use crate::wire::{Login, LoginResponse, MsgHeader, Name, NAME_SIZE};
+use crate::wire::{
+    Assembler, FragmentError, Login, LoginResponse, MsgHeader, Name, Step, FRAGMENT_HEADER,
+    NAME_SIZE,
+};
 
 /// Frame decoding: headers, logins, responses, names. Whatever decodes
 /// must encode back to what decodes the same.
@@ -52,6 +55,82 @@ pub fn frames(data: &[u8]) {
             assert_eq!(Name::new(n.as_str()), Ok(n));
         }
     }
+}
+
+/// Fragments of large messages from a peer: byte 0 sets the largest
+/// message taken (a multiple of 64, up to 16,320 bytes); then each
+/// fragment payload is a length byte and that many bytes. What the
+/// assembler makes of each must be what the layout (`docs/protocol.md`,
+/// "Messages over 64 KiB") says, worked out here from the layout alone:
+/// a refused fragment changes nothing, an orphan is a piece not at 0 with
+/// nothing in progress, and a whole message is exactly its pieces.
+pub fn fragments(data: &[u8]) {
+    let Some((&m, mut rest)) = data.split_first() else {
+        return;
+    };
+    let max = usize::from(m) * 64;
+    let mut asm = Assembler::new(max);
+    // The message in progress: length, type, bytes so far.
+    let mut model: Option<(usize, u16, Vec<u8>)> = None;
+    while let Some((&n, tail)) = rest.split_first() {
+        let n = usize::from(n).min(tail.len());
+        let (p, tail) = tail.split_at(n);
+        rest = tail;
+        let want = expected_fragment(p, max, &model);
+        assert_eq!(asm.take(p), want, "fragment {p:?}");
+        if let Ok(step) = want {
+            if step == Step::Orphan {
+                continue;
+            }
+            let u32_at = |o: usize| u32::from_le_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]);
+            let (total, t) = (u32_at(0) as usize, u16::from_le_bytes([p[8], p[9]]));
+            let m = model.get_or_insert_with(|| (total, t, Vec::new()));
+            m.2.extend_from_slice(&p[FRAGMENT_HEADER..]);
+            if step == Step::Complete {
+                assert_eq!(asm.message(), (m.1, &m.2[..]));
+                asm.reset();
+                model = None;
+            }
+        }
+    }
+}
+
+/// What the layout says taking fragment payload `p` does, given the
+/// message in progress.
+fn expected_fragment(
+    p: &[u8],
+    max: usize,
+    model: &Option<(usize, u16, Vec<u8>)>,
+) -> Result<Step, FragmentError> {
+    if p.len() <= FRAGMENT_HEADER {
+        return Err(FragmentError::Bad);
+    }
+    let u32_at = |o: usize| u32::from_le_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]);
+    let (total, offset) = (u32_at(0), u32_at(4) as usize);
+    let t = u16::from_le_bytes([p[8], p[9]]);
+    if p[10] != 0 || p[11] != 0 || t == 0 || t >= 0xfff0 {
+        return Err(FragmentError::Bad);
+    }
+    let piece = p.len() - FRAGMENT_HEADER;
+    let got = match model {
+        None if offset != 0 => return Ok(Step::Orphan),
+        None if total as usize > max => return Err(FragmentError::TooLarge { len: total, max }),
+        None => 0,
+        Some((mt, mtype, so_far)) => {
+            if total as usize != *mt || t != *mtype || offset != so_far.len() {
+                return Err(FragmentError::Bad);
+            }
+            so_far.len()
+        }
+    };
+    if got + piece > total as usize {
+        return Err(FragmentError::Bad);
+    }
+    Ok(if got + piece == total as usize {
+        Step::Complete
+    } else {
+        Step::More
+    })
 }
 
 /// A reader that hands out `data` in chunks whose sizes come from the data.
@@ -240,8 +319,22 @@ pub fn shm_reader(data: &[u8]) {
     let mut later = body.get(cap..).unwrap_or(&[]).chunks(9);
     for _ in 0..64 {
         let idle = match r.front() {
-            Ok(Some((_t, p))) => {
+            Ok(Some((t, p))) => {
                 let _ = p.iter().fold(0u8, |a, b| a ^ b);
+                // Read ahead as a large message's receiver does, through
+                // what the input made of the ring (at most four).
+                if t & 1 == 1 {
+                    let mut at = r.pop_target().map(|(_, e)| e);
+                    for _ in 0..4 {
+                        match at.map(|a| r.peek(a)) {
+                            Some(Ok(Some((_, end, p)))) => {
+                                let _ = p.iter().fold(0u8, |a, b| a ^ b);
+                                at = Some(end);
+                            }
+                            _ => break,
+                        }
+                    }
+                }
                 r.pop();
                 false
             }

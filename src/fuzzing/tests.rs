@@ -445,3 +445,46 @@ fn write_corpus_seeds() {
         }
     }
 }
+
+/// A message's fragments in the target's input format (a length byte,
+/// then the fragment's payload), cut into pieces of `piece` bytes.
+fn fragment_input(msg: &[u8], msg_type: u16, piece: usize) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (off, len) in crate::wire::pieces(msg.len(), piece + crate::wire::FRAGMENT_HEADER) {
+        let mut f = vec![0; crate::wire::FRAGMENT_HEADER + len];
+        crate::wire::write_fragment_header(&mut f, msg.len() as u32, off as u32, msg_type);
+        f[crate::wire::FRAGMENT_HEADER..].copy_from_slice(&msg[off..off + len]);
+        v.push(f.len() as u8);
+        v.extend(f);
+    }
+    v
+}
+
+#[test]
+fn fragments() {
+    let mut rng = Rng(5);
+    let msg: Vec<u8> = (0..600u32).map(|i| (i * 13) as u8).collect();
+    let whole = fragment_input(&msg, 3, 200);
+    let mut inputs = saved("fragments");
+    // Taken whole; too large; orphans first; a piece missing; twice.
+    for (max, body) in [
+        (10u8, whole.clone()),
+        (9, whole.clone()),
+        (10, whole[whole.len() / 3..].to_vec()),
+        (
+            10,
+            [&whole[..whole.len() / 3], &whole[2 * whole.len() / 3..]].concat(),
+        ),
+        (10, [&whole[..], &whole[..]].concat()),
+    ] {
+        inputs.push([&[max][..], &body[..]].concat());
+    }
+    for _ in 0..N {
+        let base = inputs[(rng.next() % inputs.len() as u64) as usize].clone();
+        inputs.push(rng.mutate(base));
+        inputs.push(rng.bytes(300));
+    }
+    for input in &inputs {
+        fuzzing::fragments(input);
+    }
+}
