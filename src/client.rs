@@ -683,11 +683,7 @@ impl ClientShm<'_> {
         if conn.is_closed() {
             return false;
         }
-        let handed = deliver(conn, self.budget, |msg, tx| handler.on_server_msg(msg, tx));
-        if let Some(f) = conn.rx.fault.take() {
-            conn.tx.state.close(f);
-        }
-        handed
+        deliver(conn, self.budget, |msg, tx| handler.on_server_msg(msg, tx))
     }
 
     /// The connection, to push from this side's thread (shm mode).

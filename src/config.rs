@@ -175,9 +175,11 @@ pub struct Config {
     /// or [`max_shm_payload`](Self::max_shm_payload)). A larger message
     /// travels as fragments committed as one batch, so the send queue
     /// must hold it whole (`AllocError::BatchTooLarge` says when it
-    /// cannot), and is handed to the receiver whole, copied once into a
-    /// buffer of this size that each connection allocates when its queue
-    /// opens. Both peers must set it: a peer that takes smaller messages
+    /// cannot; `validate` refuses a size that fits neither queue), and is
+    /// handed to the receiver whole, copied once into a buffer of this
+    /// size that each connection allocates when its queue opens (zeroed
+    /// pages the system backs only once a message fills them). Both peers
+    /// must set it: a peer that takes smaller messages
     /// closes the session with `CloseReason::LargeMessage`, and the
     /// message waits in the sender's queue (`docs/protocol.md`, "Messages
     /// over 64 KiB"). At most 1 GiB.
@@ -285,6 +287,22 @@ impl Config {
             return bad(
                 "max_message_size",
                 format!("{} is above 1 GiB", self.max_message_size),
+            );
+        }
+        // Its fragments at the least: full frames, each with its headers.
+        let m = self.max_message_size;
+        let least = m + m.div_ceil(MAX_PAYLOAD - 12) * 20;
+        if m > self.max_tcp_payload().max(self.max_shm_payload())
+            && least > self.tcp_queue_size
+            && least > self.shm_queue_size
+        {
+            return bad(
+                "max_message_size",
+                format!(
+                    "{m} fits neither tcp_queue_size {} nor shm_queue_size {}: a large message \
+                     is held in the send queue whole",
+                    self.tcp_queue_size, self.shm_queue_size
+                ),
             );
         }
         if self.ticks_per_second == 0 {

@@ -38,6 +38,8 @@ pub(crate) struct RecvBuf {
     rpos: usize,
     wpos: usize,
     parsed: usize,
+    /// Bytes of messages stepped over, not consumed yet (`step_over`).
+    stepped: u64,
 }
 
 impl RecvBuf {
@@ -49,6 +51,7 @@ impl RecvBuf {
             rpos: 0,
             wpos: 0,
             parsed: 0,
+            stepped: 0,
         }
     }
 
@@ -91,17 +94,30 @@ impl RecvBuf {
 
     /// Steps over the message at the read position (after `front`)
     /// without counting it consumed: a fragment copied out while the rest
-    /// of its message arrives. Returns the bytes it took, for
-    /// [`count_consumed`](Self::count_consumed) once the message is.
-    pub(crate) fn skip(&mut self) -> u64 {
+    /// of its large message arrives (`conn::large`).
+    pub(crate) fn step_over(&mut self) {
         let consumed = self.consumed;
         self.pop();
-        std::mem::replace(&mut self.consumed, consumed) - consumed
+        self.stepped += self.consumed - consumed;
+        self.consumed = consumed;
     }
 
-    /// Counts `bytes` stepped over with [`skip`](Self::skip) as consumed.
-    pub(crate) fn count_consumed(&mut self, bytes: u64) {
-        self.consumed += bytes;
+    /// Whether messages were stepped over and are not consumed yet: a
+    /// large message is being put together, and whatever comes next
+    /// belongs to it.
+    #[inline(always)]
+    pub(crate) fn stepping(&self) -> bool {
+        self.stepped != 0
+    }
+
+    /// Forgets what was stepped over: a new session sends it again.
+    pub(crate) fn forget_stepped(&mut self) {
+        self.stepped = 0;
+    }
+
+    /// Counts what was stepped over as consumed (its message was).
+    pub(crate) fn consume_stepped(&mut self) {
+        self.consumed += std::mem::take(&mut self.stepped);
     }
 
     /// Bytes of messages consumed since this buffer was made.

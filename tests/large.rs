@@ -153,18 +153,32 @@ impl tcpshm::ClientHandler for Keep {
 }
 
 /// The sender's limits: a message above `max_message_size`, one the queue
-/// can never hold, a reserved type, and large messages not enabled.
+/// can never hold, a reserved type, a batch that does not fit, and large
+/// messages not enabled; and `Config::validate` refuses a maximum that
+/// fits neither queue.
 #[test]
 fn the_senders_limits_are_clear_errors() {
+    let dir = scratch("large-config");
+    let _c = Cleanup(dir.clone());
+    let bad = config_with(&dir, |c| {
+        c.max_message_size = 4 * MIB;
+        c.tcp_queue_size = MIB;
+        c.tcp_recv_buf_max_size = MIB + 64;
+        c.shm_queue_size = MIB;
+    });
+    let e = bad.validate().unwrap_err();
+    assert!(e.to_string().contains("fits neither tcp_queue_size"), "{e}");
     for t in TRANSPORTS {
         let dir = scratch("large-limits");
         let _c = Cleanup(dir.clone());
+        // 3 MiB fits the 4 MiB ring, not the 1 MiB TCP queue.
         let cfg = config_with(&dir, |c| {
-            c.max_message_size = 4 * MIB;
+            c.max_message_size = 3 * MIB;
             c.tcp_queue_size = MIB;
             c.tcp_recv_buf_max_size = MIB + 64;
-            c.shm_queue_size = MIB;
+            c.shm_queue_size = 4 * MIB;
         });
+        let queue = if t == Transport::Tcp { MIB } else { 4 * MIB };
         let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
         server.listen("127.0.0.1:0").unwrap();
         let mut echo = EchoServer {
@@ -174,21 +188,23 @@ fn the_senders_limits_are_clear_errors() {
         let mut c = client(&dir, "cli", &cfg);
         connect_served(&mut server, &mut c, &mut echo, t);
         let conn = c.connection();
-        assert_eq!(conn.split().1.max_message(), 4 * MIB);
-        let too_large = conn.send(1, &vec![0; 4 * MIB + 1]);
+        assert_eq!(conn.max_message(), 3 * MIB);
+        let too_large = conn.send(1, &vec![0; 3 * MIB + 1]);
         assert_eq!(
             too_large,
             Err(CommitError::Alloc(AllocError::TooLarge {
-                len: 4 * MIB + 1,
-                max: 4 * MIB
+                len: 3 * MIB + 1,
+                max: 3 * MIB
             }))
         );
-        let Err(CommitError::Alloc(e @ AllocError::BatchTooLarge { .. })) =
-            conn.send(1, &vec![0; 2 * MIB])
-        else {
-            panic!("{t:?}: a message larger than the queue");
-        };
-        assert!(e.to_string().contains("large message) of "), "{e}");
+        if t == Transport::Tcp {
+            let Err(CommitError::Alloc(e @ AllocError::BatchTooLarge { .. })) =
+                conn.send(1, &vec![0; 2 * MIB])
+            else {
+                panic!("{t:?}: a message larger than the queue");
+            };
+            assert!(e.to_string().contains("large message) of "), "{e}");
+        }
         for reserved in [0u16, 0xfff0, 0xffff] {
             assert_eq!(
                 conn.send(reserved, &[1; 100_000]),
@@ -203,13 +219,13 @@ fn the_senders_limits_are_clear_errors() {
         // A batch with a large message and a small one is committed
         // whole; the same again does not fit beside it and commits nothing.
         let mut b = conn.batch();
-        b.append(7, &vec![1; MIB / 2]).unwrap();
+        b.append(7, &vec![1; queue / 2]).unwrap();
         b.alloc(8, 8).unwrap().fill(1);
         assert!(b.commit().is_ok(), "{t:?}");
         let frames = conn.messages_pushed();
-        assert!(frames > 2, "{t:?}: fragments and the small one: {frames}");
+        assert_eq!(frames, conn.frames_of(queue / 2) + 1, "{t:?}");
         let mut b = conn.batch();
-        assert_eq!(b.append(7, &vec![2; MIB / 2]), Err(AllocError::Full));
+        assert_eq!(b.append(7, &vec![2; queue / 2]), Err(AllocError::Full));
         assert_eq!(b.commit(), Err(CommitError::Alloc(AllocError::Full)));
         assert_eq!(conn.messages_pushed(), frames, "{t:?}");
         // Without max_message_size, a payload above one frame is too large.

@@ -151,19 +151,10 @@ impl GroupHandler for Echo {
             }
             return;
         }
-        if msg.payload().len() > tx.max_payload() {
-            // A large message: its copy goes as fragments, in one batch.
-            if tx.send(msg.msg_type(), msg.payload()).is_ok() {
-                msg.pop();
-            }
-            return;
+        // One frame, or a large message's fragments in one batch.
+        if tx.send(msg.msg_type(), msg.payload()).is_ok() {
+            msg.pop();
         }
-        let Ok(mut rsp) = tx.alloc(msg.msg_type(), msg.payload().len()) else {
-            return;
-        };
-        rsp.payload_mut().copy_from_slice(msg.payload());
-        rsp.push();
-        msg.pop();
     }
 }
 

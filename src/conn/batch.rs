@@ -277,7 +277,7 @@ impl Batch<'_> {
         };
         if large {
             // The commit consumed its first fragment, which consumes it.
-            rx.consumed_first_fragment();
+            rx.pop_large(true);
         } else {
             rx.count_pop(len);
         }

@@ -5,8 +5,9 @@
 //! The receiver copies each fragment into its assembler and consumes
 //! nothing until the application pops the whole message:
 //! - over TCP the fragments before the last are stepped over in the
-//!   receive buffer (the local ack stays before the first), and the last
-//!   stays first in line while the message is handed out;
+//!   receive buffer (`RecvBuf::step_over`; the local ack stays before the
+//!   first), and the last stays first in line while the message is handed
+//!   out;
 //! - over shared memory they stay in the ring, read ahead with
 //!   `ShmReader::peek`.
 //!
@@ -34,8 +35,6 @@ const FRAGMENTS_PER_FRONT: usize = 64;
 #[derive(Debug)]
 pub(crate) struct RxLarge {
     asm: Assembler,
-    /// TCP: receive-buffer bytes of the fragments stepped over.
-    skipped: u64,
     /// Shared memory: the index of the first fragment, and the end of each
     /// fragment taken (the next one starts there).
     start: u32,
@@ -46,7 +45,6 @@ impl RxLarge {
     pub(crate) fn new(max: usize) -> Box<Self> {
         Box::new(RxLarge {
             asm: Assembler::new(max),
-            skipped: 0,
             start: 0,
             // Full-size fragments: grown only for smaller ones.
             ends: Vec::with_capacity(max / (u16::MAX as usize / 2) + 2),
@@ -55,8 +53,12 @@ impl RxLarge {
 
     fn reset(&mut self) {
         self.asm.reset();
-        self.skipped = 0;
         self.ends.clear();
+    }
+
+    /// Fragments of the message taken so far.
+    pub(crate) fn frames(&self) -> u32 {
+        self.asm.frames()
     }
 
     /// The whole message, `(msg_type, payload)`.
@@ -78,6 +80,9 @@ impl ConnRx {
     pub(crate) fn reset_large(&mut self) {
         if let Some(l) = &mut self.large {
             l.reset();
+        }
+        if let RxTransport::Tcp { buf, .. } = &mut self.t {
+            buf.forget_stepped();
         }
     }
 
@@ -111,57 +116,35 @@ impl ConnRx {
         }
     }
 
-    /// Consumes the whole large message `front` returned.
-    pub(super) fn pop_large(&mut self) {
+    /// Consumes the whole large message `front` returned; with
+    /// `first_done`, a commit has consumed its first fragment already
+    /// (and, over TCP, taken its last from the receive buffer).
+    pub(super) fn pop_large(&mut self, first_done: bool) {
         let Some(large) = self.large.as_deref_mut() else {
             return;
         };
         match &mut self.t {
             RxTransport::Tcp { buf, ack } => {
-                // One store of the ack consumes every fragment.
-                buf.pop();
-                buf.count_consumed(large.skipped);
-                ack.set(ack.get().wrapping_add(large.asm.frames()));
+                if !first_done {
+                    buf.pop();
+                }
+                buf.consume_stepped();
+                // One store of the ack consumes every fragment left.
+                let left = large.asm.frames() - u32::from(first_done);
+                ack.set(ack.get().wrapping_add(left));
             }
             RxTransport::Shm(r) => {
                 // The first release consumes the message; the rest follow
                 // (orphans to the next process if it dies before them).
-                for &end in &large.ends {
+                for &end in &large.ends[usize::from(first_done)..] {
                     r.consume_to(end);
                 }
             }
             RxTransport::None => {}
         }
-        self.finish_large();
-    }
-
-    /// After a commit consumed a large message's first fragment (and, over
-    /// TCP, took its last from the receive buffer): consumes the rest.
-    pub(super) fn consumed_first_fragment(&mut self) {
-        let Some(large) = self.large.as_deref_mut() else {
-            return;
-        };
-        match &mut self.t {
-            RxTransport::Tcp { buf, ack } => {
-                buf.count_consumed(large.skipped);
-                ack.set(ack.get().wrapping_add(large.asm.frames() - 1));
-            }
-            RxTransport::Shm(r) => {
-                for &end in &large.ends[1..] {
-                    r.consume_to(end);
-                }
-            }
-            RxTransport::None => {}
-        }
-        self.finish_large();
-    }
-
-    fn finish_large(&mut self) {
-        if let Some(large) = self.large.as_deref_mut() {
-            let len = large.asm.message().1.len();
-            large.reset();
-            self.count_pop(len);
-        }
+        let len = large.asm.message().1.len();
+        large.reset();
+        self.count_pop(len);
     }
 }
 
@@ -202,7 +185,7 @@ fn tcp_take(large: &mut RxLarge, buf: &mut RecvBuf, ack: &mut AckCounter) -> Res
             }
             // The last stays first in line until the pop.
             Step::Complete => {}
-            Step::More => large.skipped += buf.skip(),
+            Step::More => buf.step_over(),
         }
     }
     Ok(if large.asm.complete() {
@@ -210,6 +193,17 @@ fn tcp_take(large: &mut RxLarge, buf: &mut RecvBuf, ack: &mut AckCounter) -> Res
     } else {
         Found::Nothing
     })
+}
+
+/// Whether the message of first fragment `p` takes more than `capacity`
+/// bytes of ring in fragments of the largest frame.
+fn never_fits(p: &[u8], capacity: usize) -> bool {
+    let Some(total) = p.get(..4) else {
+        return false;
+    };
+    let total = u32::from_le_bytes([total[0], total[1], total[2], total[3]]) as usize;
+    let per = crate::wire::MAX_PAYLOAD - FRAGMENT_HEADER;
+    total + total.div_ceil(per) * (FRAGMENT_HEADER + crate::wire::HEADER_SIZE) > capacity
 }
 
 /// Over shared memory: takes the fragments from the one first in line
@@ -230,6 +224,12 @@ fn shm_take(large: &mut RxLarge, r: &mut ShmReader) -> Result<Found, Close> {
         };
         if msg_type != FRAGMENT_TYPE {
             return Ok(Found::Plain);
+        }
+        if never_fits(p, r.capacity()) {
+            // Its fragments could never all be in the ring at once: a
+            // writer that publishes them one by one would wait for room
+            // forever.
+            return Err(Close::new(CloseReason::LargeMessage));
         }
         if large.asm.take(p).map_err(fault_of)? == Step::Orphan {
             r.pop();
@@ -299,7 +299,9 @@ impl Batch<'_> {
         }
         for (off, len) in pieces(payload.len(), max) {
             self.alloc_frame(FRAGMENT_TYPE, FRAGMENT_HEADER + len)?;
-            let p = self.payload().ok_or(AllocError::NotOpen)?;
+            let Some(p) = self.payload() else {
+                return Err(self.fail(AllocError::NotOpen));
+            };
             write_fragment_header(p, payload.len() as u32, off as u32, msg_type);
             p[FRAGMENT_HEADER..].copy_from_slice(&payload[off..off + len]);
         }
@@ -311,11 +313,20 @@ impl ConnTx {
     /// Publishes a copy of `payload` as one message of `msg_type`, of any
     /// length up to `Config::max_message_size` (see [`Batch::append`]):
     /// one frame if it fits, else fragments committed as one batch.
-    /// A copying [`alloc`](Self::alloc) and push for small messages.
+    /// For a message of one frame, a copying [`alloc`](Self::alloc) and
+    /// [`push`](super::Alloc::push).
     ///
     /// # Errors
     /// As [`Batch::append`]; nothing is published.
     pub fn send(&mut self, msg_type: u16, payload: &[u8]) -> Result<(), CommitError> {
+        if payload.len() <= self.max_payload {
+            let mut m = self
+                .alloc(msg_type, payload.len())
+                .map_err(CommitError::Alloc)?;
+            m.payload_mut().copy_from_slice(payload);
+            m.push();
+            return Ok(());
+        }
         let mut batch = self.batch();
         batch
             .append(msg_type, payload)

@@ -4,6 +4,8 @@
 //! message again (nothing of it consumed, no reply queued) or the message
 //! after it (its first fragment consumed, the reply queued, the fragments
 //! a crash left first in line skipped). Never a part of it, never twice.
+//! And fragments a receiver must refuse: another message inside a large
+//! one, a message the ring could never hold.
 
 use std::path::{Path, PathBuf};
 
@@ -131,25 +133,27 @@ fn open(dir: &Path, transport: &str) -> (Connection, u32) {
     } else {
         let q = PtcpQueue::open_file(&tcp, CAP, MapOptions::default()).unwrap();
         c.set_tcp_queue(q, &cfg);
-        let RxTransport::Tcp { buf, ack } = &mut c.rx.t else {
-            unreachable!()
-        };
-        let bytes: Vec<u8> = tcp_frames()
-            .into_iter()
-            .skip(ack.get() as usize)
-            .flatten()
-            .collect();
-        let mut rest = &bytes[..];
-        while !rest.is_empty() {
-            let space = buf.space().unwrap();
-            let n = space.len().min(rest.len());
-            space[..n].copy_from_slice(&rest[..n]);
-            buf.received::<crate::sys::Mapping>(n, None, None).unwrap();
-            rest = &rest[n..];
-        }
+        let acked = c.messages_popped() as usize;
+        receive(&mut c, tcp_frames().into_iter().skip(acked));
     }
     let before = c.messages_popped();
     (c, before)
+}
+
+/// Over TCP: `frames` arrive in the receive buffer.
+fn receive(c: &mut Connection, frames: impl Iterator<Item = Vec<u8>>) {
+    let RxTransport::Tcp { buf, .. } = &mut c.rx.t else {
+        unreachable!()
+    };
+    let bytes: Vec<u8> = frames.flatten().collect();
+    let mut rest = &bytes[..];
+    while !rest.is_empty() {
+        let space = buf.space().unwrap();
+        let n = space.len().min(rest.len());
+        space[..n].copy_from_slice(&rest[..n]);
+        buf.received::<crate::sys::Mapping>(n, None, None).unwrap();
+        rest = &rest[n..];
+    }
 }
 
 /// The child: opens, takes the large message, and with mode "pop" pops
@@ -233,5 +237,62 @@ fn consuming_a_large_message_is_exact_at_every_point() {
             assert!(orphans > 0, "{mode}: no crash left orphan fragments");
         }
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Over TCP, a message between two fragments (a peer that does not send
+/// them as one batch) is out of sequence: the session closes, and nothing
+/// is delivered or consumed (after the first fragment was stepped over,
+/// the message would otherwise be handed out and its pop acknowledge the
+/// fragment).
+#[test]
+#[cfg_attr(miri, ignore = "files")]
+fn a_message_inside_a_large_one_is_refused() {
+    let dir = scratch("inside");
+    let mut c = Connection::new(Name::new("a").unwrap());
+    let q = PtcpQueue::open_file(&paths(&dir).2, CAP, MapOptions::default()).unwrap();
+    c.set_tcp_queue(q, &config());
+    let mut frames = tcp_frames();
+    let next = frames.pop().unwrap();
+    frames.insert(1, next);
+    // The first fragment alone (stepped over), then the rest.
+    receive(&mut c, frames.drain(..1));
+    assert!(c.front().is_none());
+    assert!(c.rx.fault.is_none());
+    receive(&mut c, frames.into_iter());
+    assert!(c.front().is_none());
+    assert_eq!(
+        c.rx.fault.map(|f| f.reason),
+        Some(crate::CloseReason::BadFragment)
+    );
+    assert_eq!(c.messages_popped(), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Over shared memory, a first fragment of a message larger than the ring
+/// closes the session (`LargeMessage`): its writer could never publish
+/// the rest while this side holds the first.
+#[test]
+#[cfg_attr(miri, ignore = "files")]
+fn a_message_larger_than_the_ring_is_refused() {
+    let dir = scratch("ring");
+    let (out, inn, _) = paths(&dir);
+    let mut peer = ShmWriter::open_file(&inn, CAP, MapOptions::default(), 2).unwrap();
+    let mut f = vec![0; FRAGMENT_HEADER + 100];
+    write_fragment_header(&mut f, 60_000, 0, LARGE_TYPE);
+    peer.alloc(FRAGMENT_TYPE, f.len())
+        .unwrap()
+        .copy_from_slice(&f);
+    peer.push();
+    let w = ShmWriter::open_file(&out, CAP, MapOptions::default(), 1).unwrap();
+    let r = ShmReader::open_file(&inn, CAP, MapOptions::default(), 2).unwrap();
+    let mut c = Connection::new(Name::new("a").unwrap());
+    c.set_shm_queues(w, r, &config());
+    assert!(c.front().is_none());
+    assert_eq!(
+        c.rx.fault.map(|f| f.reason),
+        Some(crate::CloseReason::LargeMessage)
+    );
+    assert_eq!(c.messages_popped(), 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -148,6 +148,16 @@ impl Connection {
         self.tx.send(msg_type, payload)
     }
 
+    /// See [`ConnTx::frames_of`].
+    pub fn frames_of(&self, len: usize) -> u32 {
+        self.tx.frames_of(len)
+    }
+
+    /// See [`ConnTx::max_message`].
+    pub fn max_message(&self) -> usize {
+        self.tx.max_message()
+    }
+
     /// See [`ConnRx::front`].
     #[inline]
     pub fn front(&mut self) -> Option<Received<'_>> {

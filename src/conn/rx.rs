@@ -71,6 +71,15 @@ pub struct Received<'a> {
 const _: () = assert!(std::mem::size_of::<Option<Received<'static>>>() == 16);
 
 impl<'a> Received<'a> {
+    /// A message of one frame, first in line in `rx`.
+    #[inline(always)]
+    fn frame(rx: &'a mut ConnRx, msg_type: u16, len: u16) -> Self {
+        Received {
+            rx,
+            word: u32::from(msg_type) << 16 | u32::from(len),
+        }
+    }
+
     /// The message type (1..=65535).
     #[inline]
     pub fn msg_type(&self) -> u16 {
@@ -111,10 +120,21 @@ impl<'a> Received<'a> {
     #[inline]
     pub fn pop(self) {
         if self.is_large() {
-            return self.rx.pop_large();
+            return self.rx.pop_large(false);
         }
         self.rx.bytes += self.len() as u64;
         self.rx.pop_current();
+    }
+
+    /// The frames this message took: 1, or the fragments of a large
+    /// message. [`ConnRx::messages_popped`] counts frames.
+    #[inline]
+    pub fn frames(&self) -> u32 {
+        if self.is_large() {
+            self.rx.large.as_ref().map_or(1, |l| l.frames())
+        } else {
+            1
+        }
     }
 
     /// Whether this is a large message, put together from fragments.
@@ -149,7 +169,12 @@ impl ConnRx {
     #[inline]
     pub fn front(&mut self) -> Option<Received<'_>> {
         let (msg_type, len) = match &mut self.t {
-            RxTransport::Tcp { buf, .. } => buf.front()?,
+            RxTransport::Tcp { buf, .. } => match buf.front()? {
+                // Inside a large message (its first fragments stepped
+                // over): whatever comes is its next fragment, or wrong.
+                _ if buf.stepping() => return self.front_large(),
+                f => f,
+            },
             RxTransport::Shm(r) => match r.front() {
                 // A header's size is a u16 and counts the header too.
                 Ok(Some((t, p))) => (t, p.len() as u16),
@@ -164,10 +189,7 @@ impl ConnRx {
         if msg_type == FRAGMENT_TYPE {
             return self.front_large();
         }
-        Some(Received {
-            rx: self,
-            word: u32::from(msg_type) << 16 | u32::from(len),
-        })
+        Some(Received::frame(self, msg_type, len))
     }
 
     /// The message first in line, as `front` finds it, when it is known
@@ -178,10 +200,7 @@ impl ConnRx {
             RxTransport::Shm(r) => r.current().map(|(t, p)| (t, p.len() as u16))?,
             RxTransport::None => return None,
         };
-        Some(Received {
-            rx: self,
-            word: u32::from(msg_type) << 16 | u32::from(len),
-        })
+        Some(Received::frame(self, msg_type, len))
     }
 
     /// Counts a message consumed by a commit (the transport did the rest).

@@ -47,8 +47,8 @@ impl fmt::Display for AllocError {
         match *self {
             AllocError::TooLarge { len, max } => write!(
                 f,
-                "payload of {len} bytes exceeds the maximum of {max} (Config::max_message_size \
-                 allows larger ones)"
+                "payload of {len} bytes exceeds the maximum of {max} (one frame for alloc; \
+                 Config::max_message_size for send and Batch::append)"
             ),
             AllocError::Full => f.write_str("send queue full"),
             AllocError::ReservedType => {

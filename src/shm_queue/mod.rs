@@ -608,6 +608,11 @@ impl<R: Region> ShmReader<R> {
         self.0.read_idx()
     }
 
+    /// Capacity in bytes.
+    pub(crate) fn capacity(&self) -> usize {
+        self.0.memory().capacity
+    }
+
     /// `read_idx` before and after consuming the current message.
     pub(crate) fn pop_target(&self) -> Option<(u32, u32)> {
         self.0.pop_target()

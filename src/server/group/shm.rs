@@ -390,10 +390,7 @@ impl<U: UserData, R: UserData> Group<U, R> {
         });
         self.send_wake(slot, now);
         let conn = &mut self.conns[slot];
-        if let Some(f) = conn.rx.fault.take() {
-            conn.tx.state.close(f);
-        }
-        // Closed by the handler, or for a corrupt queue.
+        // Closed by the handler, or for a corrupt queue (`deliver_ready`).
         if let Some(closed) = conn.close_reason() {
             self.end(slot, closed, handler);
             return None;
