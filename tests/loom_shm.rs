@@ -38,7 +38,7 @@ mod sync {
     pub fn crash_point() {}
 }
 
-#[allow(dead_code, missing_docs)]
+#[allow(dead_code, missing_docs, unused_imports)]
 #[path = "../src/shm_queue/ring/mod.rs"]
 mod ring;
 
@@ -274,25 +274,36 @@ fn atomic_batches(fast: bool) {
                 }
             }
         });
+        let check = |k: usize, t: u16, p: &[u8], len: usize| {
+            assert_eq!(t, k as u16 + 1);
+            assert_eq!(p.len(), len);
+            assert!(p.iter().all(|&x| x == k as u8 + 1));
+        };
         for (b, lens) in BATCHES.iter().enumerate() {
-            for (i, &len) in lens.iter().enumerate() {
-                let k = 2 * b + i;
-                loop {
-                    match r.front().expect("an honest writer never looks corrupt") {
-                        Some((t, p)) => {
-                            assert_eq!(t, k as u16 + 1);
-                            assert_eq!(p.len(), len);
-                            assert!(p.iter().all(|&x| x == k as u8 + 1));
-                            r.pop();
-                            break;
-                        }
-                        None => {
-                            assert_eq!(i, 0, "batch {b} read without its message {i}");
-                            loom::thread::yield_now();
-                        }
+            // The second message is there to read ahead (as a large
+            // message's receiver does, `Reader::peek`) as soon as the first
+            // is, before the first is consumed.
+            let k = 2 * b;
+            loop {
+                match r.front().expect("an honest writer never looks corrupt") {
+                    Some((t, p)) => {
+                        check(k, t, p, lens[0]);
+                        break;
                     }
+                    None => loom::thread::yield_now(),
                 }
             }
+            let (_, end) = r.pop_target().expect("current");
+            match r.peek(end).expect("an honest writer never looks corrupt") {
+                Some((t, _, p)) => check(k + 1, t, p, lens[1]),
+                None => panic!("batch {b} read without its message 1"),
+            }
+            r.pop();
+            match r.front().expect("an honest writer never looks corrupt") {
+                Some((t, p)) => check(k + 1, t, p, lens[1]),
+                None => panic!("batch {b} read without its message 1"),
+            }
+            r.pop();
         }
         t.join().unwrap();
     });

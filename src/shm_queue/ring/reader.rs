@@ -368,11 +368,11 @@ impl<M: QueueMemory> Reader<M> {
         let (at, slot, size, msg_type) = if self.fast {
             // SYNC POINT msg-stamped, as in front_fast: a batch's headers
             // are stored before its first stop's stamp.
-            let h = self.mem.header(slot).load(Ordering::Acquire);
-            if stamp_of(h) != at {
+            let head = self.mem.header(slot).load(Ordering::Acquire);
+            if stamp_of(head) != at {
                 return Ok(None);
             }
-            let (size, msg_type) = fields(h);
+            let (size, msg_type) = fields(head);
             if size != 0 {
                 (at, slot, size, msg_type)
             } else if slot == 0 {
@@ -380,11 +380,11 @@ impl<M: QueueMemory> Reader<M> {
             } else {
                 let at = at.wrapping_add(self.blk_cnt - slot);
                 // SYNC POINT msg-stamped, as above.
-                let h0 = self.mem.header(0).load(Ordering::Acquire);
-                if stamp_of(h0) != at {
+                let head0 = self.mem.header(0).load(Ordering::Acquire);
+                if stamp_of(head0) != at {
                     return Ok(None);
                 }
-                let (size, msg_type) = fields(h0);
+                let (size, msg_type) = fields(head0);
                 (at, 0, size, msg_type)
             }
         } else {

@@ -1,5 +1,6 @@
 //! Batches on the ring in one process (Miri runs these): a batch is read
-//! whole or not at all, from two threads, on the fast path and on v1; a
+//! whole or not at all, from two threads, on the fast path and on v1, and
+//! read ahead whole (`ShmReader::peek`, as a large message's fragments); a
 //! batch dropped before its commit leaves nothing a reader could take for
 //! a message; the intent record's words are checked before use.
 
@@ -29,8 +30,10 @@ fn size_of(id: u32) -> u32 {
 
 /// SYNC POINT batch-stamped, with the writer on another thread: once a
 /// reader has the first message of a batch, the others are there at once
-/// (no `front` in between finds nothing), every byte as written.
-fn two_threads(fast: bool) {
+/// (no `front` in between finds nothing), every byte as written. With
+/// `ahead`, the reader reads them ahead from the first (`peek`) before it
+/// consumes any, as a large message's receiver does.
+fn two_threads(fast: bool, ahead: bool) {
     let batches: u32 = if cfg!(miri) { 40 } else { 20_000 };
     // 64 blocks: the largest batch (6 messages of up to 4 blocks) fits
     // with the wrap marker's waste and the fast path's free block.
@@ -58,7 +61,34 @@ fn two_threads(fast: bool) {
         }
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    for id in 0..batches {
+    let want = |id: u32, idx: u32| {
+        let mut want = vec![0; len_of(id, idx)];
+        fill(&mut want, id, idx, size_of(id));
+        want
+    };
+    for id in (0..batches).filter(|_| ahead) {
+        while r.front().unwrap().is_none() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "writer stuck at batch {id}"
+            );
+            std::thread::yield_now();
+        }
+        assert!(r.current().unwrap().1 == &want(id, 0)[..], "batch {id}");
+        let mut ends = vec![r.pop_target().unwrap().1];
+        for idx in 1..size_of(id) {
+            let (_, end, p) = r
+                .peek(*ends.last().unwrap())
+                .unwrap()
+                .unwrap_or_else(|| panic!("batch {id} read ahead without its message {idx}"));
+            assert!(p == &want(id, idx)[..], "batch {id} message {idx}");
+            ends.push(end);
+        }
+        for end in ends {
+            r.consume_to(end);
+        }
+    }
+    for id in (0..batches).filter(|_| !ahead) {
         for idx in 0..size_of(id) {
             loop {
                 if let Some((_, p)) = r.front().unwrap() {
@@ -83,12 +113,22 @@ fn two_threads(fast: bool) {
 
 #[test]
 fn a_batch_is_read_whole_fast_path() {
-    two_threads(true);
+    two_threads(true, false);
 }
 
 #[test]
 fn a_batch_is_read_whole_v1() {
-    two_threads(false);
+    two_threads(false, false);
+}
+
+#[test]
+fn a_batch_is_read_ahead_whole_fast_path() {
+    two_threads(true, true);
+}
+
+#[test]
+fn a_batch_is_read_ahead_whole_v1() {
+    two_threads(false, true);
 }
 
 /// A batch dropped before its commit: its payloads, made of words that
