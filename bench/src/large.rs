@@ -2,15 +2,15 @@
 //! by default, `Config::max_message_size`) into a server that reads every
 //! byte, over shared memory and over TCP, against the floor measured in
 //! interleaved rounds of the same run: the same bytes copied between the
-//! two CPUs with `memcpy` (one thread copies each message into one of the
-//! slots of a 4-slot buffer as large as the ring, the other, on the other
-//! CPU, copies it out and reads it), which is what a large message costs
-//! at least (the sender's copy into the queue, the receiver's into the
-//! message it is handed).
+//! two CPUs with `memcpy` (one thread copies each message, in 64 KiB
+//! pieces, into the slots of a buffer as large as the ring; the other, on
+//! the other CPU, copies them out into one message and reads it), which
+//! is what a large message costs at least (the sender's copy into the
+//! queue, the receiver's into the message it is handed).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tcpshm::{Client, Config, Server, Transport};
@@ -41,9 +41,13 @@ pub struct Args {
 
 const SERVER: &str = "blarge";
 const CLIENT: &str = "blargec";
-/// Slots of the `memcpy` floor's buffer (the ring holds about four
-/// messages of the default size too).
-const SLOTS: usize = 4;
+/// Bytes of a piece of the `memcpy` floor: a frame's.
+const PIECE: usize = 1 << 16;
+
+/// A slot's "full" flag, on a cache line of its own (as the ring's
+/// indices are): the two threads poll and store different slots' flags.
+#[repr(align(64))]
+struct Flag(AtomicBool);
 
 /// The configuration of both ends: queues of four messages.
 fn large_config(shm_dir: &Path, size: usize) -> Config {
@@ -78,53 +82,70 @@ fn read_all(p: &[u8]) -> u8 {
     std::hint::black_box(p.iter().fold(0u8, |a, b| a ^ b))
 }
 
-/// The floor: `n` messages of `src` copied into the slots by this thread
-/// and out of them, and read, by a thread on the other CPU. Bytes per
-/// second.
-fn memcpy_floor(src: &[u8], n: u32) -> f64 {
+/// The floor: `n` messages of `src` copied by this thread into the slots
+/// of a buffer as large as the ring, in pieces of one frame's size (as the
+/// fragments are: pieces that stay in the cores' caches), and by a thread
+/// on the other CPU copied out of them into one message, which it reads.
+/// Bytes per second.
+fn memcpy_floor(src: &[u8], n: u32, ring: usize) -> f64 {
     let size = src.len();
-    let slots: Vec<std::cell::UnsafeCell<Vec<u8>>> = (0..SLOTS)
-        .map(|_| std::cell::UnsafeCell::new(vec![1u8; size]))
+    let slots: Vec<std::cell::UnsafeCell<Vec<u8>>> = (0..(ring / PIECE).max(2))
+        .map(|_| std::cell::UnsafeCell::new(vec![1u8; PIECE]))
         .collect();
     struct Shared<'a>(&'a [std::cell::UnsafeCell<Vec<u8>>]);
-    // SAFETY: each slot is written by the producer only while its count
+    // SAFETY: each slot is written by the producer only while its flag
     // says it is free, and read by the consumer only while it says full
-    // (Release/Acquire on `full` below order the copies).
+    // (Release/Acquire on the flags below order the copies).
     unsafe impl Sync for Shared<'_> {}
     let shared = Shared(&slots);
-    let full: Vec<AtomicBool> = (0..SLOTS).map(|_| AtomicBool::new(false)).collect();
-    let done = AtomicU32::new(0);
+    let full: Vec<Flag> = (0..slots.len())
+        .map(|_| Flag(AtomicBool::new(false)))
+        .collect();
+    let pieces: Vec<(usize, usize)> = (0..size)
+        .step_by(PIECE)
+        .map(|o| (o, PIECE.min(size - o)))
+        .collect();
     let t0 = Instant::now();
     std::thread::scope(|s| {
-        let (shared, full, done) = (&shared, &full, &done);
+        let (shared, full, pieces) = (&shared, &full, &pieces);
         s.spawn(move || {
             pin(1);
             let mut out = vec![0u8; size];
-            for k in 0..n as usize {
-                let slot = k % SLOTS;
-                // Acquire: the producer's copy into the slot is visible.
-                while !full[slot].load(Ordering::Acquire) {
-                    std::hint::spin_loop();
+            let mut g = 0;
+            for _ in 0..n {
+                for &(off, len) in pieces {
+                    let slot = g % full.len();
+                    g += 1;
+                    // Acquire: the producer's copy into the slot is visible.
+                    while !full[slot].0.load(Ordering::Acquire) {
+                        std::hint::spin_loop();
+                    }
+                    // SAFETY: the slot is full: the producer does not
+                    // touch it until we store `false` below.
+                    let piece = unsafe { &*shared.0[slot].get() };
+                    out[off..off + len].copy_from_slice(&piece[..len]);
+                    // Release: our copy out happens before the producer
+                    // reuses the slot.
+                    full[slot].0.store(false, Ordering::Release);
                 }
-                // SAFETY: the slot is full: the producer does not touch it
-                // until we store `false` below.
-                out.copy_from_slice(unsafe { &*shared.0[slot].get() });
-                // Release: our copy out happens before the producer reuses it.
-                full[slot].store(false, Ordering::Release);
                 read_all(&out);
-                done.fetch_add(1, Ordering::Relaxed);
             }
         });
-        for k in 0..n as usize {
-            let slot = k % SLOTS;
-            // Acquire: the consumer's copy out of the slot is done.
-            while full[slot].load(Ordering::Acquire) {
-                std::hint::spin_loop();
+        let mut g = 0;
+        for _ in 0..n {
+            for &(off, len) in pieces {
+                let slot = g % full.len();
+                g += 1;
+                // Acquire: the consumer's copy out of the slot is done.
+                while full[slot].0.load(Ordering::Acquire) {
+                    std::hint::spin_loop();
+                }
+                // SAFETY: the slot is free: the consumer reads it only
+                // after the Release store below.
+                let piece = unsafe { &mut *shared.0[slot].get() };
+                piece[..len].copy_from_slice(&src[off..off + len]);
+                full[slot].0.store(true, Ordering::Release);
             }
-            // SAFETY: the slot is free: the consumer reads it only after
-            // the Release store below.
-            unsafe { (*shared.0[slot].get()).copy_from_slice(src) };
-            full[slot].store(true, Ordering::Release);
         }
     });
     (size as f64) * f64::from(n) / t0.elapsed().as_secs_f64()
@@ -236,7 +257,7 @@ fn measure(a: &Args, rounds: usize, dir: &Path) -> Result<Rates, String> {
         // Rotate which goes first.
         for j in 0..3 {
             match (k + j) % 3 {
-                0 => floor.push(memcpy_floor(&src, a.messages)),
+                0 => floor.push(memcpy_floor(&src, a.messages, cfg.shm_queue_size)),
                 1 => shm.push(server.running(|| stream(&mut shm_c, &src, a.messages))?),
                 _ => tcp.push(server.running(|| stream(&mut tcp_c, &src, tcp_n))?),
             }
