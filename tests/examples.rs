@@ -180,6 +180,22 @@ fn daily_rename() {
 }
 
 #[test]
+fn large_messages() {
+    let out = run(&mut Command::new(example("large_messages")), 60);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.matches("a snapshot of 1048576 bytes (17 fragments)")
+            .count(),
+        6,
+        "{text}"
+    );
+    assert!(
+        text.contains("closed: Message larger than Config::max_message_size"),
+        "{text}"
+    );
+}
+
+#[test]
 fn exactly_once() {
     let out = run(&mut Command::new(example("exactly_once")), 150);
     let text = String::from_utf8_lossy(&out.stdout);
