@@ -116,9 +116,18 @@ impl ConnRx {
         }
     }
 
+    /// The payload of the whole large message `front` returned.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn large_payload(&self) -> &[u8] {
+        self.large.as_ref().map_or(&[][..], |l| l.message().1)
+    }
+
     /// Consumes the whole large message `front` returned; with
     /// `first_done`, a commit has consumed its first fragment already
     /// (and, over TCP, taken its last from the receive buffer).
+    #[cold]
+    #[inline(never)]
     pub(super) fn pop_large(&mut self, first_done: bool) {
         let Some(large) = self.large.as_deref_mut() else {
             return;

@@ -98,7 +98,7 @@ impl<'a> Received<'a> {
     #[inline]
     pub fn payload(&self) -> &[u8] {
         if self.is_large() {
-            return self.rx.large.as_ref().map_or(&[][..], |l| l.message().1);
+            return self.rx.large_payload();
         }
         match &self.rx.t {
             RxTransport::Tcp { buf, .. } => buf.front_payload(self.len()),
