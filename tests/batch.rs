@@ -236,18 +236,8 @@ fn a_v1_peer_receives_batches_as_ordinary_messages() {
     let dir = scratch("batch-v1");
     let _c = Cleanup(dir.clone());
     let cfg = config(&dir);
-    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
-    server.listen("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let mut h = Triple;
-    std::thread::scope(|s| {
-        serve(s, &mut server, &mut h, &stop);
-        let _stop = StopOnDrop(&stop);
-        let login = tcpshm_v1::Login::new("v1tcp");
-        let (mut peer, rsp) =
-            tcpshm_v1::Peer::login(addr, &login, Duration::from_secs(10)).unwrap();
-        assert_eq!(rsp.status, tcpshm_v1::STATUS_OK);
+    with_server(&dir, "srv", &cfg, Triple, |addr| {
+        let mut peer = v1_peer(addr, "v1tcp");
         for seq in 0..50u64 {
             let p = payload(seq, 24);
             peer.send(3, &p).unwrap();

@@ -4,11 +4,9 @@
 //! session with a clear reason and loses nothing; the sender's limits are
 //! clear errors; and a protocol-v1 peer (the C++ stand-in) receives the
 //! fragments as ordinary messages in the documented layout. (The crash
-//! cases: the CLI torture with `--size`.)
+//! cases: `src/conn/large_kill.rs`, and the CLI torture with `--size`.)
 
 mod common;
-
-use std::time::Duration;
 
 use common::*;
 use tcpshm::{
@@ -273,18 +271,8 @@ fn a_v1_peer_receives_fragments_as_ordinary_messages() {
     let dir = scratch("large-v1");
     let _c = Cleanup(dir.clone());
     let cfg = large_config(&dir);
-    let mut server: Server = Server::new("srv", dir.join("s"), cfg.clone()).unwrap();
-    server.listen("127.0.0.1:0").unwrap();
-    let addr = server.local_addr().unwrap();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let mut h = Large;
-    std::thread::scope(|s| {
-        serve(s, &mut server, &mut h, &stop);
-        let _stop = StopOnDrop(&stop);
-        let login = tcpshm_v1::Login::new("v1tcp");
-        let (mut peer, rsp) =
-            tcpshm_v1::Peer::login(addr, &login, Duration::from_secs(10)).unwrap();
-        assert_eq!(rsp.status, tcpshm_v1::STATUS_OK);
+    with_server(&dir, "srv", &cfg, Large, |addr| {
+        let mut peer = v1_peer(addr, "v1tcp");
         peer.send(3, &[5; 8]).unwrap();
         let mut whole = Vec::new();
         while whole.len() < 100_000 {

@@ -8,14 +8,13 @@
 //! is what a large message costs at least (the sender's copy into the
 //! queue, the receiver's into the message it is handed).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tcpshm::{Client, Config, Server, Transport};
+use tcpshm::{Client, Config, Transport};
 
-use crate::ours::{bench_config, serve, BenchEcho, Ours, SINK_TYPE};
+use crate::ours::{bench_config, Ours, SINK_TYPE};
 use crate::peer::{online_cpus, pin, Peer, PeerArgs};
 use crate::rounds::{median, ratios, spread};
 
@@ -62,19 +61,7 @@ fn large_config(shm_dir: &Path, size: usize) -> Config {
 
 /// The peer: a bench server taking messages of `p.count` bytes.
 pub(crate) fn peer_server(p: &PeerArgs) -> Result<(), String> {
-    let cfg = large_config(&p.shm_dir, p.count as usize);
-    let mut server: Server = Server::new(SERVER, &p.target, cfg).map_err(|e| e.to_string())?;
-    server.listen("127.0.0.1:0").map_err(|e| e.to_string())?;
-    println!("{}", server.local_addr().expect("listening"));
-    let _ = std::io::stdout().flush();
-    tcpshm_cli::util::catch_stop_signals();
-    serve(
-        &mut server,
-        &mut BenchEcho,
-        tcpshm_cli::util::stopping,
-        p.idle.strategy(),
-    );
-    Ok(())
+    crate::ours::serve_peer(SERVER, large_config(&p.shm_dir, p.count as usize), p)
 }
 
 /// Reads every byte, as the bench server's sink does.

@@ -133,8 +133,13 @@ pub(crate) fn spawn_server(
 
 pub(crate) fn peer_server(p: &PeerArgs) -> Result<(), String> {
     let name = if p.v1 { SERVER_V1 } else { SERVER };
-    let mut server: Server =
-        Server::new(name, &p.target, bench_config(&p.shm_dir, !p.v1)).map_err(|e| e.to_string())?;
+    serve_peer(name, bench_config(&p.shm_dir, !p.v1), p)
+}
+
+/// The peer process of a bench server named `name`: listens, prints its
+/// address, and serves until it is stopped.
+pub(crate) fn serve_peer(name: &str, cfg: Config, p: &PeerArgs) -> Result<(), String> {
+    let mut server: Server = Server::new(name, &p.target, cfg).map_err(|e| e.to_string())?;
     server.listen("127.0.0.1:0").map_err(|e| e.to_string())?;
     println!("{}", server.local_addr().expect("listening"));
     let _ = std::io::stdout().flush();

@@ -332,15 +332,16 @@ pub fn small_len(seq: u64) -> usize {
     8 + (seq as usize * 37) % 200
 }
 
-/// Runs an echo server named `name` (files in `dir/s`, polled on a scoped
-/// thread) while `f` runs with its address; returns the server's handler.
-pub fn with_echo_server(
+/// Runs a server named `name` (files in `dir/s`, polled with `handler`
+/// on a scoped thread) while `f` runs with its address; returns the
+/// server's handler.
+pub fn with_server<H: ControlHandler + GroupHandler + Send>(
     dir: &std::path::Path,
     name: &str,
     cfg: &Config,
-    mut handler: EchoServer,
+    mut handler: H,
     f: impl FnOnce(std::net::SocketAddr),
-) -> EchoServer {
+) -> H {
     let mut server = tcpshm::Server::new(name, dir.join("s"), cfg.clone()).unwrap();
     server.listen("127.0.0.1:0").unwrap();
     let addr = server.local_addr().unwrap();
@@ -351,6 +352,27 @@ pub fn with_echo_server(
         f(addr);
     });
     handler
+}
+
+/// [`with_server`] with an [`EchoServer`].
+pub fn with_echo_server(
+    dir: &std::path::Path,
+    name: &str,
+    cfg: &Config,
+    handler: EchoServer,
+    f: impl FnOnce(std::net::SocketAddr),
+) -> EchoServer {
+    with_server(dir, name, cfg, handler, f)
+}
+
+/// A protocol-v1 peer (byte for byte a C++ client) named `name`, logged in
+/// over TCP to the server at `addr`.
+pub fn v1_peer(addr: std::net::SocketAddr, name: &str) -> tcpshm_v1::Peer {
+    let login = tcpshm_v1::Login::new(name);
+    let (peer, rsp) =
+        tcpshm_v1::Peer::login(addr, &login, std::time::Duration::from_secs(10)).unwrap();
+    assert_eq!(rsp.status, tcpshm_v1::STATUS_OK);
+    peer
 }
 
 /// Connects `c` over `t` to `server`, which a scoped thread polls with
