@@ -204,13 +204,9 @@ fn tcp_take(large: &mut RxLarge, buf: &mut RecvBuf, ack: &mut AckCounter) -> Res
     })
 }
 
-/// Whether the message of first fragment `p` takes more than `capacity`
-/// bytes of ring in fragments of the largest frame.
-fn never_fits(p: &[u8], capacity: usize) -> bool {
-    let Some(total) = p.get(..4) else {
-        return false;
-    };
-    let total = u32::from_le_bytes([total[0], total[1], total[2], total[3]]) as usize;
+/// Whether a message of `total` bytes takes more than `capacity` bytes of
+/// ring in fragments of the largest frame.
+fn never_fits(total: usize, capacity: usize) -> bool {
     let per = crate::wire::MAX_PAYLOAD - FRAGMENT_HEADER;
     total + total.div_ceil(per) * (FRAGMENT_HEADER + crate::wire::HEADER_SIZE) > capacity
 }
@@ -234,18 +230,20 @@ fn shm_take(large: &mut RxLarge, r: &mut ShmReader) -> Result<Found, Close> {
         if msg_type != FRAGMENT_TYPE {
             return Ok(Found::Plain);
         }
-        if never_fits(p, r.capacity()) {
-            // Its fragments could never all be in the ring at once: a
-            // writer that publishes them one by one would wait for room
-            // forever.
-            return Err(Close::new(CloseReason::LargeMessage));
-        }
         if large.asm.take(p).map_err(fault_of)? == Step::Orphan {
             r.pop();
             if r.front().map_err(corrupt)?.is_none() {
                 return Ok(Found::Nothing);
             }
             continue;
+        }
+        // The assembler's own copy of the length, not the ring's bytes.
+        if never_fits(large.asm.total(), r.capacity()) {
+            // Its fragments could never all be in the ring at once: a
+            // writer that publishes them one by one would wait for room
+            // forever.
+            large.reset();
+            return Err(Close::new(CloseReason::LargeMessage));
         }
         let (start, end) = r.pop_target().ok_or(Close::new(CloseReason::ShmCorrupt))?;
         large.start = start;

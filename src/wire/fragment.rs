@@ -138,6 +138,11 @@ impl Assembler {
         self.frames > 0 && self.got == self.total
     }
 
+    /// The length of the message in progress (0 with none).
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
     /// Fragments of the message taken so far.
     pub(crate) fn frames(&self) -> u32 {
         self.frames
