@@ -26,7 +26,7 @@ use crate::session::{RecvBuf, ReloginGuard};
 use crate::shm_queue::{self, ShmReader, ShmWriter, BLOCK, TRAILER, TRAILER_WORDS};
 use crate::sys::{HeapRegion, Region};
 use crate::wire::{
-    Assembler, FragmentError, Login, LoginResponse, MsgHeader, Name, Step, FRAGMENT_HEADER,
+    u32_at, Assembler, FragmentError, Login, LoginResponse, MsgHeader, Name, Step, FRAGMENT_HEADER,
     NAME_SIZE,
 };
 
@@ -82,8 +82,7 @@ pub fn fragments(data: &[u8]) {
             if step == Step::Orphan {
                 continue;
             }
-            let u32_at = |o: usize| u32::from_le_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]);
-            let (total, t) = (u32_at(0) as usize, u16::from_le_bytes([p[8], p[9]]));
+            let (total, t) = (u32_at(p, 0) as usize, u16::from_le_bytes([p[8], p[9]]));
             let m = model.get_or_insert_with(|| (total, t, Vec::new()));
             m.2.extend_from_slice(&p[FRAGMENT_HEADER..]);
             if step == Step::Complete {
@@ -105,8 +104,7 @@ fn expected_fragment(
     if p.len() <= FRAGMENT_HEADER {
         return Err(FragmentError::Bad);
     }
-    let u32_at = |o: usize| u32::from_le_bytes([p[o], p[o + 1], p[o + 2], p[o + 3]]);
-    let (total, offset) = (u32_at(0), u32_at(4) as usize);
+    let (total, offset) = (u32_at(p, 0), u32_at(p, 4) as usize);
     let t = u16::from_le_bytes([p[8], p[9]]);
     if p[10] != 0 || p[11] != 0 || t == 0 || t >= 0xfff0 {
         return Err(FragmentError::Bad);

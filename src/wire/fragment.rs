@@ -25,6 +25,8 @@
 
 use std::fmt;
 
+use super::u32_at;
+
 /// `msg_type` of a fragment.
 pub(crate) const FRAGMENT_TYPE: u16 = 0xfff0;
 /// The first type of the range reserved for tcpshm (`0xfff0..=0xffff`);
@@ -32,10 +34,6 @@ pub(crate) const FRAGMENT_TYPE: u16 = 0xfff0;
 pub(crate) const RESERVED_TYPES: u16 = 0xfff0;
 /// Bytes of a fragment's header.
 pub(crate) const FRAGMENT_HEADER: usize = 12;
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
 
 /// Writes the header of the fragment of a `total`-byte message of type
 /// `msg_type` whose piece starts at `offset`.

@@ -3,7 +3,7 @@
 #![forbid(unsafe_code)]
 
 use super::{
-    padded, DecodeError, MsgHeader, ERROR_MSG_SIZE, HEADER_SIZE, MSG_TYPE_LOGIN,
+    padded, u32_at, DecodeError, MsgHeader, ERROR_MSG_SIZE, HEADER_SIZE, MSG_TYPE_LOGIN,
     MSG_TYPE_LOGIN_RESPONSE, NAME_SIZE,
 };
 
@@ -93,10 +93,6 @@ where
         a.copy_from_slice(&bytes[..N]);
         a
     }
-}
-
-fn u32_at(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
 
 fn field16(b: &[u8], off: usize) -> [u8; NAME_SIZE] {

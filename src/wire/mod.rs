@@ -51,6 +51,12 @@ pub(crate) const MSG_TYPE_LOGIN: u16 = 1;
 /// `msg_type` of a login-response frame.
 pub(crate) const MSG_TYPE_LOGIN_RESPONSE: u16 = 2;
 
+/// The little-endian u32 at `off` in `b` (which holds at least
+/// `off + 4` bytes).
+pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
 /// Rounds `n` up to a multiple of 8: the space a message of size `n` occupies.
 #[inline]
 pub(crate) const fn padded(n: usize) -> usize {
