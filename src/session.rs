@@ -40,6 +40,11 @@ pub(crate) struct RecvBuf {
     parsed: usize,
     /// Bytes of messages stepped over, not consumed yet (`step_over`).
     stepped: u64,
+    /// Messages held (`hold`): where the first starts (kept in the
+    /// buffer from there, for `unhold`), and how many and how many bytes.
+    keep: Option<usize>,
+    held: u32,
+    held_bytes: u64,
 }
 
 impl RecvBuf {
@@ -52,13 +57,21 @@ impl RecvBuf {
             wpos: 0,
             parsed: 0,
             stepped: 0,
+            keep: None,
+            held: 0,
+            held_bytes: 0,
         }
     }
 
+    /// Forgets every byte received, and what was held: a new session
+    /// sends again what was not consumed.
     pub(crate) fn clear(&mut self) {
         self.rpos = 0;
         self.wpos = 0;
         self.parsed = 0;
+        self.keep = None;
+        self.held = 0;
+        self.held_bytes = 0;
     }
 
     /// The next application message `(msg_type, payload len)`, heartbeats
@@ -102,6 +115,66 @@ impl RecvBuf {
         self.consumed = consumed;
     }
 
+    /// Holds the message at the read position (after `front`): `front`
+    /// moves on past it, and it stays in the buffer, not consumed, until
+    /// [`consume_held`](Self::consume_held) or [`unhold`](Self::unhold).
+    pub(crate) fn hold(&mut self) {
+        let at = self.rpos;
+        let consumed = self.consumed;
+        self.pop();
+        if self.rpos != at {
+            self.keep.get_or_insert(at);
+            self.held += 1;
+            self.held_bytes += self.consumed - consumed;
+        }
+        self.consumed = consumed;
+    }
+
+    /// Whether a whole message (not a heartbeat) is waiting after the one
+    /// at the read position.
+    pub(crate) fn next_ready(&self) -> bool {
+        let Ok(h) = MsgHeader::read(&self.buf[self.rpos..self.parsed]) else {
+            return false;
+        };
+        let mut at = self.rpos + h.padded_size();
+        // Parsed bytes only: bounded by the buffer, as `front`'s loop.
+        while at < self.parsed {
+            match MsgHeader::read(&self.buf[at..self.parsed]) {
+                Ok(h) if h.msg_type == MSG_TYPE_HEARTBEAT => at += h.padded_size(),
+                Ok(_) => return true,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
+    /// Messages held.
+    #[inline(always)]
+    pub(crate) fn held(&self) -> u32 {
+        self.held
+    }
+
+    /// Counts the held messages consumed (the caller moved the ack past
+    /// them): their bytes may go.
+    #[cold]
+    pub(crate) fn consume_held(&mut self) {
+        self.consumed += std::mem::take(&mut self.held_bytes);
+        self.held = 0;
+        self.keep = None;
+    }
+
+    /// Gives the held messages back: `front` returns the first again. What
+    /// was stepped over since is read again too (its large message is put
+    /// together again).
+    pub(crate) fn unhold(&mut self) {
+        if let Some(at) = self.keep.take() {
+            self.rpos = at;
+            self.stepped = 0;
+        }
+        self.held = 0;
+        self.held_bytes = 0;
+    }
+
     /// Whether messages were stepped over and are not consumed yet: a
     /// large message is being put together, and whatever comes next
     /// belongs to it.
@@ -135,13 +208,17 @@ impl RecvBuf {
     /// `None`: the buffer is full of messages the application has not
     /// consumed (back-pressure: read nothing, which is not silence).
     pub(crate) fn space(&mut self) -> Option<&mut [u8]> {
-        if self.rpos == self.wpos {
-            self.clear();
-        } else if self.rpos > 0 && (self.rpos * 2 > self.wpos || self.wpos == self.buf.len()) {
-            self.buf.copy_within(self.rpos..self.wpos, 0);
-            self.wpos -= self.rpos;
-            self.parsed -= self.rpos;
-            self.rpos = 0;
+        // Held messages stay, for `unhold`.
+        let from = self.keep.unwrap_or(self.rpos);
+        if from == self.wpos {
+            (self.rpos, self.wpos, self.parsed) = (0, 0, 0);
+            self.keep = self.keep.map(|_| 0);
+        } else if from > 0 && (from * 2 > self.wpos || self.wpos == self.buf.len()) {
+            self.buf.copy_within(from..self.wpos, 0);
+            self.wpos -= from;
+            self.parsed -= from;
+            self.rpos -= from;
+            self.keep = self.keep.map(|_| 0);
         }
         if self.wpos == self.buf.len() {
             // Grow for the message still arriving (its size was checked
@@ -155,7 +232,8 @@ impl RecvBuf {
             if self.buf.len() >= self.max {
                 return None;
             }
-            let need = (self.parsed - self.rpos) + self.pending_size().unwrap_or(HEADER_SIZE);
+            let kept = self.keep.unwrap_or(self.rpos);
+            let need = (self.parsed - kept) + self.pending_size().unwrap_or(HEADER_SIZE);
             let grow = (self.buf.len() * 2).max(need + HEADER_SIZE).min(self.max);
             self.buf.resize(grow, 0);
         }
@@ -664,6 +742,88 @@ mod tests {
             s.handle_recv(2 * TIMEOUT + 2, Some(0)),
             Err(Close::new(CloseReason::Timeout))
         );
+    }
+
+    /// The frame of message `i`: type `i + 1`, `i % 50` bytes of `i`.
+    fn frame(i: u8) -> Vec<u8> {
+        let len = usize::from(i % 50);
+        let mut f = MsgHeader {
+            size: (HEADER_SIZE + len) as u16,
+            msg_type: u16::from(i) + 1,
+            ack_seq: 0,
+        }
+        .encode()
+        .to_vec();
+        f.extend(std::iter::repeat_n(i, len));
+        f.resize(f.len().next_multiple_of(8), 0);
+        f
+    }
+
+    /// Messages held stay in the buffer while it grows and moves what it
+    /// keeps to the front, and `unhold` reads them again, whole; what is
+    /// consumed goes.
+    #[test]
+    fn held_messages_survive_reads_and_come_back() {
+        let mut rb = RecvBuf::new(64, 4096);
+        let mut wire: Vec<u8> = (0..40).flat_map(frame).collect();
+        // A heartbeat between two held messages is skipped, not kept as one.
+        let at: usize = (0..12).map(|i| frame(i).len()).sum();
+        let hb = MsgHeader {
+            size: 8,
+            msg_type: MSG_TYPE_HEARTBEAT,
+            ack_seq: 0,
+        };
+        wire.splice(at..at, hb.encode());
+        let mut next = 0u8;
+        let mut fed = 0;
+        let check = |rb: &mut RecvBuf, i: u8| {
+            let (t, len) = rb.front().expect("a message");
+            assert_eq!(t, u16::from(i) + 1);
+            assert_eq!(
+                rb.front_payload(len.into()),
+                &vec![i; usize::from(i % 50)][..]
+            );
+        };
+        // Pop 0..10, hold 10..40, reading 13 bytes at a time.
+        while next < 40 {
+            while rb.has_messages() && next < 40 {
+                check(&mut rb, next);
+                if next < 10 {
+                    rb.pop();
+                } else {
+                    let ready = rb.next_ready();
+                    rb.hold();
+                    assert_eq!(ready, rb.front().is_some(), "next_ready at {next}");
+                }
+                next += 1;
+            }
+            let n = (wire.len() - fed).min(13);
+            let space = rb.space().expect("room");
+            let n = n.min(space.len());
+            space[..n].copy_from_slice(&wire[fed..fed + n]);
+            fed += n;
+            rb.received::<HeapRegion>(n, None, None).unwrap();
+        }
+        assert_eq!(rb.held(), 30);
+        assert!(rb.front().is_none());
+        rb.unhold();
+        for i in 10..40 {
+            check(&mut rb, i);
+            rb.hold();
+        }
+        // Consumed: the bytes go at the next read's room-making.
+        rb.unhold();
+        for i in 10..20 {
+            check(&mut rb, i);
+            rb.hold();
+        }
+        let consumed = rb.consumed();
+        rb.consume_held();
+        assert!(rb.consumed() > consumed);
+        assert_eq!(rb.held(), 0);
+        let _ = rb.space();
+        rb.unhold(); // nothing held: nothing changes
+        check(&mut rb, 20);
     }
 
     #[test]

@@ -78,6 +78,10 @@ fn batches_echo_whole_through_consume_and_reply() {
             assert_eq!(c.connection().messages_pushed() as u64, total);
         });
         assert_eq!(echo.echoed, total, "{t:?}");
+        assert!(
+            echo.grouped > 0,
+            "{t:?}: no commit answered several requests"
+        );
         assert!(echo
             .disconnects
             .iter()

@@ -5,19 +5,20 @@ use std::fmt;
 
 use super::rx::RxTransport;
 use super::tx::TxTransport;
-use super::{AllocError, ConnTx, Received};
+use super::{AllocError, ConnRx, ConnTx, Received};
 use crate::wire::{padded, HEADER_SIZE};
 
-/// Why a batch was not committed. Nothing of it was published, and a
-/// request it was to consume stays unconsumed (it is delivered again).
+/// Why a batch was not committed. Nothing of it was published, and the
+/// requests it was to consume stay unconsumed (they are delivered again).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CommitError {
     /// An [`alloc`](Batch::alloc) of the batch failed: a batch is
-    /// published whole or not at all.
+    /// published whole or not at all. The messages held are given back
+    /// ([`ConnRx::unhold`](crate::ConnRx::unhold)).
     Alloc(AllocError),
     /// The request was received on another connection than the one the
-    /// batch is for.
+    /// batch is for (its messages held stay held).
     OtherConnection,
 }
 
@@ -41,7 +42,11 @@ impl std::error::Error for CommitError {}
 /// - [`commit`](Self::commit) publishes every message of it, as one step;
 /// - [`commit_consuming`](Self::commit_consuming) publishes them and
 ///   consumes the received message they answer, as one step: exactly-once
-///   request/reply, across crashes of either side.
+///   request/reply, across crashes of either side. Messages held before
+///   it ([`Received::hold`]) are consumed in the same step, so one batch
+///   answers several requests;
+/// - [`commit_consuming_held`](Self::commit_consuming_held) publishes them
+///   and consumes the messages held.
 ///
 /// Dropped (or forgotten) without a commit, it publishes nothing. The
 /// peer, a C++ peer included, receives ordinary messages, in order.
@@ -234,10 +239,12 @@ impl Batch<'_> {
     }
 
     /// Publishes every message of the batch and consumes `req`, the
-    /// request they answer, as one step: after a crash at any
-    /// instruction, either `req` is still unconsumed (it is delivered
-    /// again) and none of the batch is queued, or `req` is consumed and
-    /// all of the batch is queued. An empty batch just consumes `req`.
+    /// request they answer, and the messages held before it
+    /// ([`Received::hold`]), as one step: after a crash at any
+    /// instruction, either the requests are all still unconsumed (they
+    /// are delivered again) and none of the batch is queued, or they are
+    /// consumed and all of the batch is queued. An empty batch just
+    /// consumes them.
     ///
     /// Over TCP the local ack and the send queue are in one file; over
     /// shared memory the two rings are two objects, and an intent record
@@ -245,41 +252,81 @@ impl Batch<'_> {
     /// pair finish a commit a crash cut short.
     ///
     /// # Errors
-    /// [`CommitError::Alloc`] if an `alloc` of the batch failed, or
-    /// [`CommitError::OtherConnection`] if `req` was received on another
-    /// connection. Nothing is published and `req` stays unconsumed.
+    /// [`CommitError::Alloc`] if an `alloc` of the batch failed (the
+    /// messages held are given back), or [`CommitError::OtherConnection`]
+    /// if `req` was received on another connection. Nothing is published
+    /// and nothing consumed.
     #[inline]
     pub fn commit_consuming(self, req: Received<'_>) -> Result<usize, CommitError> {
-        if let Some(e) = self.failed {
-            return Err(CommitError::Alloc(e));
-        }
         let (rx, len, large) = req.into_rx();
+        self.commit_consuming_in(rx, Some((len, large)))
+    }
+
+    /// Publishes every message of the batch and consumes the messages
+    /// held in `rx` ([`Received::hold`]), as one step, as
+    /// [`commit_consuming`](Self::commit_consuming) does: for requests
+    /// answered once no more are waiting. With none held, a
+    /// [`commit`](Self::commit).
+    ///
+    /// # Errors
+    /// As `commit_consuming`; `rx` of another connection is
+    /// [`CommitError::OtherConnection`].
+    pub fn commit_consuming_held(self, rx: &mut ConnRx) -> Result<usize, CommitError> {
+        if self.failed.is_none() && rx.conn == self.tx.conn && rx.held() == 0 {
+            return self.commit();
+        }
+        self.commit_consuming_in(rx, None)
+    }
+
+    /// Commits, consuming the messages held in `rx` and `current` (its
+    /// payload length, and whether it is large), if any.
+    #[inline]
+    fn commit_consuming_in(
+        self,
+        rx: &mut ConnRx,
+        current: Option<(usize, bool)>,
+    ) -> Result<usize, CommitError> {
         let tx = self.tx;
         if rx.conn != tx.conn {
             return Err(CommitError::OtherConnection);
         }
+        if let Some(e) = self.failed {
+            rx.unhold();
+            return Err(CommitError::Alloc(e));
+        }
+        let held = rx.held();
         let n = match (&mut tx.t, &mut rx.t) {
             (TxTransport::Tcp { queue, .. }, RxTransport::Tcp { buf, ack }) => {
+                let k = held + u32::from(current.is_some());
                 let c = queue
-                    .batch_commit(Some(ack))
+                    .batch_commit(Some((ack, k)))
                     .ok_or(CommitError::OtherConnection)?;
-                buf.pop();
+                if current.is_some() {
+                    buf.pop();
+                }
+                if held != 0 {
+                    buf.consume_held();
+                }
                 tx.sent_tcp(c.stamped, true);
                 c.messages
             }
             (TxTransport::Shm(w), RxTransport::Shm(r)) => {
-                // `req` is the reader's current message: it has one.
+                // `req` is the reader's current message, or messages are
+                // held: there is something to consume.
                 let n = w.batch_commit(Some(r));
                 debug_assert!(n.is_some(), "a received message is current");
                 n.ok_or(CommitError::OtherConnection)?
             }
             _ => return Err(CommitError::OtherConnection),
         };
-        if large {
+        if held != 0 {
+            rx.count_held(held);
+        }
+        match current {
             // The commit consumed its first fragment, which consumes it.
-            rx.pop_large(true);
-        } else {
-            rx.count_pop(len);
+            Some((_, true)) => rx.pop_large(true),
+            Some((len, false)) => rx.count_pop(len),
+            None => {}
         }
         tx.sent.0 += u64::from(n);
         tx.sent.1 += self.bytes;

@@ -51,7 +51,7 @@ impl RxLarge {
         })
     }
 
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.asm.reset();
         self.ends.clear();
     }
@@ -59,6 +59,11 @@ impl RxLarge {
     /// Fragments of the message taken so far.
     pub(crate) fn frames(&self) -> u32 {
         self.asm.frames()
+    }
+
+    /// Shared memory: the index one past the last fragment taken.
+    pub(crate) fn end(&self) -> Option<u32> {
+        self.ends.last().copied()
     }
 
     /// The whole message, `(msg_type, payload)`.
@@ -75,9 +80,11 @@ fn fault_of(e: FragmentError) -> Close {
 }
 
 impl ConnRx {
-    /// Forgets a large message in progress: a new session, or new queues,
-    /// deliver it again from its first fragment.
+    /// Forgets a large message in progress (and the statistics of the
+    /// messages held, which the transports forget too): a new session, or
+    /// new queues, deliver it again from its first fragment.
     pub(crate) fn reset_large(&mut self) {
+        self.held_bytes = 0;
         if let Some(l) = &mut self.large {
             l.reset();
         }
@@ -123,36 +130,49 @@ impl ConnRx {
         self.large.as_ref().map_or(&[][..], |l| l.message().1)
     }
 
-    /// Consumes the whole large message `front` returned; with
-    /// `first_done`, a commit has consumed its first fragment already
-    /// (and, over TCP, taken its last from the receive buffer).
+    /// Consumes the whole large message `front` returned, and first the
+    /// messages held; with `first_done`, a commit has consumed those and
+    /// its first fragment already (and, over TCP, taken its last from the
+    /// receive buffer).
     #[cold]
     #[inline(never)]
     pub(super) fn pop_large(&mut self, first_done: bool) {
         let Some(large) = self.large.as_deref_mut() else {
             return;
         };
-        match &mut self.t {
+        let held = match &mut self.t {
             RxTransport::Tcp { buf, ack } => {
                 if !first_done {
                     buf.pop();
                 }
+                let held = buf.held();
+                if held != 0 {
+                    buf.consume_held();
+                }
                 buf.consume_stepped();
-                // One store of the ack consumes every fragment left.
-                let left = large.asm.frames() - u32::from(first_done);
+                // One store of the ack consumes the held and every
+                // fragment left.
+                let left = large.asm.frames() - u32::from(first_done) + held;
                 ack.set(ack.get().wrapping_add(left));
+                held
             }
             RxTransport::Shm(r) => {
-                // The first release consumes the message; the rest follow
+                // The held go first (`consume_to`). Then the first release
+                // of a fragment consumes the message; the rest follow
                 // (orphans to the next process if it dies before them).
+                let held = r.held();
                 for &end in &large.ends[usize::from(first_done)..] {
                     r.consume_to(end);
                 }
+                held
             }
-            RxTransport::None => {}
-        }
+            RxTransport::None => 0,
+        };
         let len = large.asm.message().1.len();
         large.reset();
+        if held != 0 {
+            self.count_held(held);
+        }
         self.count_pop(len);
     }
 }
@@ -188,6 +208,7 @@ fn tcp_take(large: &mut RxLarge, buf: &mut RecvBuf, ack: &mut AckCounter) -> Res
             .take(buf.front_payload(usize::from(len)))
             .map_err(fault_of)?
         {
+            Step::Orphan if buf.held() > 0 => buf.hold(),
             Step::Orphan => {
                 buf.pop();
                 ack.advance();
@@ -231,7 +252,7 @@ fn shm_take(large: &mut RxLarge, r: &mut ShmReader) -> Result<Found, Close> {
             return Ok(Found::Plain);
         }
         if large.asm.take(p).map_err(fault_of)? == Step::Orphan {
-            r.pop();
+            r.skip();
             if r.front().map_err(corrupt)?.is_none() {
                 return Ok(Found::Nothing);
             }
@@ -245,8 +266,8 @@ fn shm_take(large: &mut RxLarge, r: &mut ShmReader) -> Result<Found, Close> {
             large.reset();
             return Err(Close::new(CloseReason::LargeMessage));
         }
-        let (start, end) = r.pop_target().ok_or(Close::new(CloseReason::ShmCorrupt))?;
-        large.start = start;
+        let end = r.current_end().ok_or(Close::new(CloseReason::ShmCorrupt))?;
+        large.start = r.read_idx();
         large.ends.clear();
         large.ends.push(end);
     }

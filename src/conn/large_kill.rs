@@ -4,7 +4,9 @@
 //! message again (nothing of it consumed, no reply queued) or the message
 //! after it (its first fragment consumed, the reply queued, the fragments
 //! a crash left first in line skipped). Never a part of it, never twice.
-//! And fragments a receiver must refuse: another message inside a large
+//! The same with two messages held before it (`Received::hold`), which a
+//! consume-and-reply consumes with it, all or none, and a pop one by one
+//! before it. And fragments a receiver must refuse: another message inside a large
 //! one, a message the ring could never hold.
 
 use std::path::{Path, PathBuf};
@@ -30,6 +32,18 @@ const FRAME: usize = 500;
 const FRAGMENTS: u32 = 5;
 const LARGE_TYPE: u16 = 9;
 const NEXT_TYPE: u16 = 7;
+/// The messages before the large one in the "held" modes.
+const HELD_TYPE: u16 = 5;
+const HELD: u32 = 2;
+
+/// Messages before the large one: `HELD` in the modes that hold them.
+fn lead(mode: &str) -> u32 {
+    if mode.contains("held") {
+        HELD
+    } else {
+        0
+    }
+}
 
 fn message() -> Vec<u8> {
     (0..LEN).map(|i| (i * 7 + 3) as u8).collect()
@@ -73,13 +87,13 @@ fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     )
 }
 
-/// The peer's frames over TCP, each padded: the fragments, then the small
-/// message.
-fn tcp_frames() -> Vec<Vec<u8>> {
-    let mut frames: Vec<Vec<u8>> = fragments()
-        .into_iter()
-        .map(|f| frame(FRAGMENT_TYPE, &f))
+/// The peer's frames over TCP, each padded: `lead` small messages, the
+/// fragments, then the small message.
+fn tcp_frames(lead: u32) -> Vec<Vec<u8>> {
+    let mut frames: Vec<Vec<u8>> = (0..lead as u8)
+        .map(|i| frame(HELD_TYPE, &[0x11 + i; 8]))
         .collect();
+    frames.extend(fragments().into_iter().map(|f| frame(FRAGMENT_TYPE, &f)));
     frames.push(frame(NEXT_TYPE, &[0xaa; 8]));
     frames
 }
@@ -97,14 +111,19 @@ fn frame(msg_type: u16, payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// Fresh files: the peer's ring holds the large message (one batch) and
-/// the small one; ours and our TCP queue are empty.
-fn prepare(dir: &Path) {
+/// Fresh files: the peer's ring holds `lead` small messages, the large
+/// message (one batch) and the small one; ours and our TCP queue are
+/// empty.
+fn prepare(dir: &Path, lead: u32) {
     let (out, inn, tcp) = paths(dir);
     for p in [&out, &inn, &tcp] {
         let _ = std::fs::remove_file(p);
     }
     let mut peer = ShmWriter::open_file(&inn, CAP, MapOptions::default(), 2).unwrap();
+    for i in 0..lead as u8 {
+        peer.alloc(HELD_TYPE, 8).unwrap().fill(0x11 + i);
+        peer.push();
+    }
     peer.batch_begin();
     for f in fragments() {
         peer.batch_alloc(FRAGMENT_TYPE, f.len())
@@ -119,7 +138,7 @@ fn prepare(dir: &Path) {
 /// Our connection over `transport` ("shm" or "tcp"), its files reopened
 /// (recovered) as a restarted process does; over TCP the peer has resent
 /// what our ack does not cover. Returns it and the frames consumed before.
-fn open(dir: &Path, transport: &str) -> (Connection, u32) {
+fn open(dir: &Path, transport: &str, lead: u32) -> (Connection, u32) {
     let (out, inn, tcp) = paths(dir);
     let mut c = Connection::new(Name::new("a").unwrap());
     let cfg = config();
@@ -134,7 +153,7 @@ fn open(dir: &Path, transport: &str) -> (Connection, u32) {
         let q = PtcpQueue::open_file(&tcp, CAP, MapOptions::default()).unwrap();
         c.set_tcp_queue(q, &cfg);
         let acked = c.messages_popped() as usize;
-        receive(&mut c, tcp_frames().into_iter().skip(acked));
+        receive(&mut c, tcp_frames(lead).into_iter().skip(acked));
     }
     let before = c.messages_popped();
     (c, before)
@@ -157,7 +176,8 @@ fn receive(c: &mut Connection, frames: impl Iterator<Item = Vec<u8>>) {
 }
 
 /// The child: opens, takes the large message, and with mode "pop" pops
-/// it, with "consume" answers it with a consume-and-reply.
+/// it, with "consume" answers it with a consume-and-reply; "heldpop" and
+/// "heldconsume" hold the two messages before it first.
 #[test]
 #[ignore = "the child process of consuming_a_large_message_is_exact_at_every_point"]
 fn large_child() {
@@ -165,30 +185,47 @@ fn large_child() {
     let mode = std::env::var(MODE_ENV).unwrap();
     let (transport, how) = mode.split_once('-').unwrap();
     crate::failpoint::arm();
-    let (mut c, _) = open(&dir, transport);
+    let (mut c, _) = open(&dir, transport, lead(how));
     let (rx, tx) = c.split();
+    for i in 0..lead(how) as u8 {
+        let m = rx.front().expect("a message before");
+        assert_eq!((m.msg_type(), m.payload()), (HELD_TYPE, &[0x11 + i; 8][..]));
+        m.hold().unwrap();
+    }
     let msg = rx.front().expect("the large message");
+    assert_eq!(msg.popped_before(), lead(how));
     assert_eq!(
         (msg.msg_type(), msg.payload()),
         (LARGE_TYPE, &message()[..])
     );
-    if how == "pop" {
+    if how.ends_with("pop") {
         msg.pop();
     } else {
         let mut b = tx.batch();
         b.alloc(2, 40).unwrap().fill(0xb0);
         assert_eq!(b.commit_consuming(msg), Ok(1));
     }
+    // Every frame counted: the count is what the peer learns as our ack.
+    assert_eq!(c.messages_popped(), lead(how) + FRAGMENTS);
+    assert_eq!(c.rx.held(), 0);
 }
 
 /// After a reopen: whether the large message was consumed (else it comes
-/// whole), whether a reply is queued, and the frames consumed before.
-fn outcome(dir: &Path, transport: &str) -> (bool, bool, u32) {
-    let (mut c, before) = open(dir, transport);
+/// whole, or a message before it), whether a reply is queued, and the
+/// frames consumed before.
+fn outcome(dir: &Path, transport: &str, lead: u32) -> (bool, bool, u32) {
+    let (mut c, before) = open(dir, transport, lead);
     let replies = c.messages_pushed();
     assert!(replies <= 1);
     let msg = c.front().expect("a message");
     let consumed = match msg.msg_type() {
+        HELD_TYPE => {
+            // The first not consumed (a pop consumes them one by one).
+            assert!(before < lead, "a message before the large one, again");
+            assert_eq!(msg.payload(), &[0x11 + before as u8; 8]);
+            false
+        }
+        LARGE_TYPE if before != lead => panic!("{before} consumed before the large one"),
         LARGE_TYPE => {
             assert_eq!(msg.payload(), &message()[..], "the large message, whole");
             false
@@ -199,6 +236,18 @@ fn outcome(dir: &Path, transport: &str) -> (bool, bool, u32) {
         }
         t => panic!("a message of type {t}"),
     };
+    // The count is exact: the message handed out is the one after it
+    // (orphans skipped by `front` counted).
+    let at = match msg.msg_type() {
+        HELD_TYPE => u32::from(msg.payload()[0] - 0x11),
+        LARGE_TYPE => lead,
+        _ => lead + FRAGMENTS,
+    };
+    assert_eq!(
+        msg.popped_before(),
+        at,
+        "consumed {before} before the reopen"
+    );
     drop(msg);
     assert!(c.rx.fault.is_none(), "{:?}", c.rx.fault);
     (consumed, replies == 1, before)
@@ -208,23 +257,35 @@ fn outcome(dir: &Path, transport: &str) -> (bool, bool, u32) {
 #[cfg_attr(miri, ignore = "processes and files")]
 fn consuming_a_large_message_is_exact_at_every_point() {
     let dir = scratch("all");
-    for mode in ["shm-pop", "shm-consume", "tcp-pop", "tcp-consume"] {
+    for mode in [
+        "shm-pop",
+        "shm-consume",
+        "tcp-pop",
+        "tcp-consume",
+        "shm-heldpop",
+        "shm-heldconsume",
+        "tcp-heldpop",
+        "tcp-heldconsume",
+    ] {
         let (transport, how) = mode.split_once('-').unwrap();
+        let lead = lead(how);
         let (mut points, mut orphans) = (0, 0);
         for point in 1.. {
-            prepare(&dir);
+            prepare(&dir, lead);
             let ended = run_child(
                 "conn::large_kill::large_child",
                 point,
                 &[(DIR_ENV, &dir), (MODE_ENV, Path::new(mode))],
             );
-            let (consumed, replied, before) = outcome(&dir, transport);
-            if how == "consume" {
+            let (consumed, replied, before) = outcome(&dir, transport, lead);
+            if how.ends_with("consume") {
+                // All or none: the held and the large message with the reply.
                 assert_eq!(consumed, replied, "{mode} point {point}");
+                assert!(consumed || before == 0, "{mode} point {point}: {before}");
             }
             // Fragments a crash left first in line, skipped at the reopen.
-            orphans += u32::from(before > 0 && before < FRAGMENTS);
-            assert!(consumed || before == 0, "{mode} point {point}: {before}");
+            orphans += u32::from(before > lead && before < lead + FRAGMENTS);
+            assert!(consumed || before <= lead, "{mode} point {point}: {before}");
             if ended == Ended::Finished {
                 assert!(consumed, "{mode}: a finished child consumed it");
                 break;
@@ -232,7 +293,7 @@ fn consuming_a_large_message_is_exact_at_every_point() {
             points += 1;
         }
         // A TCP pop is one store of the ack: nothing to cut.
-        if mode != "tcp-pop" {
+        if !mode.starts_with("tcp-") || !mode.ends_with("pop") {
             assert!(points >= 4, "{mode}: only {points} crash points");
             assert!(orphans > 0, "{mode}: no crash left orphan fragments");
         }
@@ -252,7 +313,7 @@ fn a_message_inside_a_large_one_is_refused() {
     let mut c = Connection::new(Name::new("a").unwrap());
     let q = PtcpQueue::open_file(&paths(&dir).2, CAP, MapOptions::default()).unwrap();
     c.set_tcp_queue(q, &config());
-    let mut frames = tcp_frames();
+    let mut frames = tcp_frames(0);
     let next = frames.pop().unwrap();
     frames.insert(1, next);
     // The first fragment alone (stepped over), then the rest.

@@ -43,11 +43,15 @@ pub struct ConnRx {
     /// The large message being put together (`Config::max_message_size`
     /// set), else `None`.
     pub(crate) large: Option<Box<RxLarge>>,
+    /// Payload bytes of the messages held (statistics, counted once they
+    /// are consumed).
+    pub(crate) held_bytes: u64,
 }
 
 /// A received message, borrowed from the receive buffer or the shared
 /// memory queue (zero copy). Pop it to consume it; drop it to have it
-/// delivered again.
+/// delivered again; [`hold`](Self::hold) it to read the next one and
+/// consume both later, in one step.
 ///
 /// Two scalars (a reference and one word), so `Option<Received>` comes
 /// back from `front` in registers. Where `front` is not inlined, a larger
@@ -107,16 +111,17 @@ impl<'a> Received<'a> {
         }
     }
 
-    /// Messages popped from this pair before this one (see
-    /// [`ConnRx::messages_popped`]).
+    /// Messages received on this pair before this one: those popped (see
+    /// [`ConnRx::messages_popped`]) and those held.
     #[inline]
     pub fn popped_before(&self) -> u32 {
-        self.rx.messages_popped()
+        self.rx.messages_popped().wrapping_add(self.rx.held()) & 0x7fff_ffff
     }
 
-    /// Consumes the message. Over TCP the new local ack is persisted in the
-    /// queue file at once, so after a crash the peer does not deliver it
-    /// again; over shared memory the read index is the persistence.
+    /// Consumes the message, and first the messages held before it (see
+    /// [`hold`](Self::hold)). Over TCP the new local ack is persisted in
+    /// the queue file at once, so after a crash the peer does not deliver
+    /// it again; over shared memory the read index is the persistence.
     #[inline]
     pub fn pop(self) {
         if self.is_large() {
@@ -134,6 +139,83 @@ impl<'a> Received<'a> {
             self.rx.large.as_ref().map_or(1, |l| l.frames())
         } else {
             1
+        }
+    }
+
+    /// Holds the message: it stays unconsumed, and the next
+    /// [`ConnRx::front`] returns the message after it. Messages held are
+    /// consumed together, as one step, by the next
+    /// [`Batch::commit_consuming`](crate::Batch::commit_consuming) or
+    /// [`commit_consuming_held`](crate::Batch::commit_consuming_held) on
+    /// this connection (or by the next [`pop`](Self::pop), which consumes
+    /// them before its own message), and given back by
+    /// [`ConnRx::unhold`]. A new session gives them back too: the peer
+    /// sends them again. Copy out what you need of the payload first.
+    ///
+    /// Held messages take room: over TCP in the receive buffer
+    /// (`Config::tcp_recv_buf_max_size`), over shared memory in the
+    /// peer's ring. When it is full, `front` returns `None` until they
+    /// are consumed.
+    ///
+    /// # Errors
+    /// A large message (more than one frame, [`frames`](Self::frames)) is
+    /// not held: its fragments are not kept. It is given back, still
+    /// first in line: consume it (with those held) by a commit or a pop.
+    ///
+    /// ```no_run
+    /// # fn answer(conn: &mut tcpshm::Connection) {
+    /// let (rx, tx) = conn.split();
+    /// let mut batch = tx.batch();
+    /// // Up to 16 requests answered, and consumed, as one step.
+    /// while batch.len() < 16 {
+    ///     let Some(req) = rx.front() else { break };
+    ///     if batch.append(req.msg_type(), req.payload()).is_err() {
+    ///         break; // the batch commits nothing: the requests come again
+    ///     }
+    ///     if let Err(large) = req.hold() {
+    ///         // Its reply is in the batch: it is the last request.
+    ///         let _ = batch.commit_consuming(large);
+    ///         return;
+    ///     }
+    /// }
+    /// let _ = batch.commit_consuming_held(rx);
+    /// # }
+    /// ```
+    pub fn hold(self) -> Result<(), Received<'a>> {
+        if self.is_large() {
+            return Err(self);
+        }
+        let len = self.len() as u64;
+        let rx = self.rx;
+        match &mut rx.t {
+            RxTransport::Tcp { buf, .. } => buf.hold(),
+            RxTransport::Shm(r) => r.hold(),
+            RxTransport::None => return Ok(()),
+        }
+        rx.held_bytes += len;
+        // A delivery loop goes on to the next message.
+        rx.pops += 1;
+        Ok(())
+    }
+
+    /// Whether another message has arrived after this one, complete: what
+    /// a handler that answers several requests in one commit asks before
+    /// it [`hold`](Self::hold)s this one (with no more waiting, it commits
+    /// now, consuming this one too). One check of what was received: no
+    /// system call.
+    pub fn next_ready(&mut self) -> bool {
+        let large = self.is_large();
+        match &mut self.rx.t {
+            RxTransport::Tcp { buf, .. } => buf.next_ready(),
+            RxTransport::Shm(r) => {
+                let at = if large {
+                    self.rx.large.as_ref().and_then(|l| l.end())
+                } else {
+                    r.current_end()
+                };
+                at.is_some_and(|at| r.ready_at(at))
+            }
+            RxTransport::None => false,
         }
     }
 
@@ -162,6 +244,7 @@ impl ConnRx {
             bytes: 0,
             conn,
             large: None,
+            held_bytes: 0,
         }
     }
 
@@ -212,16 +295,70 @@ impl ConnRx {
 
     #[inline(always)]
     fn pop_current(&mut self) {
-        match &mut self.t {
+        let held = match &mut self.t {
             RxTransport::Tcp { buf, ack } => {
                 buf.pop();
-                ack.advance();
+                let held = buf.held();
+                if held == 0 {
+                    ack.advance();
+                } else {
+                    // One store of the ack consumes the held too.
+                    buf.consume_held();
+                    ack.set(ack.get().wrapping_add(held + 1));
+                }
+                held
             }
-            RxTransport::Shm(r) => r.pop(),
+            // The reader releases the held first.
+            RxTransport::Shm(r) => {
+                let held = r.held();
+                r.pop();
+                held
+            }
             RxTransport::None => return,
+        };
+        if held != 0 {
+            self.count_held(held);
         }
         self.pops += 1;
         self.pops_total += 1;
+    }
+
+    /// Counts `held` messages held and now consumed (statistics).
+    #[cold]
+    pub(super) fn count_held(&mut self, held: u32) {
+        self.pops_total += u64::from(held);
+        self.bytes += std::mem::take(&mut self.held_bytes);
+    }
+
+    /// Messages held ([`Received::hold`]) and not consumed yet.
+    #[inline]
+    pub fn held(&self) -> u32 {
+        match &self.t {
+            RxTransport::Tcp { buf, .. } => buf.held(),
+            RxTransport::Shm(r) => r.held(),
+            RxTransport::None => 0,
+        }
+    }
+
+    /// Gives the messages held back, unconsumed: the next
+    /// [`front`](Self::front) returns the first of them again. A failed
+    /// [`Batch::commit_consuming`](crate::Batch::commit_consuming) does
+    /// this itself; call it after dropping a batch you meant to commit
+    /// with them.
+    pub fn unhold(&mut self) {
+        if self.held() == 0 {
+            return;
+        }
+        match &mut self.t {
+            RxTransport::Tcp { buf, .. } => buf.unhold(),
+            RxTransport::Shm(r) => r.unhold(),
+            RxTransport::None => {}
+        }
+        self.held_bytes = 0;
+        // A large message after them is read again from its start.
+        if let Some(l) = &mut self.large {
+            l.reset();
+        }
     }
 
     /// Application messages popped from this pair since it was (re)set,

@@ -322,7 +322,7 @@ pub fn shm_reader(data: &[u8]) {
                 // Read ahead as a large message's receiver does, through
                 // what the input made of the ring (at most four).
                 if t & 1 == 1 {
-                    let mut at = r.pop_target().map(|(_, e)| e);
+                    let mut at = r.current_end();
                     for _ in 0..4 {
                         match at.map(|a| r.peek(a)) {
                             Some(Ok(Some((_, end, p)))) => {
@@ -437,7 +437,7 @@ fn scribble(s: &Scribbler, op: &[u8]) {
 /// The writer (and reader) side of the shm ring with a hostile peer
 /// rewriting headers and indices (and the intent record) between every
 /// operation: the input picks the operations (messages, batches, commits
-/// that consume, a restart's recovery), sizes and scribbles. Every payload handed out has the
+/// that consume, holds, a restart's recovery), sizes and scribbles. Every payload handed out has the
 /// length asked for and lies inside the ring; nothing panics.
 pub fn shm_writer(data: &[u8]) {
     let cap = 512;
@@ -466,9 +466,14 @@ pub fn shm_writer(data: &[u8]) {
                     let _ = p.iter().fold(0u8, |a, b| a ^ b);
                 }
             }
-            4 => r.pop(),
+            // A pop (of the held too), a hold, or giving the held back.
+            4 => match op.get(1).copied().unwrap_or(0) % 3 {
+                0 => r.pop(),
+                1 => r.hold(),
+                _ => r.unhold(),
+            },
             // A batch: begin, add a message, commit it, or commit it
-            // consuming the reader's current message.
+            // consuming the reader's held and current messages.
             6 => match op.get(1).copied().unwrap_or(0) % 4 {
                 0 => w.batch_begin(),
                 1 => {

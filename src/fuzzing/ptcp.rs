@@ -185,7 +185,7 @@ pub fn ptcp_open(data: &[u8]) {
             }
             6 => check_frames(&mut q, &mut m),
             // A batch of up to 4 messages, committed plain or consuming
-            // one message (the local ack moves with it); one that does not
+            // one to three messages (the local ack moves with them); one that does not
             // fit publishes nothing.
             8 | 9 => {
                 q.batch_begin();
@@ -207,7 +207,7 @@ pub fn ptcp_open(data: &[u8]) {
                     }
                 }
                 if added.len() == usize::from(k) {
-                    let consume = (op % 10 == 9).then_some(&mut ack);
+                    let consume = (op % 10 == 9).then_some((&mut ack, 1 + u32::from(op % 3)));
                     let c = q.batch_commit(consume).expect("its own counter");
                     assert_eq!(c.messages as usize, added.len());
                     for mut h in added {

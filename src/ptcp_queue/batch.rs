@@ -24,9 +24,9 @@
 //!
 //! [`PtcpQueue::open`] rolls an intent forward: it finds flag 2 only after
 //! a crash between steps 2 and 4, and then sets the local ack to the
-//! journal word's (a consume-and-reply consumes one message: the word is
-//! the stored ack or one more, anything else is refused as corrupt) and
-//! clears the flag. A crash before step 2 leaves the request unconsumed
+//! journal word's (a consume-and-reply consumes one message or more: the
+//! word is the stored ack or up to 2^31 - 1 more, anything else is
+//! refused as corrupt) and clears the flag. A crash before step 2 leaves the request unconsumed
 //! and no reply in the queue; after it, the request consumed and every
 //! reply queued.
 
@@ -105,14 +105,18 @@ impl<R: Region> PtcpQueue<R> {
 
     /// Publishes the batch: one state commit, so after a crash the queue
     /// holds all of it or none. With `consume`, the counter of this file's
-    /// local ack, the same commit consumes one more message from the peer
-    /// (see the module). `None` if `consume` is the counter of another
-    /// file (nothing changes), else what was published.
+    /// local ack and a count `k` (1 or more), the same commit consumes `k`
+    /// more messages from the peer (see the module). `None` if `consume`
+    /// is the counter of another file (nothing changes), else what was
+    /// published.
     pub(crate) fn batch_commit(
         &mut self,
-        consume: Option<&mut AckCounter<R>>,
+        consume: Option<(&mut AckCounter<R>, u32)>,
     ) -> Option<Committed> {
-        if consume.as_ref().is_some_and(|a| !self.mem.same(&a.mem)) {
+        if consume
+            .as_ref()
+            .is_some_and(|(a, _)| !self.mem.same(&a.mem))
+        {
             return None;
         }
         let mut b = self.batch.take().unwrap_or_default();
@@ -123,8 +127,8 @@ impl<R: Region> PtcpQueue<R> {
                     self.commit(State { write, ..self.st });
                 }
             }
-            Some(ack) => {
-                let target = ack.get().wrapping_add(1);
+            Some((ack, k)) => {
+                let target = ack.get().wrapping_add(k);
                 if let Some((at, _)) = b.last {
                     // The last reply carries the ack of its request (one
                     // send per reply): still after the write index, so
@@ -166,18 +170,20 @@ impl<R: Region> PtcpQueue<R> {
     /// clears the flag (see the module).
     ///
     /// # Errors
-    /// A journal word that is neither the local ack nor one more.
+    /// A journal word older than the local ack (or 2^31 or more ahead).
     pub(super) fn roll_forward(&mut self) -> Result<(), String> {
         let target = self.mem.get(OFF_PROGRESS);
         let ack = self.mem.get(OFF_LOCAL_ACK);
-        if target == ack.wrapping_add(1) {
-            self.mem.set(OFF_LOCAL_ACK, target);
-            crate::failpoint::hit();
-            compiler_fence(Ordering::SeqCst);
-        } else if target != ack {
+        let ahead = target.wrapping_sub(ack);
+        if ahead >= 1 << 31 {
             return Err(format!(
                 "consume intent for local ack {target}, the file's ack is {ack}"
             ));
+        }
+        if ahead > 0 {
+            self.mem.set(OFF_LOCAL_ACK, target);
+            crate::failpoint::hit();
+            compiler_fence(Ordering::SeqCst);
         }
         self.commit(State {
             compacting: 0,

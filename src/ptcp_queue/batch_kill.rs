@@ -47,9 +47,10 @@ fn prepare(path: &Path) {
     q.ack(ACKED).unwrap();
 }
 
-/// The child: opens the file (recovering it), then with mode "consume" or
-/// "plain" commits a batch of `BATCH` messages, consuming one message with
-/// "consume"; with "recover" it only opens. Crash points count from the
+/// The child: opens the file (recovering it), then with mode "consume",
+/// "consume3" or "plain" commits a batch of `BATCH` messages, consuming
+/// one message with "consume", three with "consume3"; with "recover" it
+/// only opens. Crash points count from the
 /// start (open included), so the recovery's points are covered too.
 #[test]
 #[ignore = "the child process of batch_commit_is_all_or_nothing_at_every_point"]
@@ -65,8 +66,15 @@ fn batch_child() {
     for i in 0..BATCH {
         q.batch_alloc(2, 40).unwrap().fill(0xb0 + i as u8);
     }
-    let consume = (mode == "consume").then_some(&mut ack);
+    let consume = mode
+        .strip_prefix("consume")
+        .map(|k| (&mut ack, consumed(k)));
     assert_eq!(q.batch_commit(consume).unwrap().messages, BATCH);
+}
+
+/// The messages a mode "consume<k>" consumes.
+fn consumed(k: &str) -> u32 {
+    k.parse().unwrap_or(1)
 }
 
 /// What the file holds: the local ack, and whether the batch is in it
@@ -107,7 +115,7 @@ fn batch_commit_is_all_or_nothing_at_every_point() {
     let path = dir.join("a_b.ptcp");
     let saved = dir.join("saved");
     let env = |p: &Path| [(FILE_ENV, p.to_path_buf())];
-    for mode in ["plain", "consume"] {
+    for mode in ["plain", "consume", "consume3"] {
         let (mut points, mut intents) = (0, 0);
         for point in 1.. {
             prepare(&path);
@@ -123,8 +131,12 @@ fn batch_commit_is_all_or_nothing_at_every_point() {
             match mode {
                 "plain" => assert_eq!(ack, ACK, "point {point}"),
                 _ => assert_eq!(
-                    ack == ACK + 1,
-                    whole,
+                    ack,
+                    ACK + if whole {
+                        consumed(&mode["consume".len()..])
+                    } else {
+                        0
+                    },
                     "point {point}: ack {ack}, batch {whole}"
                 ),
             }
@@ -150,7 +162,7 @@ fn batch_commit_is_all_or_nothing_at_every_point() {
             }
         }
         assert!(points >= 5, "{mode}: only {points} crash points");
-        if mode == "consume" {
+        if mode != "plain" {
             assert!(intents > 0, "no crash left an intent to roll forward");
         }
     }
@@ -167,7 +179,7 @@ fn the_last_reply_carries_the_new_ack() {
     for _ in 0..2 {
         q.batch_alloc(2, 10).unwrap();
     }
-    let c = q.batch_commit(Some(&mut ack)).unwrap();
+    let c = q.batch_commit(Some((&mut ack, 1))).unwrap();
     assert_eq!(
         (c.messages, c.stamped, ack.get()),
         (2, Some(ACK + 1), ACK + 1)

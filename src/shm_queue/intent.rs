@@ -4,22 +4,23 @@
 //! A batch moves the ring's `write_idx` and the writer's commit record; a
 //! consume-and-reply also moves `read_idx` (and the reader's record) of
 //! the other ring, another object. No single store changes them all, so
-//! the writer first records where they are going, in four words of its
+//! the writer first records where they are going, in five words of its
 //! own ring's trailer that the C++ queue leaves unused and no reader reads
 //! (`docs/protocol.md`, "Batches and the intent record"):
 //!
 //! | offset | word |
 //! |---|---|
-//! | `Q + 96` | commit word: `0x69 << 56`, bit 55 set for a consume, bits 32-54 the batch's messages, the low 32 bits a check of the three words below (0: none) |
+//! | `Q + 96` | commit word: `0x69 << 56`, bit 55 set for a consume, bits 32-54 the batch's messages, the low 32 bits a check of the words below (0: none) |
 //! | `Q + 104` | this ring's `write_idx` before the batch (low half) and after it (high half) |
 //! | `Q + 112` | the other ring's `read_idx` before the consume (low half) and after it (high half) |
 //! | `Q + 120` | the stamped header of the batch's first stop (its first message, or the wrap marker before it) |
+//! | `Q + 24` | for a consume: the messages it consumes, less one (read only with bit 55) |
 //!
 //! Commit: the batch's messages are written after `write_idx` (nothing of
-//! them readable); the three words are stored, then the commit word: that
+//! them readable); the other words are stored, then the commit word: that
 //! store is the commit point. Then the batch is published (record, stamp,
-//! `write_idx`), the request consumed (record, `read_idx`), and the commit
-//! word cleared.
+//! `write_idx`), the requests consumed (record, `read_idx`: one
+//! publication for all of them), and the commit word cleared.
 //!
 //! Recovery ([`recover`], when a process opens the pair's two rings): a
 //! commit word whose check matches is rolled forward if each ring is at
@@ -50,6 +51,8 @@ pub(super) const OFF_INTENT_OUT: usize = 104;
 pub(super) const OFF_INTENT_IN: usize = 112;
 /// Offset of the stamped header of the batch's first stop.
 pub(super) const OFF_INTENT_FIRST: usize = 120;
+/// Offset of a consume's message count, less one.
+pub(super) const OFF_INTENT_CONSUMED: usize = 24;
 
 /// High 8 bits of a commit word: "i".
 const MAGIC: u64 = 0x69;
@@ -76,18 +79,21 @@ fn unpack(w: u64) -> (u32, u32) {
 }
 
 /// The commit word for the words `out`, `inn` and `first`, a batch of `n`
-/// messages, consuming or not.
-pub(super) fn commit_word(out: u64, inn: u64, first: u64, n: u32, consume: bool) -> u64 {
-    // A multiply-xorshift mix of the three words (each rotated apart) and
-    // `n`, folded to 32 bits: cheap, as it is on the path of every commit.
-    // It tells a record this code wrote whole from a stray or corrupt
-    // one, not from a forgery (a hostile peer can rewrite the indices
-    // themselves anyway).
-    let mut h = out ^ inn.rotate_left(21) ^ first.rotate_left(42) ^ u64::from(n);
+/// messages, consuming `more + 1` messages (`Some(more)`) or none.
+pub(super) fn commit_word(out: u64, inn: u64, first: u64, n: u32, consume: Option<u32>) -> u64 {
+    // A multiply-xorshift mix of the three words (each rotated apart), `n`
+    // and `more` (above `n`'s bits; 0 adds nothing, so the record of a
+    // consume of one reads as before the count existed), folded to 32
+    // bits: cheap, as it is on the path of every commit. It tells a record
+    // this code wrote whole from a stray or corrupt one, not from a
+    // forgery (a hostile peer can rewrite the indices themselves anyway).
+    let more = u64::from(consume.unwrap_or(0)) << 32;
+    let mut h = out ^ inn.rotate_left(21) ^ first.rotate_left(42) ^ u64::from(n) ^ more;
     h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
     h = (h ^ (h >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93);
     let check = (h ^ (h >> 32)) & 0xffff_ffff;
-    MAGIC << 56 | if consume { CONSUME } else { 0 } | u64::from(n & MAX_BATCH) << 32 | check
+    let flag = if consume.is_some() { CONSUME } else { 0 };
+    MAGIC << 56 | flag | u64::from(n & MAX_BATCH) << 32 | check
 }
 
 impl<R: Region> ShmWriter<R> {
@@ -115,26 +121,29 @@ impl<R: Region> ShmWriter<R> {
     }
 
     /// Publishes the batch, and with `consume` (the reader of the pair's
-    /// other ring) consumes the message its last `front` returned, as one
-    /// step (see the module). Returns the messages published; `None` if
-    /// `consume` has no current message (nothing changes).
+    /// other ring) consumes the messages it holds and the one its last
+    /// `front` returned, as one step (see the module). Returns the
+    /// messages published; `None` if `consume` has neither (nothing
+    /// changes).
     #[inline]
     pub(crate) fn batch_commit(&mut self, consume: Option<&mut ShmReader<R>>) -> Option<u32> {
         let inn = match &consume {
-            Some(r) => Some(r.0.pop_target()?),
+            Some(r) => Some(r.0.consume_target()?),
             None => None,
         };
         let Some((start, end, n)) = self.w.batch_target() else {
-            // Nothing to publish: a pop alone is one step already.
+            // Nothing to publish: one publication of the reader is one
+            // step already.
             if let Some(r) = consume {
-                r.pop();
+                r.consume_all();
             }
             return Some(0);
         };
         self.w.batch_seal();
         let first = self.w.batch_first().unwrap_or(0);
         let m = self.w.memory();
-        let (out, inn_word) = (pack(start, end), inn.map_or(0, |(s, e)| pack(s, e)));
+        let (out, inn_word) = (pack(start, end), inn.map_or(0, |(s, e, _)| pack(s, e)));
+        let more = inn.map(|(_, _, k)| k - 1);
         // Relaxed, here and below: no other thread reads these words; a
         // process that opens the rings after a crash reads them, and
         // a kill -9 leaves every store executed, in program order (the
@@ -145,14 +154,19 @@ impl<R: Region> ShmWriter<R> {
         crate::failpoint::hit();
         m.word64(OFF_INTENT_FIRST).store(first, Ordering::Relaxed);
         crate::failpoint::hit();
+        if let Some(more) = more {
+            m.word64(OFF_INTENT_CONSUMED)
+                .store(u64::from(more), Ordering::Relaxed);
+            crate::failpoint::hit();
+        }
         compiler_fence(Ordering::SeqCst);
-        let word = commit_word(out, inn_word, first, n, inn.is_some());
+        let word = commit_word(out, inn_word, first, n, more);
         m.word64(OFF_INTENT).store(word, Ordering::Relaxed);
         crate::failpoint::hit();
         compiler_fence(Ordering::SeqCst);
         let n = self.w.batch_publish();
         if let Some(r) = consume {
-            r.pop();
+            r.consume_all();
         }
         compiler_fence(Ordering::SeqCst);
         clear(self.w.memory());
@@ -201,7 +215,15 @@ pub(crate) fn recover<R: Region>(
     let inn = m.word64(OFF_INTENT_IN).load(Ordering::Relaxed);
     let first = m.word64(OFF_INTENT_FIRST).load(Ordering::Relaxed);
     let (consume, n) = (word & CONSUME != 0, (word >> 32) as u32 & MAX_BATCH);
-    if word != commit_word(out, inn, first, n, consume) {
+    // A consume's count, less one: at most what fits the ring (checked
+    // below against the move itself).
+    let more = if consume {
+        let more = m.word64(OFF_INTENT_CONSUMED).load(Ordering::Relaxed);
+        Some(u32::try_from(more).map_err(|_| format!("intent count {more} out of range"))?)
+    } else {
+        None
+    };
+    if word != commit_word(out, inn, first, n, more) {
         return Err(format!("intent record {word:#018x} does not check"));
     }
     let blocks = (m.capacity() / BLOCK) as u32;
@@ -227,11 +249,14 @@ pub(crate) fn recover<R: Region>(
     // within what its writer published.
     let w_count = count_at_end(w_start, w_end, n, write, w_rec)
         .filter(|_| n > 0 && fits(w_start, w_end) && w_end.wrapping_sub(read) <= blocks);
-    let r_count = if consume {
-        count_at_end(r_start, r_end, 1, r_read, r_rec)
-            .filter(|_| fits(r_start, r_end) && r_write.wrapping_sub(r_end) <= blocks)
-    } else {
-        Some(0)
+    let r_count = match more {
+        // Each message consumed takes a block at least.
+        Some(more) if more < r_end.wrapping_sub(r_start) => {
+            count_at_end(r_start, r_end, more + 1, r_read, r_rec)
+                .filter(|_| fits(r_start, r_end) && r_write.wrapping_sub(r_end) <= blocks)
+        }
+        Some(_) => None,
+        None => Some(0),
     };
     if let (Some(w_count), Some(r_count)) = (w_count, r_count) {
         w.w.roll_forward(w_start, w_end, w_count, first);

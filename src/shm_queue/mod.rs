@@ -46,7 +46,9 @@ use std::sync::Arc;
 
 pub(crate) use self::intent::{recover, MAX_BATCH};
 #[cfg(any(test, fuzzing))]
-use self::intent::{OFF_INTENT, OFF_INTENT_FIRST, OFF_INTENT_IN, OFF_INTENT_OUT};
+use self::intent::{
+    OFF_INTENT, OFF_INTENT_CONSUMED, OFF_INTENT_FIRST, OFF_INTENT_IN, OFF_INTENT_OUT,
+};
 use self::ring::QueueMemory;
 pub(crate) use self::ring::{Corrupt, BLOCK};
 use self::wake_words::OFF_WAKE_FLAG;
@@ -86,7 +88,7 @@ pub(crate) const TRAILER: usize = 256;
 #[cfg(any(test, fuzzing))]
 /// The trailer words and their sizes (4 or 8 bytes), as offsets after the
 /// blocks: what a peer can write besides the blocks.
-pub(crate) const TRAILER_WORDS: [(usize, usize); 16] = [
+pub(crate) const TRAILER_WORDS: [(usize, usize); 17] = [
     (OFF_WRITE, 4),
     (OFF_CACHE, 4),
     (OFF_ANNOUNCE, 8),
@@ -99,6 +101,7 @@ pub(crate) const TRAILER_WORDS: [(usize, usize); 16] = [
     (OFF_INTENT_OUT, 8),
     (OFF_INTENT_IN, 8),
     (OFF_INTENT_FIRST, 8),
+    (OFF_INTENT_CONSUMED, 8),
     (OFF_READ, 4),
     (OFF_READ_RECORD, 8),
     (OFF_BELL_ANNOUNCE, 8),
@@ -603,9 +606,40 @@ impl<R: Region> ShmReader<R> {
         self.0.peek(at)
     }
 
-    /// The index of the next message to consume.
+    /// The index `front` reads at (past the messages held).
     pub(crate) fn read_idx(&self) -> u32 {
         self.0.read_idx()
+    }
+
+    /// The index one past the current message.
+    pub(crate) fn current_end(&self) -> Option<u32> {
+        self.0.current_end()
+    }
+
+    /// Whether a message is published at `at` (after the current one).
+    pub(crate) fn ready_at(&mut self, at: u32) -> bool {
+        matches!(self.0.peek(at), Ok(Some(_)))
+    }
+
+    /// Holds the current message (`ring::Reader::hold`).
+    pub(crate) fn hold(&mut self) {
+        self.0.hold()
+    }
+
+    /// Messages held.
+    #[inline(always)]
+    pub(crate) fn held(&self) -> u32 {
+        self.0.held()
+    }
+
+    /// Gives the messages held back (`ring::Reader::unhold`).
+    pub(crate) fn unhold(&mut self) {
+        self.0.unhold()
+    }
+
+    /// Steps past an orphan fragment (`ring::Reader::skip`).
+    pub(crate) fn skip(&mut self) {
+        self.0.skip()
     }
 
     /// Capacity in bytes.
@@ -613,9 +647,10 @@ impl<R: Region> ShmReader<R> {
         self.0.memory().capacity
     }
 
-    /// `read_idx` before and after consuming the current message.
-    pub(crate) fn pop_target(&self) -> Option<(u32, u32)> {
-        self.0.pop_target()
+    /// Consumes the messages held and the current one in one publication
+    /// (`ring::Reader::consume_all`).
+    pub(crate) fn consume_all(&mut self) {
+        self.0.consume_all()
     }
 
     /// Consumes one message that ends at `end` (`ring::Reader::consume_to`).

@@ -73,8 +73,14 @@ pub struct EchoServer {
     pub paused: bool,
     /// Echo with `push_more` (sent with the end of the poll).
     pub batch: bool,
-    /// Echo with a consume-and-reply (`Batch::commit_consuming`).
+    /// Echo with a consume-and-reply (`Batch::commit_consuming`): up to 8
+    /// requests at once, the others held (`Received::hold`) while more
+    /// are waiting.
     pub atomic: bool,
+    /// The requests held per client (type, payload), echoed at its commit.
+    pub held: std::collections::HashMap<String, Vec<(u16, Vec<u8>)>>,
+    /// Requests echoed by a commit that consumed more than one.
+    pub grouped: u64,
     /// Next sequence number expected per client: every message arrives
     /// exactly once, in order.
     pub next_seq: std::collections::HashMap<String, u64>,
@@ -98,6 +104,8 @@ impl GroupHandler for EchoServer {
         self.logons.push(login.client.to_string());
     }
     fn on_client_disconnected(&mut self, _id: ConnId, client: &Name, close: Close) {
+        // A new session delivers the held again.
+        self.held.remove(client.as_str());
         self.disconnects.push((client.to_string(), close.reason));
     }
     fn on_client_msg(&mut self, _id: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
@@ -106,20 +114,37 @@ impl GroupHandler for EchoServer {
         }
         let who = tx.remote_name().unwrap().to_string();
         if self.atomic {
-            let p = msg.payload();
-            let seq = u64::from_le_bytes(p[..8].try_into().unwrap());
-            let mut b = tx.batch();
-            if b.append(msg.msg_type(), p).is_err() {
-                return; // full: redelivered on the next poll
+            let mut msg = msg;
+            let held = self.held.entry(who.clone()).or_default();
+            if held.len() < 7 && msg.next_ready() {
+                let copy = (msg.msg_type(), msg.payload().to_vec());
+                match msg.hold() {
+                    Ok(()) => return held.push(copy),
+                    Err(large) => msg = large,
+                }
             }
+            let mut b = tx.batch();
+            let mut group = std::mem::take(held);
+            group.push((msg.msg_type(), msg.payload().to_vec()));
+            for (t, p) in &group {
+                let _ = b.append(*t, p);
+            }
+            // Not committed (full): every request of the group is given
+            // back, and comes again at the next poll.
             if b.commit_consuming(msg).is_ok() {
                 let next = self.next_seq.entry(who).or_default();
-                assert_eq!(
-                    seq, *next,
-                    "server got a message out of order, twice or not at all"
-                );
-                *next += 1;
-                self.echoed += 1;
+                for (_, p) in &group {
+                    let seq = u64::from_le_bytes(p[..8].try_into().unwrap());
+                    assert_eq!(
+                        seq, *next,
+                        "server got a message out of order, twice or not at all"
+                    );
+                    *next += 1;
+                }
+                self.echoed += group.len() as u64;
+                if group.len() > 1 {
+                    self.grouped += group.len() as u64;
+                }
             }
             return;
         }

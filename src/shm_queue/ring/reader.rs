@@ -25,8 +25,14 @@ pub(crate) struct Reader<M> {
     mem: M,
     mask: u32,
     blk_cnt: u32,
-    /// Local copy of read_idx; we are its only writer.
+    /// Where `front` reads: the local copy of read_idx (we are its only
+    /// writer), or past the messages held.
     read_idx: u32,
+    /// The ends of the messages held (`hold`), in order: read, not
+    /// consumed. read_idx in memory is still at the first's start.
+    held: Vec<u32>,
+    /// Where the first message held starts (the index released).
+    hold_from: u32,
     write_cache: u32,
     /// The message returned by the last front, until popped.
     cur: Option<Current>,
@@ -51,6 +57,9 @@ impl<M: QueueMemory> Reader<M> {
             mask: blk_cnt - 1,
             blk_cnt,
             read_idx: 0,
+            // Room for the groups most applications hold, made here.
+            held: Vec::with_capacity(64),
+            hold_from: 0,
             write_cache: 0,
             cur: None,
             popped: 0,
@@ -85,6 +94,7 @@ impl<M: QueueMemory> Reader<M> {
         self.read_idx = self.mem.read_idx().load(Ordering::Acquire);
         self.write_cache = self.read_idx;
         self.cur = None;
+        self.held.clear();
         // Relaxed: only this side writes the record.
         self.popped = Record::count_at(
             self.mem.read_record().load(Ordering::Relaxed),
@@ -141,11 +151,98 @@ impl<M: QueueMemory> Reader<M> {
         crash_point();
     }
 
-    /// Where consuming the message the last `front` returned takes the
-    /// ring: `read_idx` before and after; `None` without one.
-    pub(crate) fn pop_target(&self) -> Option<(u32, u32)> {
-        let c = self.cur?;
-        Some((self.read_idx, c.end))
+    /// Where consuming the messages held and the one the last `front`
+    /// returned takes the ring: `read_idx` before and after, and the
+    /// messages; `None` if there are neither.
+    pub(crate) fn consume_target(&self) -> Option<(u32, u32, u32)> {
+        let held = self.held.len() as u32;
+        let start = if held == 0 {
+            self.read_idx
+        } else {
+            self.hold_from
+        };
+        match (self.cur, self.held.last()) {
+            (Some(c), _) => Some((start, c.end, held + 1)),
+            (None, Some(&end)) => Some((start, end, held)),
+            (None, None) => None,
+        }
+    }
+
+    /// Consumes what [`consume_target`](Self::consume_target) names, in
+    /// one publication (the caller's intent record makes its count exact
+    /// after a crash: the commit record's delta says one message).
+    pub(crate) fn consume_all(&mut self) {
+        let Some((_, end, n)) = self.consume_target() else {
+            return;
+        };
+        if let Some(c) = self.cur.take() {
+            self.mem.track_read(c.off, c.len);
+        }
+        self.held.clear();
+        self.read_idx = end;
+        self.popped = self.popped.wrapping_add(n) & 0x7fff_ffff;
+        Record::store(self.mem.read_record(), end, self.popped, 1);
+        crash_point();
+        // SYNC POINT block-released, as in `release`.
+        self.mem.read_idx().store(end, Ordering::Release);
+        crash_point();
+    }
+
+    /// Holds the message the last `front` returned: `front` reads on past
+    /// it, and it stays unconsumed (its blocks not released to the
+    /// writer) until it is consumed with those after it or given back
+    /// ([`unhold`](Self::unhold)).
+    /// Allocates only to hold more messages than ever before.
+    pub(crate) fn hold(&mut self) {
+        if let Some(c) = self.cur.take() {
+            if self.held.is_empty() {
+                self.hold_from = self.read_idx;
+            }
+            self.held.push(c.end);
+            self.read_idx = c.end;
+        }
+    }
+
+    /// Messages held.
+    #[inline(always)]
+    pub(crate) fn held(&self) -> u32 {
+        self.held.len() as u32
+    }
+
+    /// Gives the messages held back: `front` returns the first again.
+    pub(crate) fn unhold(&mut self) {
+        if !self.held.is_empty() {
+            self.read_idx = self.hold_from;
+            self.held.clear();
+        }
+        self.cur = None;
+    }
+
+    /// Consumes the messages held, one publication each (a crash between
+    /// two leaves an exact count), leaving `front` where it reads.
+    #[cold]
+    #[inline(never)]
+    fn release_held(&mut self) {
+        let at = self.read_idx;
+        let held = std::mem::take(&mut self.held);
+        for &end in &held {
+            self.release(end, 1);
+        }
+        // The vector's room is kept for the next holds.
+        self.held = held;
+        self.held.clear();
+        self.read_idx = at;
+    }
+
+    /// A wrap marker alone at `at` (nothing after it yet): released now,
+    /// since the writer may wait for the tail to place a large message;
+    /// with messages held, stepped over (it is released with them).
+    fn marker_alone(&mut self, at: u32) {
+        if self.held.is_empty() {
+            self.release(at, 0);
+        } else {
+            self.read_idx = at;
+        }
     }
 
     /// After a crash: a consumption committed up to `idx` with the count
@@ -250,9 +347,7 @@ impl<M: QueueMemory> Reader<M> {
             at = at.wrapping_add(skip);
             avail = self.available(at)?;
             if avail == 0 {
-                // The marker alone: consume it now, the writer may be
-                // waiting for the tail to place a large message.
-                self.release(at, 0);
+                self.marker_alone(at);
                 return Ok(None);
             }
             slot = 0;
@@ -292,8 +387,8 @@ impl<M: QueueMemory> Reader<M> {
             // before the marker).
             let h0 = self.mem.header(0).load(Ordering::Acquire);
             if stamp_of(h0) != at {
-                // The marker alone (the writer cleared slot 0): consume it.
-                self.release(at, 0);
+                // The marker alone (the writer cleared slot 0).
+                self.marker_alone(at);
                 return Ok(None);
             }
             slot = 0;
@@ -417,7 +512,8 @@ impl<M: QueueMemory> Reader<M> {
         Ok(Some((c.msg_type, c.end, self.payload(c))))
     }
 
-    /// The index of the next message to consume.
+    /// The index `front` reads at: of the next message to consume, or
+    /// past the messages held.
     pub(crate) fn read_idx(&self) -> u32 {
         self.read_idx
     }
@@ -427,17 +523,38 @@ impl<M: QueueMemory> Reader<M> {
     /// consumed.
     pub(crate) fn consume_to(&mut self, end: u32) {
         self.cur = None;
+        if !self.held.is_empty() {
+            self.release_held();
+        }
         self.release(end, 1);
     }
 
-    /// Consumes the message the last [`front`](Self::front) returned;
-    /// without one it does nothing.
+    /// Consumes the message the last [`front`](Self::front) returned, and
+    /// first the messages held; without one it does nothing.
     #[inline(always)]
     pub(crate) fn pop(&mut self) {
         if let Some(c) = self.cur.take() {
+            if !self.held.is_empty() {
+                self.release_held();
+            }
             self.mem.track_read(c.off, c.len);
             self.release(c.end, 1);
         }
+    }
+
+    /// Steps past the message the last `front` returned, an orphan
+    /// fragment: consumed now, or held with the messages held before it.
+    pub(crate) fn skip(&mut self) {
+        if self.held.is_empty() {
+            self.pop();
+        } else {
+            self.hold();
+        }
+    }
+
+    /// The index one past the message the last `front` returned.
+    pub(crate) fn current_end(&self) -> Option<u32> {
+        Some(self.cur?.end)
     }
 
     /// Whether something may be waiting: on the fast path one load of the

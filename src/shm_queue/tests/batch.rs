@@ -28,19 +28,12 @@ fn size_of(id: u32) -> u32 {
     1 + (id * 5 + id / 3) % 6
 }
 
-/// SYNC POINT batch-stamped, with the writer on another thread: once a
-/// reader has the first message of a batch, the others are there at once
-/// (no `front` in between finds nothing), every byte as written. With
-/// `ahead`, the reader reads them ahead from the first (`peek`) before it
-/// consumes any, as a large message's receiver does.
-fn two_threads(fast: bool, ahead: bool) {
-    let batches: u32 = if cfg!(miri) { 40 } else { 20_000 };
-    // 64 blocks: the largest batch (6 messages of up to 4 blocks) fits
-    // with the wrap marker's waste and the fast path's free block.
-    let (mut w, mut r) = pair(4096);
-    w.set_fast_path(fast);
-    r.set_fast_path(fast);
-    let t = std::thread::spawn(move || {
+/// Writes `batches` batches on another thread (waiting for room).
+fn write_batches(
+    mut w: crate::shm_queue::ShmWriter<crate::sys::HeapRegion>,
+    batches: u32,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
         for id in 0..batches {
             loop {
                 w.batch_begin();
@@ -59,7 +52,22 @@ fn two_threads(fast: bool, ahead: bool) {
                 std::thread::yield_now();
             }
         }
-    });
+    })
+}
+
+/// SYNC POINT batch-stamped, with the writer on another thread: once a
+/// reader has the first message of a batch, the others are there at once
+/// (no `front` in between finds nothing), every byte as written. With
+/// `ahead`, the reader reads them ahead from the first (`peek`) before it
+/// consumes any, as a large message's receiver does.
+fn two_threads(fast: bool, ahead: bool) {
+    let batches: u32 = if cfg!(miri) { 40 } else { 20_000 };
+    // 64 blocks: the largest batch (6 messages of up to 4 blocks) fits
+    // with the wrap marker's waste and the fast path's free block.
+    let (mut w, mut r) = pair(4096);
+    w.set_fast_path(fast);
+    r.set_fast_path(fast);
+    let t = write_batches(w, batches);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let want = |id: u32, idx: u32| {
         let mut want = vec![0; len_of(id, idx)];
@@ -75,7 +83,7 @@ fn two_threads(fast: bool, ahead: bool) {
             std::thread::yield_now();
         }
         assert!(r.current().unwrap().1 == &want(id, 0)[..], "batch {id}");
-        let mut ends = vec![r.pop_target().unwrap().1];
+        let mut ends = vec![r.current_end().unwrap()];
         for idx in 1..size_of(id) {
             let (_, end, p) = r
                 .peek(*ends.last().unwrap())
@@ -129,6 +137,81 @@ fn a_batch_is_read_ahead_whole_fast_path() {
 #[test]
 fn a_batch_is_read_ahead_whole_v1() {
     two_threads(false, true);
+}
+
+/// SYNC POINT block-released for messages held (`ShmReader::hold`), with
+/// the writer on another thread: the reader holds the messages of two
+/// batches as they come (the writer meanwhile fills what room is left),
+/// gives them back and reads them again, every byte as written, then
+/// consumes them in one publication (`consume_all`), or with `pop` by a
+/// pop of the last; the writer reuses their blocks only after that.
+fn held_two_threads(fast: bool, pop: bool) {
+    let batches: u32 = if cfg!(miri) { 40 } else { 10_000 };
+    // 128 blocks: two of the largest batches, with a wrap marker's waste.
+    let (mut w, mut r) = pair(8192);
+    w.set_fast_path(fast);
+    r.set_fast_path(fast);
+    let t = write_batches(w, batches);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut want = Vec::new();
+    let take = |r: &mut crate::shm_queue::ShmReader<crate::sys::HeapRegion>, want: &[u8]| loop {
+        if let Some((_, p)) = r.front().unwrap() {
+            assert!(p == want, "a held message changed");
+            r.hold();
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "writer stuck");
+        std::thread::yield_now();
+    };
+    for id in (0..batches).step_by(2) {
+        want.clear();
+        for id in id..(id + 2).min(batches) {
+            for idx in 0..size_of(id) {
+                let mut m = vec![0; len_of(id, idx)];
+                fill(&mut m, id, idx, size_of(id));
+                want.push(m);
+            }
+        }
+        for m in &want {
+            take(&mut r, m);
+        }
+        let before = r.popped();
+        r.unhold();
+        assert_eq!(r.held(), 0);
+        for m in &want {
+            take(&mut r, m);
+        }
+        assert_eq!(r.held() as usize, want.len());
+        if !pop {
+            r.consume_all();
+        } else {
+            r.unhold();
+            for m in &want[..want.len() - 1] {
+                take(&mut r, m);
+            }
+            assert!(r.front().unwrap().is_some(), "the last is there");
+            r.pop();
+        }
+        assert_eq!(r.popped(), before + want.len() as u32);
+        assert_eq!(r.held(), 0);
+    }
+    t.join().unwrap();
+    assert!(r.front().unwrap().is_none());
+}
+
+#[test]
+fn held_messages_stay_until_consumed_fast_path() {
+    held_two_threads(true, false);
+}
+
+#[test]
+fn held_messages_stay_until_consumed_v1() {
+    held_two_threads(false, false);
+}
+
+#[test]
+fn held_messages_stay_until_popped() {
+    held_two_threads(true, true);
 }
 
 /// A batch dropped before its commit: its payloads, made of words that
@@ -234,7 +317,7 @@ fn hostile_intent_records_are_refused() {
         m.word64(OFF_INTENT_IN).store(0, Relaxed);
         m.word64(OFF_INTENT_FIRST).store(0, Relaxed);
         m.word64(OFF_INTENT)
-            .store(commit_word(out, 0, 0, 4, false), Relaxed);
+            .store(commit_word(out, 0, 0, 4, None), Relaxed);
         assert_eq!(recover(&mut w, &mut r), Ok(false), "{start}..{end}");
         assert_eq!(w.memory().word64(OFF_INTENT).load(Relaxed), 0, "cleared");
         w.reload();

@@ -20,7 +20,7 @@ const BEFORE: u32 = 19;
 const BATCH: u32 = 3;
 const LEN: usize = 150;
 /// Requests waiting in the other ring.
-const REQUESTS: u8 = 2;
+const REQUESTS: u8 = 4;
 
 fn opts() -> MapOptions {
     MapOptions::default()
@@ -69,8 +69,10 @@ fn prepare(dir: &Path) -> ShmReader {
 
 /// The child: opens the rings (recovering them), reads the first request,
 /// then with mode "consume" or "plain" commits a batch of `BATCH`
-/// messages, consuming the request with "consume"; with "recover" it only
-/// opens. Crash points count from the start (the recovery's included).
+/// messages, consuming the request with "consume"; "consume3" holds two
+/// requests and consumes them and the third, "held2" holds two and
+/// consumes them alone; with "recover" it only opens. Crash points count
+/// from the start (the recovery's included).
 #[test]
 #[ignore = "the child process of shm_batch_commit_is_all_or_nothing_at_every_point"]
 fn shm_batch_child() {
@@ -81,13 +83,31 @@ fn shm_batch_child() {
     if mode == "recover" {
         return;
     }
-    assert!(r.front().unwrap().is_some());
+    let holds = consumed(&mode).saturating_sub(u32::from(mode != "held2"));
+    for i in 0..holds {
+        assert_eq!(r.front().unwrap().unwrap().1[0], i as u8);
+        r.hold();
+    }
+    assert_eq!(r.held(), holds);
+    if mode != "held2" {
+        assert!(r.front().unwrap().is_some());
+    }
     w.batch_begin();
     for i in 0..BATCH {
         w.batch_alloc(2, LEN).unwrap().fill(0xb0 + i as u8);
     }
-    let consume = (mode == "consume").then_some(&mut r);
+    let consume = (mode != "plain").then_some(&mut r);
     assert_eq!(w.batch_commit(consume), Some(BATCH));
+}
+
+/// The requests a mode consumes.
+fn consumed(mode: &str) -> u32 {
+    match mode {
+        "consume" => 1,
+        "consume3" => 3,
+        "held2" => 2,
+        _ => 0,
+    }
 }
 
 /// What the rings hold after a reopen: requests consumed, and whether the
@@ -191,7 +211,7 @@ fn shm_batch_commit_is_all_or_nothing_at_every_point() {
             &[(DIR_ENV, &dir), (MODE_ENV, Path::new(m))],
         )
     };
-    for mode in ["plain", "consume"] {
+    for mode in ["plain", "consume", "consume3", "held2"] {
         let (mut points, mut intents) = (0, 0);
         for point in 1.. {
             prepare(&dir);
@@ -201,8 +221,8 @@ fn shm_batch_commit_is_all_or_nothing_at_every_point() {
             match mode {
                 "plain" => assert_eq!(popped, 0, "point {point}"),
                 _ => assert_eq!(
-                    popped == 1,
-                    whole,
+                    popped,
+                    if whole { consumed(mode) } else { 0 },
                     "point {point}: popped {popped}, batch {whole}"
                 ),
             }
