@@ -13,6 +13,10 @@
 //! queued. The restarted server is handed exactly the requests it has not
 //! answered, with no bookkeeping of its own.
 //!
+//! While more requests wait, the server answers up to 8 with one commit:
+//! it [`hold`](tcpshm::Received::hold)s each but the last, which the
+//! commit consumes with them, all or none.
+//!
 //! ```text
 //! cargo run --example exactly_once
 //! ```
@@ -23,17 +27,23 @@
 //! that every one of the client's requests gets exactly one reply, in
 //! order.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tcpshm::{
-    Accept, Client, ClientHandler, Config, ConnId, ConnTx, ControlHandler, GroupHandler,
-    LoginRequest, Received, Server, Transport,
+    Accept, Client, ClientHandler, Close, Config, ConnId, ConnTx, ControlHandler, GroupHandler,
+    LoginRequest, Name, Received, Server, Transport,
 };
 
 /// The server's handler: answers request `n` with `2n`, exactly once.
-struct Replier;
+#[derive(Default)]
+struct Replier {
+    /// The requests held, per connection (`None`: not a request of this
+    /// example, consumed unanswered).
+    held: HashMap<ConnId, Vec<Option<u64>>>,
+}
 
 impl ControlHandler for Replier {
     fn on_new_connection(&mut self, _: &LoginRequest) -> Accept {
@@ -42,22 +52,32 @@ impl ControlHandler for Replier {
 }
 
 impl GroupHandler for Replier {
-    fn on_client_msg(&mut self, _: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
-        let Ok(n) = msg.payload().try_into().map(u64::from_le_bytes) else {
-            msg.pop(); // not a request of this example: consumed, unanswered
-            return;
-        };
+    fn on_client_msg(&mut self, id: ConnId, mut msg: Received<'_>, tx: &mut ConnTx) {
+        let n = msg.payload().try_into().ok().map(u64::from_le_bytes);
+        let held = self.held.entry(id).or_default();
+        if held.len() < 7 && msg.next_ready() {
+            // More requests wait: this one is answered with the last.
+            match msg.hold() {
+                Ok(()) => return held.push(n),
+                Err(large) => msg = large, // (a large message is not held)
+            }
+        }
         let mut reply = tx.batch();
-        let Ok(p) = reply.alloc(1, 8) else {
-            return; // no room yet: the request comes back at the next poll
-        };
-        p.copy_from_slice(&(2 * n).to_le_bytes());
+        for n in held.drain(..).chain([n]).flatten() {
+            // No room: the batch commits nothing (below).
+            if let Ok(p) = reply.alloc(1, 8) {
+                p.copy_from_slice(&(2 * n).to_le_bytes());
+            }
+        }
         // A window for the kills to land in, before the commit.
         let t = Instant::now();
         while t.elapsed() < Duration::from_micros(20) {}
-        // The reply queued and the request consumed, as one step (not
-        // committed, the request comes back at the next poll).
+        // The replies queued and the requests consumed, as one step (not
+        // committed, they all come back at the next poll).
         let _ = reply.commit_consuming(msg);
+    }
+    fn on_client_disconnected(&mut self, id: ConnId, _: &Name, _: Close) {
+        self.held.remove(&id); // a new session delivers them again
     }
 }
 
@@ -77,9 +97,9 @@ fn server(dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
         let _ = std::io::stdin().read_line(&mut String::new());
         std::process::exit(0);
     });
-    let t0 = Instant::now();
+    let (t0, mut replier) = (Instant::now(), Replier::default());
     loop {
-        server.poll(t0.elapsed().as_nanos() as i64, &mut Replier);
+        server.poll(t0.elapsed().as_nanos() as i64, &mut replier);
     }
 }
 
@@ -161,8 +181,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rng ^= rng << 5;
         let kill_at = Instant::now() + Duration::from_millis(10 + u64::from(rng % 30));
         while check.next < requests && Instant::now() < kill_at {
-            // Up to 4 requests in flight.
-            while sent < requests && sent < check.next + 4 {
+            // Up to 8 requests in flight.
+            while sent < requests && sent < check.next + 8 {
                 let mut m = client.connection().alloc(1, 8)?;
                 m.payload_mut().copy_from_slice(&sent.to_le_bytes());
                 m.push();

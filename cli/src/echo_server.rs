@@ -1,10 +1,11 @@
 //! `tcpshm echo-server`: echoes every message back with the same type and
 //! payload.
 //!
-//! With `--exactly-once`, each echo is a consume-and-reply
-//! (`Batch::commit_consuming`): the echo is queued and the request
+//! With `--exactly-once`, echoes are a consume-and-reply
+//! (`Batch::commit_consuming`): the echoes are queued and the requests
 //! consumed as one step, so across kill -9 of the server every request is
-//! echoed exactly once. Without it the echo is pushed, then the request
+//! echoed exactly once. While more requests wait, up to 16 are answered
+//! by one commit: each is held (`Received::hold`) until the last. Without it the echo is pushed, then the request
 //! popped: a kill between the two echoes that request again after the
 //! restart (at least once), the plain echo the benchmarks compare with.
 
@@ -86,7 +87,19 @@ struct Echo {
     tcp_groups: usize,
     shm_groups: usize,
     exactly_once: bool,
+    /// `--exactly-once`: the requests held per connection, to echo with
+    /// the next commit.
+    held: std::collections::HashMap<ConnId, Held>,
+    /// `--exactly-once`: commits that answered several requests (this
+    /// group's), reported at each disconnect.
+    grouped: u64,
 }
+
+/// Requests held, to echo: their types and lengths, and their bytes.
+type Held = (Vec<(u16, usize)>, Vec<u8>);
+
+/// Requests one exactly-once commit answers at most.
+const GROUP: usize = 16;
 
 fn transport(t: Transport) -> &'static str {
     if t.is_shm() {
@@ -123,6 +136,7 @@ impl ControlHandler for Echo {
 
 impl GroupHandler for Echo {
     fn on_client_logon(&mut self, id: ConnId, login: &LoginRequest, conn: &mut Connection) {
+        self.held.remove(&id);
         println!(
             "client {} logged on ({} group {}): {} received, {} echoed so far",
             login.client,
@@ -132,7 +146,16 @@ impl GroupHandler for Echo {
             conn.messages_pushed()
         );
     }
-    fn on_client_disconnected(&mut self, _id: ConnId, client: &Name, close: Close) {
+    fn on_client_disconnected(&mut self, id: ConnId, client: &Name, close: Close) {
+        // A new session delivers the held requests again.
+        self.held.remove(&id);
+        if self.exactly_once {
+            println!(
+                "client {client} disconnected: {close} ({} commits of several requests in its group)",
+                self.grouped
+            );
+            return;
+        }
         println!("client {client} disconnected: {close}");
     }
     fn on_seq_mismatch(&mut self, client: &Name, m: &SeqMismatch) {
@@ -141,13 +164,35 @@ impl GroupHandler for Echo {
     fn on_file_error(&mut self, client: &Name, e: &tcpshm::FileError) {
         println!("client {client}: file error, login refused: {e}");
     }
-    fn on_client_msg(&mut self, _id: ConnId, msg: Received<'_>, tx: &mut ConnTx) {
+    fn on_client_msg(&mut self, id: ConnId, mut msg: Received<'_>, tx: &mut ConnTx) {
         if self.exactly_once {
+            let (kinds, bytes) = self.held.entry(id).or_default();
+            if kinds.len() + 1 < GROUP && msg.next_ready() {
+                // More wait: hold this one, echoed with the last of them.
+                let (t, p) = (msg.msg_type(), msg.payload().len());
+                bytes.extend_from_slice(msg.payload());
+                match msg.hold() {
+                    Ok(()) => return kinds.push((t, p)),
+                    Err(large) => {
+                        // Not held (a large message): it is the last.
+                        bytes.truncate(bytes.len() - p);
+                        msg = large;
+                    }
+                }
+            }
+            let several = !kinds.is_empty();
             let mut echo = tx.batch();
-            // No room to answer yet: keep the request; it comes back at
-            // the next poll (a batch that failed commits nothing).
-            if echo.append(msg.msg_type(), msg.payload()).is_ok() {
-                let _ = echo.commit_consuming(msg);
+            let mut at = 0;
+            for (t, len) in kinds.drain(..) {
+                let _ = echo.append(t, &bytes[at..at + len]);
+                at += len;
+            }
+            bytes.clear();
+            let _ = echo.append(msg.msg_type(), msg.payload());
+            // No room to answer yet: the batch commits nothing and the
+            // requests, held ones included, come back at the next poll.
+            if echo.commit_consuming(msg).is_ok() && several {
+                self.grouped += 1;
             }
             return;
         }
@@ -233,6 +278,8 @@ pub fn run(a: Args) -> Result<(), CliError> {
         tcp_groups: a.tcp_groups,
         shm_groups: a.shm_groups,
         exactly_once: a.exactly_once,
+        held: Default::default(),
+        grouped: 0,
     };
     let mut server: Server = Server::new(&a.name, &a.dir, cfg)?;
     server.listen(&a.listen).map_err(|e| {
