@@ -309,11 +309,7 @@ impl ConnRx {
                 held
             }
             // The reader releases the held first.
-            RxTransport::Shm(r) => {
-                let held = r.held();
-                r.pop();
-                held
-            }
+            RxTransport::Shm(r) => r.pop(),
             RxTransport::None => return,
         };
         if held != 0 {

@@ -468,7 +468,9 @@ pub fn shm_writer(data: &[u8]) {
             }
             // A pop (of the held too), a hold, or giving the held back.
             4 => match op.get(1).copied().unwrap_or(0) % 3 {
-                0 => r.pop(),
+                0 => {
+                    r.pop();
+                }
                 1 => r.hold(),
                 _ => r.unhold(),
             },

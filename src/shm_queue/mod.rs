@@ -591,9 +591,10 @@ impl<R: Region> ShmReader<R> {
         self.0.current()
     }
 
-    /// Consumes the message the last `front` returned.
+    /// Consumes the message the last `front` returned, and the messages
+    /// held before it; returns how many were held.
     #[inline(always)]
-    pub(crate) fn pop(&mut self) {
+    pub(crate) fn pop(&mut self) -> u32 {
         self.0.pop()
     }
 

@@ -530,16 +530,20 @@ impl<M: QueueMemory> Reader<M> {
     }
 
     /// Consumes the message the last [`front`](Self::front) returned, and
-    /// first the messages held; without one it does nothing.
+    /// first the messages held; without one it does nothing. Returns how
+    /// many were held.
     #[inline(always)]
-    pub(crate) fn pop(&mut self) {
-        if let Some(c) = self.cur.take() {
-            if !self.held.is_empty() {
-                self.release_held();
-            }
-            self.mem.track_read(c.off, c.len);
-            self.release(c.end, 1);
+    pub(crate) fn pop(&mut self) -> u32 {
+        let Some(c) = self.cur.take() else {
+            return 0;
+        };
+        let held = self.held.len() as u32;
+        if held != 0 {
+            self.release_held();
         }
+        self.mem.track_read(c.off, c.len);
+        self.release(c.end, 1);
+        held
     }
 
     /// Steps past the message the last `front` returned, an orphan
