@@ -5,7 +5,8 @@
 //! over a real socket.
 //!
 //! - [`RecvBuf`]: framing across partial reads, the peer's ack taken from
-//!   every header, the re-login guard, back-pressure;
+//!   every header, the re-login guard, back-pressure, messages held
+//!   (kept, unconsumed, while the application reads on);
 //! - [`Session`]: heartbeats after send silence, timeouts after receive
 //!   silence, the ack this side last told the peer, and partial sends
 //!   resumed without corrupting the stream.

@@ -91,14 +91,17 @@ fn held_messages_are_consumed_together_or_given_back() {
         assert_eq!((c.connection().messages_popped(), held(&mut c)), (4, 0));
         assert_eq!(front_seq(&mut c), Some(4), "{t:?}");
 
-        // A commit consumes the held alone.
+        // A commit consumes the held alone, not a message read (and
+        // dropped) since.
         hold_n(&mut c, 4, 2);
+        assert_eq!(front_seq(&mut c), Some(6));
         let (rx, tx) = c.connection().split();
         let mut b = tx.batch();
         // (Message N: the server echoes it after the others.)
         b.append(1, &payload(N, small_len(N))).unwrap();
         assert_eq!(b.commit_consuming_held(rx), Ok(1), "{t:?}");
         assert_eq!((c.connection().messages_popped(), held(&mut c)), (6, 0));
+        assert_eq!(front_seq(&mut c), Some(6), "{t:?}: the dropped one again");
 
         // A commit that fails gives them back.
         hold_n(&mut c, 6, 2);

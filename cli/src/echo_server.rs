@@ -5,16 +5,17 @@
 //! (`Batch::commit_consuming`): the echoes are queued and the requests
 //! consumed as one step, so across kill -9 of the server every request is
 //! echoed exactly once. While more requests wait, up to 16 are answered
-//! by one commit: each is held (`Received::hold`) until the last. Without it the echo is pushed, then the request
-//! popped: a kill between the two echoes that request again after the
-//! restart (at least once), the plain echo the benchmarks compare with.
+//! by one commit: each is held (`Received::hold`) until the last. Without
+//! it the echo is pushed, then the request popped: a kill between the two
+//! echoes that request again after the restart (at least once), the plain
+//! echo the benchmarks compare with.
 
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
 use tcpshm::{
-    Accept, Close, Config, ConnId, ConnTx, Connection, ControlHandler, GroupHandler, LoginRequest,
-    Name, Received, SeqMismatch, Server, ServerParts, Transport,
+    Accept, AllocError, Close, CommitError, Config, ConnId, ConnTx, Connection, ControlHandler,
+    GroupHandler, LoginRequest, Name, Received, SeqMismatch, Server, ServerParts, Transport,
 };
 
 use crate::util::{catch_stop_signals, now, stopping, CliError, IdleArg};
@@ -95,8 +96,17 @@ struct Echo {
     grouped: u64,
 }
 
-/// Requests held, to echo: their types and lengths, and their bytes.
-type Held = (Vec<(u16, usize)>, Vec<u8>);
+/// A connection's requests held, to echo with the next commit.
+#[derive(Clone, Default)]
+struct Held {
+    /// Their types and lengths.
+    kinds: Vec<(u16, usize)>,
+    /// Their payloads, one after the other.
+    bytes: Vec<u8>,
+    /// The last group's echoes did not fit the send queue at all: one
+    /// request per commit until one commits.
+    single: bool,
+}
 
 /// Requests one exactly-once commit answers at most.
 const GROUP: usize = 16;
@@ -166,8 +176,12 @@ impl GroupHandler for Echo {
     }
     fn on_client_msg(&mut self, id: ConnId, mut msg: Received<'_>, tx: &mut ConnTx) {
         if self.exactly_once {
-            let (kinds, bytes) = self.held.entry(id).or_default();
-            if kinds.len() + 1 < GROUP && msg.next_ready() {
+            let Held {
+                kinds,
+                bytes,
+                single,
+            } = self.held.entry(id).or_default();
+            if !*single && kinds.len() + 1 < GROUP && msg.next_ready() {
                 // More wait: hold this one, echoed with the last of them.
                 let (t, p) = (msg.msg_type(), msg.payload().len());
                 bytes.extend_from_slice(msg.payload());
@@ -191,8 +205,13 @@ impl GroupHandler for Echo {
             let _ = echo.append(msg.msg_type(), msg.payload());
             // No room to answer yet: the batch commits nothing and the
             // requests, held ones included, come back at the next poll.
-            if echo.commit_consuming(msg).is_ok() && several {
-                self.grouped += 1;
+            match echo.commit_consuming(msg) {
+                Ok(_) => {
+                    *single = false;
+                    self.grouped += u64::from(several);
+                }
+                Err(CommitError::Alloc(AllocError::BatchTooLarge { .. })) => *single = several,
+                Err(_) => {}
             }
             return;
         }

@@ -14,8 +14,8 @@ use crate::wire::{padded, HEADER_SIZE};
 #[non_exhaustive]
 pub enum CommitError {
     /// An [`alloc`](Batch::alloc) of the batch failed: a batch is
-    /// published whole or not at all. The messages held are given back
-    /// ([`ConnRx::unhold`](crate::ConnRx::unhold)).
+    /// published whole or not at all. A consuming commit gives the
+    /// messages held back ([`ConnRx::unhold`](crate::ConnRx::unhold)).
     Alloc(AllocError),
     /// The request was received on another connection than the one the
     /// batch is for (its messages held stay held).
@@ -311,6 +311,11 @@ impl Batch<'_> {
                 c.messages
             }
             (TxTransport::Shm(w), RxTransport::Shm(r)) => {
+                if current.is_none() {
+                    // The held alone: not a message `front` returned since
+                    // (dropped, or a large one still coming).
+                    r.forget_current();
+                }
                 // `req` is the reader's current message, or messages are
                 // held: there is something to consume.
                 let n = w.batch_commit(Some(r));

@@ -84,7 +84,7 @@ impl ConnRx {
     /// messages held, which the transports forget too): a new session, or
     /// new queues, deliver it again from its first fragment.
     pub(crate) fn reset_large(&mut self) {
-        self.held_bytes = 0;
+        self.held_payload = 0;
         if let Some(l) = &mut self.large {
             l.reset();
         }
@@ -252,7 +252,9 @@ fn shm_take(large: &mut RxLarge, r: &mut ShmReader) -> Result<Found, Close> {
             return Ok(Found::Plain);
         }
         if large.asm.take(p).map_err(fault_of)? == Step::Orphan {
-            r.skip();
+            if !r.skip() {
+                return Err(Close::new(CloseReason::ShmCorrupt));
+            }
             if r.front().map_err(corrupt)?.is_none() {
                 return Ok(Found::Nothing);
             }

@@ -6,8 +6,8 @@
 //! a crash left first in line skipped). Never a part of it, never twice.
 //! The same with two messages held before it (`Received::hold`), which a
 //! consume-and-reply consumes with it, all or none, and a pop one by one
-//! before it. And fragments a receiver must refuse: another message inside a large
-//! one, a message the ring could never hold.
+//! before it. And fragments a receiver must refuse: another message inside
+//! a large one, a message the ring could never hold.
 
 use std::path::{Path, PathBuf};
 

@@ -45,7 +45,7 @@ pub struct ConnRx {
     pub(crate) large: Option<Box<RxLarge>>,
     /// Payload bytes of the messages held (statistics, counted once they
     /// are consumed).
-    pub(crate) held_bytes: u64,
+    pub(crate) held_payload: u64,
 }
 
 /// A received message, borrowed from the receive buffer or the shared
@@ -63,7 +63,7 @@ pub struct ConnRx {
 /// transport (the receive buffer's read position, or the shared-memory
 /// reader's current message).
 #[derive(Debug)]
-#[must_use = "a message is consumed only by `pop`; dropped, it is delivered again"]
+#[must_use = "a message is consumed only by `pop` or a commit; dropped, it is delivered again"]
 pub struct Received<'a> {
     pub(super) rx: &'a mut ConnRx,
     /// `msg_type << 16 | payload length` (a frame is at most 65535
@@ -147,10 +147,12 @@ impl<'a> Received<'a> {
     /// consumed together, as one step, by the next
     /// [`Batch::commit_consuming`](crate::Batch::commit_consuming) or
     /// [`commit_consuming_held`](crate::Batch::commit_consuming_held) on
-    /// this connection (or by the next [`pop`](Self::pop), which consumes
-    /// them before its own message), and given back by
-    /// [`ConnRx::unhold`]. A new session gives them back too: the peer
-    /// sends them again. Copy out what you need of the payload first.
+    /// this connection; the next [`pop`](Self::pop) consumes them before
+    /// its own message (over shared memory one by one: a crash between
+    /// two leaves the rest unconsumed, counted exactly). They are given
+    /// back by [`ConnRx::unhold`] and by a commit that fails. A new session
+    /// gives them back too: the peer sends them again. Copy out what you
+    /// need of the payload first.
     ///
     /// Held messages take room: over TCP in the receive buffer
     /// (`Config::tcp_recv_buf_max_size`), over shared memory in the
@@ -161,6 +163,9 @@ impl<'a> Received<'a> {
     /// A large message (more than one frame, [`frames`](Self::frames)) is
     /// not held: its fragments are not kept. It is given back, still
     /// first in line: consume it (with those held) by a commit or a pop.
+    /// (So is a message of a shared-memory peer that rewrote what it
+    /// published, so that the held would span more than its ring; the
+    /// next poll then ends the session as corrupt.)
     ///
     /// ```no_run
     /// # fn answer(conn: &mut tcpshm::Connection) {
@@ -186,21 +191,30 @@ impl<'a> Received<'a> {
             return Err(self);
         }
         let len = self.len() as u64;
-        let rx = self.rx;
-        match &mut rx.t {
-            RxTransport::Tcp { buf, .. } => buf.hold(),
+        let held = match &mut self.rx.t {
+            RxTransport::Tcp { buf, .. } => {
+                buf.hold();
+                true
+            }
             RxTransport::Shm(r) => r.hold(),
             RxTransport::None => return Ok(()),
+        };
+        if !held {
+            // Only a writer that rewrote what it published: the poll ends
+            // the session.
+            self.rx.fault = Some(Close::new(CloseReason::ShmCorrupt));
+            return Err(self);
         }
-        rx.held_bytes += len;
+        self.rx.held_payload += len;
         // A delivery loop goes on to the next message.
-        rx.pops += 1;
+        self.rx.pops += 1;
         Ok(())
     }
 
-    /// Whether another message has arrived after this one, complete: what
-    /// a handler that answers several requests in one commit asks before
-    /// it [`hold`](Self::hold)s this one (with no more waiting, it commits
+    /// Whether another frame has arrived whole after this one (a heartbeat
+    /// is not one; the first fragment of a large message is): what a
+    /// handler that answers several requests in one commit asks before it
+    /// [`hold`](Self::hold)s this one (with no more waiting, it commits
     /// now, consuming this one too). One check of what was received: no
     /// system call.
     pub fn next_ready(&mut self) -> bool {
@@ -244,7 +258,7 @@ impl ConnRx {
             bytes: 0,
             conn,
             large: None,
-            held_bytes: 0,
+            held_payload: 0,
         }
     }
 
@@ -323,7 +337,7 @@ impl ConnRx {
     #[cold]
     pub(super) fn count_held(&mut self, held: u32) {
         self.pops_total += u64::from(held);
-        self.bytes += std::mem::take(&mut self.held_bytes);
+        self.bytes += std::mem::take(&mut self.held_payload);
     }
 
     /// Messages held ([`Received::hold`]) and not consumed yet.
@@ -337,10 +351,11 @@ impl ConnRx {
     }
 
     /// Gives the messages held back, unconsumed: the next
-    /// [`front`](Self::front) returns the first of them again. A failed
-    /// [`Batch::commit_consuming`](crate::Batch::commit_consuming) does
-    /// this itself; call it after dropping a batch you meant to commit
-    /// with them.
+    /// [`front`](Self::front) returns the first of them again. A
+    /// [`Batch::commit_consuming`](crate::Batch::commit_consuming) (or
+    /// `commit_consuming_held`) that fails on its batch does this itself
+    /// (one refused as `OtherConnection` leaves them held); call it after
+    /// dropping a batch you meant to commit with them.
     pub fn unhold(&mut self) {
         if self.held() == 0 {
             return;
@@ -350,7 +365,7 @@ impl ConnRx {
             RxTransport::Shm(r) => r.unhold(),
             RxTransport::None => {}
         }
-        self.held_bytes = 0;
+        self.held_payload = 0;
         // A large message after them is read again from its start.
         if let Some(l) = &mut self.large {
             l.reset();

@@ -471,7 +471,9 @@ pub fn shm_writer(data: &[u8]) {
                 0 => {
                     r.pop();
                 }
-                1 => r.hold(),
+                1 => {
+                    r.hold();
+                }
                 _ => r.unhold(),
             },
             // A batch: begin, add a message, commit it, or commit it

@@ -26,9 +26,9 @@
 //! a crash between steps 2 and 4, and then sets the local ack to the
 //! journal word's (a consume-and-reply consumes one message or more: the
 //! word is the stored ack or up to 2^31 - 1 more, anything else is
-//! refused as corrupt) and clears the flag. A crash before step 2 leaves the request unconsumed
-//! and no reply in the queue; after it, the request consumed and every
-//! reply queued.
+//! refused as corrupt) and clears the flag. A crash before step 2 leaves
+//! the requests unconsumed and no reply in the queue; after it, the
+//! requests consumed and every reply queued.
 
 use std::sync::atomic::{compiler_fence, Ordering};
 

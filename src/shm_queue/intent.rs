@@ -20,7 +20,9 @@
 //! them readable); the other words are stored, then the commit word: that
 //! store is the commit point. Then the batch is published (record, stamp,
 //! `write_idx`), the requests consumed (record, `read_idx`: one
-//! publication for all of them), and the commit word cleared.
+//! publication for all of them), and the commit word cleared. A consume
+//! of several with nothing to publish is recorded too (`n` 0, `Q + 104`
+//! 0): a commit record's delta cannot count them.
 //!
 //! Recovery ([`recover`], when a process opens the pair's two rings): a
 //! commit word whose check matches is rolled forward if each ring is at
@@ -131,18 +133,36 @@ impl<R: Region> ShmWriter<R> {
             Some(r) => Some(r.0.consume_target()?),
             None => None,
         };
-        let Some((start, end, n)) = self.w.batch_target() else {
-            // Nothing to publish: one publication of the reader is one
-            // step already.
-            if let Some(r) = consume {
+        let target = self.w.batch_target();
+        match (target, consume) {
+            (None, None) => Some(0),
+            // Nothing to publish and one message to consume: the reader's
+            // one publication is one step, its count exact, already.
+            (None, Some(r)) if inn.is_some_and(|(_, _, k)| k == 1) => {
                 r.consume_all();
+                Some(0)
             }
-            return Some(0);
-        };
-        self.w.batch_seal();
+            (_, consume) => self.commit_recorded(target, consume, inn),
+        }
+    }
+
+    /// `batch_commit` through the intent record: the batch's `target`
+    /// (`None`: nothing to publish, a consume of several), and the
+    /// consume `inn` of `consume`.
+    fn commit_recorded(
+        &mut self,
+        target: Option<(u32, u32, u32)>,
+        consume: Option<&mut ShmReader<R>>,
+        inn: Option<(u32, u32, u32)>,
+    ) -> Option<u32> {
+        let (start, end, n) = target.unwrap_or((0, 0, 0));
+        if n > 0 {
+            self.w.batch_seal();
+        }
         let first = self.w.batch_first().unwrap_or(0);
         let m = self.w.memory();
-        let (out, inn_word) = (pack(start, end), inn.map_or(0, |(s, e, _)| pack(s, e)));
+        let out = if n > 0 { pack(start, end) } else { 0 };
+        let inn_word = inn.map_or(0, |(s, e, _)| pack(s, e));
         let more = inn.map(|(_, _, k)| k - 1);
         // Relaxed, here and below: no other thread reads these words; a
         // process that opens the rings after a crash reads them, and
@@ -171,7 +191,9 @@ impl<R: Region> ShmWriter<R> {
         compiler_fence(Ordering::SeqCst);
         clear(self.w.memory());
         crate::failpoint::hit();
-        self.ring();
+        if n > 0 {
+            self.ring();
+        }
         Some(n)
     }
 }
@@ -215,17 +237,22 @@ pub(crate) fn recover<R: Region>(
     let inn = m.word64(OFF_INTENT_IN).load(Ordering::Relaxed);
     let first = m.word64(OFF_INTENT_FIRST).load(Ordering::Relaxed);
     let (consume, n) = (word & CONSUME != 0, (word >> 32) as u32 & MAX_BATCH);
-    // A consume's count, less one: at most what fits the ring (checked
-    // below against the move itself).
+    // A consume's count, less one (checked below against the move
+    // itself). A record of one request that checks with 0 is one too: a
+    // build before the count wrote it, leaving the word as it was.
     let more = if consume {
-        let more = m.word64(OFF_INTENT_CONSUMED).load(Ordering::Relaxed);
-        Some(u32::try_from(more).map_err(|_| format!("intent count {more} out of range"))?)
+        let raw = m.word64(OFF_INTENT_CONSUMED).load(Ordering::Relaxed);
+        [u32::try_from(raw).ok(), Some(0)]
+            .into_iter()
+            .flatten()
+            .find(|&c| word == commit_word(out, inn, first, n, Some(c)))
     } else {
-        None
+        (word == commit_word(out, inn, first, n, None)).then_some(0)
     };
-    if word != commit_word(out, inn, first, n, more) {
+    let Some(more) = more else {
         return Err(format!("intent record {word:#018x} does not check"));
-    }
+    };
+    let more = consume.then_some(more);
     let blocks = (m.capacity() / BLOCK) as u32;
     let ((w_start, w_end), (r_start, r_end)) = (unpack(out), unpack(inn));
     // Acquire: as in the ends' `reload`; each read once.
@@ -247,8 +274,13 @@ pub(crate) fn recover<R: Region>(
     // This ring: at the batch's start or end, the reader no further than
     // its end. The other: at the request's start or end, the request
     // within what its writer published.
-    let w_count = count_at_end(w_start, w_end, n, write, w_rec)
-        .filter(|_| n > 0 && fits(w_start, w_end) && w_end.wrapping_sub(read) <= blocks);
+    let w_count = if n == 0 {
+        // A consume of several with nothing to publish: this ring stays.
+        (consume && out == 0).then_some(0)
+    } else {
+        count_at_end(w_start, w_end, n, write, w_rec)
+            .filter(|_| fits(w_start, w_end) && w_end.wrapping_sub(read) <= blocks)
+    };
     let r_count = match more {
         // Each message consumed takes a block at least.
         Some(more) if more < r_end.wrapping_sub(r_start) => {
@@ -259,7 +291,9 @@ pub(crate) fn recover<R: Region>(
         None => Some(0),
     };
     if let (Some(w_count), Some(r_count)) = (w_count, r_count) {
-        w.w.roll_forward(w_start, w_end, w_count, first);
+        if n > 0 {
+            w.w.roll_forward(w_start, w_end, w_count, first);
+        }
         if consume {
             r.0.roll_forward(r_end, r_count);
         }

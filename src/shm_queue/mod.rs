@@ -622,9 +622,15 @@ impl<R: Region> ShmReader<R> {
         matches!(self.0.peek(at), Ok(Some(_)))
     }
 
-    /// Holds the current message (`ring::Reader::hold`).
-    pub(crate) fn hold(&mut self) {
+    /// Holds the current message (`ring::Reader::hold`); false if the
+    /// held would span more than the ring.
+    pub(crate) fn hold(&mut self) -> bool {
         self.0.hold()
+    }
+
+    /// Forgets the current message (`ring::Reader::forget_current`).
+    pub(crate) fn forget_current(&mut self) {
+        self.0.forget_current()
     }
 
     /// Messages held.
@@ -639,7 +645,7 @@ impl<R: Region> ShmReader<R> {
     }
 
     /// Steps past an orphan fragment (`ring::Reader::skip`).
-    pub(crate) fn skip(&mut self) {
+    pub(crate) fn skip(&mut self) -> bool {
         self.0.skip()
     }
 

@@ -1,6 +1,10 @@
 //! The consuming end of the ring: v1 reads through `write_idx`, the fast
 //! path's reads of stamped headers, the fallback to v1, and releasing
-//! blocks.
+//! blocks. Messages the application holds (`Received::hold`; not the
+//! writer's batch held by `push_more`) are read past without being
+//! released: the reader reads at its own position after them, and
+//! `read_idx` in memory stays at the first's start until they are
+//! consumed or given back.
 
 use super::*;
 
@@ -192,15 +196,32 @@ impl<M: QueueMemory> Reader<M> {
     /// it, and it stays unconsumed (its blocks not released to the
     /// writer) until it is consumed with those after it or given back
     /// ([`unhold`](Self::unhold)).
-    /// Allocates only to hold more messages than ever before.
-    pub(crate) fn hold(&mut self) {
-        if let Some(c) = self.cur.take() {
-            if self.held.is_empty() {
-                self.hold_from = self.read_idx;
-            }
-            self.held.push(c.end);
-            self.read_idx = c.end;
+    /// Allocates only to hold more messages than ever before. Returns
+    /// false, holding nothing, if the messages held would span more than
+    /// the ring (a writer that rewrote what it published).
+    pub(crate) fn hold(&mut self) -> bool {
+        let Some(c) = self.cur else {
+            return true;
+        };
+        let from = if self.held.is_empty() {
+            self.read_idx
+        } else {
+            self.hold_from
+        };
+        if c.end.wrapping_sub(from) > self.blk_cnt {
+            return false;
         }
+        self.cur = None;
+        self.hold_from = from;
+        self.held.push(c.end);
+        self.read_idx = c.end;
+        true
+    }
+
+    /// Forgets the message the last `front` returned (not consumed: the
+    /// next `front` returns it again), so a consume takes only the held.
+    pub(crate) fn forget_current(&mut self) {
+        self.cur = None;
     }
 
     /// Messages held.
@@ -214,6 +235,13 @@ impl<M: QueueMemory> Reader<M> {
         if !self.held.is_empty() {
             self.read_idx = self.hold_from;
             self.held.clear();
+            if self.fast {
+                // They may be from before the writer announced the fast
+                // path (no stamps): v1 reads them, and `try_fast` comes
+                // back once caught up.
+                self.fast = false;
+                self.write_cache = self.read_idx;
+            }
         }
         self.cur = None;
     }
@@ -435,8 +463,10 @@ impl<M: QueueMemory> Reader<M> {
         // SAFETY: `c` is our own copy of a message `check` found to lie
         // inside the ring (slot + blocks <= block count), and the callers
         // found it published (before write_idx, SYNC POINT msg-published,
-        // or stamped, SYNC POINT msg-stamped) at or after `read_idx`; the
-        // writer does not reuse its blocks until pop releases them (SYNC
+        // or stamped, SYNC POINT msg-stamped) at or after the read_idx we
+        // published (held messages keep it at or before their start); the
+        // writer does not reuse its blocks until a release (pop,
+        // `release_held`, `consume_all`, `consume_to`) passes them (SYNC
         // POINT block-released).
         unsafe { std::slice::from_raw_parts(self.mem.blocks().add(c.off), c.len) }
     }
@@ -547,12 +577,14 @@ impl<M: QueueMemory> Reader<M> {
     }
 
     /// Steps past the message the last `front` returned, an orphan
-    /// fragment: consumed now, or held with the messages held before it.
-    pub(crate) fn skip(&mut self) {
+    /// fragment: consumed now, or held with the messages held before it
+    /// (false: it could not be, see [`hold`](Self::hold)).
+    pub(crate) fn skip(&mut self) -> bool {
         if self.held.is_empty() {
             self.pop();
+            true
         } else {
-            self.hold();
+            self.hold()
         }
     }
 

@@ -157,7 +157,7 @@ fn held_two_threads(fast: bool, pop: bool) {
     let take = |r: &mut crate::shm_queue::ShmReader<crate::sys::HeapRegion>, want: &[u8]| loop {
         if let Some((_, p)) = r.front().unwrap() {
             assert!(p == want, "a held message changed");
-            r.hold();
+            assert!(r.hold());
             return;
         }
         assert!(std::time::Instant::now() < deadline, "writer stuck");
@@ -212,6 +212,84 @@ fn held_messages_stay_until_consumed_v1() {
 #[test]
 fn held_messages_stay_until_popped() {
     held_two_threads(true, true);
+}
+
+/// A wrap marker published alone (its message could not fit at slot 0
+/// yet, blocks there held) is stepped over while messages are held, not
+/// released with them; consumed alone, the held give the reader back its
+/// place before the marker, and the message after it is read whole.
+#[test]
+fn a_wrap_marker_alone_after_held_messages() {
+    for fast in [false, true] {
+        // 16 blocks.
+        let (mut w, mut r) = pair(1024);
+        w.set_fast_path(fast);
+        r.set_fast_path(fast);
+        for i in 0..14u8 {
+            w.alloc(1, 8).unwrap().fill(i);
+            w.push();
+        }
+        for _ in 0..2 {
+            r.front().unwrap().unwrap();
+            r.pop();
+        }
+        for _ in 2..14 {
+            r.front().unwrap().unwrap();
+            assert!(r.hold());
+        }
+        // Three blocks: a marker at 14, the message not yet at slot 0.
+        assert!(w.alloc(2, 150).is_none());
+        assert!(
+            r.front().unwrap().is_none(),
+            "fast {fast}: the marker alone"
+        );
+        assert_eq!((r.held(), r.popped()), (12, 2));
+        r.consume_all();
+        assert_eq!((r.held(), r.popped()), (0, 14));
+        w.alloc(2, 150).expect("room at slot 0 now").fill(0xee);
+        w.push();
+        let (t, p) = r.front().unwrap().expect("the message after the marker");
+        assert_eq!((t, p), (2, &[0xee; 150][..]), "fast {fast}");
+        r.pop();
+        assert_eq!(r.popped(), 15);
+    }
+}
+
+/// Messages held from before the writer announced the fast path (no
+/// stamps), given back after the reader took the fast path: read again at
+/// once, on v1.
+#[test]
+fn held_messages_from_before_the_fast_path_come_back_at_once() {
+    let (mut w, mut r) = pair(4096);
+    w.set_fast_path(false);
+    for i in 0..2u8 {
+        w.alloc(1, 8).unwrap().fill(i);
+        w.push();
+    }
+    for _ in 0..2 {
+        r.front().unwrap().unwrap();
+        assert!(r.hold());
+    }
+    w.set_fast_path(true);
+    w.alloc(1, 8).unwrap().fill(2);
+    w.push();
+    assert!(r.front().unwrap().is_some());
+    assert!(r.hold());
+    // Caught up, it takes the fast path the writer announced at 2.
+    assert!(r.front().unwrap().is_none());
+    assert!(r.is_fast());
+    w.alloc(1, 8).unwrap().fill(3);
+    w.push();
+    assert!(r.front().unwrap().is_some());
+    assert!(r.hold());
+    r.unhold();
+    for i in 0..4u8 {
+        let (_, p) = r.front().unwrap().expect("given back, at once");
+        assert_eq!(p, &[i; 8]);
+        assert!(r.hold());
+    }
+    r.consume_all();
+    assert_eq!(r.popped(), 4);
 }
 
 /// A batch dropped before its commit: its payloads, made of words that

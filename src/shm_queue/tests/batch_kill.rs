@@ -71,7 +71,8 @@ fn prepare(dir: &Path) -> ShmReader {
 /// then with mode "consume" or "plain" commits a batch of `BATCH`
 /// messages, consuming the request with "consume"; "consume3" holds two
 /// requests and consumes them and the third, "held2" holds two and
-/// consumes them alone; with "recover" it only opens. Crash points count
+/// consumes them alone, "empty3" holds two and consumes them and the
+/// third with a batch of nothing; with "recover" it only opens. Crash points count
 /// from the start (the recovery's included).
 #[test]
 #[ignore = "the child process of shm_batch_commit_is_all_or_nothing_at_every_point"]
@@ -86,25 +87,26 @@ fn shm_batch_child() {
     let holds = consumed(&mode).saturating_sub(u32::from(mode != "held2"));
     for i in 0..holds {
         assert_eq!(r.front().unwrap().unwrap().1[0], i as u8);
-        r.hold();
+        assert!(r.hold());
     }
     assert_eq!(r.held(), holds);
     if mode != "held2" {
         assert!(r.front().unwrap().is_some());
     }
     w.batch_begin();
-    for i in 0..BATCH {
+    let n = if mode == "empty3" { 0 } else { BATCH };
+    for i in 0..n {
         w.batch_alloc(2, LEN).unwrap().fill(0xb0 + i as u8);
     }
     let consume = (mode != "plain").then_some(&mut r);
-    assert_eq!(w.batch_commit(consume), Some(BATCH));
+    assert_eq!(w.batch_commit(consume), Some(n));
 }
 
 /// The requests a mode consumes.
 fn consumed(mode: &str) -> u32 {
     match mode {
         "consume" => 1,
-        "consume3" => 3,
+        "consume3" | "empty3" => 3,
         "held2" => 2,
         _ => 0,
     }
@@ -211,7 +213,7 @@ fn shm_batch_commit_is_all_or_nothing_at_every_point() {
             &[(DIR_ENV, &dir), (MODE_ENV, Path::new(m))],
         )
     };
-    for mode in ["plain", "consume", "consume3", "held2"] {
+    for mode in ["plain", "consume", "consume3", "held2", "empty3"] {
         let (mut points, mut intents) = (0, 0);
         for point in 1.. {
             prepare(&dir);
@@ -220,6 +222,13 @@ fn shm_batch_commit_is_all_or_nothing_at_every_point() {
             let (popped, whole) = outcome(&dir);
             match mode {
                 "plain" => assert_eq!(popped, 0, "point {point}"),
+                "empty3" => {
+                    assert!(!whole);
+                    assert!(popped == 0 || popped == 3, "point {point}: popped {popped}");
+                    if ended == Ended::Finished {
+                        assert_eq!(popped, 3, "a finished commit consumed them");
+                    }
+                }
                 _ => assert_eq!(
                     popped,
                     if whole { consumed(mode) } else { 0 },
@@ -227,7 +236,10 @@ fn shm_batch_commit_is_all_or_nothing_at_every_point() {
                 ),
             }
             if ended == Ended::Finished {
-                assert!(whole, "a finished commit published its batch");
+                assert!(
+                    whole || mode == "empty3",
+                    "a finished commit published its batch"
+                );
                 break;
             }
             points += 1;
