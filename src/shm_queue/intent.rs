@@ -149,6 +149,7 @@ impl<R: Region> ShmWriter<R> {
     /// `batch_commit` through the intent record: the batch's `target`
     /// (`None`: nothing to publish, a consume of several), and the
     /// consume `inn` of `consume`.
+    #[inline]
     fn commit_recorded(
         &mut self,
         target: Option<(u32, u32, u32)>,
@@ -174,10 +175,13 @@ impl<R: Region> ShmWriter<R> {
         crate::failpoint::hit();
         m.word64(OFF_INTENT_FIRST).store(first, Ordering::Relaxed);
         crate::failpoint::hit();
-        if let Some(more) = more {
+        // Stored unless it holds the count already (our own record of
+        // what we stored: only this writer stores it).
+        if let Some(more) = more.filter(|&c| self.consumed_word != Some(c)) {
             m.word64(OFF_INTENT_CONSUMED)
                 .store(u64::from(more), Ordering::Relaxed);
             crate::failpoint::hit();
+            self.consumed_word = Some(more);
         }
         compiler_fence(Ordering::SeqCst);
         let word = commit_word(out, inn_word, first, n, more);

@@ -314,6 +314,10 @@ pub(crate) struct ShmWriter<R: Region = Mapping> {
     wakes: bool,
     /// The reader was found asleep: its owner sends the wake-up.
     wake_due: bool,
+    /// What this writer last stored in its intent record's count word
+    /// (`intent`), so a run of one-request commits stores it once; `None`
+    /// when not known (the ring was opened, reloaded or reset).
+    consumed_word: Option<u32>,
 }
 
 /// The consuming end of a queue in region `R`: the only one.
@@ -356,6 +360,7 @@ impl<R: Region> ShmWriter<R> {
             unrung: false,
             wakes: false,
             wake_due: false,
+            consumed_word: None,
         })
     }
 
@@ -459,6 +464,7 @@ impl<R: Region> ShmWriter<R> {
     pub(crate) fn reload(&mut self) {
         self.wakes = false;
         self.wake_due = false;
+        self.consumed_word = None;
         self.w.reload()
     }
 
@@ -473,6 +479,7 @@ impl<R: Region> ShmWriter<R> {
     pub(crate) fn reset(&mut self) {
         ring::reset(self.w.memory());
         intent::clear(self.w.memory());
+        self.consumed_word = None;
         self.w.reload();
     }
 
