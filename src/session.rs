@@ -110,10 +110,15 @@ impl RecvBuf {
     /// without counting it consumed: a fragment copied out while the rest
     /// of its large message arrives (`conn::large`).
     pub(crate) fn step_over(&mut self) {
+        self.stepped += self.pass();
+    }
+
+    /// Moves the read position past the message there (after `front`),
+    /// not counted consumed; returns its bytes (0: none there).
+    fn pass(&mut self) -> u64 {
         let consumed = self.consumed;
         self.pop();
-        self.stepped += self.consumed - consumed;
-        self.consumed = consumed;
+        std::mem::replace(&mut self.consumed, consumed) - consumed
     }
 
     /// Holds the message at the read position (after `front`): `front`
@@ -121,14 +126,12 @@ impl RecvBuf {
     /// [`consume_held`](Self::consume_held) or [`unhold`](Self::unhold).
     pub(crate) fn hold(&mut self) {
         let at = self.rpos;
-        let consumed = self.consumed;
-        self.pop();
-        if self.rpos != at {
+        let bytes = self.pass();
+        if bytes != 0 {
             self.keep.get_or_insert(at);
             self.held += 1;
-            self.held_bytes += self.consumed - consumed;
+            self.held_bytes += bytes;
         }
-        self.consumed = consumed;
     }
 
     /// Whether a whole message (not a heartbeat) is waiting after the one
@@ -812,12 +815,12 @@ mod tests {
             check(&mut rb, i);
             rb.hold();
         }
-        // Consumed: the bytes go at the next read's room-making.
         rb.unhold();
         for i in 10..20 {
             check(&mut rb, i);
             rb.hold();
         }
+        // Consumed: the bytes go at the next read's room-making.
         let consumed = rb.consumed();
         rb.consume_held();
         assert!(rb.consumed() > consumed);
